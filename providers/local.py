@@ -1,0 +1,1068 @@
+"""The ``local`` provider: the whole stack on this machine, no root and no cloud account needed.
+
+- PostgreSQL: a cluster of its own (initdb / pg_ctl) listening on 127.0.0.1. initdb refuses to run as
+  root, so when Lifeboat runs as root the cluster runs as a dedicated account (``user`` setting, default
+  ``lifeboat``, created if missing) with its data under /var/lib/lifeboat/<stack>-<target>-<id>/ (the state
+  directory itself stays 0700 and root's).
+- Redis: a private redis-server (when installed) with a password, on 127.0.0.1.
+- Object store: a directory (see toolkit/dirstore.py for the layout).
+- Services: processes kept running by toolkit.supervisor; a ``build:`` directory with requirements.txt
+  gets its own virtualenv. Images (``image:``) need a container runtime: not offered here.
+- DNS: records in a BIND zone file; secrets: one 0600 file per secret.
+
+Everything else lives under one state directory (``state_dir``, default ``.lifeboat/<target>`` next to the
+stack file); ``lifeboat destroy`` stops every process and removes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets as pysecrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from toolkit import pgcommands
+from toolkit.connection import LocalConnection
+from toolkit.contract import (
+    CacheService,
+    ComputeService,
+    DatabaseInfo,
+    DatabaseService,
+    DnsService,
+    Host,
+    Instance,
+    Provider,
+    Record,
+    Resource,
+    SecretStore,
+    SecretValue,
+)
+from toolkit.dirstore import DirectoryStore
+from toolkit.errors import BadInput, CommandFailed, LockHeld, ProviderError, tail
+from toolkit.schema import Field, Int, Str
+
+PG_SUPERUSER = "lifeboat"
+INTERNAL = {"pg_superuser": "postgres superuser password", "pg_app": "app role password",
+            "redis": "redis password", "release_key": "key for release fingerprints"}
+SKIP_IN_BUILD = {"__pycache__", ".git", ".lifeboat", ".venv", "venv", "node_modules", ".pytest_cache"}
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file readable by its owner only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+class LocalState:
+    """Paths and the 0600 state file of one local target."""
+
+    def __init__(self, root: Path, stack_name: str, target_name: str):
+        self.root = root
+        self.file = root / "state.json"
+        self.stack_name = stack_name
+        self.target_name = target_name
+
+    def exists(self) -> bool:
+        return self.file.exists()
+
+    def load(self) -> dict:
+        try:
+            return json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def save(self, data: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        write_private(self.file, json.dumps(data, indent=1, sort_keys=True))
+
+    def update(self, **changes) -> dict:
+        data = self.load()
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key].update(value)
+            else:
+                data[key] = value
+        self.save(data)
+        return data
+
+    def port(self, name: str) -> int:
+        """A stable port for ``name``: reuse the recorded one, else pick a free one and record it."""
+        data = self.load()
+        ports = data.setdefault("ports", {})
+        if name not in ports:
+            used = set(ports.values())
+            port = free_port()
+            while port in used:
+                port = free_port()
+            ports[name] = port
+            self.save(data)
+        return ports[name]
+
+    def forget_port(self, name: str) -> None:
+        data = self.load()
+        data.get("ports", {}).pop(name, None)
+        self.save(data)
+
+    # -- paths
+    @property
+    def internal(self) -> Path:
+        return self.root / "internal"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def dns(self) -> Path:
+        return self.root / "dns"
+
+    @property
+    def services(self) -> Path:
+        return self.root / "services"
+
+    @property
+    def redis(self) -> Path:
+        return self.root / "redis"
+
+    @property
+    def builds(self) -> Path:
+        return self.root / "builds"
+
+
+class LocalSecrets(SecretStore):
+    """One file per secret, 0600, in a 0700 directory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def _path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise BadInput(f"bad secret name {name!r}.")
+        return self.directory / name
+
+    def names(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.name for p in self.directory.iterdir() if not p.name.startswith("."))
+
+    def read(self, name: str) -> SecretValue | None:
+        try:
+            return SecretValue(self._path(name).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, value: SecretValue) -> None:
+        write_private(self._path(name), value.reveal())
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+class ZoneFileDns(DnsService):
+    """Records kept in BIND zone files (one per zone), rewritten atomically with a new serial."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def _file(self, zone: str) -> Path:
+        return self.directory / f"{zone.rstrip('.')}.zone"
+
+    def _load(self, zone: str):
+        import dns.zone
+
+        path = self._file(zone)
+        if not path.exists():
+            return None
+        return dns.zone.from_file(str(path), origin=zone.rstrip(".") + ".", relativize=True)
+
+    def records(self, zone: str) -> list[Record]:
+        z = self._load(zone)
+        if z is None:
+            return []
+        out = []
+        for name, node in z.nodes.items():
+            for rdataset in node.rdatasets:
+                import dns.rdatatype
+
+                rtype = dns.rdatatype.to_text(rdataset.rdtype)
+                if str(name) == "@" and rtype in ("SOA", "NS"):
+                    continue
+                values = tuple(sorted(r.to_text() for r in rdataset))
+                out.append(Record(str(name), rtype, rdataset.ttl, values))
+        return sorted(out, key=lambda r: (r.name, r.type))
+
+    def upsert(self, zone: str, record: Record) -> None:
+        import dns.rdata
+        import dns.rdataclass
+        import dns.rdatatype
+        import dns.rdataset
+
+        z = self._load(zone) or self._new_zone(zone)
+        rdtype = dns.rdatatype.from_text(record.type)
+        rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, rdtype)
+        rdataset.update_ttl(record.ttl)
+        for value in record.values:
+            rdataset.add(dns.rdata.from_text(dns.rdataclass.IN, rdtype, value, origin=z.origin))
+        node = z.find_node(record.name, create=True)
+        node.replace_rdataset(rdataset)
+        self._save(zone, z)
+
+    def delete(self, zone: str, name: str, type: str) -> None:
+        import dns.rdatatype
+
+        z = self._load(zone)
+        if z is None:
+            return
+        z.delete_rdataset(name, dns.rdatatype.from_text(type))
+        self._save(zone, z)
+
+    def _new_zone(self, zone: str):
+        import dns.zone
+
+        origin = zone.rstrip(".") + "."
+        text = (f"$ORIGIN {origin}\n$TTL 300\n"
+                f"@ 3600 IN SOA ns1.{origin} hostmaster.{origin} 1 3600 600 604800 300\n"
+                f"@ 3600 IN NS ns1.{origin}\n")
+        return dns.zone.from_text(text, origin=origin, relativize=True)
+
+    def _save(self, zone: str, z) -> None:
+        import dns.rdatatype
+
+        soa = z.find_rdataset("@", dns.rdatatype.SOA)
+        old = list(soa)[0]
+        soa.add(old.replace(serial=max(old.serial + 1, int(time.time()))), soa.ttl)
+        for rdata in list(soa):
+            if rdata.serial == old.serial:
+                soa.discard(rdata)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(self._file(zone), z.to_text(relativize=True))
+
+
+class LocalDatabase(DatabaseService):
+    def __init__(self, provider: LocalProvider):
+        self.p = provider
+
+    def _pg(self):
+        pg = self.p.stack.postgres
+        if pg is None:
+            raise ProviderError(f"the stack {self.p.stack.name} has no postgres: section.")
+        return pg
+
+    def _env(self) -> dict:
+        return {"PGPASSWORD": self.p.internal_secret("pg_app").reveal_text(), "PGCONNECT_TIMEOUT": "10"}
+
+    def info(self) -> DatabaseInfo:
+        pg = self._pg()
+        with self.p.pg_connect(pg.database, app=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version_num')::int / 10000, "
+                        "pg_database_size(current_database())")
+            version, size = cur.fetchone()
+            cur.execute("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1")
+            exts = tuple(r[0] for r in cur.fetchall())
+        return DatabaseInfo(int(version), pg.database, exts, int(size))
+
+    @contextmanager
+    def dump(self):
+        pg = self._pg()
+        argv = pgcommands.pg_dump(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
+                                  user=pg.user, database=pg.database)
+        with LocalConnection().read_stream(argv, env=self._env()) as stream:
+            yield stream
+
+    def restore(self, stream, *, clean: bool = True) -> None:
+        pg = self._pg()
+        argv = pgcommands.pg_restore(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
+                                     user=pg.user, database=pg.database, clean=clean)
+        with LocalConnection().write_stream(argv, env=self._env()) as sink:
+            shutil.copyfileobj(stream, sink, 1 << 20)
+
+    def table_digests(self):
+        from toolkit.digests import table_digests
+
+        with self.p.pg_connect(self._pg().database, app=True) as conn:
+            return table_digests(conn)
+
+    def connection_url(self) -> SecretValue:
+        return self.p.database_url()
+
+
+class LocalCache(CacheService):
+    def __init__(self, provider: LocalProvider):
+        self.p = provider
+
+    def connection_url(self) -> SecretValue:
+        return self.p.redis_url()
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            client = redis.Redis(host="127.0.0.1", port=self.p.state.port("redis"),
+                                 password=self.p.internal_secret("redis").reveal_text(), socket_timeout=2)
+            return bool(client.ping())
+        except Exception:
+            return False
+
+
+class LocalCompute(ComputeService):
+    def __init__(self, provider: LocalProvider):
+        self.p = provider
+
+    def hosts(self) -> list[Host]:
+        return [Host("localhost", "127.0.0.1", ("web", "worker", "db", "storage"))]
+
+    def addresses(self, role: str) -> list[str]:
+        return ["127.0.0.1"]
+
+    def instances(self) -> list[Instance]:
+        state = self.p.state.load()
+        status = self.p.supervisor_status()
+        running = self.p.supervisor_pid() is not None
+        out = []
+        for name, svc in sorted(state.get("services", {}).items()):
+            service = self.p.stack.services.get(name)
+            for replica in range(svc.get("replicas", 1)):
+                program = f"{name}.{replica}"
+                ps = status.get(program, {})
+                alive = running and ps.get("state") == "running" and pid_alive(ps.get("pid"))
+                url = healthy = None
+                if service is not None and service.is_web:
+                    port = state.get("ports", {}).get(program)
+                    url = f"http://127.0.0.1:{port}" if port else None
+                    healthy = bool(alive and url and self.p.http_ok(url + (service.health or "/")))
+                elif alive:
+                    healthy = True
+                else:
+                    healthy = False
+                out.append(Instance(name, replica, "localhost",
+                                    "running" if alive else (ps.get("state") or "stopped"), healthy, url,
+                                    svc.get("release"), {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
+        return out
+
+    def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
+        svc = self.p.stack.services.get(service)
+        if svc is None:
+            raise BadInput(f'no service "{service}" in the stack.',
+                           hint=f"services: {', '.join(self.p.stack.services)}.")
+        full_env = self.p.service_env(svc, replica=0)
+        full_env.update(env or {})
+        run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **full_env}
+        try:
+            proc = subprocess.run(list(argv), cwd=self.p.service_cwd(svc), env=run_env, check=False)
+        except FileNotFoundError:
+            raise BadInput(f"{argv[0]}: command not found in the environment of {service}.") from None
+        return proc.returncode
+
+
+class LocalProvider(Provider):
+    TYPE = "local"
+    DESCRIPTION = "this machine: processes, its own PostgreSQL and Redis, a directory store, a zone file"
+    SERVICES = frozenset({"compute", "database", "cache", "objects", "dns", "secrets"})
+    FEATURES = {"runtime.process": True, "runtime.docker": False, "replicas": True, "tls": False,
+                "lock": True, "public_addresses": False}
+    SETTINGS = {
+        "state_dir": Field(Str(expected="a directory for this target's state (relative to the stack file)"),
+                           doc="default .lifeboat/<target> next to the stack file"),
+        "user": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
+                      default="lifeboat", doc="account PostgreSQL runs as when Lifeboat runs as root"),
+        "http_port": Field(Int(min=0, max=65535, expected="a TCP port, or 0 to pick a free one"), default=0,
+                           doc="port of the first web replica; 0 picks a free one"),
+        "postgres_bin": Field(Str(expected="the directory holding initdb and pg_ctl")),
+        "redis_server": Field(Str(expected="the path of redis-server")),
+    }
+
+    def __init__(self, stack, target):
+        super().__init__(stack, target)
+        configured = self.settings.get("state_dir")
+        root = (stack.root / configured) if configured else stack.root / ".lifeboat" / target.name
+        self.state = LocalState(root.resolve(), stack.name, target.name)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def pg_user(self) -> str | None:
+        return self.settings.get("user") or "lifeboat" if self.as_root else None
+
+    def pg_root(self) -> Path:
+        recorded = self.state.load().get("pg_root")
+        if recorded:
+            return Path(recorded)
+        if self.as_root:
+            ident = hashlib.sha256(str(self.state.root).encode()).hexdigest()[:10]
+            return Path("/var/lib/lifeboat") / f"{self.stack.name}-{self.target.name}-{ident}"
+        return self.state.root / "postgres"
+
+    def pg_bindir(self) -> Path:
+        if self.settings.get("postgres_bin"):
+            return Path(self.settings["postgres_bin"])
+        version = self.stack.postgres.version if self.stack.postgres else None
+        candidates = []
+        if version:
+            candidates.append(Path(f"/usr/lib/postgresql/{version}/bin"))
+        found = shutil.which("initdb")
+        if found:
+            candidates.append(Path(os.path.realpath(found)).parent)
+        for candidate in candidates:
+            if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+                return candidate
+        raise ProviderError(
+            f"{self.label}: PostgreSQL {version} server binaries (initdb, pg_ctl) were not found.",
+            hint=f"install them (Debian: apt-get install postgresql-{version}) or set postgres_bin.",
+            code="local.missing_postgres")
+
+    def redis_binary(self) -> str:
+        found = self.settings.get("redis_server") or shutil.which("redis-server") or \
+            ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+        if not found:
+            raise ProviderError(f"{self.label}: the stack uses Redis but redis-server is not installed.",
+                                hint="install it (Debian: apt-get install redis-server) or set redis_server.",
+                                code="local.missing_redis")
+        return found
+
+    def internal_secret(self, name: str) -> SecretValue:
+        """Passwords and keys Lifeboat makes for itself; generated once, kept 0600 in the state dir."""
+        path = self.state.internal / name
+        try:
+            return SecretValue(path.read_bytes())
+        except FileNotFoundError:
+            value = pysecrets.token_urlsafe(32)
+            self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(path, value)
+            return SecretValue(value)
+
+    def http_ok(self, url: str, timeout: float = 2.0) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL we built
+                return 200 <= resp.status < 400
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ contract: preflight
+    def check(self) -> dict:
+        facts = {"state_dir": str(self.state.root)}
+        if self.stack.postgres:
+            bindir = self.pg_bindir()
+            out = LocalConnection().run([str(bindir / "initdb"), "--version"]).text.strip()
+            major = int(out.split()[-1].split(".")[0])
+            if major != self.stack.postgres.version:
+                raise ProviderError(
+                    f"{self.label}: the stack asks for PostgreSQL {self.stack.postgres.version}, "
+                    f"this machine has {major} ({bindir}).",
+                    hint=f"install postgresql-{self.stack.postgres.version} or set postgres_bin.",
+                    code="local.postgres_version")
+            facts["postgres"] = out
+            share = self._pg_share(bindir)
+            missing = [e for e in self.stack.postgres.extensions if not (share / f"{e}.control").exists()]
+            if missing:
+                raise ProviderError(f"{self.label}: PostgreSQL extension(s) {', '.join(missing)} are not "
+                                    f"installed ({share}).", hint="install the package that ships them "
+                                    "(Debian: postgresql-contrib for most).", code="local.missing_extension")
+        if self.stack.redis is not None:
+            binary = self.redis_binary()
+            facts["redis"] = LocalConnection().run([binary, "--version"]).text.strip()
+        for svc in self.stack.services.values():
+            if svc.image and not svc.build:
+                raise BadInput(f'service "{svc.name}" runs the image {svc.image}; the local provider runs '
+                               "processes from a build: directory and has no container runtime.",
+                               hint="give the service build: (a directory with the app), or run it on a "
+                                    "provider with the docker runtime.", code="local.image_unsupported")
+        return facts
+
+    def _pg_share(self, bindir: Path) -> Path:
+        try:
+            out = LocalConnection().run([str(bindir / "pg_config"), "--sharedir"]).text.strip()
+            return Path(out) / "extension"
+        except CommandFailed:
+            return Path(f"/usr/share/postgresql/{self.stack.postgres.version}/extension")
+
+    # ------------------------------------------------------------------ contract: lifecycle
+    def observe(self) -> list[Resource]:
+        state = self.state.load()
+        out: list[Resource] = []
+        pg = self.stack.postgres
+        pg_state = state.get("postgres")
+        if pg_state:
+            running = self._pg_running()
+            out.append(Resource("database", pg_state["database"],
+                                {"version": pg_state["version"], "extensions": sorted(pg_state.get("extensions", [])),
+                                 "running": running},
+                                {"port": state.get("ports", {}).get("postgres"), "data": str(self.pg_root())}))
+        elif pg and (self.pg_root() / "data" / "PG_VERSION").exists():
+            out.append(Resource("database", pg.database, {"version": pg.version, "extensions": [],
+                                                          "running": self._pg_running()}))
+        if state.get("redis"):
+            out.append(Resource("cache", "redis", {"running": self._redis_running()},
+                                {"port": state.get("ports", {}).get("redis")}))
+        store = DirectoryStore(self.state.objects)
+        if self.state.objects.is_dir():
+            for entry in sorted(self.state.objects.iterdir()):
+                if entry.is_dir() and not entry.name.startswith("."):
+                    count, size = store.stats(entry.name)
+                    out.append(Resource("bucket", entry.name, {}, {"objects": count, "bytes": size}))
+        running = self.supervisor_pid() is not None
+        status = self.supervisor_status()
+        for name, svc in sorted(state.get("services", {}).items()):
+            programs = [status.get(f"{name}.{i}", {}) for i in range(svc.get("replicas", 1))]
+            up = running and all(p.get("state") == "running" and pid_alive(p.get("pid")) for p in programs)
+            out.append(Resource("service", name, {"release": svc.get("release"), "config": svc.get("config"),
+                                                  "replicas": svc.get("replicas", 1), "running": up}))
+        return out
+
+    def desired(self, resources: list[Resource]) -> list[Resource]:
+        out = []
+        for res in resources:
+            if res.kind == "bucket":
+                out.append(Resource("bucket", res.name, {}))  # public/versioned: not applicable to a directory
+            elif res.kind == "cache":
+                out.append(Resource("cache", res.name, {"running": True}))
+            elif res.kind == "database":
+                out.append(Resource("database", res.name, {**res.attrs, "running": True}))
+            elif res.kind == "service":
+                svc = self.stack.services[res.name]
+                out.append(Resource("service", res.name, {"release": self.release_id(svc),
+                                                          "config": self.config_id(svc),
+                                                          "replicas": svc.replicas, "running": True}))
+            else:
+                out.append(res)
+        return out
+
+    def create(self, resource: Resource) -> None:
+        getattr(self, f"_apply_{resource.kind}")(None, resource)
+
+    def update(self, before: Resource, after: Resource) -> None:
+        getattr(self, f"_apply_{after.kind}")(before, after)
+
+    def delete(self, resource: Resource) -> None:
+        getattr(self, f"_delete_{resource.kind}")(resource)
+
+    def finish_destroy(self) -> None:
+        self.stop_supervisor()
+        pg_root = self.pg_root()
+        if pg_root.exists() and pg_root != self.state.root / "postgres":
+            shutil.rmtree(pg_root, ignore_errors=True)
+        shutil.rmtree(self.state.root, ignore_errors=True)
+        parent = self.state.root.parent
+        if parent.name == ".lifeboat":
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ database
+    def _pg_running(self) -> bool:
+        pidfile = self.pg_root() / "data" / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return False
+        return pid_alive(pid)
+
+    def _ensure_account(self) -> None:
+        user = self.pg_user()
+        if not user:
+            return
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            LocalConnection().run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                                   "--shell", "/usr/sbin/nologin", user])
+
+    def _pg_conn(self) -> LocalConnection:
+        return LocalConnection(user=self.pg_user())
+
+    def _chown(self, path: Path) -> None:
+        user = self.pg_user()
+        if user:
+            shutil.chown(path, user, user)
+
+    def _apply_database(self, before: Resource | None, after: Resource) -> None:
+        pg = self.stack.postgres
+        bindir = self.pg_bindir()
+        self._ensure_account()
+        root = self.pg_root()
+        data, sockets, log = root / "data", root / "run", root / "postgres.log"
+        if self.as_root:
+            root.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._chown(root)
+        self.state.update(pg_root=str(root))
+        conn = self._pg_conn()
+        if not (data / "PG_VERSION").exists():
+            if data.exists():
+                shutil.rmtree(data)  # a half-made cluster from an interrupted run
+            pwfile = root / ".pwfile"
+            write_private(pwfile, self.internal_secret("pg_superuser").reveal())
+            self._chown(pwfile)
+            try:
+                conn.run(pgcommands.initdb(bindir, data, superuser=PG_SUPERUSER, pwfile=pwfile), timeout=180)
+            finally:
+                pwfile.unlink(missing_ok=True)
+            with open(data / "postgresql.conf", "a") as handle:
+                handle.write("\ninclude_if_exists = 'lifeboat.conf'\n")
+        sockets.mkdir(exist_ok=True, mode=0o700)
+        self._chown(sockets)
+        port = self.state.port("postgres")
+        if not self._pg_running():
+            if port_open(port):  # someone else took our port while we were down
+                self.state.forget_port("postgres")
+                port = self.state.port("postgres")
+            conf = data / "lifeboat.conf"
+            conf.write_text(pgcommands.postgres_conf(port=port, socket_dir=sockets))
+            self._chown(conf)
+            try:
+                conn.run(pgcommands.pg_ctl_start(bindir, data, log), timeout=90)
+            except CommandFailed as exc:
+                raise ProviderError(f"{self.label}: PostgreSQL did not start: {exc.message}\n"
+                                    f"{tail(log.read_text(errors='replace')) if log.exists() else ''}",
+                                    code="local.postgres_start") from None
+        self._pg_setup(pg)
+        self.state.update(postgres={"database": pg.database, "user": pg.user, "version": pg.version,
+                                    "extensions": sorted(pg.extensions)})
+
+    def pg_connect(self, database: str, *, app: bool = False):
+        import psycopg
+
+        pg = self.stack.postgres
+        user = pg.user if app else PG_SUPERUSER
+        password = self.internal_secret("pg_app" if app else "pg_superuser").reveal_text()
+        return psycopg.connect(host="127.0.0.1", port=self.state.port("postgres"), user=user, password=password,
+                               dbname=database, connect_timeout=10, autocommit=True)
+
+    def _pg_setup(self, pg) -> None:
+        from psycopg import sql
+
+        app_password = self.internal_secret("pg_app").reveal_text()
+        with self.pg_connect("postgres") as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (pg.user,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(pg.user), sql.Literal(app_password)))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.database,))
+            if not cur.fetchone():
+                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(pg.database), sql.Identifier(pg.user)))
+        with self.pg_connect(pg.database) as conn, conn.cursor() as cur:
+            for ext in pg.extensions:
+                cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+            cur.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(pg.user)))
+
+    def _delete_database(self, resource: Resource) -> None:
+        root = self.pg_root()
+        if self._pg_running():
+            self._pg_conn().run(pgcommands.pg_ctl_stop(self.pg_bindir(), root / "data"), check=False, timeout=90)
+        deadline = time.time() + 30
+        while self._pg_running() and time.time() < deadline:
+            time.sleep(0.2)
+        if self._pg_running():
+            raise ProviderError(f"{self.label}: PostgreSQL in {root / 'data'} did not stop.")
+        shutil.rmtree(root, ignore_errors=True)
+        state = self.state.load()
+        state.pop("postgres", None)
+        state.pop("pg_root", None)
+        self.state.save(state)
+
+    def database_url(self) -> SecretValue:
+        from urllib.parse import quote
+
+        pg = self.stack.postgres
+        password = quote(self.internal_secret("pg_app").reveal_text(), safe="")
+        port = self.state.port("postgres")
+        return SecretValue(f"postgresql://{pg.user}:{password}@127.0.0.1:{port}/{pg.database}")
+
+    # ------------------------------------------------------------------ cache
+    def _redis_pid(self) -> int | None:
+        try:
+            return int((self.state.redis / "redis.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _redis_running(self) -> bool:
+        return pid_alive(self._redis_pid())
+
+    def _apply_cache(self, before: Resource | None, after: Resource) -> None:
+        binary = self.redis_binary()
+        directory = self.state.redis
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._redis_running():
+            return
+        port = self.state.port("redis")
+        if port_open(port):
+            self.state.forget_port("redis")
+            port = self.state.port("redis")
+        conf = directory / "redis.conf"
+        write_private(conf, pgcommands.redis_conf(port=port, data_dir=directory, pid_file=directory / "redis.pid",
+                                                  log_file=directory / "redis.log",
+                                                  password=self.internal_secret("redis").reveal_text()))
+        LocalConnection().run(pgcommands.redis_server(binary, conf), timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if LocalCache(self).ping():
+                break
+            time.sleep(0.1)
+        else:
+            log = directory / "redis.log"
+            raise ProviderError(f"{self.label}: redis-server did not answer on 127.0.0.1:{port}.\n"
+                                f"{tail(log.read_text(errors='replace')) if log.exists() else ''}",
+                                code="local.redis_start")
+        self.state.update(redis={"version": self.stack.redis.version if self.stack.redis else None})
+
+    def _delete_cache(self, resource: Resource) -> None:
+        pid = self._redis_pid()
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.time() + 15
+            while pid_alive(pid) and time.time() < deadline:
+                time.sleep(0.1)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.state.redis, ignore_errors=True)
+        state = self.state.load()
+        state.pop("redis", None)
+        self.state.save(state)
+
+    def redis_url(self) -> SecretValue:
+        from urllib.parse import quote
+
+        password = quote(self.internal_secret("redis").reveal_text(), safe="")
+        return SecretValue(f"redis://:{password}@127.0.0.1:{self.state.port('redis')}/0")
+
+    # ------------------------------------------------------------------ buckets
+    def _apply_bucket(self, before: Resource | None, after: Resource) -> None:
+        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        DirectoryStore(self.state.objects).create_bucket(after.name)
+
+    def _delete_bucket(self, resource: Resource) -> None:
+        store = DirectoryStore(self.state.objects)
+        shutil.rmtree(store.bucket_dir(resource.name), ignore_errors=True)
+        shutil.rmtree(self.state.objects / ".meta" / resource.name, ignore_errors=True)
+
+    # ------------------------------------------------------------------ services
+    def release_id(self, svc) -> str:
+        """Digest of what the service runs: its build directory's files and its command."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(list(svc.command)).encode())
+        if svc.build:
+            for path in _walk(svc.build):
+                rel = path.relative_to(svc.build).as_posix()
+                digest.update(rel.encode() + b"\0")
+                with open(path, "rb") as handle:
+                    for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                        digest.update(chunk)
+                digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+    def config_id(self, svc) -> str:
+        """Keyed digest of what the service is given (env, secrets, ports): changes restart it, and the
+        digest reveals nothing about secret values."""
+        key = self.internal_secret("release_key").reveal()
+        env = self.service_env(svc, replica=0, resolve_ports=False)
+        blob = json.dumps({"env": env, "replicas": svc.replicas, "port": svc.port}, sort_keys=True).encode()
+        return hmac.new(key, blob, hashlib.sha256).hexdigest()[:16]
+
+    def service_cwd(self, svc) -> str:
+        return str(svc.build) if svc.build else str(self.state.root)
+
+    def service_env(self, svc, *, replica: int, resolve_ports: bool = True) -> dict[str, str]:
+        env = {"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica)}
+        env.update(svc.env)
+        if self.stack.postgres:
+            env["DATABASE_URL"] = self.database_url().reveal_text()
+        if self.stack.redis is not None:
+            env["REDIS_URL"] = self.redis_url().reveal_text()
+        for bucket in self.stack.buckets:
+            env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = (self.state.objects / bucket).as_uri()
+        store = self.secrets()
+        for name in svc.secrets:
+            value = store.read(name)
+            if value is not None:
+                env[name] = value.reveal_text()
+        if svc.is_web and resolve_ports:
+            env["PORT"] = str(self._web_port(svc, replica))
+        venv = self._venv_dir(svc)
+        if venv is not None:
+            env["VIRTUAL_ENV"] = str(venv)
+            env["PATH"] = f"{venv / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        if svc.build:
+            env["PYTHONPATH"] = str(svc.build)
+        return env
+
+    def _web_port(self, svc, replica: int) -> int:
+        name = f"{svc.name}.{replica}"
+        data = self.state.load()
+        if name not in data.get("ports", {}):
+            wanted = self.settings.get("http_port") or 0
+            first_web = self.stack.web_services()[0].name == svc.name and replica == 0
+            if wanted and first_web:
+                data.setdefault("ports", {})[name] = wanted
+                self.state.save(data)
+        return self.state.port(name)
+
+    def _venv_dir(self, svc) -> Path | None:
+        if not svc.build or not (svc.build / "requirements.txt").exists():
+            return None
+        digest = hashlib.sha256((svc.build / "requirements.txt").read_bytes()).hexdigest()[:12]
+        return self.state.builds / f"venv-{digest}"
+
+    def build(self, svc, progress=None) -> None:
+        venv = self._venv_dir(svc)
+        if venv is None or (venv / ".complete").exists():
+            return
+        if venv.exists():
+            shutil.rmtree(venv)
+        venv.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if progress:
+            progress(f"building {svc.name}: virtualenv with {svc.build / 'requirements.txt'}")
+        log = venv.parent / f"{venv.name}.log"
+        conn = LocalConnection()
+        base = getattr(sys, "_base_executable", sys.executable)
+        try:
+            conn.run([base, "-m", "venv", str(venv)], timeout=300)
+            result = conn.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                               "-q", "-r", str(svc.build / "requirements.txt")], timeout=900)
+            log.write_bytes(result.stdout + result.stderr)
+        except CommandFailed as exc:
+            raise ProviderError(f"{self.label}: building {svc.name} failed: {exc.message}",
+                                code="local.build") from None
+        (venv / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def _programs(self) -> list[dict]:
+        state = self.state.load()
+        programs = []
+        for name, info in sorted(state.get("services", {}).items()):
+            programs.extend(info.get("programs", []))
+        return programs
+
+    def _write_spec(self) -> Path:
+        spec = self.state.services / "supervisor.json"
+        write_private(spec, json.dumps({"programs": self._programs()}, indent=1))
+        return spec
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int((self.state.services / "supervisor.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return None
+        if b"toolkit.supervisor" not in cmdline or not pid_alive(pid):
+            return None
+        return pid
+
+    def supervisor_status(self) -> dict:
+        try:
+            return json.loads((self.state.services / "status.json").read_text()).get("programs", {})
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _start_or_reload_supervisor(self) -> None:
+        spec = self._write_spec()
+        pid = self.supervisor_pid()
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+            return
+        (self.state.services / "status.json").unlink(missing_ok=True)
+        log = open(self.state.services / "supervisor.log", "ab")
+        try:
+            subprocess.Popen([sys.executable, "-m", "toolkit.supervisor", str(spec)], stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                             cwd=str(self.state.root))
+        finally:
+            log.close()
+        deadline = time.time() + 10
+        while time.time() < deadline and self.supervisor_pid() is None:
+            time.sleep(0.05)
+        if self.supervisor_pid() is None:
+            raise ProviderError(f"{self.label}: the process supervisor did not start; see "
+                                f"{self.state.services / 'supervisor.log'}.", code="local.supervisor")
+
+    def stop_supervisor(self) -> None:
+        pid = self.supervisor_pid()
+        if not pid:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 20
+        while pid_alive(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def _apply_service(self, before: Resource | None, after: Resource) -> None:
+        svc = self.stack.services[after.name]
+        self.build(svc)
+        logs = self.state.services / "logs"
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        programs = []
+        for replica in range(svc.replicas):
+            env = self.service_env(svc, replica=replica)
+            env_file = self.state.services / "env" / f"{svc.name}.{replica}.json"
+            write_private(env_file, json.dumps(env))
+            programs.append({"name": f"{svc.name}.{replica}", "argv": list(svc.command),
+                             "cwd": self.service_cwd(svc), "env_file": str(env_file),
+                             "log": str(logs / f"{svc.name}.{replica}.log"),
+                             "release": after.attrs["release"]})
+        data = self.state.load()
+        old_replicas = data.get("services", {}).get(svc.name, {}).get("replicas", 0)
+        data.setdefault("services", {})[svc.name] = {
+            "release": after.attrs["release"], "config": after.attrs["config"], "replicas": svc.replicas,
+            "programs": programs}
+        for replica in range(svc.replicas, old_replicas):
+            data.get("ports", {}).pop(f"{svc.name}.{replica}", None)
+            (self.state.services / "env" / f"{svc.name}.{replica}.json").unlink(missing_ok=True)
+        self.state.save(data)
+        self._start_or_reload_supervisor()
+        self.wait_healthy(svc)
+
+    def wait_healthy(self, svc, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        compute = LocalCompute(self)
+        release = self.state.load()["services"][svc.name]["release"]
+        while time.time() < deadline:
+            mine = [i for i in compute.instances() if i.service == svc.name]
+            if mine and all(i.healthy and i.release == release for i in mine) and \
+                    len(mine) == svc.replicas:
+                return
+            time.sleep(0.25)
+        logs = self.state.services / "logs"
+        detail = ""
+        for replica in range(svc.replicas):
+            log = logs / f"{svc.name}.{replica}.log"
+            if log.exists():
+                detail = tail(log.read_bytes(), lines=10)
+                break
+        what = f"answer {svc.health or '/'} with HTTP 2xx/3xx" if svc.is_web else "keep running"
+        raise ProviderError(f"{self.label}: service {svc.name} did not {what} within {timeout:.0f} s."
+                            + (f" Its log ends with:\n{detail}" if detail else ""),
+                            hint=f"logs: {logs}", code="local.unhealthy")
+
+    def _delete_service(self, resource: Resource) -> None:
+        data = self.state.load()
+        info = data.get("services", {}).pop(resource.name, None)
+        for replica in range((info or {}).get("replicas", 0)):
+            data.get("ports", {}).pop(f"{resource.name}.{replica}", None)
+            (self.state.services / "env" / f"{resource.name}.{replica}.json").unlink(missing_ok=True)
+        self.state.save(data)
+        if not data.get("services"):
+            self.stop_supervisor()
+            return
+        pid = self.supervisor_pid()
+        self._write_spec()
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+            deadline = time.time() + 20
+            while time.time() < deadline and any(p.startswith(resource.name + ".")
+                                                 for p in self.supervisor_status()):
+                time.sleep(0.1)
+
+    # ------------------------------------------------------------------ service accessors
+    def compute(self) -> LocalCompute:
+        return LocalCompute(self)
+
+    def database(self) -> LocalDatabase:
+        return LocalDatabase(self)
+
+    def cache(self) -> LocalCache:
+        return LocalCache(self)
+
+    def objects(self) -> DirectoryStore:
+        return DirectoryStore(self.state.objects)
+
+    def dns(self) -> ZoneFileDns:
+        return ZoneFileDns(self.state.dns)
+
+    def secrets(self) -> LocalSecrets:
+        return LocalSecrets(self.state.secrets)
+
+    @contextmanager
+    def lock(self, owner: str):
+        """An exclusive flock on <state>/lock; the holder is written inside for the next one to read."""
+        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.state.root / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                except ValueError:
+                    holder = {}
+                since = holder.get("since", "an unknown time")
+                raise LockHeld(
+                    f"{self.label}: another run holds the lock on stack {self.stack.name}: "
+                    f"{holder.get('owner', 'unknown')} (pid {holder.get('pid', '?')}, `{holder.get('command', '?')}`) "
+                    f"since {since}.", hint="wait for it to finish; if it died, its lock was released with it.")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"owner": owner, "pid": os.getpid(), "command": " ".join(sys.argv[1:])[:200],
+                                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _walk(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_IN_BUILD and not d.endswith(".egg-info"))
+        for name in sorted(filenames):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            yield Path(dirpath) / name

@@ -1,0 +1,441 @@
+"""The ``lifeboat`` command line: a thin layer over the engine.
+
+Every command prints one JSON envelope on stdout with ``--output json`` (also on failure) and human text
+on stderr otherwise; exit codes are documented in the README and in ``toolkit.errors``. Heavy libraries
+(boto3, paramiko, python_terraform, psycopg) are imported only by the code that needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_PLAN_CHANGES,
+    BadInput,
+    ConfirmationRequired,
+    Problem,
+    ToolkitError,
+)
+
+
+_CURRENT: dict = {}
+
+
+class Session:
+    def __init__(self, config: str | None, output: str, yes: bool, verbose: bool):
+        self.config = config
+        self.output = output
+        self.yes = yes
+        self.verbose = verbose
+        self.command = "lifeboat"
+        self._console = None
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    @property
+    def console(self):
+        if self._console is None:
+            from .output import Console
+
+            self._console = Console(self.verbose)
+        return self._console
+
+    def events(self):
+        from .engine import Events
+        from .output import HumanEvents
+
+        return Events() if self.json else HumanEvents(self.console)
+
+    def stack(self):
+        from . import stackfile
+
+        return stackfile.load(stackfile.resolve_path(self.config))
+
+    def engine(self):
+        from .engine import Engine
+
+        return Engine(self.stack(), self.events())
+
+    def confirm(self, question: str) -> None:
+        if self.yes:
+            return
+        if not sys.stdin.isatty():
+            raise ConfirmationRequired(f"{question} Refusing without confirmation: no terminal to ask on.",
+                                       hint="pass --yes to confirm in scripts.")
+        if not click.confirm(question, err=True, default=False):
+            raise ConfirmationRequired("not confirmed; nothing was changed.", code="not_confirmed")
+
+    def emit(self, outcome) -> None:
+        from .output import envelope, write_stdout
+
+        if self.json:
+            write_stdout(envelope(self.command, outcome))
+        else:
+            if outcome.human:
+                outcome.human(self.console)
+            for problem in outcome.errors:
+                self.console.error(problem)
+        if outcome.exit_code:
+            raise SystemExit(outcome.exit_code)
+
+
+def json_requested(argv: list[str]) -> bool:
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("--output", "-o") and index + 1 < len(argv) and argv[index + 1] == "json":
+            return True
+        if arg in ("--output=json", "-ojson"):
+            return True
+    return False
+
+
+def command_name(argv: list[str]) -> str:
+    takes_value = {"--config", "-c", "--output", "-o"}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in takes_value:
+            skip = True
+            continue
+        if arg.startswith("-"):
+            continue
+        return arg
+    return "lifeboat"
+
+
+def envelope_command(name: str):
+    """Mark a command: the session knows its name for the envelope; the function returns an Outcome."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            session = click.get_current_context().find_object(Session)
+            session.command = name
+            outcome = func(session, *args, **kwargs)
+            session.emit(outcome)
+
+        return wrapper
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "-c", metavar="FILE", help="Stack file (default: $LIFEBOAT_CONFIG or ./lifeboat.yml).")
+@click.option("--output", "-o", type=click.Choice(["human", "json"]), default="human", show_default=True,
+              help="json: one envelope on stdout, also on failure.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm destructive actions (required without a terminal).")
+@click.option("--verbose", "-v", is_flag=True, help="More detail, and tracebacks for internal errors.")
+@click.version_option(__version__, prog_name="lifeboat")
+@click.pass_context
+def cli(ctx, config, output, yes, verbose):
+    """Lifeboat moves a self-hosted social app between hosts, verified and resumable.
+
+    \b
+    Exit codes: 0 ok; 1 operation failed; 2 bad input (usage or stack file);
+    3 another run holds the lock; 4 verification failed; 5 a provider is
+    unreachable or refused the credentials; 10 plan --detailed-exitcode with
+    changes pending.
+    """
+    ctx.obj = Session(config, output, yes, verbose)
+    _CURRENT["session"] = ctx.obj
+
+
+# ---------------------------------------------------------------------------------------------- init
+@cli.command()
+@click.argument("path", required=False)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@envelope_command("init")
+def init(session: Session, path, force):
+    """Write an annotated example stack file (a Mastodon-like app)."""
+    from . import stackfile
+    from .output import Outcome
+    from .paths import example_stack
+
+    target = Path(path) if path else stackfile.resolve_path(session.config)
+    if target.exists() and not force:
+        raise BadInput(f"{target} already exists; nothing was written.", hint="pass --force to overwrite it.",
+                       code="init.exists")
+    text = example_stack().read_text()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+    def human(console):
+        console.line(f"wrote {target}: an annotated stack for a Mastodon-like app.")
+        console.line(f"next: edit it, then `lifeboat --config {target} validate`.")
+
+    return Outcome({"path": str(target), "bytes": len(text.encode())}, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@cli.command()
+@envelope_command("validate")
+def validate(session: Session):
+    """Check the stack file; every problem names file, line and key."""
+    from .output import Outcome
+
+    stack = session.stack()
+    data = {
+        "path": str(stack.path),
+        "name": stack.name,
+        "domain": stack.domain,
+        "services": {n: {"role": s.role, "replicas": s.replicas} for n, s in stack.services.items()},
+        "postgres": stack.postgres.version if stack.postgres else None,
+        "redis": stack.redis is not None,
+        "buckets": sorted(stack.buckets),
+        "secrets": sorted(stack.secrets),
+        "targets": {n: t.type for n, t in stack.targets.items()},
+        "dns": stack.dns.provider if stack.dns else None,
+    }
+
+    def human(console):
+        targets = ", ".join(f"{n} ({t.type})" for n, t in stack.targets.items())
+        console.line(f"{stack.path}: valid. Stack {stack.name} ({stack.domain}): "
+                     f"{len(stack.services)} services, targets {targets}.")
+
+    return Outcome(data, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- providers
+@cli.command()
+@envelope_command("providers")
+def providers(session: Session):
+    """List provider types, the services they offer and their settings."""
+    from . import registry
+    from .output import Outcome
+
+    rows = []
+    for name in registry.names():
+        cls = registry.load(name)
+        rows.append({
+            "type": name, "description": cls.DESCRIPTION, "services": sorted(cls.SERVICES),
+            "features": dict(cls.FEATURES),
+            "settings": {k: {"expected": f.spec.expected, "required": f.required, "doc": f.doc}
+                         for k, f in cls.SETTINGS.items()},
+        })
+
+    def human(console):
+        for row in rows:
+            console.line(f"{row['type']}: {row['description']}")
+            console.line(f"  services: {', '.join(row['services'])}")
+            feats = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in row["features"].items())
+            console.line(f"  features: {feats}")
+            for key, info in row["settings"].items():
+                console.line(f"  {key}: {info['expected']}{' (required)' if info['required'] else ''}"
+                             f"{' - ' + info['doc'] if info['doc'] else ''}")
+
+    return Outcome({"providers": rows}, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def render_plan(console, plan, warnings=()):
+    symbols = {"create": "[green]+[/]", "update": "[yellow]~[/]", "delete": "[red]-[/]", "noop": "[dim]=[/]",
+               "skip": "[dim]![/]"}
+    console.line(f"Plan for target {plan.target}:")
+    for change in plan.changes:
+        detail = ", ".join(f"{k}: {v['before']} -> {v['after']}" for k, v in change.diff().items()
+                           if change.action == "update")
+        reason = f" ({change.reason})" if change.reason and change.action in ("skip", "delete") else ""
+        console.print(f"  {symbols[change.action]} ", end="")
+        console.line(f"{change.action:<7} {change.id}{(' ' + detail) if detail else ''}{reason}")
+    s = plan.summary()
+    console.line(f"{s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+                 f"{s['noop']} unchanged.")
+    for warning in warnings:
+        console.warn(warning)
+
+
+@cli.command()
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 10 when changes are pending.")
+@click.option("--take-dns", is_flag=True, help="Point DNS records at this target even if they point elsewhere.")
+@envelope_command("plan")
+def plan(session: Session, on, detailed_exitcode, take_dns):
+    """Show what `up --on TARGET` would change. Changes nothing."""
+    from .output import Outcome
+
+    engine = session.engine()
+    engine.preflight(on)
+    warnings: list[str] = []
+    result = engine.plan(on, take_dns=take_dns, warnings=warnings)
+    status = "changes" if result.has_changes else "ok"
+    code = EXIT_PLAN_CHANGES if (detailed_exitcode and result.has_changes) else 0
+    data = result.as_dict()
+    data["warnings"] = warnings
+    return Outcome(data, status=status, exit_code=code, human=lambda c: render_plan(c, result, warnings))
+
+
+# ---------------------------------------------------------------------------------------------- up
+@cli.command()
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.option("--take-dns", is_flag=True, help="Point DNS records at this target even if they point elsewhere.")
+@envelope_command("up")
+def up(session: Session, on, take_dns):
+    """Create or update the stack on TARGET until it matches the stack file. Safe to re-run."""
+    from .output import Outcome
+
+    engine = session.engine()
+    applied = engine.up(on, take_dns=take_dns)
+    status = engine.status(on)
+    data = {"target": on, "plan": applied.plan.as_dict(), "applied": applied.applied,
+            "seconds": round(applied.seconds, 3), "status": status, "warnings": applied.warnings}
+
+    def human(console):
+        s = applied.plan.summary()
+        if not applied.applied:
+            console.line(f"{on}: up to date, nothing to do ({applied.seconds:.1f}s).")
+        else:
+            console.line(f"{on}: {s['create']} created, {s['update']} updated, {s['delete']} deleted "
+                         f"in {applied.seconds:.1f}s.")
+        render_status(console, status)
+
+    return Outcome(data, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- status
+def render_status(console, data):
+    console.line(f"Stack {data['stack']} on {data['target']} ({data['type']}): "
+                 f"{'healthy' if data['healthy'] else 'NOT healthy' if data['deployed'] else 'not deployed'}")
+    for inst in data["services"]:
+        mark = "[green]ok[/]" if inst["healthy"] else "[red]!![/]"
+        console.print(f"  {mark} ", end="")
+        console.line(f"{inst['service']}.{inst['replica']:<3} {inst['state']:<10} {inst['url'] or '':<28} "
+                     f"release {inst['release'] or '-'}")
+    for res in data["resources"]:
+        if res["kind"] == "service":
+            continue
+        extra = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("kind", "name"))
+        console.line(f"     {res['kind']}/{res['name']}: {extra}")
+    for problem in data.get("problems", []):
+        console.warn(problem)
+
+
+@cli.command()
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@envelope_command("status")
+def status(session: Session, on):
+    """Services, data and health of the stack on TARGET. Exit 1 when something is not healthy."""
+    from .output import Outcome
+
+    data = session.engine().status(on)
+    errors = []
+    if not data["deployed"]:
+        errors.append(Problem("status.not_deployed", f"the stack is not deployed on {on}.",
+                              f"run `lifeboat up --on {on}`."))
+    errors += [Problem("status.unhealthy", p) for p in data["problems"]]
+    ok = data["healthy"]
+    return Outcome(data, status="ok" if ok else "error", exit_code=0 if ok else EXIT_FAILED,
+                   human=lambda c: render_status(c, data), errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------- destroy
+@cli.command()
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@envelope_command("destroy")
+def destroy(session: Session, on):
+    """Stop and remove everything the stack has on TARGET, data included (asks first)."""
+    from .output import Outcome
+
+    engine = session.engine()
+    preview = engine.destroy_plan(on)
+    if preview.pending:
+        session.confirm(f"Destroy stack {engine.stack.name} on {on}: {len(preview.pending)} resources, "
+                        "their data included?")
+    applied = engine.destroy(on)
+
+    def human(console):
+        console.line(f"{on}: destroyed {len(applied.applied)} resources in {applied.seconds:.1f}s; "
+                     "nothing of the stack is left there.")
+
+    return Outcome({"target": on, "plan": applied.plan.as_dict(), "applied": applied.applied,
+                    "seconds": round(applied.seconds, 3)}, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- exec
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.argument("service")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@envelope_command("exec")
+def exec_(session: Session, on, service, argv):
+    """Run a one-off command in SERVICE's environment on TARGET (e.g. a seed or a migration)."""
+    from .output import Outcome
+
+    engine = session.engine()
+    code = engine.provider(on).compute().exec(service, list(argv))
+    errors = [] if code == 0 else [Problem("exec.failed", f"`{' '.join(argv)}` exited with {code}.")]
+    return Outcome({"target": on, "service": service, "exit_code": code}, status="ok" if code == 0 else "error",
+                   exit_code=0 if code == 0 else EXIT_FAILED, errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = json_requested(argv)
+    verbose = "--verbose" in argv or "-v" in argv
+    _CURRENT.clear()
+    try:
+        cli.main(args=argv, prog_name="lifeboat", standalone_mode=False)
+        return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return report(argv, as_json, [Problem("aborted", "aborted; nothing more was done.")], EXIT_BAD_INPUT)
+    except click.ClickException as exc:
+        problem = Problem("usage", exc.format_message(), "see `lifeboat --help`.")
+        return report(argv, as_json, [problem], EXIT_BAD_INPUT)
+    except ToolkitError as exc:
+        return report(argv, as_json, exc.problems, exc.exit_code)
+    except KeyboardInterrupt:
+        return report(argv, as_json, [Problem("interrupted", "interrupted; re-run the command to continue.")], 130)
+    except Exception as exc:  # a bug: say so plainly, keep the envelope contract
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        problem = Problem("internal", f"internal error: {type(exc).__name__}: {exc}",
+                          "this is a bug in Lifeboat; re-run with --verbose for the traceback and report it.")
+        return report(argv, as_json, [problem], EXIT_FAILED)
+
+
+def report(argv: list[str], as_json: bool, problems: list[Problem], code: int) -> int:
+    from .output import Outcome, envelope, write_stdout
+
+    command = command_name(argv)
+    session = _CURRENT.pop("session", None)
+    if session is not None and session.command != "lifeboat":
+        command = session.command
+    outcome = Outcome({}, status="error", exit_code=code, errors=problems)
+    if as_json:
+        write_stdout(envelope(command, outcome))
+    else:
+        from .output import Console
+
+        console = Console()
+        for problem in problems:
+            console.error(problem)
+    return code
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

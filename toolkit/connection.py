@@ -1,0 +1,435 @@
+"""Run commands and move files on a host: locally (subprocess) or over SSH (paramiko), one contract.
+
+Commands are argv lists, never shell strings built from input. Over SSH the list is quoted with
+``shlex.join`` for the remote shell. Environment values (which may be secrets) never go on a command
+line: locally they are passed as the child's environment, over SSH they travel in a 0600 file over SFTP
+that the remote wrapper sources and deletes before ``exec``.
+
+A failed command raises :class:`toolkit.errors.CommandFailed` with host, argv, exit code and output tail.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import CommandFailed, ProviderUnreachable, tail
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+class Connection(ABC):
+    """One host. ``run`` -> Result; streams for data; files in and out."""
+
+    host: str
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None, check: bool = True, timeout: float | None = None) -> Result: ...
+
+    @abstractmethod
+    def read_stream(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Iterator[BinaryIO]:
+        """Context manager: the stdout of ``argv`` as a readable stream; raises CommandFailed on exit."""
+
+    @abstractmethod
+    def write_stream(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Iterator[BinaryIO]:
+        """Context manager: the stdin of ``argv`` as a writable stream; raises CommandFailed on exit."""
+
+    @abstractmethod
+    def put_file(self, local: str | os.PathLike, remote: str, *, mode: int = 0o600) -> None: ...
+
+    @abstractmethod
+    def get_file(self, remote: str, local: str | os.PathLike) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LocalConnection(Connection):
+    """This machine, through subprocess. ``user`` runs commands as another account (when root)."""
+
+    def __init__(self, *, user: str | None = None):
+        self.host = "localhost"
+        self.user = user
+
+    def _env(self, env: dict[str, str] | None) -> dict[str, str] | None:
+        if env is None:
+            return None
+        merged = dict(os.environ)
+        merged.update(env)
+        return merged
+
+    def _as_user(self) -> dict:
+        if not self.user:
+            return {}
+        import pwd
+
+        entry = pwd.getpwnam(self.user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def run(self, argv, *, input=None, env=None, cwd=None, check=True, timeout=None) -> Result:
+        argv = [str(a) for a in argv]
+        try:
+            proc = subprocess.run(argv, input=input, capture_output=True, env=self._env(env), cwd=cwd,
+                                  timeout=timeout, check=False, **self._as_user())
+        except FileNotFoundError:
+            raise CommandFailed(self.host, argv, 127, stderr=f"{argv[0]}: command not found",
+                                hint=f"install {argv[0]} or put it on PATH.") from None
+        except subprocess.TimeoutExpired as exc:
+            raise CommandFailed(self.host, argv, 124, stdout=exc.stdout or b"", stderr=exc.stderr or b"",
+                                hint=f"it did not finish within {timeout} s.") from None
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandFailed(self.host, argv, result.exit_code, result.stdout, result.stderr)
+        return result
+
+    @contextmanager
+    def read_stream(self, argv, *, env=None):
+        argv = [str(a) for a in argv]
+        with _stderr_file() as err:
+            proc = self._popen(argv, env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+            try:
+                yield proc.stdout
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                proc.stdout.close()
+            code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                raise CommandFailed(self.host, argv, code, stderr=err.read())
+
+    @contextmanager
+    def write_stream(self, argv, *, env=None):
+        argv = [str(a) for a in argv]
+        with _stderr_file() as err, _stderr_file() as out:
+            proc = self._popen(argv, env, stdin=subprocess.PIPE, stdout=out, stderr=err)
+            try:
+                yield proc.stdin
+                proc.stdin.close()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                out.seek(0)
+                raise CommandFailed(self.host, argv, code, stdout=out.read(), stderr=err.read())
+
+    def _popen(self, argv, env, **kw):
+        try:
+            return subprocess.Popen(argv, env=self._env(env), **kw, **self._as_user())
+        except FileNotFoundError:
+            raise CommandFailed(self.host, argv, 127, stderr=f"{argv[0]}: command not found") from None
+
+    def put_file(self, local, remote, *, mode=0o600):
+        tmp = f"{remote}.lifeboat-tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as dst, open(local, "rb") as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(tmp, mode)
+        os.replace(tmp, remote)
+
+    def get_file(self, remote, local):
+        shutil.copyfile(remote, local)
+
+
+@contextmanager
+def _stderr_file():
+    import tempfile
+
+    with tempfile.TemporaryFile() as handle:
+        yield handle
+
+
+# --------------------------------------------------------------------------------------------------
+# SSH
+
+
+class UnknownHostKey(ProviderUnreachable):
+    code = "ssh.unknown_host"
+
+
+class ChangedHostKey(ProviderUnreachable):
+    code = "ssh.host_key_changed"
+
+
+def fingerprint(key) -> str:
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class SSHConnection(Connection):
+    """A host over SSH with paramiko. Host keys are checked against known_hosts; nothing is auto-added."""
+
+    def __init__(self, address: str, *, port: int = 22, user: str | None = None, key_file: str | None = None,
+                 known_hosts: str | None = None, name: str | None = None, connect_timeout: float = 10.0):
+        self.address = address
+        self.port = port
+        self.user = user or os.environ.get("USER") or "root"
+        self.key_file = key_file
+        self.known_hosts = known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        self.host = name or address
+        self.connect_timeout = connect_timeout
+        self._client = None
+        self._lock = threading.Lock()
+
+    # -- session
+    def client(self):
+        with self._lock:
+            if self._client is not None and self._client.get_transport() and \
+                    self._client.get_transport().is_active():
+                return self._client
+            self._client = self._connect()
+            return self._client
+
+    def _connect(self):
+        import socket
+
+        import paramiko
+
+        host = self.host
+        shown = known_hosts_name(self.address, self.port)
+
+        class Refuse(paramiko.MissingHostKeyPolicy):
+            def missing_host_key(self, client, hostname, key):
+                raise UnknownHostKey(
+                    f"{host}: host key of {shown} is not in {known_hosts_file} "
+                    f"({key.get_name()} {fingerprint(key)}); refusing to connect.",
+                    hint=f"check the fingerprint out of band, then run `lifeboat hosts trust {host}` "
+                         f"(or add the key to {known_hosts_file}).")
+
+        known_hosts_file = self.known_hosts
+        client = paramiko.SSHClient()
+        if os.path.exists(known_hosts_file):
+            try:
+                client.load_host_keys(known_hosts_file)
+            except Exception as exc:
+                raise ProviderUnreachable(f"{host}: cannot read known_hosts {known_hosts_file}: {exc}") from None
+        client.set_missing_host_key_policy(Refuse())
+        try:
+            client.connect(self.address, port=self.port, username=self.user, key_filename=self.key_file,
+                           timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                           auth_timeout=self.connect_timeout, allow_agent=self.key_file is None,
+                           look_for_keys=self.key_file is None)
+        except paramiko.BadHostKeyException as exc:
+            raise ChangedHostKey(
+                f"{host}: the host key of {shown} has CHANGED (now {exc.key.get_name()} {fingerprint(exc.key)}, "
+                f"known_hosts has {fingerprint(exc.expected_key)}); refusing to connect.",
+                hint="this can mean someone is intercepting the connection; if the host was really rebuilt, "
+                     f"remove the old key from {known_hosts_file} and trust the new one.") from None
+        except paramiko.AuthenticationException as exc:
+            raise ProviderUnreachable(f"{host}: {self.user}@{shown} refused the credentials ({exc}).",
+                                      hint="check the user and the key file.", code="ssh.auth") from None
+        except (TimeoutError, socket.timeout):
+            raise ProviderUnreachable(f"{host}: {shown} did not answer within {self.connect_timeout:.0f} s.",
+                                      code="ssh.timeout") from None
+        except (OSError, paramiko.SSHException) as exc:
+            if isinstance(exc, ProviderUnreachable):
+                raise
+            raise ProviderUnreachable(f"{host}: cannot connect to {shown}: {exc}.", code="ssh.connect") from None
+        return client
+
+    def close(self):
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- commands
+    def _command(self, argv: Sequence[str], env: dict[str, str] | None) -> str:
+        command = shlex.join(str(a) for a in argv)
+        if not env:
+            return command
+        path = self._upload_env(env)
+        # The wrapper sources the 0600 env file, deletes it, then execs the command: values never appear
+        # in any process's arguments.
+        wrapper = 'set -a; . "$0"; set +a; rm -f "$0"; exec "$@"'
+        return shlex.join(["sh", "-c", wrapper, path, *[str(a) for a in argv]])
+
+    def _upload_env(self, env: dict[str, str]) -> str:
+        import secrets as pysecrets
+
+        body = "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in env.items())
+        path = f"/tmp/.lifeboat-env-{pysecrets.token_hex(8)}"
+        sftp = self.client().open_sftp()
+        try:
+            handle = sftp.open(path, "wx")  # exclusive create
+            try:
+                sftp.chmod(path, 0o600)
+                handle.write(body.encode())
+            finally:
+                handle.close()
+        finally:
+            sftp.close()
+        return path
+
+    def _exec(self, command: str, timeout: float | None):
+        transport = self.client().get_transport()
+        channel = transport.open_session(timeout=self.connect_timeout)
+        if timeout:
+            channel.settimeout(timeout)
+        channel.exec_command(command)
+        return channel
+
+    def run(self, argv, *, input=None, env=None, cwd=None, check=True, timeout=None) -> Result:
+        argv = [str(a) for a in argv]
+        if cwd:
+            argv = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+        channel = self._exec(self._command(argv, env), timeout)
+        out, err = bytearray(), bytearray()
+
+        def drain_stderr():
+            while True:
+                chunk = channel.recv_stderr(65536)
+                if not chunk:
+                    return
+                err.extend(chunk)
+
+        reader = threading.Thread(target=drain_stderr, daemon=True)
+        reader.start()
+        try:
+            if input is not None:
+                channel.sendall(input)
+            channel.shutdown_write()
+            while True:
+                chunk = channel.recv(65536)
+                if not chunk:
+                    break
+                out.extend(chunk)
+            code = channel.recv_exit_status()
+        except TimeoutError:
+            channel.close()
+            raise CommandFailed(self.host, argv, 124, bytes(out), bytes(err),
+                                hint=f"it did not finish within {timeout} s.") from None
+        finally:
+            reader.join(timeout=5)
+        channel.close()
+        result = Result(code, bytes(out), bytes(err))
+        if check and not result.ok:
+            raise CommandFailed(self.host, argv, code, result.stdout, result.stderr)
+        return result
+
+    @contextmanager
+    def read_stream(self, argv, *, env=None):
+        argv = [str(a) for a in argv]
+        channel = self._exec(self._command(argv, env), None)
+        channel.shutdown_write()
+        err = bytearray()
+        reader = threading.Thread(target=_drain, args=(channel, err), daemon=True)
+        reader.start()
+        stream = channel.makefile("rb", 1 << 16)
+        try:
+            yield stream
+        except BaseException:
+            channel.close()
+            raise
+        code = channel.recv_exit_status()
+        reader.join(timeout=5)
+        channel.close()
+        if code != 0:
+            raise CommandFailed(self.host, argv, code, stderr=bytes(err))
+
+    @contextmanager
+    def write_stream(self, argv, *, env=None):
+        argv = [str(a) for a in argv]
+        channel = self._exec(self._command(argv, env), None)
+        err, out = bytearray(), bytearray()
+        readers = [threading.Thread(target=_drain, args=(channel, err), daemon=True),
+                   threading.Thread(target=_drain_stdout, args=(channel, out), daemon=True)]
+        for r in readers:
+            r.start()
+        stream = channel.makefile_stdin("wb", 1 << 16)
+        try:
+            yield stream
+            stream.flush()
+            channel.shutdown_write()
+        except BaseException:
+            channel.close()
+            raise
+        code = channel.recv_exit_status()
+        for r in readers:
+            r.join(timeout=5)
+        channel.close()
+        if code != 0:
+            raise CommandFailed(self.host, argv, code, stdout=bytes(out), stderr=bytes(err))
+
+    # -- files
+    def put_file(self, local, remote, *, mode=0o600):
+        sftp = self.client().open_sftp()
+        try:
+            tmp = f"{remote}.lifeboat-tmp"
+            with open(local, "rb") as src, sftp.open(tmp, "wb") as dst:
+                sftp.chmod(tmp, mode)
+                dst.set_pipelined(True)
+                shutil.copyfileobj(src, dst, 1 << 15)
+            sftp.posix_rename(tmp, remote)
+        finally:
+            sftp.close()
+
+    def get_file(self, remote, local):
+        sftp = self.client().open_sftp()
+        try:
+            sftp.get(remote, str(Path(local)))
+        finally:
+            sftp.close()
+
+
+def _drain(channel, sink: bytearray) -> None:
+    while True:
+        chunk = channel.recv_stderr(65536)
+        if not chunk:
+            return
+        sink.extend(chunk)
+        del sink[:-65536]  # keep only the tail
+
+
+def _drain_stdout(channel, sink: bytearray) -> None:
+    while True:
+        chunk = channel.recv(65536)
+        if not chunk:
+            return
+        sink.extend(chunk)
+        del sink[:-65536]
+
+
+__all__ = ["Connection", "LocalConnection", "SSHConnection", "Result", "UnknownHostKey", "ChangedHostKey",
+           "fingerprint", "known_hosts_name", "tail"]

@@ -1,0 +1,317 @@
+"""The provider contract: one interface per service, plain value objects, declared capabilities.
+
+A provider is a named place the stack can run. It declares the services it offers (``SERVICES``) and
+finer capabilities (``FEATURES``), checks its own settings (``SETTINGS``), and gives access to one object
+per service. Lifecycle follows the Terraform plugin shape: the provider *observes* what exists and
+*creates/updates/deletes* single resources; the engine, not the provider, computes the plan.
+
+Nothing here holds a whole object or database dump in memory: data moves as streams.
+"""
+
+from __future__ import annotations
+
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from .model import Stack, Target
+
+# --------------------------------------------------------------------------------------------------
+# Value objects
+
+
+class SecretValue:
+    """A secret held in memory. It never prints, never serialises and compares in constant time."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | bytes):
+        self._value = value.encode() if isinstance(value, str) else bytes(value)
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def reveal_text(self) -> str:
+        return self._value.decode("utf-8")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretValue) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "SecretValue(<redacted>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # refuse pickling: secrets do not go to journals or caches by accident
+        raise TypeError("a SecretValue cannot be serialised")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One thing a provider manages. ``attrs`` is what the planner compares; ``extra`` is informative."""
+
+    kind: str  # database | cache | bucket | secret | service | record
+    name: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    roles: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running replica of a service."""
+
+    service: str
+    replica: int
+    host: str
+    state: str  # running | stopped | crashed | starting
+    healthy: bool | None
+    url: str | None = None
+    release: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    sha256: str | None = None
+    md5: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableDigest:
+    table: str
+    rows: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    version: int
+    database: str
+    extensions: tuple[str, ...]
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # relative to the zone, "@" for the apex
+    type: str
+    ttl: int
+    values: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------------
+# One interface per service
+
+
+class ComputeService(ABC):
+    """Where the stack's services run."""
+
+    @abstractmethod
+    def hosts(self) -> list[Host]: ...
+
+    @abstractmethod
+    def instances(self) -> list[Instance]:
+        """Every replica of every service with its state and health, as observed now."""
+
+    @abstractmethod
+    def addresses(self, role: str) -> list[str]:
+        """Public addresses of the hosts running services of ``role`` (for DNS records)."""
+
+    @abstractmethod
+    def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
+        """Run a one-off command in a service's environment; return its exit code."""
+
+
+class DatabaseService(ABC):
+    """The stack's PostgreSQL database."""
+
+    @abstractmethod
+    def info(self) -> DatabaseInfo: ...
+
+    @abstractmethod
+    def dump(self) -> AbstractContextManager[BinaryIO]:
+        """A stream of the database in pg_dump's custom format; closed when the context exits."""
+
+    @abstractmethod
+    def restore(self, stream: BinaryIO, *, clean: bool = True) -> None:
+        """Load a custom-format dump read from ``stream`` into the database."""
+
+    @abstractmethod
+    def table_digests(self) -> dict[str, TableDigest]:
+        """Row count and an order-independent content digest per table, computed where the data is."""
+
+    @abstractmethod
+    def connection_url(self) -> SecretValue:
+        """A libpq URL that reaches the database from this machine (it carries the password)."""
+
+
+class CacheService(ABC):
+    """The stack's Redis."""
+
+    @abstractmethod
+    def connection_url(self) -> SecretValue: ...
+
+    @abstractmethod
+    def ping(self) -> bool: ...
+
+
+class ObjectStore(ABC):
+    """Buckets of objects, read and written as streams with size and checksum."""
+
+    #: checksum algorithms the store computes itself (no data pulled back to verify)
+    NATIVE_CHECKSUMS: tuple[str, ...] = ()
+
+    @abstractmethod
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def open_read(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]: ...
+
+    @abstractmethod
+    def write(self, bucket: str, key: str, stream: BinaryIO, *, size: int | None = None,
+              content_type: str | None = None) -> ObjectInfo:
+        """Store what ``stream`` yields under ``key``; atomic: readers see the old or the new object."""
+
+    @abstractmethod
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+
+    @abstractmethod
+    def checksum(self, bucket: str, key: str) -> str:
+        """The object's SHA-256, computed where the data lives."""
+
+
+class DnsService(ABC):
+    """Records of one or more zones, with TTLs."""
+
+    @abstractmethod
+    def records(self, zone: str) -> list[Record]: ...
+
+    @abstractmethod
+    def upsert(self, zone: str, record: Record) -> None: ...
+
+    @abstractmethod
+    def delete(self, zone: str, name: str, type: str) -> None: ...
+
+
+class SecretStore(ABC):
+    """Secrets by name. Values are :class:`SecretValue`; they never reach logs or argv."""
+
+    @abstractmethod
+    def names(self) -> list[str]: ...
+
+    @abstractmethod
+    def read(self, name: str) -> SecretValue | None: ...
+
+    @abstractmethod
+    def write(self, name: str, value: SecretValue) -> None: ...
+
+    @abstractmethod
+    def delete(self, name: str) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# The provider
+
+
+class Unsupported(Exception):
+    """Raised by a provider asked for a service it does not declare."""
+
+
+class Provider(ABC):
+    """A named place the stack can run. Subclass, declare, implement; register by name."""
+
+    #: registry name of the type (``type:`` in the stack file)
+    TYPE: str = ""
+    #: one-line description for ``lifeboat providers``
+    DESCRIPTION: str = ""
+    #: the services offered: any of compute, database, cache, objects, dns, secrets
+    SERVICES: frozenset[str] = frozenset()
+    #: finer capabilities, e.g. {"tls": False, "replicas": True}
+    FEATURES: dict[str, bool] = {}
+    #: settings accepted under the target in the stack file: name -> toolkit.schema.Field
+    SETTINGS: dict = {}
+
+    def __init__(self, stack: Stack, target: Target):
+        self.stack = stack
+        self.target = target
+        self.settings = target.settings
+
+    @property
+    def label(self) -> str:
+        return f"{self.target.name} ({self.TYPE})"
+
+    # -- preflight
+    @abstractmethod
+    def check(self) -> dict[str, Any]:
+        """Reachability, credentials and prerequisites; raise ProviderUnreachable or ProviderError.
+
+        Returns facts worth showing (versions found, where state lives)."""
+
+    # -- lifecycle: observe / create / update / delete, one resource at a time
+    @abstractmethod
+    def observe(self) -> list[Resource]:
+        """What exists now for this stack on this target. Changes nothing."""
+
+    @abstractmethod
+    def desired(self, resources: list[Resource]) -> list[Resource]:
+        """Fill in provider-specific attributes of the stack's desired resources (e.g. addresses)."""
+
+    @abstractmethod
+    def create(self, resource: Resource) -> None: ...
+
+    @abstractmethod
+    def update(self, before: Resource, after: Resource) -> None: ...
+
+    @abstractmethod
+    def delete(self, resource: Resource) -> None: ...
+
+    def finish_destroy(self) -> None:  # noqa: B027 - optional hook
+        """Called after every resource was deleted: remove what is left of the target's own state."""
+
+    # -- service accessors
+    def compute(self) -> ComputeService:
+        raise Unsupported(f"{self.label} offers no compute service")
+
+    def database(self) -> DatabaseService:
+        raise Unsupported(f"{self.label} offers no database service")
+
+    def cache(self) -> CacheService:
+        raise Unsupported(f"{self.label} offers no cache service")
+
+    def objects(self) -> ObjectStore:
+        raise Unsupported(f"{self.label} offers no object store")
+
+    def dns(self) -> DnsService:
+        raise Unsupported(f"{self.label} offers no DNS service")
+
+    def secrets(self) -> SecretStore:
+        raise Unsupported(f"{self.label} offers no secret store")
+
+    def lock(self, owner: str):
+        """A context manager holding this stack's lock on this target (exit 3 when held)."""
+        raise Unsupported(f"{self.label} offers no lock")

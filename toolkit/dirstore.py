@@ -1,0 +1,221 @@
+"""An object store that is a directory: one file per object, written atomically, with checksums.
+
+Layout under ``root`` (documented in docs/object-layout.md, so an app can read it directly):
+
+    <root>/<bucket>/<encoded key>          the object's bytes
+    <root>/.meta/<bucket>/<encoded key>    JSON: key, size, sha256, md5, mtime_ns (a cache, never trusted
+                                           unless size and mtime match the data file)
+    <root>/.tmp/                           partial writes; renamed into place when complete
+
+A key is encoded as one file name: percent-encoding of every byte outside [A-Za-z0-9_-.~ ] except that a
+leading "." is encoded too, so "a/b", "../x" and "." are all plain names in one directory. Keys whose
+encoded name would exceed 240 bytes are stored as "~<sha256 of key>" and their key is kept in the meta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, unquote
+
+from .contract import ObjectInfo, ObjectStore
+from .errors import BadInput, ProviderError
+
+CHUNK = 1 << 20
+MAX_NAME = 240
+
+
+def encode_key(key: str) -> str:
+    if not key or len(key.encode("utf-8")) > 1024:
+        raise BadInput(f"object key {key[:60]!r} must be 1 to 1024 bytes of UTF-8.", code="objects.bad_key")
+    name = quote(key, safe=" ")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name.encode()) > MAX_NAME:
+        return "~" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return name
+
+
+def decode_name(name: str) -> str | None:
+    """The key for a file name, or None when it must come from the meta file (hashed names)."""
+    if name.startswith("~"):
+        return None
+    return unquote(name)
+
+
+class DirectoryStore(ObjectStore):
+    NATIVE_CHECKSUMS = ("sha256", "md5")
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # -- paths
+    def bucket_dir(self, bucket: str) -> Path:
+        if not bucket or "/" in bucket or bucket.startswith("."):
+            raise BadInput(f"bad bucket name {bucket!r}.", code="objects.bad_bucket")
+        return self.root / bucket
+
+    def _paths(self, bucket: str, key: str) -> tuple[Path, Path]:
+        name = encode_key(key)
+        return self.bucket_dir(bucket) / name, self.root / ".meta" / bucket / name
+
+    def create_bucket(self, bucket: str) -> None:
+        for path in (self.bucket_dir(bucket), self.root / ".meta" / bucket, self.root / ".tmp"):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return self.bucket_dir(bucket).is_dir()
+
+    def _require(self, bucket: str) -> Path:
+        path = self.bucket_dir(bucket)
+        if not path.is_dir():
+            raise ProviderError(f"bucket {bucket} does not exist at {self.root}.", code="objects.no_bucket")
+        return path
+
+    # -- metadata
+    def _info(self, data: Path, meta: Path, key: str | None) -> ObjectInfo | None:
+        try:
+            st = data.stat()
+        except FileNotFoundError:
+            return None
+        cached = None
+        try:
+            cached = json.loads(meta.read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+        if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
+            return ObjectInfo(cached["key"], st.st_size, cached["sha256"], cached.get("md5"),
+                              {"content_type": cached.get("content_type")})
+        # Written by someone else (the app) or the cache is stale: compute where the data lives.
+        sha, md5 = _hash_file(data)
+        if key is None:
+            key = (cached or {}).get("key")
+            if key is None:
+                return None
+        self._write_meta(meta, key, st.st_size, st.st_mtime_ns, sha, md5, (cached or {}).get("content_type"))
+        return ObjectInfo(key, st.st_size, sha, md5, {"content_type": (cached or {}).get("content_type")})
+
+    def _write_meta(self, meta: Path, key, size, mtime_ns, sha, md5, content_type) -> None:
+        meta.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        body = json.dumps({"key": key, "size": size, "mtime_ns": mtime_ns, "sha256": sha, "md5": md5,
+                           "content_type": content_type})
+        fd, tmp = tempfile.mkstemp(dir=meta.parent, prefix=".m-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(body)
+        os.replace(tmp, meta)
+
+    # -- contract
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        directory = self._require(bucket)
+        entries = []
+        with os.scandir(directory) as it:
+            for entry in it:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                key = decode_name(entry.name)
+                if key is None:
+                    try:
+                        key = json.loads((self.root / ".meta" / bucket / entry.name).read_text())["key"]
+                    except (FileNotFoundError, ValueError, KeyError):
+                        continue
+                if key.startswith(prefix):
+                    entries.append((key, entry.name))
+        entries.sort()
+        for key, name in entries:
+            info = self._info(directory / name, self.root / ".meta" / bucket / name, key)
+            if info is not None:
+                yield info
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        self._require(bucket)
+        data, meta = self._paths(bucket, key)
+        return self._info(data, meta, key)
+
+    @contextmanager
+    def open_read(self, bucket: str, key: str):
+        self._require(bucket)
+        data, _ = self._paths(bucket, key)
+        try:
+            handle = open(data, "rb")
+        except FileNotFoundError:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found") from None
+        with handle:
+            yield handle
+
+    def write(self, bucket: str, key: str, stream: BinaryIO, *, size: int | None = None,
+              content_type: str | None = None) -> ObjectInfo:
+        self._require(bucket)
+        data, meta = self._paths(bucket, key)
+        tmpdir = self.root / ".tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        written = 0
+        fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix="w-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if size is not None and written != size:
+                raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
+                                    "nothing was stored.", code="objects.short_write")
+            os.replace(tmp, data)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        st = data.stat()
+        self._write_meta(meta, key, written, st.st_mtime_ns, sha.hexdigest(), md5.hexdigest(), content_type)
+        return ObjectInfo(key, written, sha.hexdigest(), md5.hexdigest(), {"content_type": content_type})
+
+    def delete(self, bucket: str, key: str) -> None:
+        self._require(bucket)
+        data, meta = self._paths(bucket, key)
+        for path in (data, meta):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def checksum(self, bucket: str, key: str) -> str:
+        info = self.head(bucket, key)
+        if info is None:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
+        return info.sha256
+
+    def stats(self, bucket: str) -> tuple[int, int]:
+        """(objects, bytes) without hashing anything."""
+        count = total = 0
+        with os.scandir(self._require(bucket)) as it:
+            for entry in it:
+                if entry.is_file(follow_symlinks=False):
+                    count += 1
+                    total += entry.stat().st_size
+        return count, total
+
+
+def _hash_file(path: Path) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()

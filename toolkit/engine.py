@@ -1,0 +1,291 @@
+"""The engine: stack + provider -> plan -> applied changes, status, destroy.
+
+It never prints: it reports through an :class:`Events` object the CLI supplies. Providers do the I/O;
+secrets and DNS records are handled here through the providers' SecretStore and DnsService, so every
+provider gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets as pysecrets
+import socket
+import time
+from dataclasses import dataclass
+
+from . import planner, registry
+from .contract import Provider, Record, Resource, SecretValue, Unsupported
+from .errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
+from .model import Stack
+
+
+class Events:
+    """What the engine tells the user about, as it happens. The default says nothing."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def done(self, message: str, seconds: float | None = None) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class Applied:
+    plan: planner.Plan
+    seconds: float
+    applied: list[dict]
+    warnings: list[str]
+
+
+def operator() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class Engine:
+    def __init__(self, stack: Stack, events: Events | None = None):
+        self.stack = stack
+        self.events = events or Events()
+        self._providers: dict[str, Provider] = {}
+
+    # ------------------------------------------------------------------ providers
+    def provider(self, name: str) -> Provider:
+        if name not in self.stack.targets:
+            raise BadInput(f'no target "{name}" under providers: in {self.stack.path.name}.',
+                           hint=f"targets: {', '.join(self.stack.targets)}.", code="target.unknown")
+        if name not in self._providers:
+            target = self.stack.targets[name]
+            self._providers[name] = registry.load(target.type)(self.stack, target)
+        return self._providers[name]
+
+    def preflight(self, name: str) -> dict:
+        provider = self.provider(name)
+        try:
+            return provider.check()
+        except ToolkitError:
+            raise
+        except OSError as exc:
+            raise ProviderUnreachable(f"{provider.label}: {exc}") from None
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, on: str, *, take_dns: bool = False, warnings: list[str] | None = None) -> planner.Plan:
+        provider = self.provider(on)
+        warnings = warnings if warnings is not None else []
+        desired = provider.desired(planner.stack_resources(self.stack))
+        observed = provider.observe()
+        plan = planner.compute(on, desired, observed)
+        plan.changes[:0] = self._secret_changes(provider)
+        plan.changes.extend(self._record_changes(provider, take_dns, warnings))
+        plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
+        return plan
+
+    def _secret_changes(self, provider: Provider) -> list[planner.Change]:
+        if not self.stack.secrets:
+            return []
+        store = provider.secrets()
+        changes = []
+        for ref in self.stack.secrets.values():
+            current = store.read(ref.name)
+            now = Resource("secret", ref.name, {"value": current}) if current is not None else None
+            if ref.source == "env":
+                value = os.environ.get(ref.var)
+                if value is None:
+                    raise BadInput(f'secret {ref.name}: the environment variable {ref.var} is not set.',
+                                   hint=f"export {ref.var} before running Lifeboat (its value is never printed).",
+                                   code="secret.missing")
+                want = SecretValue(value)
+            elif ref.source == "file":
+                try:
+                    want = SecretValue(ref.path.read_bytes().rstrip(b"\n"))
+                except OSError as exc:
+                    raise BadInput(f"secret {ref.name}: cannot read {ref.path} ({exc.strerror}).",
+                                   code="secret.missing") from None
+            elif ref.source == "store":
+                if current is None:
+                    raise BadInput(f"secret {ref.name} comes from the secret store of {provider.label}, "
+                                   "which does not hold it.", hint="write it there first, or take it from env:/file:.",
+                                   code="secret.missing")
+                want = current
+            else:  # generate: made once, then kept
+                want = current if current is not None else SecretValue(pysecrets.token_urlsafe(ref.length))
+            after = Resource("secret", ref.name, {"value": want})
+            if now is None:
+                changes.append(planner.Change("create", "secret", ref.name, None, after))
+            elif current != want:
+                changes.append(planner.Change("update", "secret", ref.name, now, after))
+            else:
+                changes.append(planner.Change("noop", "secret", ref.name, now, after))
+        return changes
+
+    def dns_provider(self) -> Provider | None:
+        if not self.stack.dns:
+            return None
+        return self.provider(self.stack.dns.provider)
+
+    def _record_changes(self, provider: Provider, take_dns: bool, warnings: list[str]) -> list[planner.Change]:
+        dns = self.stack.dns
+        if not dns or not dns.records:
+            return []
+        existing = {(r.name, r.type): r for r in self.dns_provider().dns().records(dns.zone)}
+        changes = []
+        for rec in dns.records:
+            if rec.target:
+                try:
+                    values = tuple(sorted(provider.compute().addresses(rec.target)))
+                except Unsupported:
+                    continue
+            else:
+                values = tuple(rec.values)
+            name = f"{rec.name} {rec.type}"
+            after = Resource("record", name, {"ttl": rec.ttl, "values": list(values)})
+            now = existing.get((rec.name, rec.type))
+            if now is None:
+                changes.append(planner.Change("create", "record", name, None, after))
+                continue
+            before = Resource("record", name, {"ttl": now.ttl, "values": list(now.values)})
+            if list(now.values) == list(values):
+                action = "noop" if now.ttl == rec.ttl else "update"
+                changes.append(planner.Change(action, "record", name, before, after))
+            elif take_dns or not rec.target:
+                changes.append(planner.Change("update", "record", name, before, after, "switching traffic"))
+            else:
+                warnings.append(f"DNS {name} in {dns.zone} points at {', '.join(now.values)}, not at {on_label(provider)};"
+                                " left alone (traffic moves with `lifeboat migrate`, or `up --take-dns`).")
+                changes.append(planner.Change("skip", "record", name, before, after, "points at another target"))
+        return changes
+
+    # ------------------------------------------------------------------ apply
+    def up(self, on: str, *, take_dns: bool = False) -> Applied:
+        provider = self.provider(on)
+        start = time.monotonic()
+        warnings: list[str] = []
+        self.events.step(f"checking {provider.label}")
+        self.preflight(on)
+        with provider.lock(operator()):
+            plan = self.plan(on, take_dns=take_dns, warnings=warnings)
+            for message in warnings:
+                self.events.warn(message)
+            applied = self._apply(provider, plan)
+        return Applied(plan, time.monotonic() - start, applied, warnings)
+
+    def _apply(self, provider: Provider, plan: planner.Plan) -> list[dict]:
+        applied = []
+        for change in plan.pending:
+            began = time.monotonic()
+            self.events.step(f"{change.action} {change.id}")
+            try:
+                if change.kind == "secret":
+                    self._apply_secret(provider, change)
+                elif change.kind == "record":
+                    self._apply_record(change)
+                elif change.action == "create":
+                    provider.create(change.after)
+                elif change.action == "update":
+                    provider.update(change.before, change.after)
+                else:
+                    provider.delete(change.before)
+            except ToolkitError as exc:
+                exc.message = f"{change.action} {change.id} failed: {exc.message}"
+                exc.args = (exc.message,)
+                raise
+            seconds = time.monotonic() - began
+            applied.append({"action": change.action, "resource": change.id, "seconds": round(seconds, 3)})
+            self.events.done(f"{change.action} {change.id}", seconds)
+        return applied
+
+    def _apply_secret(self, provider: Provider, change: planner.Change) -> None:
+        store = provider.secrets()
+        if change.action == "delete":
+            store.delete(change.name)
+        else:
+            store.write(change.name, change.after.attrs["value"])
+
+    def _apply_record(self, change: planner.Change) -> None:
+        dns = self.stack.dns
+        service = self.dns_provider().dns()
+        name, rtype = change.name.rsplit(" ", 1)
+        if change.action == "delete":
+            service.delete(dns.zone, name, rtype)
+        else:
+            attrs = change.after.attrs
+            service.upsert(dns.zone, Record(name, rtype, attrs["ttl"], tuple(attrs["values"])))
+
+    # ------------------------------------------------------------------ destroy
+    def destroy_plan(self, on: str) -> planner.Plan:
+        provider = self.provider(on)
+        observed = provider.observe()
+        plan = planner.destroy(on, observed)
+        try:
+            store = provider.secrets()
+            for name in store.names():
+                plan.changes.append(planner.Change("delete", "secret", name, Resource("secret", name), None,
+                                                   "destroy"))
+        except Unsupported:
+            pass
+        dns = self.stack.dns
+        if dns and dns.provider == on:
+            for rec in provider.dns().records(dns.zone):
+                name = f"{rec.name} {rec.type}"
+                plan.changes.append(planner.Change("delete", "record", name, Resource("record", name), None,
+                                                   "destroy"))
+        plan.changes.sort(key=planner.order_key, reverse=True)
+        return plan
+
+    def destroy(self, on: str) -> Applied:
+        provider = self.provider(on)
+        start = time.monotonic()
+        with provider.lock(operator()):
+            plan = self.destroy_plan(on)
+            applied = self._apply(provider, plan)
+            provider.finish_destroy()
+        return Applied(plan, time.monotonic() - start, applied, [])
+
+    # ------------------------------------------------------------------ status
+    def status(self, on: str) -> dict:
+        provider = self.provider(on)
+        observed = {r.id: r for r in provider.observe()}
+        data: dict = {"target": on, "type": provider.TYPE, "stack": self.stack.name}
+        instances = []
+        try:
+            instances = provider.compute().instances()
+        except Unsupported:
+            pass
+        data["services"] = [
+            {"service": i.service, "replica": i.replica, "host": i.host, "state": i.state, "healthy": i.healthy,
+             "url": i.url, "release": i.release, **{k: v for k, v in i.extra.items() if k in ("pid", "restarts")}}
+            for i in instances
+        ]
+        data["resources"] = [
+            {"kind": r.kind, "name": r.name, **{k: v for k, v in r.attrs.items()
+                                                 if not isinstance(v, SecretValue)}, **r.extra}
+            for r in observed.values()
+        ]
+        if self.stack.postgres and f"database/{self.stack.postgres.database}" in observed:
+            db = observed[f"database/{self.stack.postgres.database}"]
+            if db.attrs.get("running"):
+                try:
+                    info = provider.database().info()
+                    data["database"] = {"version": info.version, "database": info.database,
+                                        "size_bytes": info.size_bytes, "extensions": list(info.extensions)}
+                except Exception as exc:  # status reports, it does not fail on one part
+                    data["database"] = {"error": str(exc)}
+        data["deployed"] = bool(observed)
+        unhealthy = [f"{i.service}.{i.replica}" for i in instances if not i.healthy]
+        down = [r.id for r in observed.values() if r.attrs.get("running") is False]
+        data["healthy"] = bool(observed) and not unhealthy and not down
+        data["problems"] = ([f"{x} is not healthy" for x in unhealthy] + [f"{x} is not running" for x in down])
+        return data
+
+
+def on_label(provider: Provider) -> str:
+    return provider.label
+
+
+__all__ = ["Engine", "Events", "Applied", "ProviderError"]

@@ -1,0 +1,124 @@
+"""The validated stack: plain, immutable value objects built from a checked stack file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    role: str  # "web" or "worker"
+    command: tuple[str, ...]
+    image: str | None = None
+    build: Path | None = None
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    replicas: int = 1
+    health: str | None = None
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def is_web(self) -> bool:
+        return self.role == "web"
+
+
+@dataclass(frozen=True)
+class Postgres:
+    version: int
+    database: str
+    user: str
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Redis:
+    version: int | None = None
+    disposable: bool = False
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    public: bool = False
+    versioned: bool = False
+
+
+@dataclass(frozen=True)
+class Tls:
+    acme_email: str | None = None
+    certificate_secret: str | None = None
+    key_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret's value comes from. The value itself never lives in the stack file."""
+
+    name: str
+    source: str  # env | file | store | generate
+    var: str | None = None
+    path: Path | None = None
+    length: int = 32
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named place the stack can run (``providers:`` entry)."""
+
+    name: str
+    type: str
+    settings: dict
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    name: str  # relative to the zone, "@" for the apex
+    type: str
+    ttl: int
+    values: tuple[str, ...] = ()
+    target: str | None = None  # a service role ("web") whose addresses become the values
+
+
+@dataclass(frozen=True)
+class Dns:
+    provider: str
+    zone: str
+    ttl: int
+    records: tuple[DnsRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class Backup:
+    to: str
+    every: int
+    keep: int
+    encrypt_with: str | None = None
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    domain: str
+    path: Path
+    services: dict[str, Service]
+    postgres: Postgres | None
+    redis: Redis | None
+    buckets: dict[str, Bucket]
+    tls: Tls | None
+    secrets: dict[str, SecretRef]
+    targets: dict[str, Target]
+    dns: Dns | None
+    backup: Backup | None
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def target(self, name: str) -> Target:
+        return self.targets[name]
+
+    def web_services(self) -> list[Service]:
+        return [s for s in self.services.values() if s.is_web]

@@ -1,0 +1,85 @@
+"""Pure builders of PostgreSQL and Redis command lines and config files (argv lists, tested as data).
+
+Nothing here runs anything. Values that are secrets (passwords) never appear in an argv: they go in
+files with mode 0600 or in the child's environment (PGPASSWORD).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def pg_conf_quote(value: str) -> str:
+    """Quote a string for postgresql.conf (single quotes, doubled inside)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def initdb(bindir: Path, data_dir: Path, *, superuser: str, pwfile: Path) -> list[str]:
+    return [str(bindir / "initdb"), "-D", str(data_dir), "-U", superuser, f"--pwfile={pwfile}",
+            "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+            "--no-instructions"]
+
+
+def postgres_conf(*, port: int, socket_dir: Path, listen: str = "127.0.0.1") -> str:
+    """Settings Lifeboat owns, written to lifeboat.conf and included from postgresql.conf."""
+    return (
+        "# Written by Lifeboat; changes are overwritten on the next `lifeboat up`.\n"
+        f"listen_addresses = {pg_conf_quote(listen)}\n"
+        f"port = {int(port)}\n"
+        f"unix_socket_directories = {pg_conf_quote(str(socket_dir))}\n"
+        "logging_collector = off\n"
+        "wal_level = replica\n"
+        "max_wal_senders = 3\n"
+    )
+
+
+def pg_ctl_start(bindir: Path, data_dir: Path, log_file: Path, *, timeout: int = 60) -> list[str]:
+    return [str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_file), "-w", "-t", str(timeout), "start"]
+
+
+def pg_ctl_stop(bindir: Path, data_dir: Path, *, mode: str = "fast", timeout: int = 60) -> list[str]:
+    return [str(bindir / "pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "-t", str(timeout), "stop"]
+
+
+def pg_ctl_status(bindir: Path, data_dir: Path) -> list[str]:
+    return [str(bindir / "pg_ctl"), "-D", str(data_dir), "status"]
+
+
+def pg_dump(bindir: Path, *, host: str, port: int, user: str, database: str, compress: int = 1) -> list[str]:
+    """Custom format to stdout: restorable table by table, streamable, no temporary file."""
+    return [str(bindir / "pg_dump"), "--format=custom", f"--compress={int(compress)}", "--no-password",
+            "-h", host, "-p", str(port), "-U", user, "-d", database]
+
+
+def pg_restore(bindir: Path, *, host: str, port: int, user: str, database: str, clean: bool = True) -> list[str]:
+    """Restore a custom-format dump read from stdin in one transaction, owned by ``user``."""
+    argv = [str(bindir / "pg_restore"), "--no-password", "--no-owner", f"--role={user}", "--exit-on-error",
+            "--single-transaction", "-h", host, "-p", str(port), "-U", user, "-d", database]
+    if clean:
+        argv[1:1] = ["--clean", "--if-exists"]
+    return argv
+
+
+def redis_conf(*, port: int, data_dir: Path, pid_file: Path, log_file: Path, password: str,
+               bind: str = "127.0.0.1") -> str:
+    """redis.conf for a private instance; holds the password, so it is written 0600."""
+    def q(value: str) -> str:
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return (
+        "# Written by Lifeboat.\n"
+        f"bind {bind}\n"
+        f"port {int(port)}\n"
+        "protected-mode yes\n"
+        f"dir {q(str(data_dir))}\n"
+        f"pidfile {q(str(pid_file))}\n"
+        f"logfile {q(str(log_file))}\n"
+        "daemonize yes\n"
+        "appendonly yes\n"
+        'save "3600 1 300 100 60 10000"\n'
+        f"requirepass {q(password)}\n"
+    )
+
+
+def redis_server(binary: str, conf: Path) -> list[str]:
+    return [binary, str(conf)]

@@ -1,0 +1,56 @@
+"""Provider types by name, resolved lazily: no adapter module is imported until it is asked for.
+
+Built-in adapters are listed here by module path only. Third parties add one through the
+``lifeboat.providers`` entry-point group (``name = "package.module:Class"``), with no edit here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+
+from .errors import BadInput
+
+BUILTIN: dict[str, str] = {
+    "local": "providers.local:LocalProvider",
+}
+
+
+@cache
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    found = {}
+    for ep in entry_points(group="lifeboat.providers"):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def table() -> dict[str, str]:
+    merged = dict(_entry_points())
+    merged.update(BUILTIN)  # built-in names cannot be shadowed by a plugin
+    return merged
+
+
+def names() -> list[str]:
+    return sorted(table())
+
+
+@cache
+def load(kind: str):
+    """The provider class for a type name."""
+    spec = table().get(kind)
+    if spec is None:
+        raise BadInput(f'unknown provider type "{kind}".', hint=f"known types: {', '.join(names())}.",
+                       code="provider.unknown")
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+def settings_spec(kind: str) -> dict:
+    return load(kind).SETTINGS
+
+
+def services_of(kind: str) -> frozenset[str]:
+    return load(kind).SERVICES
