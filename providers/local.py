@@ -396,6 +396,9 @@ class LocalCompute(ComputeService):
         if svc is None:
             raise BadInput(f'no service "{service}" in the stack.',
                            hint=f"services: {', '.join(self.p.stack.services)}.")
+        if service not in self.p.state.load().get("services", {}):
+            raise ProviderError(f"{self.p.label}: service {service} is not deployed.",
+                                hint=f"run `lifeboat up --on {self.p.target.name}` first.", code="local.not_deployed")
         full_env = self.p.service_env(svc, replica=0)
         full_env.update(env or {})
         run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **full_env}
@@ -473,12 +476,14 @@ class LocalProvider(Provider):
                                 code="local.missing_redis")
         return found
 
-    def internal_secret(self, name: str) -> SecretValue:
+    def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
         """Passwords and keys Lifeboat makes for itself; generated once, kept 0600 in the state dir."""
         path = self.state.internal / name
         try:
             return SecretValue(path.read_bytes())
         except FileNotFoundError:
+            if not create:
+                return None
             value = pysecrets.token_urlsafe(32)
             self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_private(path, value)
@@ -564,7 +569,7 @@ class LocalProvider(Provider):
                                                   "replicas": svc.get("replicas", 1), "running": up}))
         return out
 
-    def desired(self, resources: list[Resource]) -> list[Resource]:
+    def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
             if res.kind == "bucket":
@@ -576,7 +581,7 @@ class LocalProvider(Provider):
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
                 out.append(Resource("service", res.name, {"release": self.release_id(svc),
-                                                          "config": self.config_id(svc),
+                                                          "config": self.config_id(svc, secrets),
                                                           "replicas": svc.replicas, "running": True}))
             else:
                 out.append(res)
@@ -809,32 +814,37 @@ class LocalProvider(Provider):
                 digest.update(b"\0")
         return digest.hexdigest()[:16]
 
-    def config_id(self, svc) -> str:
-        """Keyed digest of what the service is given (env, secrets, ports): changes restart it, and the
-        digest reveals nothing about secret values."""
-        key = self.internal_secret("release_key").reveal()
-        env = self.service_env(svc, replica=0, resolve_ports=False)
+    def config_id(self, svc, secrets: dict[str, SecretValue] | None = None, *, create: bool = False) -> str:
+        """Keyed digest of what the service is given (its env, secret values, replicas): a change restarts
+        it, and the digest reveals nothing about secret values. Read-only unless ``create``."""
+        key = self.internal_secret("release_key", create=create)
+        key_bytes = key.reveal() if key is not None else b"not-yet-created"
+        env = self.service_env(svc, replica=0, fingerprint=True, secrets=secrets)
         blob = json.dumps({"env": env, "replicas": svc.replicas, "port": svc.port}, sort_keys=True).encode()
-        return hmac.new(key, blob, hashlib.sha256).hexdigest()[:16]
+        return hmac.new(key_bytes, blob, hashlib.sha256).hexdigest()[:16]
 
     def service_cwd(self, svc) -> str:
         return str(svc.build) if svc.build else str(self.state.root)
 
-    def service_env(self, svc, *, replica: int, resolve_ports: bool = True) -> dict[str, str]:
+    def service_env(self, svc, *, replica: int, fingerprint: bool = False,
+                    secrets: dict[str, SecretValue] | None = None) -> dict[str, str]:
+        """The service's environment. With ``fingerprint`` only what the stack decides (no ports or
+        generated passwords), and nothing is written."""
         env = {"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica)}
         env.update(svc.env)
-        if self.stack.postgres:
-            env["DATABASE_URL"] = self.database_url().reveal_text()
-        if self.stack.redis is not None:
-            env["REDIS_URL"] = self.redis_url().reveal_text()
+        if not fingerprint:
+            if self.stack.postgres:
+                env["DATABASE_URL"] = self.database_url().reveal_text()
+            if self.stack.redis is not None:
+                env["REDIS_URL"] = self.redis_url().reveal_text()
         for bucket in self.stack.buckets:
             env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = (self.state.objects / bucket).as_uri()
         store = self.secrets()
         for name in svc.secrets:
-            value = store.read(name)
+            value = (secrets or {}).get(name) or store.read(name)
             if value is not None:
                 env[name] = value.reveal_text()
-        if svc.is_web and resolve_ports:
+        if svc.is_web and not fingerprint:
             env["PORT"] = str(self._web_port(svc, replica))
         venv = self._venv_dir(svc)
         if venv is not None:
@@ -963,7 +973,7 @@ class LocalProvider(Provider):
         data = self.state.load()
         old_replicas = data.get("services", {}).get(svc.name, {}).get("replicas", 0)
         data.setdefault("services", {})[svc.name] = {
-            "release": after.attrs["release"], "config": after.attrs["config"], "replicas": svc.replicas,
+            "release": after.attrs["release"], "config": self.config_id(svc, create=True), "replicas": svc.replicas,
             "programs": programs}
         for replica in range(svc.replicas, old_replicas):
             data.get("ports", {}).pop(f"{svc.name}.{replica}", None)

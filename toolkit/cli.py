@@ -116,6 +116,30 @@ def command_name(argv: list[str]) -> str:
     return "lifeboat"
 
 
+def _set(attr: str):
+    def callback(ctx, param, value):
+        if value is not None and value is not False:
+            setattr(ctx.find_object(Session), attr, value)
+    return callback
+
+
+def common_options(func):
+    """The global options, accepted after the command name too (`lifeboat status --on x -o json`)."""
+    options = [
+        click.option("--config", "-c", metavar="FILE", expose_value=False, callback=_set("config"),
+                     help="Stack file (same as the global option)."),
+        click.option("--output", "-o", type=click.Choice(["human", "json"]), default=None, expose_value=False,
+                     callback=_set("output"), help="Output format (same as the global option)."),
+        click.option("--yes", "-y", is_flag=True, default=False, expose_value=False, callback=_set("yes"),
+                     help="Confirm destructive actions."),
+        click.option("--verbose", "-v", is_flag=True, default=False, expose_value=False, callback=_set("verbose"),
+                     help="More detail."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def envelope_command(name: str):
     """Mark a command: the session knows its name for the envelope; the function returns an Outcome."""
 
@@ -127,7 +151,7 @@ def envelope_command(name: str):
             outcome = func(session, *args, **kwargs)
             session.emit(outcome)
 
-        return wrapper
+        return common_options(wrapper)
 
     return decorate
 

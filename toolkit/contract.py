@@ -278,8 +278,10 @@ class Provider(ABC):
         """What exists now for this stack on this target. Changes nothing."""
 
     @abstractmethod
-    def desired(self, resources: list[Resource]) -> list[Resource]:
-        """Fill in provider-specific attributes of the stack's desired resources (e.g. addresses)."""
+    def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
+        """Fill in provider-specific attributes of the stack's desired resources. ``secrets`` holds the
+        values the secrets will have after this plan, for fingerprints of what services are given.
+        Read-only: planning changes nothing."""
 
     @abstractmethod
     def create(self, resource: Resource) -> None: ...

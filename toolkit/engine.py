@@ -78,10 +78,12 @@ class Engine:
     def plan(self, on: str, *, take_dns: bool = False, warnings: list[str] | None = None) -> planner.Plan:
         provider = self.provider(on)
         warnings = warnings if warnings is not None else []
-        desired = provider.desired(planner.stack_resources(self.stack))
+        secret_changes = self._secret_changes(provider)
+        values = {c.name: c.after.attrs["value"] for c in secret_changes}
+        desired = provider.desired(planner.stack_resources(self.stack), values)
         observed = provider.observe()
         plan = planner.compute(on, desired, observed)
-        plan.changes[:0] = self._secret_changes(provider)
+        plan.changes[:0] = secret_changes
         plan.changes.extend(self._record_changes(provider, take_dns, warnings))
         plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
         return plan

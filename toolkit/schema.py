@@ -197,7 +197,7 @@ class ListOf(Spec):
         self.min_items = min_items
         self.unique = unique
         self.allow_scalar = allow_scalar
-        self.expected = f"a list of {item.expected}"
+        self.expected = f"a list, each {item.expected}"
 
     def check(self, value, where, report):
         if self.allow_scalar and isinstance(value, str):
@@ -252,6 +252,7 @@ class Map(Spec):
         out: dict[str, Any] = {}
         ok = True
         known = list(self.fields)
+        suggested: set[str] = set()
         for key in value:
             line = key_line(value, key)
             if not isinstance(key, str):
@@ -263,13 +264,17 @@ class Map(Spec):
                 ok = False
                 continue
             if key not in self.fields:
-                near = closest(key, known)
+                near = closest(key, [k for k in known if k not in value])
+                if near:
+                    suggested.add(near)
                 hint = f'did you mean "{near}"?' if near else f"known keys: {', '.join(known)}."
                 report.add(where.child(key, line), "unknown key.", hint)
                 ok = False
         for name, spec in self.fields.items():
             if name not in value:
-                if spec.required:
+                if spec.required and name in suggested:
+                    ok = False  # already reported as the likely typo
+                elif spec.required:
                     report.add(where, f'missing required key "{name}" ({spec.spec.expected}).')
                     ok = False
                 else:

@@ -384,9 +384,22 @@ def load(path: str | os.PathLike) -> model.Stack:
                    "run `lifeboat init` to see an annotated example.")
         raise StackFileError(shown, report.problems)
     checked = STACK.check(raw, Where("", 1), report)
+    if checked is not MISSING:
+        _check_paths(checked, path.resolve().parent, raw, report)
     if report.problems or checked is MISSING:
         raise StackFileError(shown, report.problems)
     return build(checked, path.resolve(), raw)
+
+
+def _check_paths(top: dict, root: Path, raw: Any, report: Report) -> None:
+    """Directories and files the stack names must exist (read-only checks)."""
+    services_raw = raw.get("services")
+    for name, svc in top["services"].items():
+        if svc["build"] and not (root / svc["build"]).is_dir():
+            svc_raw = services_raw[name]
+            report.add(Where(f"services.{name}.build", value_line(svc_raw, "build")),
+                       f'"{svc["build"]}" is not a directory (relative to {root}).',
+                       "build: names the directory holding the app's source.")
 
 
 def parse_yaml(text: str, shown: str) -> Any:

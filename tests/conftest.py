@@ -1,0 +1,101 @@
+"""Shared fixtures. Integration tests use real servers started here (see ../shared/TEST-INFRA.md);
+nothing is skipped when a server is missing: the test fails and says what to install."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHIRP = REPO / "examples" / "chirp"
+STACKFILES = Path(__file__).resolve().parent / "stackfiles"
+LIFEBOAT = [sys.executable, "-m", "toolkit.cli"]
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str):
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+    @property
+    def envelope(self) -> dict:
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected exactly one JSON line on stdout, got: {self.stdout!r}\n{self.stderr}"
+        return json.loads(lines[0])
+
+    def __repr__(self):
+        return f"CliResult(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | os.PathLike | None = None, input: str | None = None,
+            timeout: float = 600) -> CliResult:
+    """Run lifeboat as a user would: a separate process, no terminal on stdin."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([*LIFEBOAT, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+                          input=input if input is not None else "", timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def chirp_stack(directory: Path, *, name: str = "chirp", target: str = "here", extra_target: str = "",
+                replicas: int = 1, secrets: str = "  CHIRP_SECRET_KEY: {from: generate, length: 48}\n",
+                dns: bool = True) -> Path:
+    """Write a chirp stack file into ``directory`` whose local target keeps its state there too."""
+    text = f"""version: 1
+name: {name}
+domain: chirp.lifeboat.test
+services:
+  web:
+    role: web
+    build: {CHIRP}
+    command: ["python", "-m", "chirp", "web"]
+    port: 8000
+    replicas: {replicas}
+    health: /healthz
+    env:
+      CHIRP_WORKERS: "1"
+    secrets: [CHIRP_SECRET_KEY]
+  worker:
+    role: worker
+    build: {CHIRP}
+    command: ["python", "-m", "chirp", "worker"]
+postgres:
+  version: 15
+  database: chirp
+  extensions: [pg_trgm]
+redis:
+  version: 7
+buckets:
+  media: {{}}
+secrets:
+{secrets}providers:
+  {target}:
+    type: local
+    state_dir: state/{target}
+{extra_target}"""
+    if dns:
+        text += f"""dns:
+  provider: {target}
+  zone: lifeboat.test
+  records:
+    - {{name: chirp, type: A, target: web}}
+"""
+    path = directory / "lifeboat.yml"
+    path.write_text(text)
+    return path
+
+
+def require(binary: str, install: str) -> str:
+    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    assert found, f"{binary} is not installed: {install} (.ci/run installs it)"
+    return found
