@@ -631,7 +631,7 @@ class LocalProvider(Provider):
                                    "--shell", "/usr/sbin/nologin", user])
 
     def _pg_conn(self) -> LocalConnection:
-        return LocalConnection(user=self.pg_user())
+        return LocalConnection(user=self.pg_user(), umask=0o077)
 
     def _chown(self, path: Path) -> None:
         user = self.pg_user()
@@ -705,9 +705,21 @@ class LocalProvider(Provider):
                 cur.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
                     sql.Identifier(pg.database), sql.Identifier(pg.user)))
         with self.pg_connect(pg.database) as conn, conn.cursor() as cur:
-            for ext in pg.extensions:
-                cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
             cur.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(pg.user)))
+            cur.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(pg.user)))
+            cur.execute("SELECT name FROM pg_available_extension_versions WHERE trusted AND name = ANY(%s)",
+                        (list(pg.extensions),))
+            trusted = {r[0] for r in cur.fetchall()}
+        # Trusted extensions are created by the app's role, so it owns them and a dump of the database
+        # restores (DROP/CREATE/COMMENT EXTENSION) with the app's role alone, on any provider.
+        with self.pg_connect(pg.database, app=True) as conn, conn.cursor() as cur:
+            for ext in pg.extensions:
+                if ext in trusted:
+                    cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+        with self.pg_connect(pg.database) as conn, conn.cursor() as cur:
+            for ext in pg.extensions:
+                if ext not in trusted:
+                    cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
 
     def _delete_database(self, resource: Resource) -> None:
         root = self.pg_root()
@@ -756,7 +768,7 @@ class LocalProvider(Provider):
         write_private(conf, pgcommands.redis_conf(port=port, data_dir=directory, pid_file=directory / "redis.pid",
                                                   log_file=directory / "redis.log",
                                                   password=self.internal_secret("redis").reveal_text()))
-        LocalConnection().run(pgcommands.redis_server(binary, conf), timeout=30)
+        LocalConnection(umask=0o077).run(pgcommands.redis_server(binary, conf), timeout=30)
         deadline = time.time() + 15
         while time.time() < deadline:
             if LocalCache(self).ping():
@@ -931,11 +943,12 @@ class LocalProvider(Provider):
             os.kill(pid, signal.SIGHUP)
             return
         (self.state.services / "status.json").unlink(missing_ok=True)
-        log = open(self.state.services / "supervisor.log", "ab")
+        fd = os.open(self.state.services / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.fdopen(fd, "ab")
         try:
             subprocess.Popen([sys.executable, "-m", "toolkit.supervisor", str(spec)], stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                             cwd=str(self.state.root))
+                             cwd=str(self.state.root), umask=0o077)
         finally:
             log.close()
         deadline = time.time() + 10

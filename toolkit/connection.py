@@ -76,9 +76,10 @@ class Connection(ABC):
 class LocalConnection(Connection):
     """This machine, through subprocess. ``user`` runs commands as another account (when root)."""
 
-    def __init__(self, *, user: str | None = None):
+    def __init__(self, *, user: str | None = None, umask: int | None = None):
         self.host = "localhost"
         self.user = user
+        self.umask = umask
 
     def _env(self, env: dict[str, str] | None) -> dict[str, str] | None:
         if env is None:
@@ -88,12 +89,13 @@ class LocalConnection(Connection):
         return merged
 
     def _as_user(self) -> dict:
+        extra = {} if self.umask is None else {"umask": self.umask}
         if not self.user:
-            return {}
+            return extra
         import pwd
 
         entry = pwd.getpwnam(self.user)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], **extra}
 
     def run(self, argv, *, input=None, env=None, cwd=None, check=True, timeout=None) -> Result:
         argv = [str(a) for a in argv]

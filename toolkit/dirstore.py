@@ -8,7 +8,7 @@ Layout under ``root`` (documented in docs/object-layout.md, so an app can read i
     <root>/.tmp/                           partial writes; renamed into place when complete
 
 A key is encoded as one file name: percent-encoding of every byte outside [A-Za-z0-9_-.~ ] except that a
-leading "." is encoded too, so "a/b", "../x" and "." are all plain names in one directory. Keys whose
+leading "." or "~" is encoded too, so "a/b", "../x" and "." are all plain names in one directory. Keys whose
 encoded name would exceed 240 bytes are stored as "~<sha256 of key>" and their key is kept in the meta.
 """
 
@@ -35,8 +35,8 @@ def encode_key(key: str) -> str:
     if not key or len(key.encode("utf-8")) > 1024:
         raise BadInput(f"object key {key[:60]!r} must be 1 to 1024 bytes of UTF-8.", code="objects.bad_key")
     name = quote(key, safe=" ")
-    if name.startswith("."):
-        name = "%2E" + name[1:]
+    if name.startswith((".", "~")):  # no hidden files, and "~" marks hashed names
+        name = f"%{ord(name[0]):02X}" + name[1:]
     if len(name.encode()) > MAX_NAME:
         return "~" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return name

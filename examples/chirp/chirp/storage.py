@@ -14,8 +14,8 @@ CHUNK = 1 << 20
 def encode_key(key: str) -> str:
     """The directory store's file name for a key (see Lifeboat docs/object-layout.md)."""
     name = quote(key, safe=" ")
-    if name.startswith("."):
-        name = "%2E" + name[1:]
+    if name.startswith((".", "~")):  # no hidden files, and "~" marks hashed names
+        name = f"%{ord(name[0]):02X}" + name[1:]
     if len(name.encode()) > 240:
         raise ValueError("key too long for chirp's directory backend")
     return name

@@ -1,0 +1,80 @@
+"""The local provider passes the shared contract suite (real PostgreSQL, Redis, processes, files)."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from toolkit import stackfile
+from toolkit.engine import Engine
+
+from .contract import ProviderContract
+
+STACK = """version: 1
+name: contract
+domain: contract.lifeboat.test
+services:
+  web:
+    role: web
+    build: {app}
+    command: ["python3", "serve.py"]
+    port: 8000
+  worker:
+    role: worker
+    build: {app}
+    command: ["sleep", "3600"]
+postgres:
+  version: 15
+  database: contract
+  extensions: [pg_trgm]
+redis: {{}}
+buckets:
+  media: {{}}
+providers:
+  here:
+    type: local
+    state_dir: state
+dns:
+  provider: here
+  zone: lifeboat.test
+"""
+
+
+SERVE = """import functools, http.server, os
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=os.path.dirname(os.path.abspath(__file__)))
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), handler).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract-local")
+    app = root / "app"
+    app.mkdir()
+    (app / "index.html").write_text("ok")
+    (app / "serve.py").write_text(SERVE)
+    (root / "lifeboat.yml").write_text(STACK.format(app=app))
+    engine = Engine(stackfile.load(root / "lifeboat.yml"))
+    try:
+        engine.up("here")
+        yield engine.provider("here")
+    finally:
+        engine.destroy("here")
+
+
+class TestLocalContract(ProviderContract):
+    @pytest.fixture
+    def provider(self, deployed):
+        return deployed
+
+    def test_state_files_are_private(self, provider):
+        bad = []
+        for path in provider.state.root.rglob("*"):
+            if path.is_symlink() or "builds" in path.parts or "objects" in path.parts:
+                continue
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if path.is_file() and mode & 0o077:
+                bad.append((str(path), oct(mode)))
+        assert stat.S_IMODE(provider.state.root.stat().st_mode) == 0o700
+        assert not bad

@@ -1,0 +1,120 @@
+"""Pure parts tested as data: command builders (exact argv), the planner, secret values, key encoding."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from toolkit import pgcommands, planner
+from toolkit.contract import Resource, SecretValue
+from toolkit.dirstore import decode_name, encode_key
+from toolkit.output import Outcome, envelope
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def test_initdb_argv_has_no_password():
+    argv = pgcommands.initdb(BIN, Path("/d/data"), superuser="lifeboat", pwfile=Path("/d/.pw"))
+    assert argv == ["/usr/lib/postgresql/15/bin/initdb", "-D", "/d/data", "-U", "lifeboat", "--pwfile=/d/.pw",
+                    "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+                    "--no-instructions"]
+
+
+def test_pg_ctl_argv():
+    assert pgcommands.pg_ctl_start(BIN, Path("/d"), Path("/d.log")) == [
+        "/usr/lib/postgresql/15/bin/pg_ctl", "-D", "/d", "-l", "/d.log", "-w", "-t", "60", "start"]
+    assert pgcommands.pg_ctl_stop(BIN, Path("/d"), mode="immediate", timeout=5) == [
+        "/usr/lib/postgresql/15/bin/pg_ctl", "-D", "/d", "-m", "immediate", "-w", "-t", "5", "stop"]
+
+
+def test_dump_and_restore_argv():
+    assert pgcommands.pg_dump(BIN, host="127.0.0.1", port=5433, user="chirp", database="chirp") == [
+        "/usr/lib/postgresql/15/bin/pg_dump", "--format=custom", "--compress=1", "--no-password",
+        "-h", "127.0.0.1", "-p", "5433", "-U", "chirp", "-d", "chirp"]
+    assert pgcommands.pg_restore(BIN, host="h", port=1, user="u", database="d") == [
+        "/usr/lib/postgresql/15/bin/pg_restore", "--clean", "--if-exists", "--no-password", "--no-owner",
+        "--role=u", "--exit-on-error", "--single-transaction", "-h", "h", "-p", "1", "-U", "u", "-d", "d"]
+    assert "--clean" not in pgcommands.pg_restore(BIN, host="h", port=1, user="u", database="d", clean=False)
+
+
+def test_postgres_conf_quotes_paths():
+    conf = pgcommands.postgres_conf(port=5555, socket_dir=Path("/tmp/it's here"))
+    assert "unix_socket_directories = '/tmp/it''s here'" in conf
+    assert "port = 5555" in conf and "listen_addresses = '127.0.0.1'" in conf
+
+
+def test_redis_conf_quotes_and_keeps_password_out_of_argv():
+    conf = pgcommands.redis_conf(port=1, data_dir=Path('/a "b"'), pid_file=Path("/p"), log_file=Path("/l"),
+                                 password='pa"ss')
+    assert 'dir "/a \\"b\\""' in conf
+    assert 'requirepass "pa\\"ss"' in conf
+    assert pgcommands.redis_server("/usr/bin/redis-server", Path("/c.conf")) == ["/usr/bin/redis-server", "/c.conf"]
+
+
+def res(kind, name, **attrs):
+    return Resource(kind, name, attrs)
+
+
+def test_plan_create_update_noop_delete_in_order():
+    desired = [res("service", "web", release="b"), res("database", "chirp", version=15),
+               res("bucket", "media")]
+    observed = [res("service", "web", release="a"), res("bucket", "media"), res("cache", "redis", running=True)]
+    plan = planner.compute("t", desired, observed)
+    assert [(c.action, c.id) for c in plan.changes] == [
+        ("delete", "cache/redis"), ("create", "database/chirp"), ("noop", "bucket/media"),
+        ("update", "service/web")]
+    assert plan.changes[-1].diff() == {"release": {"before": "a", "after": "b"}}
+    assert plan.summary() == {"create": 1, "update": 1, "delete": 1, "noop": 1, "skip": 0}
+    assert plan.has_changes
+
+
+def test_plan_ignores_observed_only_attributes():
+    plan = planner.compute("t", [res("bucket", "m")], [Resource("bucket", "m", {"objects": 3}, {"bytes": 9})])
+    assert [c.action for c in plan.changes] == ["noop"]
+    assert not plan.has_changes
+
+
+def test_plan_keep_kinds_are_skipped_not_deleted():
+    plan = planner.compute("t", [], [res("record", "www A")], keep={"record"})
+    assert [(c.action, c.reason) for c in plan.changes] == [("skip", "not in the stack; left alone")]
+
+
+def test_destroy_plan_reverse_order():
+    plan = planner.destroy("t", [res("secret", "S"), res("service", "web"), res("database", "d")])
+    assert [c.id for c in plan.changes] == ["service/web", "database/d", "secret/S"]
+
+
+def test_secret_change_is_redacted_in_plan_json():
+    before, after = res("secret", "K", value=SecretValue("old-s3cret")), res("secret", "K", value=SecretValue("new"))
+    change = planner.Change("update", "secret", "K", before, after)
+    text = json.dumps(planner.Plan("t", [change]).as_dict())
+    assert "old-s3cret" not in text and "new" not in text.replace("<redacted>", "")
+    assert change.diff() == {"value": {"before": "<redacted>", "after": "<redacted>"}}
+
+
+def test_secret_value_never_shows_or_serialises():
+    value = SecretValue("hunter2")
+    assert "hunter2" not in repr(value) and "hunter2" not in str(value) and "hunter2" not in f"{value}"
+    with pytest.raises(TypeError):
+        pickle.dumps(value)
+    assert value == SecretValue("hunter2") and value != SecretValue("hunter3")
+    assert "hunter2" not in envelope("x", Outcome({"v": value}))
+
+
+@pytest.mark.parametrize("key", ["a", "media/x.jpg", "../../etc/passwd", ".", "..", ".hidden", "a//b", "café ☕.jpg",
+                                 "sp ace", "per%cent", "new\nline", "~tilde", "x" * 300])
+def test_key_encoding_is_one_safe_file_name(key):
+    name = encode_key(key)
+    assert "/" not in name and name not in (".", "..") and not name.startswith(".")
+    assert len(name.encode()) <= 240
+    decoded = decode_name(name)
+    assert decoded == key or (decoded is None and name.startswith("~"))
+
+
+def test_envelope_shape():
+    env = json.loads(envelope("plan", Outcome({"a": 1}, status="changes", exit_code=10)))
+    assert env == {"lifeboat": 1, "command": "plan", "status": "changes", "exit_code": 10, "data": {"a": 1},
+                   "errors": []}
