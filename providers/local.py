@@ -602,12 +602,15 @@ class LocalProvider(Provider):
         if pg_root.exists() and pg_root != self.state.root / "postgres":
             shutil.rmtree(pg_root, ignore_errors=True)
         shutil.rmtree(self.state.root, ignore_errors=True)
+        # Remove the empty folders above the state dir that Lifeboat made, up to the stack's folder.
+        stack_root = self.stack.root.resolve()
         parent = self.state.root.parent
-        if parent.name == ".lifeboat":
+        while parent != stack_root and stack_root in parent.parents:
             try:
                 parent.rmdir()  # only when empty
             except OSError:
-                pass
+                break
+            parent = parent.parent
 
     # ------------------------------------------------------------------ database
     def _pg_running(self) -> bool:

@@ -1,0 +1,121 @@
+"""Real OpenSSH servers for tests: one sshd per loopback address, key-only, bounded lifetime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .conftest import require
+
+CONFIG = """ListenAddress {address}
+Port {port}
+HostKey {host_key}
+PidFile {pid_file}
+AuthorizedKeysFile {authorized_keys}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+"""
+
+
+@dataclass
+class SshHost:
+    name: str
+    address: str
+    port: int
+    directory: Path
+    host_key: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def public_key_line(self) -> str:
+        key_type, key, *_ = (self.host_key.with_suffix(".pub")).read_text().split()
+        host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{host} {key_type} {key}"
+
+    def start(self, authorized_keys: Path) -> None:
+        sshd = require("sshd", "apt-get install openssh-server")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        config = self.directory / "sshd_config"
+        config.write_text(CONFIG.format(address=self.address, port=self.port, host_key=self.host_key,
+                                        pid_file=self.directory / "sshd.pid", authorized_keys=authorized_keys))
+        subprocess.run([sshd, "-t", "-f", str(config)], check=True)
+        self.process = subprocess.Popen(["timeout", "3600", sshd, "-D", "-e", "-f", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=open(self.directory / "sshd.log", "ab"),
+                                        start_new_session=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with socket.socket() as sock:
+                sock.settimeout(0.2)
+                if sock.connect_ex((self.address, self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"sshd on {self.address}:{self.port} did not start: "
+                           f"{(self.directory / 'sshd.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+            self.process = None
+
+    def regenerate_host_key(self) -> None:
+        self.host_key.unlink()
+        self.host_key.with_suffix(".pub").unlink()
+        keygen(self.host_key)
+
+
+def keygen(path: Path) -> None:
+    require("ssh-keygen", "apt-get install openssh-client")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class SshLab:
+    hosts: list[SshHost]
+    client_key: Path
+    known_hosts: Path
+    authorized_keys: Path
+
+    def write_known_hosts(self, hosts: list[SshHost] | None = None) -> None:
+        lines = [h.public_key_line for h in (self.hosts if hosts is None else hosts)]
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+
+def start_lab(directory: Path, count: int = 3) -> SshLab:
+    client_key = directory / "id_client"
+    keygen(client_key)
+    authorized = directory / "authorized_keys"
+    authorized.write_text(client_key.with_suffix(".pub").read_text())
+    hosts = []
+    for index in range(count):
+        address = f"127.0.0.{index + 2}"
+        hdir = directory / f"host{index + 1}"
+        hdir.mkdir()
+        key = hdir / "ssh_host_ed25519_key"
+        keygen(key)
+        host = SshHost(f"host{index + 1}", address, free_port(address), hdir, key)
+        host.start(authorized)
+        hosts.append(host)
+    lab = SshLab(hosts, client_key, directory / "known_hosts", authorized)
+    lab.write_known_hosts()
+    return lab

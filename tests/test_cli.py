@@ -1,0 +1,126 @@
+"""CLI conventions: one JSON envelope per command (also on failure), exit codes, confirmation, start-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, chirp_stack, run_cli
+
+ENVELOPE_KEYS = {"lifeboat", "command", "status", "exit_code", "data", "errors"}
+
+
+def check(result, command, code, status):
+    env = result.envelope
+    assert set(env) == ENVELOPE_KEYS, env
+    assert env["lifeboat"] == 1 and env["command"] == command, env
+    assert env["exit_code"] == code == result.code, result
+    assert env["status"] == status, env
+    for error in env["errors"]:
+        assert {"code", "message", "hint"} <= set(error)
+    if status == "error":
+        assert env["errors"], env
+    assert "Traceback" not in result.stderr
+    return env
+
+
+@pytest.fixture
+def stack(tmp_path):
+    return chirp_stack(tmp_path)
+
+
+def test_help_is_cheap():
+    code = ("import sys; from toolkit.cli import main; rc = main(['--help']); "
+            "heavy = [m for m in ('boto3', 'botocore', 'paramiko', 'python_terraform', 'psycopg', 'ruamel', "
+            "'rich', 'jinja2', 'dns') if m in sys.modules]; print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert "Exit codes" in out.stdout
+
+
+def test_init_writes_then_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "lifeboat.yml"
+    env = check(run_cli("-o", "json", "init", str(target)), "init", 0, "ok")
+    assert env["data"]["path"] == str(target) and target.exists()
+    original = target.read_text()
+    target.write_text(original + "\n# mine\n")
+    check(run_cli("-o", "json", "init", str(target)), "init", 2, "error")
+    assert target.read_text().endswith("# mine\n")
+    check(run_cli("-o", "json", "init", str(target), "--force"), "init", 0, "ok")
+    assert target.read_text() == original
+    check(run_cli("-c", str(target), "-o", "json", "validate"), "validate", 0, "ok")
+
+
+def test_validate_and_providers(stack):
+    env = check(run_cli("-c", str(stack), "-o", "json", "validate"), "validate", 0, "ok")
+    assert env["data"]["targets"] == {"here": "local"}
+    env = check(run_cli("-o", "json", "providers"), "providers", 0, "ok")
+    local = [p for p in env["data"]["providers"] if p["type"] == "local"][0]
+    assert set(local["services"]) == {"compute", "database", "cache", "objects", "dns", "secrets"}
+    assert local["features"]["tls"] is False and "state_dir" in local["settings"]
+
+
+def test_plan_changes_nothing_and_detailed_exitcode(stack, tmp_path):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    env = check(run_cli("-c", str(stack), "-o", "json", "plan", "--on", "here"), "plan", 0, "changes")
+    actions = {(c["kind"], c["name"]): c["action"] for c in env["data"]["changes"]}
+    assert actions[("database", "chirp")] == "create" and actions[("service", "web")] == "create"
+    assert actions[("secret", "CHIRP_SECRET_KEY")] == "create"
+    check(run_cli("-c", str(stack), "-o", "json", "plan", "--on", "here", "--detailed-exitcode"), "plan", 10,
+          "changes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no state dir, nothing written
+
+
+def test_options_after_the_command(stack):
+    result = run_cli("plan", "--on", "here", "-c", str(stack), "-o", "json")
+    check(result, "plan", 0, "changes")
+
+
+def test_status_exec_destroy_when_not_deployed(stack, tmp_path):
+    env = check(run_cli("-c", str(stack), "-o", "json", "status", "--on", "here"), "status", 1, "error")
+    assert env["errors"][0]["code"] == "status.not_deployed" and env["data"]["deployed"] is False
+    env = check(run_cli("-c", str(stack), "-o", "json", "exec", "--on", "here", "web", "--", "true"), "exec", 1,
+                "error")
+    assert env["errors"][0]["code"] == "local.not_deployed"
+    check(run_cli("-c", str(stack), "-o", "json", "destroy", "--on", "here"), "destroy", 0, "ok")
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("args,command,code", [
+    (["plan"], "plan", 2),                                 # missing --on
+    (["plan", "--on", "nowhere"], "plan", 2),              # unknown target
+    (["up", "--on", "here", "--bogus"], "up", 2),          # unknown option
+    (["frobnicate"], "frobnicate", 2),                     # unknown command
+    (["status", "--on", "nowhere"], "status", 2),
+])
+def test_usage_errors_still_print_an_envelope(stack, args, command, code):
+    result = run_cli("-c", str(stack), "-o", "json", *args)
+    env = check(result, command, code, "error")
+    assert env["errors"][0]["message"]
+
+
+def test_unknown_target_names_the_targets(stack):
+    env = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "nowhere").envelope
+    assert env["errors"][0]["code"] == "target.unknown" and "here" in env["errors"][0]["hint"]
+
+
+def test_missing_env_secret_is_bad_input(tmp_path):
+    stack = chirp_stack(tmp_path, secrets="  CHIRP_SECRET_KEY: {from: env, var: LB_TEST_UNSET_SECRET}\n")
+    env = check(run_cli("-c", str(stack), "-o", "json", "plan", "--on", "here"), "plan", 2, "error")
+    assert env["errors"][0]["code"] == "secret.missing" and "LB_TEST_UNSET_SECRET" in env["errors"][0]["message"]
+
+
+def test_human_mode_keeps_stdout_empty(stack):
+    result = run_cli("-c", str(stack), "plan", "--on", "here")
+    assert result.code == 0 and result.stdout == "" and "to create" in result.stderr
+
+
+def test_envelope_is_valid_json_even_with_unicode(tmp_path):
+    stack = chirp_stack(tmp_path)
+    text = stack.read_text().replace("domain: chirp.lifeboat.test", "domain: chirp.lifeboat.test\n# café ☕")
+    stack.write_text(text)
+    out = run_cli("-c", str(stack), "-o", "json", "validate")
+    assert json.loads(out.stdout)["status"] == "ok"

@@ -1,0 +1,153 @@
+"""Connections: local subprocess and SSH (paramiko against real OpenSSH servers) behind one contract."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from toolkit.connection import ChangedHostKey, LocalConnection, SSHConnection, UnknownHostKey
+from toolkit.errors import CommandFailed, ProviderUnreachable
+
+from .sshd import start_lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = start_lab(tmp_path_factory.mktemp("ssh"), count=3)
+    yield lab
+    for host in lab.hosts:
+        host.stop()
+
+
+def ssh(lab, host, **kw) -> SSHConnection:
+    return SSHConnection(host.address, port=host.port, user="root", key_file=str(lab.client_key),
+                         known_hosts=str(lab.known_hosts), name=host.name, **kw)
+
+
+@pytest.fixture(params=["local", "ssh"])
+def conn(request, lab):
+    if request.param == "local":
+        yield LocalConnection()
+    else:
+        c = ssh(lab, lab.hosts[0])
+        yield c
+        c.close()
+
+
+def test_run_returns_output_and_code(conn):
+    result = conn.run(["sh", "-c", 'printf "%s" "$1"; echo err >&2; exit 3', "sh", "a b; $(rm -rf /)"], check=False)
+    assert result.exit_code == 3
+    assert result.stdout == b"a b; $(rm -rf /)"  # the argument arrived verbatim, never through a shell
+    assert result.stderr.strip() == b"err"
+
+
+def test_failed_command_carries_host_argv_code_and_tail(conn):
+    with pytest.raises(CommandFailed) as info:
+        conn.run(["sh", "-c", "for i in $(seq 1 40); do echo line$i >&2; done; exit 7"])
+    err = info.value
+    assert err.returncode == 7 and err.argv[0] == "sh" and err.host in ("localhost", "host1")
+    assert "line40" in err.stderr_tail and "line1\n" not in err.stderr_tail
+    assert "exited with 7" in err.message
+
+
+def test_input_and_env_values_never_in_argv(conn):
+    secret = "s3cr3t value with 'quotes' and $dollar"
+    result = conn.run(["sh", "-c", 'cat; printf "%s" "$LB_SECRET"; cat /proc/$$/cmdline | tr "\\0" " "'],
+                      input=b"in:", env={"LB_SECRET": secret})
+    out = result.stdout.decode()
+    assert out.startswith("in:" + secret)
+    assert secret not in out[len("in:" + secret):]  # not on the command line of the process
+
+
+def test_streams_roundtrip(conn, tmp_path):
+    payload = os.urandom(3 << 20)
+    target = tmp_path / "streamed.bin" if isinstance(conn, LocalConnection) else f"/tmp/lb-stream-{os.getpid()}"
+    with conn.write_stream(["sh", "-c", 'cat > "$0"', str(target)]) as sink:
+        for i in range(0, len(payload), 65536):
+            sink.write(payload[i:i + 65536])
+    with conn.read_stream(["cat", str(target)]) as source:
+        got = hashlib.sha256()
+        for chunk in iter(lambda: source.read(65536), b""):
+            got.update(chunk)
+    assert got.hexdigest() == hashlib.sha256(payload).hexdigest()
+    conn.run(["rm", "-f", str(target)])
+
+
+def test_read_stream_failure_raises(conn):
+    with pytest.raises(CommandFailed):
+        with conn.read_stream(["sh", "-c", "echo partial; echo broken >&2; exit 9"]) as source:
+            source.read()
+
+
+def test_put_and_get_file_private(conn, tmp_path):
+    local = tmp_path / "in.txt"
+    local.write_bytes(b"hello\x00world")
+    remote = str(tmp_path / "remote.txt") if isinstance(conn, LocalConnection) else f"/tmp/lb-put-{os.getpid()}"
+    conn.put_file(local, remote, mode=0o600)
+    assert conn.run(["stat", "-c", "%a", remote]).text.strip() == "600"
+    back = tmp_path / "back.txt"
+    conn.get_file(remote, back)
+    assert back.read_bytes() == b"hello\x00world"
+    conn.run(["rm", "-f", remote])
+
+
+def test_each_host_is_its_own_address(lab):
+    for host in lab.hosts:
+        with ssh(lab, host) as c:
+            out = c.run(["sh", "-c", "echo $SSH_CONNECTION"]).text.split()
+            assert out[2] == host.address
+
+
+def test_unknown_host_refused_with_fingerprint(lab, tmp_path):
+    lab.write_known_hosts(lab.hosts[1:])
+    try:
+        with pytest.raises(UnknownHostKey) as info:
+            ssh(lab, lab.hosts[0]).run(["true"])
+        assert "SHA256:" in info.value.message and "lifeboat hosts trust host1" in info.value.hint
+        assert info.value.exit_code == 5
+        assert lab.known_hosts.read_text().count("\n") == 2  # nothing was added
+    finally:
+        lab.write_known_hosts()
+
+
+def test_changed_host_key_refused(lab):
+    host = lab.hosts[2]
+    old_line = host.public_key_line
+    host.stop()
+    host.regenerate_host_key()
+    host.start(lab.authorized_keys)
+    try:
+        with pytest.raises(ChangedHostKey) as info:
+            ssh(lab, host).run(["true"])
+        assert "CHANGED" in info.value.message
+    finally:
+        lab.write_known_hosts()
+    assert old_line != host.public_key_line
+
+
+def test_host_down_is_unreachable(lab):
+    with pytest.raises(ProviderUnreachable) as info:
+        SSHConnection("127.0.0.9", port=1, user="root", key_file=str(lab.client_key),
+                      known_hosts=str(lab.known_hosts), name="ghost", connect_timeout=2).run(["true"])
+    assert "ghost" in info.value.message and info.value.exit_code == 5
+
+
+def test_wrong_key_refused(lab, tmp_path):
+    from .sshd import keygen
+
+    other = tmp_path / "other"
+    keygen(other)
+    with pytest.raises(ProviderUnreachable) as info:
+        SSHConnection(lab.hosts[0].address, port=lab.hosts[0].port, user="root", key_file=str(other),
+                      known_hosts=str(lab.known_hosts), name="host1").run(["true"])
+    assert info.value.code == "ssh.auth"
+
+
+def test_local_as_other_user_and_umask(tmp_path):
+    out = LocalConnection(umask=0o077).run(["sh", "-c", "umask"]).text.strip()
+    assert out in ("0077", "077")
+    with pytest.raises(CommandFailed) as info:
+        LocalConnection().run(["no-such-binary-lifeboat"])
+    assert info.value.returncode == 127
