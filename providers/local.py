@@ -246,8 +246,8 @@ class ZoneFileDns(DnsService):
     def upsert(self, zone: str, record: Record) -> None:
         import dns.rdata
         import dns.rdataclass
-        import dns.rdatatype
         import dns.rdataset
+        import dns.rdatatype
 
         z = self._load(zone) or self._new_zone(zone)
         rdtype = dns.rdatatype.from_text(record.type)
@@ -911,7 +911,7 @@ class LocalProvider(Provider):
     def _programs(self) -> list[dict]:
         state = self.state.load()
         programs = []
-        for name, info in sorted(state.get("services", {}).items()):
+        for _name, info in sorted(state.get("services", {}).items()):
             programs.extend(info.get("programs", []))
         return programs
 
@@ -1076,7 +1076,8 @@ class LocalProvider(Provider):
                 raise LockHeld(
                     f"{self.label}: another run holds the lock on stack {self.stack.name}: "
                     f"{holder.get('owner', 'unknown')} (pid {holder.get('pid', '?')}, `{holder.get('command', '?')}`) "
-                    f"since {since}.", hint="wait for it to finish; if it died, its lock was released with it.")
+                    f"since {since}.", hint="wait for it to finish; if it died, its lock was released with it."
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"owner": owner, "pid": os.getpid(), "command": " ".join(sys.argv[1:])[:200],
                                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)

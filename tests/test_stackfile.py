@@ -63,7 +63,7 @@ def test_every_bad_file_has_a_case():
 
 def digest_tree(path) -> str:
     h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(path)):
+    for root, _dirs, files in sorted(os.walk(path)):
         for name in sorted(files):
             full = os.path.join(root, name)
             h.update(full.encode())

@@ -25,7 +25,6 @@ from .errors import (
     ToolkitError,
 )
 
-
 _CURRENT: dict = {}
 
 
@@ -337,7 +336,8 @@ def render_status(console, data):
     for inst in data["services"]:
         mark = "[green]ok[/]" if inst["healthy"] else "[red]!![/]"
         console.print(f"  {mark} ", end="")
-        console.line(f"{inst['service']}.{inst['replica']:<3} {inst['state']:<10} {inst['url'] or '':<28} "
+        name = f"{inst['service']}.{inst['replica']}"
+        console.line(f"{name:<14} {inst['state']:<10} {inst['url'] or '':<28} "
                      f"release {inst['release'] or '-'}")
     for res in data["resources"]:
         if res["kind"] == "service":

@@ -224,7 +224,6 @@ class SSHConnection(Connection):
             return self._client
 
     def _connect(self):
-        import socket
 
         import paramiko
 
@@ -261,7 +260,7 @@ class SSHConnection(Connection):
         except paramiko.AuthenticationException as exc:
             raise ProviderUnreachable(f"{host}: {self.user}@{shown} refused the credentials ({exc}).",
                                       hint="check the user and the key file.", code="ssh.auth") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ProviderUnreachable(f"{host}: {shown} did not answer within {self.connect_timeout:.0f} s.",
                                       code="ssh.timeout") from None
         except (OSError, paramiko.SSHException) as exc:

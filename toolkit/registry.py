@@ -36,10 +36,15 @@ def names() -> list[str]:
     return sorted(table())
 
 
+def known(kind: str) -> bool:
+    """Whether a type name resolves; built-in names answer without scanning installed plugins."""
+    return kind in BUILTIN or kind in table()
+
+
 @cache
 def load(kind: str):
     """The provider class for a type name."""
-    spec = table().get(kind)
+    spec = BUILTIN.get(kind) or table().get(kind)
     if spec is None:
         raise BadInput(f'unknown provider type "{kind}".', hint=f"known types: {', '.join(names())}.",
                        code="provider.unknown")

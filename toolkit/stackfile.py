@@ -197,8 +197,8 @@ class TargetSpec(Spec):
             report.add(where, f'missing required key "type" (one of {", ".join(registry.names())}).')
             return MISSING
         kind = value["type"]
-        names = registry.names()
-        if not isinstance(kind, str) or kind not in names:
+        if not isinstance(kind, str) or not registry.known(kind):
+            names = registry.names()
             near = closest(str(kind), names) if isinstance(kind, str) else None
             hint = f'did you mean "{near}"?' if near else "`lifeboat providers` lists them."
             report.add(where.child("type", value_line(value, "type")),

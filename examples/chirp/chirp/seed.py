@@ -3,7 +3,7 @@
 import io
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from . import db, storage
 
@@ -54,7 +54,7 @@ def run(users: int, posts: int, media: int, seed: int = 1, max_kb: int = 256, la
     existing = c.execute("SELECT count(*) FROM users").fetchone()[0]
     if existing:
         return {"seeded": False, "reason": f"already has {existing} users"}
-    base = datetime(2021, 1, 9, tzinfo=timezone.utc)
+    base = datetime(2021, 1, 9, tzinfo=UTC)
     with c.transaction():
         with c.cursor() as cur, cur.copy(
                 "COPY users (handle, display_name, bio, avatar, settings, created_at) FROM STDIN") as copy:

@@ -139,8 +139,7 @@ def get_media(key):
 
     def body():
         try:
-            for chunk in iter(lambda: stream.read(1 << 16), b""):
-                yield chunk
+            yield from iter(lambda: stream.read(1 << 16), b"")
         finally:
             stream.close()
 
