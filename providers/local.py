@@ -548,7 +548,7 @@ class LocalProvider(Provider):
                                 {"version": pg_state["version"], "extensions": sorted(pg_state.get("extensions", [])),
                                  "running": running},
                                 {"port": state.get("ports", {}).get("postgres"), "data": str(self.pg_root())}))
-        elif pg and (self.pg_root() / "data" / "PG_VERSION").exists():
+        elif pg and (self.pg_root() / "data").exists():
             out.append(Resource("database", pg.database, {"version": pg.version, "extensions": [],
                                                           "running": self._pg_running()}))
         if state.get("redis"):
@@ -565,7 +565,10 @@ class LocalProvider(Provider):
         for name, svc in sorted(state.get("services", {}).items()):
             programs = [status.get(f"{name}.{i}", {}) for i in range(svc.get("replicas", 1))]
             up = running and all(p.get("state") == "running" and pid_alive(p.get("pid")) for p in programs)
-            out.append(Resource("service", name, {"release": svc.get("release"), "config": svc.get("config"),
+            # A release counts as deployed only once it was seen healthy: an `up` killed while waiting
+            # for health leaves it unconfirmed, and the next `up` waits again (without a restart).
+            release = svc.get("release") if svc.get("confirmed") else None
+            out.append(Resource("service", name, {"release": release, "config": svc.get("config"),
                                                   "replicas": svc.get("replicas", 1), "running": up}))
         return out
 
@@ -653,7 +656,8 @@ class LocalProvider(Provider):
         self._chown(root)
         self.state.update(pg_root=str(root))
         conn = self._pg_conn()
-        if not (data / "PG_VERSION").exists():
+        done = root / ".initdb-complete"
+        if not done.exists():
             if data.exists():
                 shutil.rmtree(data)  # a half-made cluster from an interrupted run
             pwfile = root / ".pwfile"
@@ -665,6 +669,7 @@ class LocalProvider(Provider):
                 pwfile.unlink(missing_ok=True)
             with open(data / "postgresql.conf", "a") as handle:
                 handle.write("\ninclude_if_exists = 'lifeboat.conf'\n")
+            done.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         sockets.mkdir(exist_ok=True, mode=0o700)
         self._chown(sockets)
         port = self.state.port("postgres")
@@ -945,6 +950,7 @@ class LocalProvider(Provider):
         if pid:
             os.kill(pid, signal.SIGHUP)
             return
+        self._reap_orphans()
         (self.state.services / "status.json").unlink(missing_ok=True)
         fd = os.open(self.state.services / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log = os.fdopen(fd, "ab")
@@ -963,14 +969,45 @@ class LocalProvider(Provider):
 
     def stop_supervisor(self) -> None:
         pid = self.supervisor_pid()
-        if not pid:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.time() + 20
-        while pid_alive(pid) and time.time() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.time() + 20
+            while pid_alive(pid) and time.time() < deadline:
+                time.sleep(0.1)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self._reap_orphans()
+
+    def _reap_orphans(self, names: set[str] | None = None) -> None:
+        """Stop service processes a dead supervisor left behind (it was killed, or the machine's init
+        reparented them). A process is ours only if it leads its own process group and runs exactly the
+        argv the supervisor recorded for it."""
+        for name, program in self.supervisor_status().items():
+            pid = program.get("pid")
+            if (names is not None and name not in names) or not pid or not pid_alive(pid):
+                continue
+            try:
+                if os.getpgid(pid) != pid:
+                    continue
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            except (ProcessLookupError, FileNotFoundError, PermissionError):
+                continue
+            argv = program.get("argv") or []
+            running = [a.decode(errors="replace") for a in cmdline]
+            # argv[0] may have been resolved to a full path (or through a shim) by exec
+            if not argv or running[1:] != argv[1:] or \
+                    os.path.basename(running[0]) != os.path.basename(argv[0]):
+                continue
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.time() + 10
+                while pid_alive(pid) and time.time() < deadline:
+                    time.sleep(0.1)
+                if not pid_alive(pid):
+                    break
 
     def _apply_service(self, before: Resource | None, after: Resource) -> None:
         svc = self.stack.services[after.name]
@@ -990,13 +1027,16 @@ class LocalProvider(Provider):
         old_replicas = data.get("services", {}).get(svc.name, {}).get("replicas", 0)
         data.setdefault("services", {})[svc.name] = {
             "release": after.attrs["release"], "config": self.config_id(svc, create=True), "replicas": svc.replicas,
-            "programs": programs}
+            "programs": programs, "confirmed": False}
         for replica in range(svc.replicas, old_replicas):
             data.get("ports", {}).pop(f"{svc.name}.{replica}", None)
             (self.state.services / "env" / f"{svc.name}.{replica}.json").unlink(missing_ok=True)
         self.state.save(data)
         self._start_or_reload_supervisor()
         self.wait_healthy(svc)
+        data = self.state.load()
+        data["services"][svc.name]["confirmed"] = True
+        self.state.save(data)
 
     def wait_healthy(self, svc, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
@@ -1032,7 +1072,9 @@ class LocalProvider(Provider):
             return
         pid = self.supervisor_pid()
         self._write_spec()
-        if pid:
+        if not pid:
+            self._reap_orphans({f"{resource.name}.{i}" for i in range((info or {}).get("replicas", 0))})
+        else:
             os.kill(pid, signal.SIGHUP)
             deadline = time.time() + 20
             while time.time() < deadline and any(p.startswith(resource.name + ".")

@@ -316,6 +316,8 @@ def up(session: Session, on, take_dns):
     status = engine.status(on)
     data = {"target": on, "plan": applied.plan.as_dict(), "applied": applied.applied,
             "seconds": round(applied.seconds, 3), "status": status, "warnings": applied.warnings}
+    errors = [Problem("up.unhealthy", f"after up: {p}", f"see `lifeboat status --on {on}` and the service logs.")
+              for p in status["problems"]]
 
     def human(console):
         s = applied.plan.summary()
@@ -326,6 +328,8 @@ def up(session: Session, on, take_dns):
                          f"in {applied.seconds:.1f}s.")
         render_status(console, status)
 
+    if errors:
+        return Outcome(data, status="error", exit_code=EXIT_FAILED, human=human, errors=errors)
     return Outcome(data, human=human)
 
 

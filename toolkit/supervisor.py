@@ -127,7 +127,7 @@ class Program:
         else:
             state = "restarting"
         return {"pid": self.proc.pid if self.proc else None, "state": state, "restarts": self.restarts,
-                "started_at": self.started_at, "last_exit": self.last_exit}
+                "started_at": self.started_at, "last_exit": self.last_exit, "argv": self.spec["argv"]}
 
 
 class Supervisor:
