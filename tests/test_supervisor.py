@@ -66,9 +66,13 @@ def test_restart_reload_and_stop(supervised):
     proc, write, programs, tmp_path, child = supervised
     first = wait_for(lambda: programs().get("a.0", {}).get("pid"))
     wait_for(lambda: "hi there" in (tmp_path / "a.log").read_text())
-    os.kill(first, signal.SIGKILL)  # the app crashes
+    first_group = wait_for(lambda: [int(p) for p in subprocess.run(
+        ["pgrep", "-g", str(first)], capture_output=True, text=True).stdout.split() if int(p) != first])
+    os.kill(first, signal.SIGKILL)  # the app crashes; its child (sleep) would keep running
     second = wait_for(lambda: (p := programs().get("a.0", {}).get("pid")) and p != first and p)
     assert programs()["a.0"]["restarts"] >= 1 and alive(second)
+    for pid in first_group:
+        wait_for(lambda pid=pid: not alive(pid))  # the crashed program's leftovers were stopped
 
     # SIGHUP with an unchanged definition keeps the process; a new program starts.
     write([{"name": "a.0", "argv": child, "cwd": str(tmp_path), "env_file": str(tmp_path / "a.env.json"),

@@ -91,6 +91,12 @@ class Program:
                 self.quick_deaths = 0
             return False
         self.last_exit = code
+        # Children the program left in its group (a web server's workers holding the port) die with it,
+        # so the restarted program can bind again.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.quick_deaths = self.quick_deaths + 1 if time.time() - self.started_at < 2 else 0
         self.proc = None
         self.next_start = time.monotonic() + self.backoff
