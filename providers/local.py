@@ -388,7 +388,8 @@ class LocalCompute(ComputeService):
                     healthy = False
                 out.append(Instance(name, replica, "localhost",
                                     "running" if alive else (ps.get("state") or "stopped"), healthy, url,
-                                    svc.get("release"), {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
+                                    (ps.get("generation") or "").split(":")[0] or None,
+                                    {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
         return out
 
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
@@ -1022,12 +1023,16 @@ class LocalProvider(Provider):
             programs.append({"name": f"{svc.name}.{replica}", "argv": list(svc.command),
                              "cwd": self.service_cwd(svc), "env_file": str(env_file),
                              "log": str(logs / f"{svc.name}.{replica}.log"),
-                             "release": after.attrs["release"]})
+                             "generation": None})
         data = self.state.load()
         old_replicas = data.get("services", {}).get(svc.name, {}).get("replicas", 0)
+        config = self.config_id(svc, create=True)
+        generation = f"{after.attrs['release']}:{config}"
+        for program in programs:
+            program["generation"] = generation
         data.setdefault("services", {})[svc.name] = {
-            "release": after.attrs["release"], "config": self.config_id(svc, create=True), "replicas": svc.replicas,
-            "programs": programs, "confirmed": False}
+            "release": after.attrs["release"], "config": config, "replicas": svc.replicas,
+            "programs": programs, "confirmed": False, "generation": generation}
         for replica in range(svc.replicas, old_replicas):
             data.get("ports", {}).pop(f"{svc.name}.{replica}", None)
             (self.state.services / "env" / f"{svc.name}.{replica}.json").unlink(missing_ok=True)
@@ -1041,12 +1046,17 @@ class LocalProvider(Provider):
     def wait_healthy(self, svc, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
         compute = LocalCompute(self)
-        release = self.state.load()["services"][svc.name]["release"]
+        generation = self.state.load()["services"][svc.name]["generation"]
+        wanted = {f"{svc.name}.{i}" for i in range(svc.replicas)}
         while time.time() < deadline:
-            mine = [i for i in compute.instances() if i.service == svc.name]
-            if mine and all(i.healthy and i.release == release for i in mine) and \
-                    len(mine) == svc.replicas:
-                return
+            # The supervisor reports which generation each program runs: wait for exactly the wanted
+            # replicas, on the new generation, all healthy (scaled-down replicas gone).
+            status = self.supervisor_status()
+            mine = {n for n in status if n.rsplit(".", 1)[0] == svc.name}
+            if mine == wanted and all(status[n].get("generation") == generation for n in wanted):
+                instances = [i for i in compute.instances() if i.service == svc.name]
+                if len(instances) == svc.replicas and all(i.healthy for i in instances):
+                    return
             time.sleep(0.25)
         logs = self.state.services / "logs"
         detail = ""

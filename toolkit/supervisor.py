@@ -133,7 +133,8 @@ class Program:
         else:
             state = "restarting"
         return {"pid": self.proc.pid if self.proc else None, "state": state, "restarts": self.restarts,
-                "started_at": self.started_at, "last_exit": self.last_exit, "argv": self.spec["argv"]}
+                "started_at": self.started_at, "last_exit": self.last_exit, "argv": self.spec["argv"],
+                "generation": self.spec.get("generation")}
 
 
 class Supervisor:
