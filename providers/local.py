@@ -892,15 +892,14 @@ class LocalProvider(Provider):
         digest = hashlib.sha256((svc.build / "requirements.txt").read_bytes()).hexdigest()[:12]
         return self.state.builds / f"venv-{digest}"
 
-    def build(self, svc, progress=None) -> None:
+    def build(self, svc) -> None:
         venv = self._venv_dir(svc)
         if venv is None or (venv / ".complete").exists():
             return
         if venv.exists():
             shutil.rmtree(venv)
         venv.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if progress:
-            progress(f"building {svc.name}: virtualenv with {svc.build / 'requirements.txt'}")
+        self.events.step(f"building {svc.name}: a virtualenv with {svc.build / 'requirements.txt'}")
         log = venv.parent / f"{venv.name}.log"
         conn = LocalConnection()
         base = getattr(sys, "_base_executable", sys.executable)

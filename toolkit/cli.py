@@ -50,7 +50,7 @@ class Session:
         return self._console
 
     def events(self):
-        from .engine import Events
+        from .events import Events
         from .output import HumanEvents
 
         return Events() if self.json else HumanEvents(self.console)

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from .events import Events
 from .model import Stack, Target
 
 # --------------------------------------------------------------------------------------------------
@@ -260,6 +261,7 @@ class Provider(ABC):
         self.stack = stack
         self.target = target
         self.settings = target.settings
+        self.events: Events = Events()
 
     @property
     def label(self) -> str:

@@ -17,20 +17,8 @@ from dataclasses import dataclass
 from . import planner, registry
 from .contract import Provider, Record, Resource, SecretValue, Unsupported
 from .errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
+from .events import Events
 from .model import Stack
-
-
-class Events:
-    """What the engine tells the user about, as it happens. The default says nothing."""
-
-    def step(self, message: str) -> None:
-        pass
-
-    def done(self, message: str, seconds: float | None = None) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
 
 
 @dataclass
@@ -62,7 +50,9 @@ class Engine:
                            hint=f"targets: {', '.join(self.stack.targets)}.", code="target.unknown")
         if name not in self._providers:
             target = self.stack.targets[name]
-            self._providers[name] = registry.load(target.type)(self.stack, target)
+            provider = registry.load(target.type)(self.stack, target)
+            provider.events = self.events
+            self._providers[name] = provider
         return self._providers[name]
 
     def preflight(self, name: str) -> dict:

@@ -16,8 +16,8 @@ from typing import Any
 
 from . import ENVELOPE_VERSION
 from .contract import SecretValue
-from .engine import Events
 from .errors import Problem
+from .events import Events
 
 
 @dataclass
@@ -82,6 +82,8 @@ class HumanEvents(Events):
     def __init__(self, console: Console):
         self.console = console
         self.started = time.monotonic()
+        self._progress: dict[str, tuple[float, int]] = {}
+        self._shown: dict[str, float] = {}
 
     def step(self, message: str) -> None:
         self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [cyan]→[/] ", end="")
@@ -94,6 +96,33 @@ class HumanEvents(Events):
 
     def warn(self, message: str) -> None:
         self.console.warn(message)
+
+    def progress(self, task: str, done: int, total: int | None = None, unit: str = "bytes") -> None:
+        now = time.monotonic()
+        first = self._progress.setdefault(task, (now, done))
+        last = self._shown.get(task, 0.0)
+        finished = total is not None and done >= total
+        if now - last < 0.5 and not finished:
+            return
+        self._shown[task] = now
+        elapsed = max(now - first[0], 1e-6)
+        rate = (done - first[1]) / elapsed
+        def fmt(n: float) -> str:
+            if unit != "bytes":
+                return f"{n:,.0f}"
+            for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+                if abs(n) < 1024:
+                    return f"{n:.1f} {suffix}"
+                n /= 1024
+            return f"{n:.1f} PiB"
+        text = f"{task}: {fmt(done)}"
+        if total is not None:
+            text += f" of {fmt(total)} ({done * 100 / max(total, 1):.0f}%)"
+        text += f", {fmt(rate)}/s"
+        if total is not None and rate > 0 and not finished:
+            text += f", ETA {max(total - done, 0) / rate:.0f}s"
+        self.console.print("[dim]        …[/] ", end="")
+        self.console.line(text)
 
 
 def write_stdout(text: str) -> None:

@@ -1,0 +1,24 @@
+"""How the engine and providers tell the user what is happening, without printing themselves.
+
+The CLI passes a renderer (human text with progress on stderr); libraries and tests get the silent
+default. ``progress`` reports long work: bytes or objects done of a total, from which the renderer shows
+rate and ETA.
+"""
+
+from __future__ import annotations
+
+
+class Events:
+    """The default says nothing."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def done(self, message: str, seconds: float | None = None) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def progress(self, task: str, done: int, total: int | None = None, unit: str = "bytes") -> None:
+        pass
