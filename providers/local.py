@@ -979,35 +979,10 @@ class LocalProvider(Provider):
         self._reap_orphans()
 
     def _reap_orphans(self, names: set[str] | None = None) -> None:
-        """Stop service processes a dead supervisor left behind (it was killed, or the machine's init
-        reparented them). A process is ours only if it leads its own process group and runs exactly the
-        argv the supervisor recorded for it."""
-        for name, program in self.supervisor_status().items():
-            pid = program.get("pid")
-            if (names is not None and name not in names) or not pid or not pid_alive(pid):
-                continue
-            try:
-                if os.getpgid(pid) != pid:
-                    continue
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-            except (ProcessLookupError, FileNotFoundError, PermissionError):
-                continue
-            argv = program.get("argv") or []
-            running = [a.decode(errors="replace") for a in cmdline]
-            # argv[0] may have been resolved to a full path (or through a shim) by exec
-            if not argv or running[1:] != argv[1:] or \
-                    os.path.basename(running[0]) != os.path.basename(argv[0]):
-                continue
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.time() + 10
-                while pid_alive(pid) and time.time() < deadline:
-                    time.sleep(0.1)
-                if not pid_alive(pid):
-                    break
+        """Stop service processes a dead supervisor left behind (see toolkit.supervisor.reap)."""
+        from toolkit.supervisor import reap
+
+        reap(self.state.services / "status.json", sorted(names) if names is not None else None)
 
     def _apply_service(self, before: Resource | None, after: Resource) -> None:
         svc = self.stack.services[after.name]

@@ -63,6 +63,14 @@ class Connection(ABC):
     @abstractmethod
     def get_file(self, remote: str, local: str | os.PathLike) -> None: ...
 
+    @abstractmethod
+    def write_bytes(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        """Write a small file atomically with ``mode`` (configs, env files, specs)."""
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes | None:
+        """A small file's content, or None when it does not exist."""
+
     def close(self) -> None:  # noqa: B027 - optional
         pass
 
@@ -166,6 +174,21 @@ class LocalConnection(Connection):
     def get_file(self, remote, local):
         shutil.copyfile(remote, local)
 
+    def write_bytes(self, path, data, *, mode=0o600):
+        tmp = f"{path}.lifeboat-tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    def read_bytes(self, path):
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
 
 @contextmanager
 def _stderr_file():
@@ -187,6 +210,12 @@ class ChangedHostKey(ProviderUnreachable):
     code = "ssh.host_key_changed"
 
 
+def base64_decode(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
 def fingerprint(key) -> str:
     import base64
     import hashlib
@@ -203,9 +232,12 @@ class SSHConnection(Connection):
     """A host over SSH with paramiko. Host keys are checked against known_hosts; nothing is auto-added."""
 
     def __init__(self, address: str, *, port: int = 22, user: str | None = None, key_file: str | None = None,
-                 known_hosts: str | None = None, name: str | None = None, connect_timeout: float = 10.0):
+                 known_hosts: str | None = None, name: str | None = None, connect_timeout: float = 10.0,
+                 jump: SSHConnection | None = None, pinned_keys: list[str] | None = None):
         self.address = address
         self.port = port
+        self.jump = jump
+        self.pinned_keys = pinned_keys or []
         self.user = user or os.environ.get("USER") or "root"
         self.key_file = key_file
         self.known_hosts = known_hosts or os.path.expanduser("~/.ssh/known_hosts")
@@ -240,17 +272,32 @@ class SSHConnection(Connection):
 
         known_hosts_file = self.known_hosts
         client = paramiko.SSHClient()
-        if os.path.exists(known_hosts_file):
+        if self.pinned_keys:
+            # Keys pinned in the stack file replace known_hosts for this host.
+            keys = client.get_host_keys()
+            for line in self.pinned_keys:
+                key_type, blob = line.split()[:2]
+                keys.add(shown, key_type, paramiko.PKey.from_type_string(key_type, base64_decode(blob)))
+            known_hosts_file = "the keys pinned in the stack file"
+        elif os.path.exists(known_hosts_file):
             try:
                 client.load_host_keys(known_hosts_file)
             except Exception as exc:
                 raise ProviderUnreachable(f"{host}: cannot read known_hosts {known_hosts_file}: {exc}") from None
         client.set_missing_host_key_policy(Refuse())
+        sock = None
+        if self.jump is not None:
+            try:
+                sock = self.jump.client().get_transport().open_channel(
+                    "direct-tcpip", (self.address, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout)
+            except paramiko.SSHException as exc:
+                raise ProviderUnreachable(f"{host}: the jump host {self.jump.host} cannot reach {shown}: {exc}.",
+                                          code="ssh.jump") from None
         try:
             client.connect(self.address, port=self.port, username=self.user, key_filename=self.key_file,
                            timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
                            auth_timeout=self.connect_timeout, allow_agent=self.key_file is None,
-                           look_for_keys=self.key_file is None)
+                           look_for_keys=self.key_file is None, sock=sock)
         except paramiko.BadHostKeyException as exc:
             raise ChangedHostKey(
                 f"{host}: the host key of {shown} has CHANGED (now {exc.key.get_name()} {fingerprint(exc.key)}, "
@@ -274,6 +321,8 @@ class SSHConnection(Connection):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        if self.jump is not None:
+            self.jump.close()
 
     # -- commands
     def _command(self, argv: Sequence[str], env: dict[str, str] | None) -> str:
@@ -410,6 +459,35 @@ class SSHConnection(Connection):
         sftp = self.client().open_sftp()
         try:
             sftp.get(remote, str(Path(local)))
+        finally:
+            sftp.close()
+
+    def sftp(self):
+        """A new SFTP session on this host's connection (caller closes it)."""
+        return self.client().open_sftp()
+
+    def write_bytes(self, path, data, *, mode=0o600):
+        sftp = self.sftp()
+        try:
+            tmp = f"{path}.lifeboat-tmp"
+            with sftp.open(tmp, "wb") as handle:
+                sftp.chmod(tmp, mode)
+                handle.write(data)
+            sftp.posix_rename(tmp, path)
+        finally:
+            sftp.close()
+
+    def read_bytes(self, path):
+        sftp = self.sftp()
+        try:
+            with sftp.open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if getattr(exc, "errno", None) == 2:
+                return None
+            raise
         finally:
             sftp.close()
 

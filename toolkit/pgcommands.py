@@ -83,3 +83,25 @@ def redis_conf(*, port: int, data_dir: Path, pid_file: Path, log_file: Path, pas
 
 def redis_server(binary: str, conf: Path) -> list[str]:
     return [binary, str(conf)]
+
+
+def pg_hba(clients: list[str]) -> str:
+    """pg_hba.conf: password (SCRAM) logins from this host and from each client address only."""
+    import ipaddress
+
+    lines = ["# Written by Lifeboat; changes are overwritten on the next `lifeboat up`.",
+             "local all all scram-sha-256",
+             "host all all 127.0.0.1/32 scram-sha-256",
+             "host all all ::1/128 scram-sha-256"]
+    for client in sorted(set(clients)):
+        try:
+            ip = ipaddress.ip_address(client)
+            cidr = f"{ip}/{32 if ip.version == 4 else 128}"
+        except ValueError:
+            import re
+
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", client):
+                raise ValueError(f"not an address or host name: {client!r}") from None
+            cidr = client
+        lines.append(f"host all all {cidr} scram-sha-256")
+    return "\n".join(lines) + "\n"

@@ -204,10 +204,67 @@ class Supervisor:
         self.reload_requested = True
 
 
+def reap(status_path: Path, names: list[str] | None = None) -> list[int]:
+    """Stop programs a dead supervisor left running. A process counts as ours only if it leads its own
+    process group and runs the argv recorded for it (argv[0] compared by base name, since exec may have
+    resolved it to a full path). Returns the pids stopped."""
+    try:
+        programs = json.loads(status_path.read_text()).get("programs", {})
+    except (FileNotFoundError, ValueError):
+        return []
+    stopped = []
+    for name, program in programs.items():
+        pid, argv = program.get("pid"), program.get("argv") or []
+        if (names and name not in names) or not pid or not argv:
+            continue
+        try:
+            if os.getpgid(pid) != pid:
+                continue
+            running = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+        running = [a.decode(errors="replace") for a in running]
+        if running[1:] != argv[1:] or os.path.basename(running[0]) != os.path.basename(argv[0]):
+            continue
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + STOP_GRACE
+            while time.time() < deadline and _alive(pid):
+                time.sleep(0.1)
+            if not _alive(pid):
+                break
+        stopped.append(pid)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
+    if args and args[0] == "--reap":
+        if len(args) < 2:
+            print("usage: supervisor.py --reap STATUS [PROGRAM...]", file=sys.stderr)
+            return 2
+        stopped = reap(Path(args[1]), args[2:] or None)
+        print(json.dumps({"stopped": stopped}))
+        return 0
     if len(args) != 1:
-        print("usage: python -m toolkit.supervisor SPEC", file=sys.stderr)
+        print("usage: python -m toolkit.supervisor SPEC | --reap STATUS [PROGRAM...]", file=sys.stderr)
         return 2
     spec = Path(args[0]).resolve()
     (spec.parent / "supervisor.pid").write_text(str(os.getpid()))

@@ -1,0 +1,497 @@
+"""Operations on one host through a :class:`toolkit.connection.Connection`: PostgreSQL, Redis, the
+process supervisor, app releases, a lock, and running work on many hosts at once.
+
+Every command is an argv list; shell snippets are constant strings that receive their values as
+positional arguments ("$1"), never pasted in. Secrets travel in 0600 files or on stdin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import pgcommands
+from .connection import Connection
+from .errors import CommandFailed, LockHeld, ProviderError, ToolkitError
+
+SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py")
+
+
+def sh(conn: Connection, script: str, *args, check: bool = True, **kw):
+    """Run a constant shell snippet with its values as positional parameters ($1, $2, ...)."""
+    return conn.run(["sh", "-c", script, "sh", *[str(a) for a in args]], check=check, **kw)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# ------------------------------------------------------------------------------------------------ many hosts
+class HostsFailed(ToolkitError):
+    """One or more hosts failed; the others finished. Carries each failure."""
+
+    code = "hosts.failed"
+
+    def __init__(self, failures: dict[str, BaseException]):
+        self.failures = failures
+        parts = []
+        for host, exc in failures.items():
+            message = getattr(exc, "message", str(exc))
+            parts.append(message if message.startswith(host) or f"on {host}" in message else f"{host}: {message}")
+        exit_codes = {getattr(e, "exit_code", 1) for e in failures.values()}
+        self.exit_code = exit_codes.pop() if len(exit_codes) == 1 else 1
+        super().__init__(f"{len(failures)} host(s) failed: " + "; ".join(parts))
+
+
+def on_hosts(names: list[str], work: Callable[[str], object], *, parallel: bool = True) -> dict[str, object]:
+    """Run ``work(name)`` for every host; all finish even when some fail; failures are raised together."""
+    results: dict[str, object] = {}
+    failures: dict[str, BaseException] = {}
+    if parallel and len(names) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+            futures = {name: pool.submit(work, name) for name in names}
+            for name, future in futures.items():
+                try:
+                    results[name] = future.result()
+                except Exception as exc:  # reported per host below
+                    failures[name] = exc
+    else:
+        for name in names:
+            try:
+                results[name] = work(name)
+            except Exception as exc:
+                failures[name] = exc
+    if failures:
+        raise HostsFailed(failures)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ identity
+class HostFacts:
+    """What a host is: checked once per connection."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self._facts: dict | None = None
+
+    def get(self) -> dict:
+        if self._facts is None:
+            out = sh(self.conn, 'id -u; . /etc/os-release 2>/dev/null; echo "${ID:-unknown}"; '
+                                'echo "${VERSION_ID:-}"; command -v python3 || true; '
+                                'command -v systemctl >/dev/null && systemctl is-system-running 2>/dev/null || true',
+                     timeout=30).text.splitlines()
+            out += [""] * (5 - len(out))
+            self._facts = {"uid": int(out[0]), "os": out[1], "os_version": out[2], "python3": out[3],
+                           "systemd": out[4].strip() in ("running", "degraded")}
+        return self._facts
+
+    @property
+    def is_root(self) -> bool:
+        return self.get()["uid"] == 0
+
+
+def ensure_account(conn: Connection, account: str) -> None:
+    sh(conn, 'id -u "$1" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent '
+             '--shell /usr/sbin/nologin "$1"', account)
+
+
+# ------------------------------------------------------------------------------------------------ postgres
+class PostgresHost:
+    """A PostgreSQL cluster owned by Lifeboat on one host, under ``<root>/postgres``."""
+
+    def __init__(self, conn: Connection, *, root: str, version: int, listen: str, port: int,
+                 account: str = "lifeboat", as_root: bool = True, bindir: str | None = None):
+        self.conn = conn
+        self.base = f"{root}/postgres"
+        self.data = f"{self.base}/data"
+        self.sockets = f"{self.base}/run"
+        self.log = f"{self.base}/postgres.log"
+        self.version = version
+        self.listen = listen
+        self.port = port
+        self.account = account
+        self.as_root = as_root
+        self.bindir = Path(bindir or f"/usr/lib/postgresql/{version}/bin")
+
+    def _as_account(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", self.account, "--", *argv] if self.as_root else argv
+
+    def check(self) -> str:
+        result = self.conn.run([str(self.bindir / "initdb"), "--version"], check=False)
+        if not result.ok:
+            raise ProviderError(f"{self.conn.host}: PostgreSQL {self.version} server binaries are not installed "
+                                f"({self.bindir}).", hint=f"install postgresql-{self.version} on the host.",
+                                code="host.missing_postgres")
+        return result.text.strip()
+
+    def initialized(self) -> bool:
+        return self.conn.read_bytes(f"{self.base}/.initdb-complete") is not None
+
+    def running(self) -> bool:
+        return self.conn.run(self._as_account(pgcommands.pg_ctl_status(self.bindir, Path(self.data))),
+                             check=False).exit_code == 0
+
+    def init(self, superuser_password: bytes, superuser: str) -> None:
+        if self.as_root:
+            ensure_account(self.conn, self.account)
+        sh(self.conn, 'rm -rf "$1/data"; mkdir -p "$1/run" && chmod 700 "$1"', self.base)
+        if self.as_root:
+            self.conn.run(["chown", "-R", f"{self.account}:{self.account}", self.base])
+        pwfile = f"{self.base}/.pwfile"
+        self.conn.write_bytes(pwfile, superuser_password, mode=0o600)
+        if self.as_root:
+            self.conn.run(["chown", f"{self.account}:{self.account}", pwfile])
+        try:
+            self.conn.run(self._as_account(pgcommands.initdb(self.bindir, Path(self.data), superuser=superuser,
+                                                             pwfile=Path(pwfile))), timeout=300)
+        finally:
+            self.conn.run(["rm", "-f", pwfile])
+        sh(self.conn, "printf \"\\ninclude_if_exists = 'lifeboat.conf'\\n\" >> \"$1/postgresql.conf\"", self.data)
+        self.conn.write_bytes(f"{self.base}/.initdb-complete", time.strftime("%FT%TZ", time.gmtime()).encode())
+
+    def configure(self, clients: list[str]) -> bool:
+        """Write lifeboat.conf and pg_hba.conf; True when something changed."""
+        conf = pgcommands.postgres_conf(port=self.port, socket_dir=Path(self.sockets), listen=self.listen).encode()
+        hba = pgcommands.pg_hba(clients).encode()
+        changed = False
+        for name, body in (("lifeboat.conf", conf), ("pg_hba.conf", hba)):
+            path = f"{self.data}/{name}"
+            if self.conn.read_bytes(path) != body:
+                self.conn.write_bytes(path, body, mode=0o600)
+                if self.as_root:
+                    self.conn.run(["chown", f"{self.account}:{self.account}", path])
+                changed = True
+        return changed
+
+    def start(self) -> None:
+        try:
+            self.conn.run(self._as_account(pgcommands.pg_ctl_start(self.bindir, Path(self.data), Path(self.log))),
+                          timeout=120)
+        except CommandFailed as exc:
+            log = self.conn.read_bytes(self.log) or b""
+            raise ProviderError(f"{self.conn.host}: PostgreSQL did not start: {exc.message}\n"
+                                f"{log.decode(errors='replace')[-1500:]}", code="host.postgres_start") from None
+
+    def reload(self) -> None:
+        self.conn.run(self._as_account([str(self.bindir / "pg_ctl"), "-D", self.data, "reload"]))
+
+    def stop(self) -> None:
+        if self.running():
+            self.conn.run(self._as_account(pgcommands.pg_ctl_stop(self.bindir, Path(self.data))), timeout=120,
+                          check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        self.conn.run(["rm", "-rf", self.base])
+
+    def psql(self, sql: str, *, user: str, password: bytes, database: str = "postgres") -> list[list[str]]:
+        """Run SQL (sent on stdin) as ``user``; rows as lists of text (unit separator between fields)."""
+        argv = [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\x1f",
+                "-h", self.listen, "-p", str(self.port), "-U", user, "-d", database]
+        result = self.conn.run(argv, input=sql.encode(), env={"PGPASSWORD": password.decode()}, timeout=600)
+        return [line.split("\x1f") for line in result.text.splitlines() if line]
+
+    def setup(self, *, superuser: str, superuser_password: bytes, database: str, app_user: str,
+              app_password: bytes, extensions: tuple[str, ...]) -> None:
+        su = {"user": superuser, "password": superuser_password}
+        role, db, pw = quote_literal(app_user), quote_literal(database), quote_literal(app_password.decode())
+        self.psql(
+            f"SELECT format(CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {role}) "  # noqa: S608 - quoted
+            f"THEN 'ALTER ROLE %I LOGIN PASSWORD %L' ELSE 'CREATE ROLE %I LOGIN PASSWORD %L' END, {role}, {pw})"
+            "\\gexec\n"
+            f"SELECT format('CREATE DATABASE %I OWNER %I ENCODING ''UTF8'' TEMPLATE template0', {db}, {role}) "
+            f"WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = {db})\\gexec\n", **su)
+        ident = quote_ident(app_user)
+        rows = self.psql(
+            f"GRANT ALL ON SCHEMA public TO {ident};\nALTER SCHEMA public OWNER TO {ident};\n"  # noqa: S608 - quoted
+            "SELECT name FROM pg_available_extension_versions WHERE trusted AND name IN ("
+            + ", ".join(quote_literal(e) for e in extensions or ("",)) + ");\n", database=database, **su)
+        trusted = {r[0] for r in rows}
+        # Trusted extensions belong to the app's role so that a dump restores with that role alone.
+        mine = "".join(f"CREATE EXTENSION IF NOT EXISTS {quote_ident(e)};\n" for e in extensions if e in trusted)
+        if mine:
+            self.psql(mine, user=app_user, password=app_password, database=database)
+        theirs = "".join(f"CREATE EXTENSION IF NOT EXISTS {quote_ident(e)};\n" for e in extensions
+                         if e not in trusted)
+        if theirs:
+            self.psql(theirs, database=database, **su)
+
+    def dump_argv(self, *, user: str, database: str) -> list[str]:
+        return pgcommands.pg_dump(self.bindir, host=self.listen, port=self.port, user=user, database=database)
+
+    def restore_argv(self, *, user: str, database: str, clean: bool = True) -> list[str]:
+        return pgcommands.pg_restore(self.bindir, host=self.listen, port=self.port, user=user, database=database,
+                                     clean=clean)
+
+
+# ------------------------------------------------------------------------------------------------ redis
+class RedisHost:
+    def __init__(self, conn: Connection, *, root: str, listen: str, port: int):
+        self.conn = conn
+        self.base = f"{root}/redis"
+        self.listen = listen
+        self.port = port
+
+    def check(self) -> str:
+        result = self.conn.run(["redis-server", "--version"], check=False)
+        if not result.ok:
+            raise ProviderError(f"{self.conn.host}: redis-server is not installed.",
+                                hint="install it on the host (Debian: apt-get install redis-server).",
+                                code="host.missing_redis")
+        return result.text.strip()
+
+    def ping(self, password: bytes) -> bool:
+        result = self.conn.run(["redis-cli", "-h", self.listen, "-p", str(self.port), "ping"],
+                               env={"REDISCLI_AUTH": password.decode()}, check=False, timeout=10)
+        return result.ok and result.text.strip() == "PONG"
+
+    def pid(self) -> int | None:
+        raw = self.conn.read_bytes(f"{self.base}/redis.pid")
+        try:
+            return int(raw.strip()) if raw else None
+        except ValueError:
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return bool(pid) and self.conn.run(["kill", "-0", str(pid)], check=False).ok
+
+    def start(self, password: bytes) -> None:
+        sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.base)
+        conf = pgcommands.redis_conf(port=self.port, data_dir=Path(self.base), pid_file=Path(f"{self.base}/redis.pid"),
+                                     log_file=Path(f"{self.base}/redis.log"), password=password.decode(),
+                                     bind=self.listen)
+        self.conn.write_bytes(f"{self.base}/redis.conf", conf.encode(), mode=0o600)
+        if not self.running():
+            sh(self.conn, 'umask 077; exec redis-server "$1"', f"{self.base}/redis.conf", timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.ping(password):
+                return
+            time.sleep(0.2)
+        log = self.conn.read_bytes(f"{self.base}/redis.log") or b""
+        raise ProviderError(f"{self.conn.host}: redis-server did not answer on {self.listen}:{self.port}.\n"
+                            f"{log.decode(errors='replace')[-1000:]}", code="host.redis_start")
+
+    def remove(self) -> None:
+        pid = self.pid()
+        if pid:
+            sh(self.conn, 'kill "$1" 2>/dev/null; for i in $(seq 1 50); do kill -0 "$1" 2>/dev/null || exit 0; '
+                          'sleep 0.2; done; kill -9 "$1" 2>/dev/null; exit 0', pid)
+        self.conn.run(["rm", "-rf", self.base])
+
+
+# ------------------------------------------------------------------------------------------------ releases
+def tar_directory(directory: Path, skip: set[str]) -> Callable[[object], None]:
+    """A writer that streams ``directory`` as a tar archive into a binary stream."""
+
+    def write(stream) -> None:
+        def keep(info: tarfile.TarInfo):
+            parts = Path(info.name).parts
+            if any(p in skip or p.endswith(".egg-info") for p in parts) or info.name.endswith((".pyc", ".pyo")):
+                return None
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            return info
+
+        with tarfile.open(fileobj=stream, mode="w|") as tar:
+            tar.add(str(directory), arcname=".", filter=keep)
+
+    return write
+
+
+class Releases:
+    """App code on a host: ``<root>/releases/<service>/<release>``, kept for rollback, plus virtualenvs."""
+
+    KEEP = 3
+
+    def __init__(self, conn: Connection, root: str):
+        self.conn = conn
+        self.root = root
+
+    def path(self, service: str, release: str) -> str:
+        return f"{self.root}/releases/{service}/{release}"
+
+    def upload(self, service: str, release: str, build: Path, skip: set[str]) -> str:
+        final = self.path(service, release)
+        if self.conn.read_bytes(f"{final}/.lifeboat-release") is not None:
+            return final
+        tmp = f"{final}.partial"
+        sh(self.conn, 'rm -rf "$1" && mkdir -p "$1"', tmp)
+        with self.conn.write_stream(["tar", "-x", "--no-same-owner", "-C", tmp, "-f", "-"]) as sink:
+            tar_directory(build, skip)(sink)
+        self.conn.write_bytes(f"{tmp}/.lifeboat-release", release.encode(), mode=0o644)
+        sh(self.conn, 'rm -rf "$2" && mv "$1" "$2"', tmp, final)
+        return final
+
+    def venv(self, requirements: bytes | None, *, events=None, host: str = "") -> str | None:
+        if requirements is None:
+            return None
+        digest = hashlib.sha256(requirements).hexdigest()[:12]
+        venv = f"{self.root}/venvs/{digest}"
+        if self.conn.read_bytes(f"{venv}/.complete") is not None:
+            return venv
+        if events:
+            events.step(f"{host}: building a virtualenv ({digest})")
+        sh(self.conn, 'rm -rf "$1" && mkdir -p "$(dirname "$1")"', venv)
+        self.conn.run(["python3", "-m", "venv", venv], timeout=300)
+        self.conn.write_bytes(f"{venv}/requirements.txt", requirements, mode=0o644)
+        try:
+            self.conn.run([f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                           "-r", f"{venv}/requirements.txt"], timeout=1200)
+        except CommandFailed as exc:
+            raise ProviderError(f"{self.conn.host}: installing the app's requirements failed: {exc.message}",
+                                code="host.build") from None
+        self.conn.write_bytes(f"{venv}/.complete", b"ok", mode=0o644)
+        return venv
+
+    def prune(self, service: str, keep: list[str]) -> None:
+        """Remove all but the newest KEEP releases (and always keep ``keep``)."""
+        base = f"{self.root}/releases/{service}"
+        listing = sh(self.conn, 'cd "$1" 2>/dev/null && ls -1t || true', base).text.split()
+        doomed = [r for r in listing[self.KEEP:] if r not in keep and not r.endswith(".partial")]
+        if doomed:
+            self.conn.run(["rm", "-rf", *[f"{base}/{r}" for r in doomed]])
+
+
+# ------------------------------------------------------------------------------------------------ processes
+class ProcessRuntime:
+    """Services as processes kept alive by Lifeboat's supervisor (stdlib only, uploaded to the host)."""
+
+    def __init__(self, conn: Connection, root: str):
+        self.conn = conn
+        self.root = root
+        self.dir = f"{root}/services"
+
+    def _pid(self) -> int | None:
+        raw = self.conn.read_bytes(f"{self.dir}/supervisor.pid")
+        if not raw:
+            return None
+        pid = raw.decode().strip()
+        result = sh(self.conn, 'tr "\\0" " " < "/proc/$1/cmdline" 2>/dev/null', pid, check=False)
+        return int(pid) if result.ok and "supervisor.py" in result.text else None
+
+    def running(self) -> bool:
+        return self._pid() is not None
+
+    def status(self) -> dict:
+        raw = self.conn.read_bytes(f"{self.dir}/status.json")
+        try:
+            return json.loads(raw).get("programs", {}) if raw else {}
+        except ValueError:
+            return {}
+
+    def write_env(self, program: str, env: dict[str, str]) -> str:
+        path = f"{self.dir}/env/{program}.json"
+        self.conn.write_bytes(path, json.dumps(env).encode(), mode=0o600)
+        return path
+
+    def prepare(self) -> None:
+        sh(self.conn, 'mkdir -p "$1/env" "$1/logs" && chmod 700 "$1"', self.dir)
+        source = SUPERVISOR_SOURCE.read_bytes()
+        if self.conn.read_bytes(f"{self.dir}/supervisor.py") != source:
+            self.conn.write_bytes(f"{self.dir}/supervisor.py", source, mode=0o600)
+
+    def apply(self, programs: list[dict]) -> None:
+        self.prepare()
+        self.conn.write_bytes(f"{self.dir}/supervisor.json", json.dumps({"programs": programs}).encode())
+        pid = self._pid()
+        if pid:
+            self.conn.run(["kill", "-HUP", str(pid)])
+            return
+        self.reap()
+        self.conn.run(["rm", "-f", f"{self.dir}/status.json"])
+        sh(self.conn, 'cd "$1" && umask 077 && nohup setsid python3 supervisor.py supervisor.json '
+                      '>> supervisor.log 2>&1 < /dev/null &', self.dir)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self._pid():
+                return
+            time.sleep(0.1)
+        log = self.conn.read_bytes(f"{self.dir}/supervisor.log") or b""
+        raise ProviderError(f"{self.conn.host}: the process supervisor did not start.\n"
+                            f"{log.decode(errors='replace')[-800:]}", code="host.supervisor")
+
+    def reap(self, names: list[str] | None = None) -> None:
+        """Stop programs a dead supervisor left running (see toolkit.supervisor --reap)."""
+        if self.conn.read_bytes(f"{self.dir}/supervisor.py") is None:
+            return
+        argv = ["python3", f"{self.dir}/supervisor.py", "--reap", f"{self.dir}/status.json", *(names or [])]
+        self.conn.run(argv, check=False, timeout=60)
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid:
+            sh(self.conn, 'kill -TERM "$1"; for i in $(seq 1 150); do kill -0 "$1" 2>/dev/null || exit 0; '
+                          'sleep 0.2; done; kill -9 "$1"', pid, check=False, timeout=60)
+        self.reap()
+
+    def http_ok(self, url: str) -> bool:
+        """Health check run on the host itself (the port need not be reachable from here)."""
+        code = ("import sys, urllib.request\ntry:\n    r = urllib.request.urlopen(sys.argv[1], timeout=3)\n"
+                "    sys.exit(0 if 200 <= r.status < 400 else 1)\nexcept Exception:\n    sys.exit(1)\n")
+        return self.conn.run(["python3", "-c", code, url], check=False, timeout=20).ok
+
+    def log_tail(self, program: str) -> str:
+        raw = self.conn.read_bytes(f"{self.dir}/logs/{program}.log") or b""
+        return raw.decode(errors="replace")[-1500:]
+
+
+# ------------------------------------------------------------------------------------------------ lock
+class HostLock:
+    """Kamal-style: an atomic ``mkdir`` on the primary host; the holder is recorded inside."""
+
+    def __init__(self, conn: Connection, root: str, label: str):
+        self.conn = conn
+        self.path = f"{root}/lock"
+        self.label = label
+        self._local = threading.local()
+
+    def holder(self) -> dict | None:
+        raw = self.conn.read_bytes(f"{self.path}/holder.json")
+        if raw is None:
+            exists = self.conn.run(["test", "-d", self.path], check=False).ok
+            return {"owner": "unknown", "since": "unknown"} if exists else None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {"owner": "unknown", "since": "unknown"}
+
+    def acquire(self, owner: str, command: str) -> None:
+        sh(self.conn, 'mkdir -p "$(dirname "$1")"', self.path)
+        if not self.conn.run(["mkdir", self.path], check=False).ok:
+            held = self.holder() or {}
+            raise LockHeld(f"{self.label}: another run holds the lock: {held.get('owner', 'unknown')} "
+                           f"(`{held.get('command', '?')}`) since {held.get('since', 'an unknown time')}.",
+                           hint=f"wait for it; if it died, check then run `lifeboat lock release --on "
+                                f"{self.label.split(' ')[0]}`.")
+        body = {"owner": owner, "command": command, "pid": os.getpid(),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.conn.write_bytes(f"{self.path}/holder.json", json.dumps(body).encode(), mode=0o600)
+
+    def release(self) -> None:
+        self.conn.run(["rm", "-rf", self.path])
+
+
+def read_stream_copy(source, sink, chunk: int = 1 << 20) -> int:
+    total = 0
+    for block in iter(lambda: source.read(chunk), b""):
+        sink.write(block)
+        total += len(block)
+    return total
+
+
+__all__ = ["sh", "on_hosts", "HostsFailed", "HostFacts", "PostgresHost", "RedisHost", "Releases",
+           "ProcessRuntime", "HostLock", "quote_ident", "quote_literal", "io"]
