@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from toolkit import pgcommands
+from toolkit.builds import release_id
 from toolkit.connection import LocalConnection
 from toolkit.contract import (
     CacheService,
@@ -54,7 +55,6 @@ from toolkit.schema import Field, Int, Str
 PG_SUPERUSER = "lifeboat"
 INTERNAL = {"pg_superuser": "postgres superuser password", "pg_app": "app role password",
             "redis": "redis password", "release_key": "key for release fingerprints"}
-SKIP_IN_BUILD = {"__pycache__", ".git", ".lifeboat", ".venv", "venv", "node_modules", ".pytest_cache"}
 
 
 def write_private(path: Path, data: str | bytes) -> None:
@@ -822,18 +822,7 @@ class LocalProvider(Provider):
 
     # ------------------------------------------------------------------ services
     def release_id(self, svc) -> str:
-        """Digest of what the service runs: its build directory's files and its command."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps(list(svc.command)).encode())
-        if svc.build:
-            for path in _walk(svc.build):
-                rel = path.relative_to(svc.build).as_posix()
-                digest.update(rel.encode() + b"\0")
-                with open(path, "rb") as handle:
-                    for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
-                        digest.update(chunk)
-                digest.update(b"\0")
-        return digest.hexdigest()[:16]
+        return release_id(svc)
 
     def config_id(self, svc, secrets: dict[str, SecretValue] | None = None, *, create: bool = False) -> str:
         """Keyed digest of what the service is given (its env, secret values, replicas): a change restarts
@@ -851,7 +840,8 @@ class LocalProvider(Provider):
                     secrets: dict[str, SecretValue] | None = None) -> dict[str, str]:
         """The service's environment. With ``fingerprint`` only what the stack decides (no ports or
         generated passwords), and nothing is written."""
-        env = {"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica)}
+        env = {"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica),
+               "LIFEBOAT_BIND": "127.0.0.1"}
         env.update(svc.env)
         if not fingerprint:
             if self.stack.postgres:
@@ -1084,6 +1074,29 @@ class LocalProvider(Provider):
     def secrets(self) -> LocalSecrets:
         return LocalSecrets(self.state.secrets)
 
+    def lock_status(self) -> dict | None:
+        path = self.state.root / "lock"
+        if not path.exists():
+            return None
+        fd = os.open(path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    return json.loads(os.pread(fd, 4096, 0) or b"{}")
+                except ValueError:
+                    return {"owner": "unknown"}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def lock_release(self) -> None:
+        if self.lock_status() is not None:
+            raise ProviderError(f"{self.label}: the lock is held by a running process; a local lock is released "
+                                "when that process ends (stop it to release the lock).", code="lock.live")
+
     @contextmanager
     def lock(self, owner: str):
         """An exclusive flock on <state>/lock; the holder is written inside for the next one to read."""
@@ -1110,12 +1123,3 @@ class LocalProvider(Provider):
             yield
         finally:
             os.close(fd)
-
-
-def _walk(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_IN_BUILD and not d.endswith(".egg-info"))
-        for name in sorted(filenames):
-            if name.endswith((".pyc", ".pyo")):
-                continue
-            yield Path(dirpath) / name

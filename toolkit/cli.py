@@ -341,7 +341,7 @@ def render_status(console, data):
         mark = "[green]ok[/]" if inst["healthy"] else "[red]!![/]"
         console.print(f"  {mark} ", end="")
         name = f"{inst['service']}.{inst['replica']}"
-        console.line(f"{name:<14} {inst['state']:<10} {inst['url'] or '':<28} "
+        console.line(f"{name:<14} {inst['host']:<10} {inst['state']:<10} {inst['url'] or '':<28} "
                      f"release {inst['release'] or '-'}")
     for res in data["resources"]:
         if res["kind"] == "service":
@@ -408,6 +408,119 @@ def exec_(session: Session, on, service, argv):
     errors = [] if code == 0 else [Problem("exec.failed", f"`{' '.join(argv)}` exited with {code}.")]
     return Outcome({"target": on, "service": service, "exit_code": code}, status="ok" if code == 0 else "error",
                    exit_code=0 if code == 0 else EXIT_FAILED, errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------- lock
+@cli.group()
+def lock():
+    """Who holds a target's lock; break a lock whose holder died."""
+
+
+@lock.command("status")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@envelope_command("lock status")
+def lock_status(session: Session, on):
+    """Show who holds the lock on TARGET, and since when."""
+    from .output import Outcome
+
+    holder = session.engine().provider(on).lock_status()
+
+    def human(console):
+        if holder:
+            console.line(f"{on}: locked by {holder.get('owner', 'unknown')} since {holder.get('since', '?')} "
+                         f"(`{holder.get('command', '?')}`).")
+        else:
+            console.line(f"{on}: not locked.")
+
+    return Outcome({"target": on, "locked": bool(holder), "holder": holder}, human=human)
+
+
+@lock.command("release")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@envelope_command("lock release")
+def lock_release(session: Session, on):
+    """Break the lock on TARGET (only after checking its holder is gone)."""
+    from .output import Outcome
+
+    provider = session.engine().provider(on)
+    holder = provider.lock_status()
+    if holder:
+        session.confirm(f"Break the lock on {on} held by {holder.get('owner', 'unknown')} since "
+                        f"{holder.get('since', '?')}?")
+        provider.lock_release()
+    return Outcome({"target": on, "released": bool(holder), "holder": holder},
+                   human=lambda c: c.line(f"{on}: lock released." if holder else f"{on}: was not locked."))
+
+
+# ---------------------------------------------------------------------------------------------- hosts
+@cli.group()
+def hosts():
+    """SSH hosts of a target: check them, trust their keys."""
+
+
+def _ssh_provider(session: Session, on: str):
+    provider = session.engine().provider(on)
+    if not hasattr(provider, "directory"):
+        raise BadInput(f"target {on} ({provider.TYPE}) has no SSH hosts.", code="hosts.none")
+    return provider
+
+
+@hosts.command("trust")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.argument("names", nargs=-1)
+@envelope_command("hosts trust")
+def hosts_trust(session: Session, on, names):
+    """Record the host keys of TARGET's hosts in its known_hosts after you confirm each fingerprint."""
+    from .connection import fingerprint
+    from .output import Outcome
+
+    provider = _ssh_provider(session, on)
+    directory = provider.directory
+    chosen = list(names) or [s.name for s in provider.specs]
+    unknown = [n for n in chosen if n not in directory.specs]
+    if unknown:
+        raise BadInput(f"no host {', '.join(unknown)} in target {on}.",
+                       hint=f"hosts: {', '.join(directory.specs)}.", code="hosts.unknown")
+    rows = []
+    for name in chosen:
+        if directory.specs[name].host_keys:
+            rows.append({"host": name, "action": "pinned", "fingerprint": None})
+            continue
+        existing = directory.known_line(name)
+        entry, key = directory.scan(name)
+        shown = f"{key.get_name()} {fingerprint(key)}"
+        if existing:
+            same = shown in existing
+            rows.append({"host": name, "entry": entry, "fingerprint": shown,
+                         "action": "already trusted" if same else "CHANGED"})
+            if not same:
+                raise BadInput(f"{name}: {entry} presents {shown}, but {directory.known_hosts} has {existing}; "
+                               "nothing was changed.", hint="if the host was rebuilt, remove the old line by hand "
+                               "after checking the new fingerprint out of band.", code="hosts.key_changed")
+            continue
+        if not session.json:
+            session.console.line(f"{name} ({entry}) presents {shown}")
+        session.confirm(f"Trust {name} ({entry}) with key {shown}?")
+        directory.record(entry, key)
+        rows.append({"host": name, "entry": entry, "fingerprint": shown, "action": "trusted"})
+
+    def human(console):
+        for row in rows:
+            console.line(f"{row['host']}: {row['action']} {row.get('fingerprint') or ''}")
+
+    return Outcome({"target": on, "known_hosts": directory.known_hosts, "hosts": rows}, human=human)
+
+
+@hosts.command("check")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@envelope_command("hosts check")
+def hosts_check(session: Session, on):
+    """Connect to every host of TARGET (keys verified) and report what each one is."""
+    from .output import Outcome
+
+    facts = session.engine().preflight(on)
+    return Outcome({"target": on, "facts": facts},
+                   human=lambda c: [c.line(f"{k}: {v}") for k, v in facts.items()])
 
 
 # ---------------------------------------------------------------------------------------------- entry point

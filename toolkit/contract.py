@@ -319,3 +319,11 @@ class Provider(ABC):
     def lock(self, owner: str):
         """A context manager holding this stack's lock on this target (exit 3 when held)."""
         raise Unsupported(f"{self.label} offers no lock")
+
+    def lock_status(self) -> dict | None:
+        """Who holds the lock (owner, command, since), or None."""
+        raise Unsupported(f"{self.label} offers no lock")
+
+    def lock_release(self) -> None:
+        """Break the lock (after its holder died)."""
+        raise Unsupported(f"{self.label} offers no lock")

@@ -2,10 +2,16 @@
 
 Each row is hashed as its text form (md5, first 60 bits) and the hashes are summed: the digest does
 not depend on row order or physical layout, needs no sort and holds nothing in memory but a number.
-Two databases with the same rows give the same (rows, digest) for every table.
+Two databases with the same rows give the same (rows, digest) for every table. Sequences are compared
+by their last value.
+
+The SQL runs through any query function (psycopg locally, psql over SSH on a host): one round trip to
+list the tables and one for all their digests.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from .contract import TableDigest
 
@@ -24,26 +30,43 @@ SELECT schemaname, sequencename, coalesce(last_value, 0) FROM pg_sequences
 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
 """
 
+Query = Callable[[str], list[Sequence]]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def shown_name(schema: str, name: str) -> str:
+    return name if schema == "public" else f"{schema}.{name}"
+
+
+def digest_sql(tables: list[tuple[str, str]]) -> str:
+    parts = []
+    for schema, table in tables:
+        parts.append(
+            f"SELECT {quote_literal(shown_name(schema, table))}, count(*), "  # noqa: S608 - quoted identifiers
+            "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text "
+            f"FROM ONLY {quote_ident(schema)}.{quote_ident(table)} AS t")
+    return "\nUNION ALL\n".join(parts)
+
+
+def table_digests_with(query: Query) -> dict[str, TableDigest]:
+    out: dict[str, TableDigest] = {}
+    tables = [(str(r[0]), str(r[1])) for r in query(TABLES_SQL)]
+    if tables:
+        for name, rows, digest in query(digest_sql(tables)):
+            out[str(name)] = TableDigest(str(name), int(rows), str(digest))
+    for schema, seq, last in query(SEQUENCES_SQL):
+        name = f"sequence:{shown_name(str(schema), str(seq))}"
+        out[name] = TableDigest(name, 0, str(last))
+    return out
+
 
 def table_digests(conn) -> dict[str, TableDigest]:
     """``conn`` is an open psycopg connection."""
-    from psycopg import sql
-
-    out: dict[str, TableDigest] = {}
-    with conn.cursor() as cur:
-        cur.execute(TABLES_SQL)
-        tables = cur.fetchall()
-        for schema, table in tables:
-            query = sql.SQL(
-                "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text "
-                "FROM ONLY {}.{} AS t"
-            ).format(sql.Identifier(schema), sql.Identifier(table))
-            cur.execute(query)
-            rows, digest = cur.fetchone()
-            name = table if schema == "public" else f"{schema}.{table}"
-            out[name] = TableDigest(name, int(rows), digest)
-        cur.execute(SEQUENCES_SQL)
-        for schema, seq, last in cur.fetchall():
-            name = seq if schema == "public" else f"{schema}.{seq}"
-            out[f"sequence:{name}"] = TableDigest(f"sequence:{name}", 0, str(last))
-    return out
+    return table_digests_with(lambda sql: conn.execute(sql).fetchall())

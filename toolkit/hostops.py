@@ -336,11 +336,16 @@ class Releases:
         sh(self.conn, 'rm -rf "$2" && mv "$1" "$2"', tmp, final)
         return final
 
+    def venv_path(self, requirements: bytes | None) -> str | None:
+        if requirements is None:
+            return None
+        return f"{self.root}/venvs/{hashlib.sha256(requirements).hexdigest()[:12]}"
+
     def venv(self, requirements: bytes | None, *, events=None, host: str = "") -> str | None:
         if requirements is None:
             return None
-        digest = hashlib.sha256(requirements).hexdigest()[:12]
-        venv = f"{self.root}/venvs/{digest}"
+        venv = self.venv_path(requirements)
+        digest = venv.rsplit("/", 1)[1]
         if self.conn.read_bytes(f"{venv}/.complete") is not None:
             return venv
         if events:

@@ -48,7 +48,8 @@ BUCKET = r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"
 RECORD_NAME = r"@|\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*"
 
 # Names Lifeboat sets in every service's environment; a stack must not set them itself.
-INJECTED_ENV = ("DATABASE_URL", "REDIS_URL", "PORT", "LIFEBOAT_STACK", "LIFEBOAT_SERVICE", "LIFEBOAT_REPLICA")
+INJECTED_ENV = ("DATABASE_URL", "REDIS_URL", "PORT", "LIFEBOAT_BIND", "LIFEBOAT_STACK", "LIFEBOAT_SERVICE",
+                "LIFEBOAT_REPLICA")
 INJECTED_PREFIX = "BUCKET_"
 
 

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
         from . import db
 
         db.migrate()
-        bind = f"{os.environ.get('CHIRP_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+        bind = f"{os.environ.get('CHIRP_HOST') or os.environ.get('LIFEBOAT_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
         gunicorn = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
                     "--access-logfile", "-", "--graceful-timeout", "10", "chirp.web:app"]
         os.execv(sys.executable, gunicorn)

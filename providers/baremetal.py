@@ -1,0 +1,686 @@
+"""The ``baremetal`` provider: the stack on SSH hosts (rented servers, a colocated rack, a friend's box).
+
+Hosts are listed under the target with roles:
+
+- ``web``: every web service runs ``replicas`` processes on every web host (replica i on port + i);
+- ``worker``: every worker service runs on every worker host;
+- ``db``: PostgreSQL and Redis (native, owned by Lifeboat) on the first db host;
+- ``storage``: the object store (a directory, SFTP streams, checksums on the host) on the first storage
+  host. Apps read ``BUCKET_<NAME>_URL`` (file://) on hosts that also have the storage role.
+
+Runtime: ``process`` (Lifeboat's supervisor, uploaded to each host). The first host is the primary: it
+holds the lock, the provider's state file and the secret store (0600 files under ``<root>``).
+Everything lives under ``root`` (default /srv/lifeboat) on each host; ``destroy`` removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets as pysecrets
+import sys
+import time
+from contextlib import contextmanager
+
+from toolkit.builds import SKIP_IN_BUILD, release_id
+from toolkit.contract import (
+    CacheService,
+    ComputeService,
+    DatabaseInfo,
+    DatabaseService,
+    Host,
+    Instance,
+    Provider,
+    Resource,
+    SecretStore,
+    SecretValue,
+)
+from toolkit.errors import BadInput, ProviderError, ToolkitError
+from toolkit.hostops import (
+    HostFacts,
+    HostLock,
+    PostgresHost,
+    ProcessRuntime,
+    RedisHost,
+    Releases,
+    on_hosts,
+    sh,
+)
+from toolkit.hosts import SSH_SETTINGS, HostSpec, SshDirectory, host_specs
+from toolkit.schema import Field, Int, Str
+from toolkit.sftpstore import RemoteDirectoryStore
+
+PG_SUPERUSER = "lifeboat"
+
+
+class RemoteSecrets(SecretStore):
+    """One 0600 file per secret in a 0700 directory on the primary host."""
+
+    def __init__(self, provider: BaremetalProvider, directory: str):
+        self.p = provider
+        self.directory = directory
+
+    def _path(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise BadInput(f"bad secret name {name!r}.")
+        return f"{self.directory}/{name}"
+
+    def names(self) -> list[str]:
+        out = sh(self.p.primary(), 'cd "$1" 2>/dev/null && ls -1 || true', self.directory).text.split()
+        return sorted(n for n in out if not n.startswith(".") and not n.endswith(".lifeboat-tmp"))
+
+    def read(self, name: str) -> SecretValue | None:
+        raw = self.p.primary().read_bytes(self._path(name))
+        return SecretValue(raw) if raw is not None else None
+
+    def write(self, name: str, value: SecretValue) -> None:
+        sh(self.p.primary(), 'mkdir -p "$1" && chmod 700 "$1"', self.directory)
+        self.p.primary().write_bytes(self._path(name), value.reveal(), mode=0o600)
+
+    def delete(self, name: str) -> None:
+        self.p.primary().run(["rm", "-f", self._path(name)])
+
+
+class BaremetalDatabase(DatabaseService):
+    def __init__(self, provider: BaremetalProvider):
+        self.p = provider
+
+    def _pg(self):
+        if self.p.stack.postgres is None:
+            raise ProviderError(f"the stack {self.p.stack.name} has no postgres: section.")
+        return self.p.stack.postgres
+
+    def _env(self) -> dict:
+        return {"PGPASSWORD": self.p.internal_secret("pg_app").reveal_text(), "PGCONNECT_TIMEOUT": "10"}
+
+    def _query(self, sql: str) -> list[list[str]]:
+        pg = self._pg()
+        return self.p.postgres().psql(sql, user=pg.user, password=self.p.internal_secret("pg_app").reveal(),
+                                      database=pg.database)
+
+    def info(self) -> DatabaseInfo:
+        pg = self._pg()
+        rows = self._query("SELECT current_setting('server_version_num')::int / 10000, "
+                           "pg_database_size(current_database());\n"
+                           "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1;\n")
+        version, size = int(rows[0][0]), int(rows[0][1])
+        return DatabaseInfo(version, pg.database, tuple(r[0] for r in rows[1:]), size)
+
+    @contextmanager
+    def dump(self):
+        pg = self._pg()
+        pgh = self.p.postgres()
+        with pgh.conn.read_stream(pgh.dump_argv(user=pg.user, database=pg.database), env=self._env()) as stream:
+            yield stream
+
+    def restore(self, stream, *, clean: bool = True) -> None:
+        pg = self._pg()
+        pgh = self.p.postgres()
+        with pgh.conn.write_stream(pgh.restore_argv(user=pg.user, database=pg.database, clean=clean),
+                                   env=self._env()) as sink:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                sink.write(chunk)
+
+    def table_digests(self):
+        from toolkit.digests import table_digests_with
+
+        return table_digests_with(self._query)
+
+    def connection_url(self) -> SecretValue:
+        return self.p.database_url()
+
+
+class BaremetalCache(CacheService):
+    def __init__(self, provider: BaremetalProvider):
+        self.p = provider
+
+    def connection_url(self) -> SecretValue:
+        return self.p.redis_url()
+
+    def ping(self) -> bool:
+        return self.p.redis().ping(self.p.internal_secret("redis").reveal())
+
+
+class BaremetalCompute(ComputeService):
+    def __init__(self, provider: BaremetalProvider):
+        self.p = provider
+
+    def hosts(self) -> list[Host]:
+        return [Host(s.name, self.p.listen_address(s), s.roles, {"labels": s.labels}) for s in self.p.specs]
+
+    def addresses(self, role: str) -> list[str]:
+        return [self.p.listen_address(s) for s in self.p.specs if s.has(role)]
+
+    def instances(self) -> list[Instance]:
+        state = self.p.state()
+        services = state.get("services", {})
+        hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])})
+
+        def look(host: str):
+            runtime = ProcessRuntime(self.p.conn(host), self.p.root(host))
+            status = runtime.status() if runtime.running() else {}
+            out = []
+            for name, svc in sorted(services.items()):
+                if host not in svc.get("hosts", []):
+                    continue
+                service = self.p.stack.services.get(name)
+                for replica in range(svc.get("replicas", 1)):
+                    program = f"{name}.{replica}"
+                    ps = status.get(program, {})
+                    alive = ps.get("state") == "running"
+                    url = None
+                    healthy = alive
+                    if service is not None and service.is_web:
+                        address = self.p.listen_address(self.p.spec(host))
+                        url = f"http://{address}:{service.port + replica}"
+                        healthy = alive and runtime.http_ok(url + (service.health or "/"))
+                    out.append(Instance(name, replica, host, "running" if alive else ps.get("state") or "stopped",
+                                        healthy, url, (ps.get("generation") or "").split(":")[0] or None,
+                                        {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
+            return out
+
+        results = on_hosts(hosts, look, parallel=self.p.parallel)
+        return [i for host in hosts for i in results[host]]
+
+    def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
+        svc = self.p.stack.services.get(service)
+        if svc is None:
+            raise BadInput(f'no service "{service}" in the stack.')
+        info = self.p.state().get("services", {}).get(service)
+        if not info:
+            raise ProviderError(f"{self.p.label}: service {service} is not deployed.",
+                                hint=f"run `lifeboat up --on {self.p.target.name}` first.", code="host.not_deployed")
+        host = info["hosts"][0]
+        conn = self.p.conn(host)
+        full = self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"])
+        full.update(env or {})
+        cwd = Releases(conn, self.p.root(host)).path(service, info["release"])
+        result = conn.run(["sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv], env=full, check=False, timeout=3600)
+        sys.stdout.buffer.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.buffer.write(result.stderr)
+        return result.exit_code
+
+
+class BaremetalProvider(Provider):
+    TYPE = "baremetal"
+    DESCRIPTION = "SSH hosts you run: processes under Lifeboat's supervisor, native PostgreSQL and Redis"
+    SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets"})
+    FEATURES = {"runtime.process": True, "runtime.docker": False, "replicas": True, "tls": False, "lock": True,
+                "multi_host": True, "public_addresses": True}
+    SETTINGS = {
+        **SSH_SETTINGS,
+        "postgres_port": Field(Int(min=1, max=65535), default=5432),
+        "redis_port": Field(Int(min=1, max=65535), default=6379),
+        "account": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
+                         default="lifeboat", doc="account PostgreSQL runs as on the db host"),
+    }
+
+    def __init__(self, stack, target):
+        super().__init__(stack, target)
+        self.specs: list[HostSpec] = host_specs(self.settings, stack.root)
+        self.directory = SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
+                                      ssh_config=self.settings.get("ssh_config"), base=stack.root,
+                                      connect_timeout=self.settings.get("connect_timeout") or 10)
+        self.parallel = self.settings.get("parallel", True)
+        self._facts: dict[str, HostFacts] = {}
+
+    # ------------------------------------------------------------------ hosts
+    def spec(self, name: str) -> HostSpec:
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise ProviderError(f"{self.label}: no host {name}.")
+
+    def conn(self, name: str):
+        return self.directory.connection(name)
+
+    def primary_spec(self) -> HostSpec:
+        return self.specs[0]
+
+    def primary(self):
+        return self.conn(self.primary_spec().name)
+
+    def root(self, name: str) -> str:
+        return self.spec(name).root
+
+    def listen_address(self, spec: HostSpec) -> str:
+        return spec.private_address or self.directory.params(spec)["address"]
+
+    def hosts_with(self, role: str) -> list[HostSpec]:
+        return [s for s in self.specs if s.has(role)]
+
+    def first(self, role: str, what: str) -> HostSpec:
+        found = self.hosts_with(role)
+        if not found:
+            raise BadInput(f'{self.label}: the stack needs {what}, but no host has the role "{role}".',
+                           hint=f'add "{role}" to the roles of one of the hosts.', code="host.missing_role")
+        return found[0]
+
+    def facts(self, name: str) -> HostFacts:
+        if name not in self._facts:
+            self._facts[name] = HostFacts(self.conn(name))
+        return self._facts[name]
+
+    def placement(self, svc) -> list[str]:
+        hosts = [s.name for s in self.hosts_with(svc.role)]
+        if not hosts:
+            raise BadInput(f'{self.label}: service {svc.name} has role {svc.role}, but no host has that role.',
+                           hint=f'add "{svc.role}" to the roles of a host.', code="host.missing_role")
+        return hosts
+
+    def postgres(self, version: int | None = None) -> PostgresHost:
+        spec = self.first("db", "PostgreSQL")
+        version = version or (self.stack.postgres.version if self.stack.postgres else None) or \
+            self.state().get("postgres", {}).get("version", 15)
+        return PostgresHost(self.conn(spec.name), root=spec.root, version=version,
+                            listen=self.listen_address(spec), port=self.settings.get("postgres_port") or 5432,
+                            account=self.settings.get("account") or "lifeboat",
+                            as_root=self.facts(spec.name).is_root)
+
+    def redis(self) -> RedisHost:
+        spec = self.first("db", "Redis")
+        return RedisHost(self.conn(spec.name), root=spec.root, listen=self.listen_address(spec),
+                         port=self.settings.get("redis_port") or 6379)
+
+    # ------------------------------------------------------------------ state on the primary host
+    def _state_path(self) -> str:
+        return f"{self.primary_spec().root}/state.json"
+
+    def state(self) -> dict:
+        raw = self.primary().read_bytes(self._state_path())
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+
+    def save_state(self, data: dict) -> None:
+        sh(self.primary(), 'mkdir -p "$1" && chmod 700 "$1"', self.primary_spec().root)
+        self.primary().write_bytes(self._state_path(), json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
+        path = f"{self.primary_spec().root}/internal/{name}"
+        raw = self.primary().read_bytes(path)
+        if raw is not None:
+            return SecretValue(raw)
+        if not create:
+            return None
+        value = pysecrets.token_urlsafe(32).encode()
+        sh(self.primary(), 'mkdir -p "$1" && chmod 700 "$1"', f"{self.primary_spec().root}/internal")
+        self.primary().write_bytes(path, value, mode=0o600)
+        return SecretValue(value)
+
+    # ------------------------------------------------------------------ preflight
+    def check(self) -> dict:
+        needs = set()
+        if self.stack.postgres or self.stack.redis is not None:
+            needs.add("db")
+        if self.stack.buckets:
+            needs.add("storage")
+        for role in needs:
+            self.first(role, {"db": "PostgreSQL or Redis", "storage": "an object store"}[role])
+        for svc in self.stack.services.values():
+            self.placement(svc)
+            if svc.image and not svc.build:
+                raise BadInput(f'service "{svc.name}" runs an image; the process runtime of {self.label} runs '
+                               "build: directories (the docker runtime is not available yet).",
+                               code="host.image_unsupported")
+        self._check_ports()
+
+        def probe(name: str) -> dict:
+            facts = self.facts(name).get()
+            if not facts["python3"]:
+                raise ProviderError(f"{name}: python3 is not installed (the supervisor and apps need it).",
+                                    hint="install python3 on the host.", code="host.missing_python")
+            return {"os": f"{facts['os']} {facts['os_version']}".strip(), "root": facts["uid"] == 0}
+
+        found = on_hosts([s.name for s in self.specs], probe, parallel=self.parallel)
+        if self.stack.postgres:
+            found["postgres"] = self.postgres().check()
+            major = int(found["postgres"].split()[-1].split(".")[0])
+            if major != self.stack.postgres.version:
+                raise ProviderError(f"{self.label}: the stack asks for PostgreSQL {self.stack.postgres.version}, "
+                                    f"the db host has {major}.", code="host.postgres_version")
+        if self.stack.redis is not None:
+            found["redis"] = self.redis().check()
+        return found
+
+    def _check_ports(self) -> None:
+        for spec in self.specs:
+            taken: dict[int, str] = {}
+            for svc in self.stack.services.values():
+                if not svc.is_web or not spec.has(svc.role):
+                    continue
+                for replica in range(svc.replicas):
+                    port = svc.port + replica
+                    if port in taken:
+                        raise BadInput(f"{self.label}: on host {spec.name}, {svc.name}.{replica} would listen on "
+                                       f"port {port}, already used by {taken[port]} (replica i listens on "
+                                       "port + i).", hint="space the services' ports further apart.",
+                                       code="host.port_clash")
+                    taken[port] = f"{svc.name}.{replica}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def observe(self) -> list[Resource]:
+        state = self.state()
+        out: list[Resource] = []
+        if state.get("postgres"):
+            pgs = state["postgres"]
+            running = self.postgres().running() if self.stack.postgres else False
+            out.append(Resource("database", pgs["database"], {"version": pgs["version"],
+                                                             "extensions": sorted(pgs.get("extensions", [])),
+                                                             "running": running}, {"host": pgs.get("host")}))
+        if state.get("redis"):
+            running = self.redis().running() if self.stack.redis is not None else False
+            out.append(Resource("cache", "redis", {"running": running}, {"host": state["redis"].get("host")}))
+        for name, info in sorted(state.get("buckets", {}).items()):
+            out.append(Resource("bucket", name, {}, {"host": info.get("host")}))
+        services = state.get("services", {})
+        if services:
+            hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])})
+
+            def running_programs(host: str) -> dict:
+                runtime = ProcessRuntime(self.conn(host), self.root(host))
+                return runtime.status() if runtime.running() else {}
+
+            statuses = on_hosts(hosts, running_programs, parallel=self.parallel)
+            for name, svc in sorted(services.items()):
+                up = all(statuses[h].get(f"{name}.{i}", {}).get("state") == "running"
+                         for h in svc.get("hosts", []) for i in range(svc.get("replicas", 1)))
+                release = svc.get("release") if svc.get("confirmed") else None
+                out.append(Resource("service", name, {"release": release, "config": svc.get("config"),
+                                                      "replicas": svc.get("replicas", 1),
+                                                      "hosts": svc.get("hosts", []), "running": up}))
+        return out
+
+    def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
+        out = []
+        for res in resources:
+            if res.kind == "bucket":
+                out.append(Resource("bucket", res.name, {}))
+            elif res.kind == "cache":
+                out.append(Resource("cache", res.name, {"running": True}))
+            elif res.kind == "database":
+                out.append(Resource("database", res.name, {**res.attrs, "running": True}))
+            elif res.kind == "service":
+                svc = self.stack.services[res.name]
+                out.append(Resource("service", res.name, {
+                    "release": release_id(svc), "config": self.config_id(svc, secrets),
+                    "replicas": svc.replicas, "hosts": self.placement(svc), "running": True}))
+            else:
+                out.append(res)
+        return out
+
+    def create(self, resource: Resource) -> None:
+        getattr(self, f"_apply_{resource.kind}")(None, resource)
+
+    def update(self, before: Resource, after: Resource) -> None:
+        getattr(self, f"_apply_{after.kind}")(before, after)
+
+    def delete(self, resource: Resource) -> None:
+        getattr(self, f"_delete_{resource.kind}")(resource)
+
+    def finish_destroy(self) -> None:
+        def clean(name: str) -> None:
+            runtime = ProcessRuntime(self.conn(name), self.root(name))
+            runtime.stop()
+            self.conn(name).run(["rm", "-rf", self.root(name)])
+
+        on_hosts([s.name for s in self.specs], clean, parallel=self.parallel)
+
+    # ------------------------------------------------------------------ database and cache
+    def _clients(self) -> list[str]:
+        return sorted({self.listen_address(s) for s in self.specs if s.has("web") or s.has("worker")})
+
+    def _apply_database(self, before, after) -> None:
+        pg = self.stack.postgres
+        pgh = self.postgres()
+        superuser_pw = self.internal_secret("pg_superuser").reveal()
+        if not pgh.initialized():
+            self.events.step(f"{pgh.conn.host}: initdb")
+            pgh.init(superuser_pw, PG_SUPERUSER)
+        changed = pgh.configure(self._clients())
+        if not pgh.running():
+            pgh.start()
+        elif changed:
+            pgh.reload()
+        pgh.setup(superuser=PG_SUPERUSER, superuser_password=superuser_pw, database=pg.database, app_user=pg.user,
+                  app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions)
+        state = self.state()
+        state["postgres"] = {"database": pg.database, "user": pg.user, "version": pg.version,
+                             "extensions": sorted(pg.extensions), "host": pgh.conn.host}
+        self.save_state(state)
+
+    def _delete_database(self, resource) -> None:
+        if self.hosts_with("db"):
+            self.postgres(version=resource.attrs.get("version")).remove()
+        state = self.state()
+        state.pop("postgres", None)
+        self.save_state(state)
+
+    def _apply_cache(self, before, after) -> None:
+        rh = self.redis()
+        rh.start(self.internal_secret("redis").reveal())
+        state = self.state()
+        state["redis"] = {"host": rh.conn.host}
+        self.save_state(state)
+
+    def _delete_cache(self, resource) -> None:
+        if self.hosts_with("db"):
+            self.redis().remove()
+        state = self.state()
+        state.pop("redis", None)
+        self.save_state(state)
+
+    def database_url(self) -> SecretValue:
+        from urllib.parse import quote
+
+        pg = self.stack.postgres
+        spec = self.first("db", "PostgreSQL")
+        password = quote(self.internal_secret("pg_app").reveal_text(), safe="")
+        port = self.settings.get("postgres_port") or 5432
+        return SecretValue(f"postgresql://{pg.user}:{password}@{self.listen_address(spec)}:{port}/{pg.database}")
+
+    def redis_url(self) -> SecretValue:
+        from urllib.parse import quote
+
+        spec = self.first("db", "Redis")
+        password = quote(self.internal_secret("redis").reveal_text(), safe="")
+        port = self.settings.get("redis_port") or 6379
+        return SecretValue(f"redis://:{password}@{self.listen_address(spec)}:{port}/0")
+
+    # ------------------------------------------------------------------ buckets
+    def objects(self) -> RemoteDirectoryStore:
+        spec = self.first("storage", "an object store")
+        return RemoteDirectoryStore(self.conn(spec.name), f"{spec.root}/objects")
+
+    def _apply_bucket(self, before, after) -> None:
+        store = self.objects()
+        store.create_bucket(after.name)
+        state = self.state()
+        state.setdefault("buckets", {})[after.name] = {"host": store.conn.host}
+        self.save_state(state)
+
+    def _delete_bucket(self, resource) -> None:
+        if self.hosts_with("storage"):
+            self.objects().remove_bucket(resource.name)
+        state = self.state()
+        state.get("buckets", {}).pop(resource.name, None)
+        self.save_state(state)
+
+    # ------------------------------------------------------------------ services
+    def config_id(self, svc, secrets: dict[str, SecretValue] | None = None, *, create: bool = False) -> str:
+        key = self.internal_secret("release_key", create=create)
+        key_bytes = key.reveal() if key is not None else b"not-yet-created"
+        env = dict(svc.env)
+        store = self.secrets()
+        for name in svc.secrets:
+            value = (secrets or {}).get(name) or store.read(name)
+            env[name] = value.reveal_text() if value is not None else ""
+        blob = json.dumps({"env": env, "replicas": svc.replicas, "port": svc.port,
+                           "buckets": sorted(self.stack.buckets)}, sort_keys=True).encode()
+        return hmac.new(key_bytes, blob, hashlib.sha256).hexdigest()[:16]
+
+    def service_env(self, svc, spec: HostSpec, *, replica: int, release: str) -> dict[str, str]:
+        """What a process of ``svc`` gets on host ``spec``: Lifeboat's variables, the stack's env, secrets,
+        and the release's code and virtualenv on the path."""
+        releases = Releases(self.conn(spec.name), spec.root)
+        cwd = releases.path(svc.name, release)
+        venv = releases.venv_path(requirements_of(svc))
+        env = {"PYTHONPATH": cwd,
+               "PATH": (f"{venv}/bin:" if venv else "") + "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        if venv:
+            env["VIRTUAL_ENV"] = venv
+        env.update({"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica),
+               "LIFEBOAT_BIND": self.listen_address(spec), "LANG": "C.UTF-8"})
+        env.update(svc.env)
+        if self.stack.postgres:
+            env["DATABASE_URL"] = self.database_url().reveal_text()
+        if self.stack.redis is not None:
+            env["REDIS_URL"] = self.redis_url().reveal_text()
+        storage = self.hosts_with("storage")
+        if storage and storage[0].name == spec.name:
+            for bucket in self.stack.buckets:
+                env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = f"file://{spec.root}/objects/{bucket}"
+        store = self.secrets()
+        for name in svc.secrets:
+            value = store.read(name)
+            if value is not None:
+                env[name] = value.reveal_text()
+        if svc.is_web:
+            env["PORT"] = str(svc.port + replica)
+        return env
+
+    def _host_programs(self, host: str, state: dict) -> list[dict]:
+        programs = []
+        for _, info in sorted(state.get("services", {}).items()):
+            if host in info.get("hosts", []):
+                programs.extend(p for p in info.get("programs", []) if p["host"] == host)
+        return programs
+
+    def _apply_service(self, before, after) -> None:
+        svc = self.stack.services[after.name]
+        release = after.attrs["release"]
+        config = self.config_id(svc, create=True)
+        generation = f"{release}:{config}"
+        hosts = self.placement(svc)
+        old_hosts = before.attrs.get("hosts", []) if before else []
+        requirements = requirements_of(svc)
+
+        def prepare(host: str) -> list[dict]:
+            conn = self.conn(host)
+            releases = Releases(conn, self.root(host))
+            self.events.step(f"{host}: uploading {svc.name} release {release}")
+            cwd = releases.upload(svc.name, release, svc.build, SKIP_IN_BUILD)
+            releases.venv(requirements, events=self.events, host=host)
+            runtime = ProcessRuntime(conn, self.root(host))
+            runtime.prepare()
+            programs = []
+            for replica in range(svc.replicas):
+                env = self.service_env(svc, self.spec(host), replica=replica, release=release)
+                program = f"{svc.name}.{replica}"
+                programs.append({"name": program, "argv": list(svc.command), "cwd": cwd, "host": host,
+                                 "env_file": runtime.write_env(program, env), "generation": generation,
+                                 "log": f"{runtime.dir}/logs/{program}.log"})
+            return programs
+
+        prepared = on_hosts(hosts, prepare, parallel=self.parallel)
+        state = self.state()
+        state.setdefault("services", {})[svc.name] = {
+            "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
+            "generation": generation, "programs": [p for h in hosts for p in prepared[h]]}
+        self.save_state(state)
+
+        def start(host: str) -> None:
+            ProcessRuntime(self.conn(host), self.root(host)).apply(self._host_programs(host, state))
+            self._wait_healthy(host, svc, generation)
+
+        on_hosts(sorted(set(hosts) | set(old_hosts)), start, parallel=self.parallel)
+        for host in hosts:
+            Releases(self.conn(host), self.root(host)).prune(svc.name, keep=[release])
+        state = self.state()
+        state["services"][svc.name]["confirmed"] = True
+        self.save_state(state)
+
+    def _wait_healthy(self, host: str, svc, generation: str, timeout: float = 90.0) -> None:
+        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        state = self.state()
+        info = state.get("services", {}).get(svc.name)
+        wanted = {f"{svc.name}.{i}" for i in range(svc.replicas)} if info and host in info["hosts"] else set()
+        address = self.listen_address(self.spec(host))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = runtime.status()
+            mine = {n for n in status if n.rsplit(".", 1)[0] == svc.name}
+            if mine == wanted and all(status[n].get("generation") == generation and
+                                      status[n].get("state") == "running" for n in wanted):
+                if not svc.is_web or all(runtime.http_ok(f"http://{address}:{svc.port + i}{svc.health or '/'}")
+                                         for i in range(svc.replicas)):
+                    return
+            time.sleep(0.5)
+        detail = runtime.log_tail(f"{svc.name}.0") if wanted else ""
+        raise ProviderError(f"{host}: service {svc.name} did not become healthy within {timeout:.0f} s."
+                            + (f" Its log ends with:\n{detail}" if detail else ""),
+                            hint=f"logs are in {runtime.dir}/logs on {host}.", code="host.unhealthy")
+
+    def _delete_service(self, resource) -> None:
+        state = self.state()
+        info = state.get("services", {}).pop(resource.name, None)
+        self.save_state(state)
+        if not info:
+            return
+
+        def stop(host: str) -> None:
+            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            remaining = self._host_programs(host, state)
+            if remaining:
+                if runtime.running():
+                    runtime.apply(remaining)
+                else:
+                    runtime.reap([p["name"] for p in info.get("programs", []) if p["host"] == host])
+            else:
+                runtime.stop()
+            self.conn(host).run(["rm", "-rf", f"{self.root(host)}/releases/{resource.name}"])
+
+        on_hosts(info.get("hosts", []), stop, parallel=self.parallel)
+
+    # ------------------------------------------------------------------ accessors and lock
+    def compute(self) -> BaremetalCompute:
+        return BaremetalCompute(self)
+
+    def database(self) -> BaremetalDatabase:
+        return BaremetalDatabase(self)
+
+    def cache(self) -> BaremetalCache:
+        return BaremetalCache(self)
+
+    def secrets(self) -> RemoteSecrets:
+        return RemoteSecrets(self, f"{self.primary_spec().root}/secrets")
+
+    def host_lock(self) -> HostLock:
+        return HostLock(self.primary(), self.primary_spec().root, f"{self.target.name} ({self.primary_spec().name})")
+
+    @contextmanager
+    def lock(self, owner: str):
+        lock = self.host_lock()
+        lock.acquire(owner, " ".join(sys.argv[1:])[:200])
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except ToolkitError:
+                pass
+
+    def lock_status(self) -> dict | None:
+        return self.host_lock().holder()
+
+    def lock_release(self) -> None:
+        self.host_lock().release()
+
+
+def requirements_of(svc) -> bytes | None:
+    if svc.build and (svc.build / "requirements.txt").exists():
+        return (svc.build / "requirements.txt").read_bytes()
+    return None

@@ -1,0 +1,226 @@
+"""The directory object store on a remote host: same layout as toolkit/dirstore.py, data moved as SFTP
+streams, checksums computed on the host (``sha256sum``) so nothing is pulled back to verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import stat
+import uuid
+from contextlib import contextmanager
+
+from .connection import SSHConnection
+from .contract import ObjectInfo, ObjectStore
+from .dirstore import CHUNK, decode_name, encode_key
+from .errors import BadInput, ProviderError, VerificationFailed
+
+HASH_BATCH = 200
+
+
+class RemoteDirectoryStore(ObjectStore):
+    NATIVE_CHECKSUMS = ("sha256",)
+
+    def __init__(self, conn: SSHConnection, root: str):
+        self.conn = conn
+        self.root = root.rstrip("/")
+
+    # -- paths
+    def bucket_dir(self, bucket: str) -> str:
+        if not bucket or "/" in bucket or bucket.startswith("."):
+            raise BadInput(f"bad bucket name {bucket!r}.", code="objects.bad_bucket")
+        return f"{self.root}/{bucket}"
+
+    def _meta_dir(self, bucket: str) -> str:
+        return f"{self.root}/.meta/{bucket}"
+
+    def create_bucket(self, bucket: str) -> None:
+        self.conn.run(["mkdir", "-p", self.bucket_dir(bucket), self._meta_dir(bucket), f"{self.root}/.tmp"])
+        self.conn.run(["chmod", "700", self.root])
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return self.conn.run(["test", "-d", self.bucket_dir(bucket)], check=False).ok
+
+    def remove_bucket(self, bucket: str) -> None:
+        self.conn.run(["rm", "-rf", self.bucket_dir(bucket), self._meta_dir(bucket)])
+
+    def _require(self, sftp, bucket: str) -> str:
+        path = self.bucket_dir(bucket)
+        try:
+            sftp.stat(path)
+        except FileNotFoundError:
+            raise ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
+                                code="objects.no_bucket") from None
+        return path
+
+    # -- checksums where the data lives
+    def _host_sha256(self, paths: list[str]) -> dict[str, str]:
+        out = {}
+        for i in range(0, len(paths), HASH_BATCH):
+            batch = paths[i:i + HASH_BATCH]
+            result = self.conn.run(["sha256sum", "-z", "--", *batch], timeout=3600)
+            for record in result.stdout.split(b"\0"):
+                if not record:
+                    continue
+                digest, _, name = record.decode("utf-8", "surrogateescape").partition("  ")
+                out[name] = digest.lstrip("\\")
+        return out
+
+    def _meta(self, sftp, bucket: str, name: str) -> dict | None:
+        try:
+            with sftp.open(f"{self._meta_dir(bucket)}/{name}", "rb") as handle:
+                return json.loads(handle.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _write_meta(self, sftp, bucket: str, name: str, meta: dict) -> None:
+        path = f"{self._meta_dir(bucket)}/{name}"
+        tmp = f"{self._meta_dir(bucket)}/.m-{uuid.uuid4().hex}"
+        with sftp.open(tmp, "wb") as handle:
+            handle.write(json.dumps(meta).encode())
+        sftp.posix_rename(tmp, path)
+
+    def _infos(self, sftp, bucket: str, entries: list[tuple[str, str, object]]) -> list[ObjectInfo]:
+        """entries: (key or None, file name, sftp attrs) -> infos, hashing stale ones on the host."""
+        directory = self.bucket_dir(bucket)
+        out, stale = [], []
+        for key, name, attrs in entries:
+            meta = self._meta(sftp, bucket, name)
+            mtime_ns = int(attrs.st_mtime) * 10**9
+            if meta and meta.get("size") == attrs.st_size and meta.get("mtime_s") == int(attrs.st_mtime):
+                out.append(ObjectInfo(meta["key"], attrs.st_size, meta["sha256"], meta.get("md5")))
+            else:
+                key = key or (meta or {}).get("key")
+                if key is not None:
+                    stale.append((key, name, attrs, mtime_ns))
+        if stale:
+            sums = self._host_sha256([f"{directory}/{name}" for _, name, _, _ in stale])
+            for key, name, attrs, _ in stale:
+                digest = sums[f"{directory}/{name}"]
+                self._write_meta(sftp, bucket, name, {"key": key, "size": attrs.st_size,
+                                                      "mtime_s": int(attrs.st_mtime), "sha256": digest})
+                out.append(ObjectInfo(key, attrs.st_size, digest))
+        return out
+
+    # -- contract
+    def list(self, bucket: str, prefix: str = ""):
+        sftp = self.conn.sftp()
+        try:
+            directory = self._require(sftp, bucket)
+            entries = []
+            for attrs in sftp.listdir_attr(directory):
+                if not stat.S_ISREG(attrs.st_mode):
+                    continue
+                key = decode_name(attrs.filename)
+                if key is None:
+                    meta = self._meta(sftp, bucket, attrs.filename)
+                    key = meta.get("key") if meta else None
+                    if key is None:
+                        continue
+                if key.startswith(prefix):
+                    entries.append((key, attrs.filename, attrs))
+            entries.sort(key=lambda e: e[0])
+            infos = {i.key: i for i in self._infos(sftp, bucket, entries)}
+        finally:
+            sftp.close()
+        for key, _, _ in entries:
+            if key in infos:
+                yield infos[key]
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        name = encode_key(key)
+        sftp = self.conn.sftp()
+        try:
+            directory = self._require(sftp, bucket)
+            try:
+                attrs = sftp.stat(f"{directory}/{name}")
+            except FileNotFoundError:
+                return None
+            infos = self._infos(sftp, bucket, [(key, name, attrs)])
+            return infos[0] if infos else None
+        finally:
+            sftp.close()
+
+    @contextmanager
+    def open_read(self, bucket: str, key: str):
+        name = encode_key(key)
+        sftp = self.conn.sftp()
+        try:
+            directory = self._require(sftp, bucket)
+            try:
+                handle = sftp.open(f"{directory}/{name}", "rb")
+            except FileNotFoundError:
+                raise ProviderError(f"object {key!r} not found in bucket {bucket}.",
+                                    code="objects.not_found") from None
+            with handle:
+                handle.prefetch()
+                yield handle
+        finally:
+            sftp.close()
+
+    def write(self, bucket: str, key: str, stream, *, size: int | None = None, content_type: str | None = None):
+        name = encode_key(key)
+        sftp = self.conn.sftp()
+        try:
+            directory = self._require(sftp, bucket)
+            tmp = f"{self.root}/.tmp/w-{uuid.uuid4().hex}"
+            sha = hashlib.sha256()
+            written = 0
+            try:
+                with sftp.open(tmp, "wb") as out:
+                    out.set_pipelined(True)
+                    for chunk in iter(lambda: stream.read(CHUNK), b""):
+                        sha.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+                if size is not None and written != size:
+                    raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
+                                        "nothing was stored.", code="objects.short_write")
+                # What landed on the host is checked there against what was sent.
+                landed = self._host_sha256([tmp])[tmp]
+                if landed != sha.hexdigest():
+                    raise VerificationFailed(f"object {key!r}: the copy on {self.conn.host} has SHA-256 {landed}, "
+                                             f"the stream had {sha.hexdigest()}; nothing was stored.")
+                sftp.posix_rename(tmp, f"{directory}/{name}")
+            except BaseException:
+                try:
+                    sftp.remove(tmp)
+                except OSError:
+                    pass
+                raise
+            attrs = sftp.stat(f"{directory}/{name}")
+            self._write_meta(sftp, bucket, name, {"key": key, "size": written, "mtime_s": int(attrs.st_mtime),
+                                                  "sha256": sha.hexdigest(), "content_type": content_type})
+        finally:
+            sftp.close()
+        return ObjectInfo(key, written, sha.hexdigest(), None, {"content_type": content_type})
+
+    def delete(self, bucket: str, key: str) -> None:
+        name = encode_key(key)
+        sftp = self.conn.sftp()
+        try:
+            directory = self._require(sftp, bucket)
+            for path in (f"{directory}/{name}", f"{self._meta_dir(bucket)}/{name}"):
+                try:
+                    sftp.remove(path)
+                except FileNotFoundError:
+                    pass
+        finally:
+            sftp.close()
+
+    def checksum(self, bucket: str, key: str) -> str:
+        info = self.head(bucket, key)
+        if info is None:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
+        return info.sha256
+
+    def stats(self, bucket: str) -> tuple[int, int]:
+        sftp = self.conn.sftp()
+        try:
+            attrs = [a for a in sftp.listdir_attr(self._require(sftp, bucket)) if stat.S_ISREG(a.st_mode)]
+        finally:
+            sftp.close()
+        return len(attrs), sum(a.st_size for a in attrs)
+
+
+__all__ = ["RemoteDirectoryStore", "posixpath"]
