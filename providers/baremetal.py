@@ -222,7 +222,8 @@ class BaremetalProvider(Provider):
         self.specs: list[HostSpec] = host_specs(self.settings, stack.root)
         self.directory = SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
                                       ssh_config=self.settings.get("ssh_config"), base=stack.root,
-                                      connect_timeout=self.settings.get("connect_timeout") or 10)
+                                      connect_timeout=self.settings.get("connect_timeout") or 10,
+                                      target=target.name)
         self.parallel = self.settings.get("parallel", True)
         self._facts: dict[str, HostFacts] = {}
 
@@ -296,7 +297,8 @@ class BaremetalProvider(Provider):
             return {}
 
     def save_state(self, data: dict) -> None:
-        sh(self.primary(), 'mkdir -p "$1" && chmod 700 "$1"', self.primary_spec().root)
+        # root is traversable (the db account reaches its data under it); what is secret inside is 0700/0600
+        sh(self.primary(), 'mkdir -p "$1" && chmod 711 "$1"', self.primary_spec().root)
         self.primary().write_bytes(self._state_path(), json.dumps(data, indent=1, sort_keys=True).encode())
 
     def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
@@ -313,11 +315,11 @@ class BaremetalProvider(Provider):
 
     # ------------------------------------------------------------------ preflight
     def check(self) -> dict:
-        needs = set()
+        needs = []
         if self.stack.postgres or self.stack.redis is not None:
-            needs.add("db")
+            needs.append("db")
         if self.stack.buckets:
-            needs.add("storage")
+            needs.append("storage")
         for role in needs:
             self.first(role, {"db": "PostgreSQL or Redis", "storage": "an object store"}[role])
         for svc in self.stack.services.values():

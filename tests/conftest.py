@@ -99,3 +99,45 @@ def require(binary: str, install: str) -> str:
     found = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
     assert found, f"{binary} is not installed: {install} (.ci/run installs it)"
     return found
+
+
+@pytest.fixture
+def host_roots():
+    """A folder for the hosts' roots that other accounts can traverse (PostgreSQL runs as `lifeboat`)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="lifeboat-roots-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_host_roots() -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="lifeboat-roots-", dir="/tmp"))
+    path.chmod(0o711)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ssh_lab(tmp_path_factory):
+    """Three real OpenSSH hosts (127.0.0.2-4), key-only, shared by the bare-metal tests."""
+    from .sshd import start_lab
+
+    lab = start_lab(tmp_path_factory.mktemp("ssh-lab"), count=3)
+    yield lab
+    for host in lab.hosts:
+        host.stop()
+
+
+def baremetal_target(lab, roots: Path, *, roles=(("web", "worker", "storage"), ("web",), ("db",)),
+                     pg_port: int = 5433, redis_port: int = 6380, name: str = "colo") -> str:
+    """The providers: entry of a bare-metal target on the lab's hosts (YAML text, indented 2)."""
+    lines = [f"  {name}:", "    type: baremetal", f"    known_hosts: {lab.known_hosts}",
+             f"    postgres_port: {pg_port}", f"    redis_port: {redis_port}", "    hosts:"]
+    for index, (host, host_roles) in enumerate(zip(lab.hosts, roles, strict=False)):
+        lines.append(f"      - {{name: {['web1', 'web2', 'db1'][index]}, address: {host.address}, port: {host.port}, "
+                     f"user: root, key: {lab.client_key}, roles: [{', '.join(host_roles)}], "
+                     f"root: {roots / ['web1', 'web2', 'db1'][index]}}}")
+    return "\n".join(lines) + "\n"

@@ -72,10 +72,52 @@ class SshHost:
             self.process.wait(10)
             self.process = None
 
+    def crash(self) -> None:
+        """The host drops off the network: the listener and every session it forked die at once
+        (commands running in those sessions too); daemons the sessions detached keep running."""
+        if self.process is None:
+            return
+        listener = self.sshd_pid()
+        victims = descendants(listener) if listener else set()
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.stop()
+
+    def sshd_pid(self) -> int | None:
+        for pid in descendants(self.process.pid) | {self.process.pid}:
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    return pid
+            except FileNotFoundError:
+                continue
+        return None
+
     def regenerate_host_key(self) -> None:
         self.host_key.unlink()
         self.host_key.with_suffix(".pub").unlink()
         keygen(self.host_key)
+
+
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (FileNotFoundError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def keygen(path: Path) -> None:

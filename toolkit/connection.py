@@ -233,11 +233,13 @@ class SSHConnection(Connection):
 
     def __init__(self, address: str, *, port: int = 22, user: str | None = None, key_file: str | None = None,
                  known_hosts: str | None = None, name: str | None = None, connect_timeout: float = 10.0,
-                 jump: SSHConnection | None = None, pinned_keys: list[str] | None = None):
+                 jump: SSHConnection | None = None, pinned_keys: list[str] | None = None,
+                 trust_command: str | None = None):
         self.address = address
         self.port = port
         self.jump = jump
         self.pinned_keys = pinned_keys or []
+        self.trust_command = trust_command
         self.user = user or os.environ.get("USER") or "root"
         self.key_file = key_file
         self.known_hosts = known_hosts or os.path.expanduser("~/.ssh/known_hosts")
@@ -267,10 +269,11 @@ class SSHConnection(Connection):
                 raise UnknownHostKey(
                     f"{host}: host key of {shown} is not in {known_hosts_file} "
                     f"({key.get_name()} {fingerprint(key)}); refusing to connect.",
-                    hint=f"check the fingerprint out of band, then run `lifeboat hosts trust {host}` "
+                    hint=f"check the fingerprint out of band, then run `{trust_command}` "
                          f"(or add the key to {known_hosts_file}).")
 
         known_hosts_file = self.known_hosts
+        trust_command = self.trust_command or f"lifeboat hosts trust {host}"
         client = paramiko.SSHClient()
         if self.pinned_keys:
             # Keys pinned in the stack file replace known_hosts for this host.

@@ -52,7 +52,10 @@ class HostsFailed(ToolkitError):
             parts.append(message if message.startswith(host) or f"on {host}" in message else f"{host}: {message}")
         exit_codes = {getattr(e, "exit_code", 1) for e in failures.values()}
         self.exit_code = exit_codes.pop() if len(exit_codes) == 1 else 1
-        super().__init__(f"{len(failures)} host(s) failed: " + "; ".join(parts))
+        hints = [h for h in dict.fromkeys(getattr(e, "hint", None) for e in failures.values()) if h]
+        codes = {getattr(e, "code", None) for e in failures.values()}
+        super().__init__(f"{len(failures)} host(s) failed: " + "; ".join(parts), hint=" ".join(hints) or None,
+                         code=codes.pop() if len(codes) == 1 and None not in codes else None)
 
 
 def on_hosts(names: list[str], work: Callable[[str], object], *, parallel: bool = True) -> dict[str, object]:
@@ -126,7 +129,9 @@ class PostgresHost:
         self.bindir = Path(bindir or f"/usr/lib/postgresql/{version}/bin")
 
     def _as_account(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", self.account, "--", *argv] if self.as_root else argv
+        if not self.as_root:
+            return argv
+        return ["sh", "-c", 'cd / && exec "$@"', "sh", "runuser", "-u", self.account, "--", *argv]
 
     def check(self) -> str:
         result = self.conn.run([str(self.bindir / "initdb"), "--version"], check=False)
@@ -149,6 +154,11 @@ class PostgresHost:
         sh(self.conn, 'rm -rf "$1/data"; mkdir -p "$1/run" && chmod 700 "$1"', self.base)
         if self.as_root:
             self.conn.run(["chown", "-R", f"{self.account}:{self.account}", self.base])
+            if not self.conn.run(self._as_account(["test", "-w", self.base]), check=False).ok:
+                raise ProviderError(f"{self.conn.host}: the account {self.account} cannot reach {self.base} (a "
+                                    "folder above it is closed to other users).",
+                                    hint="set root: to a folder every account can traverse, such as /srv/lifeboat.",
+                                    code="host.root_closed")
         pwfile = f"{self.base}/.pwfile"
         self.conn.write_bytes(pwfile, superuser_password, mode=0o600)
         if self.as_root:

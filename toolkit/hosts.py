@@ -81,7 +81,8 @@ class SshDirectory:
     """Turns host specs into verified SSH connections, honouring ~/.ssh/config."""
 
     def __init__(self, specs: list[HostSpec], *, known_hosts: str | None, ssh_config: str | None,
-                 base: Path, connect_timeout: int = 10):
+                 base: Path, connect_timeout: int = 10, target: str = "TARGET"):
+        self.target = target
         self.specs = {s.name: s for s in specs}
         self.known_hosts = str((base / os.path.expanduser(known_hosts)).resolve()) if known_hosts else \
             os.path.expanduser("~/.ssh/known_hosts")
@@ -127,7 +128,8 @@ class SshDirectory:
             jump = self.connection(jump_name)
         conn = SSHConnection(p["address"], port=p["port"], user=p["user"], key_file=p["key"],
                              known_hosts=self.known_hosts, name=name, connect_timeout=self.connect_timeout,
-                             jump=jump, pinned_keys=list(spec.host_keys))
+                             jump=jump, pinned_keys=list(spec.host_keys),
+                             trust_command=f"lifeboat hosts trust --on {self.target} {name}")
         self._conns[name] = conn
         return conn
 

@@ -143,20 +143,21 @@ class RemoteDirectoryStore(ObjectStore):
 
     @contextmanager
     def open_read(self, bucket: str, key: str):
-        name = encode_key(key)
+        """The object as a stream over an SSH channel (``cat``): flow-controlled by the SSH window, so
+        memory stays flat however large the object (SFTP prefetch would buffer it all)."""
+        path = f"{self.bucket_dir(bucket)}/{encode_key(key)}"
         sftp = self.conn.sftp()
         try:
-            directory = self._require(sftp, bucket)
+            self._require(sftp, bucket)
             try:
-                handle = sftp.open(f"{directory}/{name}", "rb")
+                sftp.stat(path)
             except FileNotFoundError:
                 raise ProviderError(f"object {key!r} not found in bucket {bucket}.",
                                     code="objects.not_found") from None
-            with handle:
-                handle.prefetch()
-                yield handle
         finally:
             sftp.close()
+        with self.conn.read_stream(["cat", "--", path]) as stream:
+            yield stream
 
     def write(self, bucket: str, key: str, stream, *, size: int | None = None, content_type: str | None = None):
         name = encode_key(key)

@@ -1,0 +1,203 @@
+"""End to end on three real OpenSSH hosts: chirp deployed across web, worker, storage and db roles,
+seeded, served from every web host; a second up is a no-op; the lock; host-key and host-down faults;
+sshd killed in the middle of `up` and a re-run completing; destroy leaving nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from toolkit import stackfile
+from toolkit.engine import Engine
+from toolkit.hostops import HostLock
+
+from .conftest import CHIRP, baremetal_target, make_host_roots, run_cli
+from .test_local_e2e import all_pids_under, pid_alive
+
+STACK = """version: 1
+name: chirp
+domain: chirp.lifeboat.test
+services:
+  web:
+    role: web
+    build: {app}
+    command: ["python", "-m", "chirp", "web"]
+    port: 8000
+    health: /healthz
+    env: {{CHIRP_WORKERS: "1"}}
+    secrets: [CHIRP_SECRET_KEY]
+  worker:
+    role: worker
+    build: {app}
+    command: ["python", "-m", "chirp", "worker"]
+postgres: {{version: 15, database: chirp, extensions: [pg_trgm]}}
+redis: {{version: 7}}
+buckets: {{media: {{}}}}
+secrets:
+  CHIRP_SECRET_KEY: {{from: generate, length: 40}}
+providers:
+{target}"""
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=15) as resp:  # noqa: S310 - the lab's loopback hosts
+        return resp.read()
+
+
+@pytest.fixture(scope="module")
+def colo(tmp_path_factory, ssh_lab):
+    root = tmp_path_factory.mktemp("e2e-baremetal")
+    app = root / "chirp"
+    shutil.copytree(CHIRP, app, ignore=shutil.ignore_patterns(".lifeboat", "__pycache__", "lifeboat.yml"))
+    roots = make_host_roots()
+    stack = root / "lifeboat.yml"
+    stack.write_text(STACK.format(app=app, target=baremetal_target(ssh_lab, roots)))
+    yield {"root": root, "stack": stack, "roots": roots, "app": app, "lab": ssh_lab}
+    run_cli("-c", str(stack), "--yes", "destroy", "--on", "colo")
+    shutil.rmtree(roots, ignore_errors=True)
+
+
+def lb(colo, *args):
+    return run_cli("-c", str(colo["stack"]), "-o", "json", *args)
+
+
+def test_deploy_serve_and_rerun(colo):
+    up = lb(colo, "up", "--on", "colo")
+    assert up.code == 0, up
+    status = up.envelope["data"]["status"]
+    assert status["healthy"]
+    placed = sorted((s["service"], s["host"]) for s in status["services"])
+    assert placed == [("web", "web1"), ("web", "web2"), ("worker", "web1")]
+
+    seed = run_cli("-c", str(colo["stack"]), "exec", "--on", "colo", "web", "--", "python", "-m", "chirp", "seed",
+                   "--users", "120", "--posts", "1500", "--media", "12", "--large-mb", "3")
+    assert seed.code == 0, seed
+
+    for address in ("127.0.0.2", "127.0.0.3"):
+        assert b"50 latest posts" in get(f"http://{address}:8000/")
+        stats = json.loads(get(f"http://{address}:8000/api/stats"))
+        assert stats == {"users": 120, "posts": 1500, "follows": stats["follows"], "media": 12}
+
+    provider = Engine(stackfile.load(colo["stack"])).provider("colo")
+    import psycopg  # noqa: F401 - the digests below go through psql on the db host
+
+    rows = provider.database().table_digests()
+    assert rows["posts"].rows == 1500 and rows["users"].rows == 120
+    listed = {o.key: o for o in provider.objects().list("media")}
+    assert len(listed) == 12 and any(o.size == 3 << 20 for o in listed.values())
+    for key, info in listed.items():
+        body = get("http://127.0.0.2:8000/media/" + urllib.parse.quote(key))  # the storage host serves media
+        assert len(body) == info.size and hashlib.sha256(body).hexdigest() == info.sha256
+
+    again = lb(colo, "up", "--on", "colo")
+    assert again.code == 0 and again.envelope["data"]["applied"] == []
+    assert lb(colo, "plan", "--on", "colo", "--detailed-exitcode").code == 0
+
+    secret = provider.secrets().read("CHIRP_SECRET_KEY").reveal_text()
+    for result in (up, seed, again):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_lock_held_then_released(colo):
+    provider = Engine(stackfile.load(colo["stack"])).provider("colo")
+    with provider.lock("someone@elsewhere"):
+        held = lb(colo, "up", "--on", "colo")
+        shown = lb(colo, "lock", "status", "--on", "colo")
+    assert held.code == 3 and "someone@elsewhere" in held.envelope["errors"][0]["message"]
+    assert shown.envelope["data"]["locked"] and shown.envelope["data"]["holder"]["owner"] == "someone@elsewhere"
+    # a holder that died leaves the lock behind; it is broken on purpose, with --yes
+    HostLock(provider.primary(), provider.primary_spec().root, "colo").acquire("crashed@box", "up")
+    assert lb(colo, "up", "--on", "colo").code == 3
+    assert lb(colo, "lock", "release", "--on", "colo").code == 2  # no terminal, no --yes
+    assert lb(colo, "--yes", "lock", "release", "--on", "colo").envelope["data"]["released"] is True
+    assert lb(colo, "up", "--on", "colo").code == 0
+
+
+def test_unknown_host_key_refused_then_trusted(colo):
+    lab = colo["lab"]
+    lab.write_known_hosts([lab.hosts[0], lab.hosts[2]])  # web2's key is unknown
+    try:
+        refused = lb(colo, "status", "--on", "colo")
+        assert refused.code == 5, refused
+        error = refused.envelope["errors"][0]
+        assert "web2" in error["message"] and "SHA256:" in error["message"]
+        assert "lifeboat hosts trust --on colo web2" in (error["hint"] or "")
+        no_tty = lb(colo, "hosts", "trust", "--on", "colo", "web2")
+        assert no_tty.code == 2 and lab.known_hosts.read_text().count("\n") == 2
+        trusted = lb(colo, "--yes", "hosts", "trust", "--on", "colo", "web2")
+        assert trusted.code == 0 and trusted.envelope["data"]["hosts"][0]["action"] == "trusted"
+        assert lb(colo, "status", "--on", "colo").code == 0
+    finally:
+        lab.write_known_hosts()
+
+
+def test_host_down_is_named(colo):
+    lab = colo["lab"]
+    web2 = lab.hosts[1]
+    web2.crash()
+    try:
+        down = lb(colo, "status", "--on", "colo")
+        assert down.code == 5 and "web2" in down.envelope["errors"][0]["message"]
+        assert lb(colo, "up", "--on", "colo").code == 5
+    finally:
+        web2.start(lab.authorized_keys)
+    assert lb(colo, "status", "--on", "colo").code == 0
+
+
+def test_sshd_killed_during_up_then_rerun_completes(colo):
+    lab = colo["lab"]
+    (colo["app"] / "chirp" / "version.txt").write_text("2\n")  # a new release to roll out
+    web2 = lab.hosts[1]
+    import subprocess
+
+    from .conftest import LIFEBOAT
+
+    proc = subprocess.Popen([*LIFEBOAT, "-c", str(colo["stack"]), "-o", "json", "up", "--on", "colo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    partial = colo["roots"] / "web2" / "releases" / "web"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(partial.glob("*"))) < 2:
+        time.sleep(0.05)
+    web2.crash()  # in the middle of the rollout to web2: sessions and their commands die with it
+    out, _ = proc.communicate(timeout=300)
+    web2.start(lab.authorized_keys)
+    first = json.loads(out)
+    assert first["exit_code"] != 0 and "web2" in json.dumps(first["errors"])
+
+    again = lb(colo, "up", "--on", "colo")
+    assert again.code == 0, again
+    status = again.envelope["data"]["status"]
+    releases = {s["release"] for s in status["services"] if s["service"] == "web"}
+    assert status["healthy"] and len(releases) == 1
+    assert json.loads(get("http://127.0.0.3:8000/api/stats"))["posts"] == 1500  # no data lost
+
+
+def test_destroy_leaves_nothing(colo):
+    roots = colo["roots"]
+    pids = all_pids_under(roots)
+    assert pids
+    gone = lb(colo, "--yes", "destroy", "--on", "colo")
+    assert gone.code == 0, gone
+    time.sleep(0.5)
+    assert not [p for p in pids if pid_alive(p)]
+    assert not list(roots.iterdir())
+    assert lb(colo, "status", "--on", "colo").envelope["data"]["deployed"] is False
+
+
+def test_roles_must_cover_the_stack(tmp_path, ssh_lab):
+    roots = make_host_roots()
+    try:
+        target = baremetal_target(ssh_lab, roots, roles=(("web",), ("web",), ("worker",)))
+        stack = tmp_path / "lifeboat.yml"
+        stack.write_text(STACK.format(app=CHIRP, target=target))
+        result = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "colo")
+        assert result.code == 2 and result.envelope["errors"][0]["code"] == "host.missing_role"
+        assert 'no host has the role "db"' in result.envelope["errors"][0]["message"]
+    finally:
+        shutil.rmtree(roots, ignore_errors=True)
