@@ -48,7 +48,8 @@ from toolkit.hostops import (
     sh,
 )
 from toolkit.hosts import SSH_SETTINGS, HostSpec, SshDirectory, host_specs
-from toolkit.schema import Field, Int, Str
+from toolkit.proxy import ProxyConfig, ProxySite, caddy_argv, caddyfile
+from toolkit.schema import Field, Int, Map, Str
 from toolkit.sftpstore import RemoteDirectoryStore
 
 PG_SUPERUSER = "lifeboat"
@@ -180,8 +181,25 @@ class BaremetalCompute(ComputeService):
                                         {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
             return out
 
+        proxy = state.get("proxy") or {}
+
+        def look_proxy(host: str):
+            runtime = ProcessRuntime(self.p.conn(host), self.p.root(host))
+            ps = (runtime.status() if runtime.running() else {}).get("proxy.0", {})
+            alive = ps.get("state") == "running"
+            port = self.p.proxy_settings()["https_port"]
+            address = self.p.listen_address(self.p.spec(host))
+            healthy = alive and runtime.https_ok(address, port, self.p.stack.domain)
+            return [Instance("proxy", 0, host, "running" if alive else ps.get("state") or "stopped", healthy,
+                             f"https://{self.p.stack.domain}:{port} ({address})", None,
+                             {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)})]
+
         results = on_hosts(hosts, look, parallel=self.p.parallel)
-        return [i for host in hosts for i in results[host]]
+        out = [i for host in hosts for i in results[host]]
+        if proxy.get("hosts"):
+            proxied = on_hosts(proxy["hosts"], look_proxy, parallel=self.p.parallel)
+            out += [i for host in proxy["hosts"] for i in proxied[host]]
+        return out
 
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
         svc = self.p.stack.services.get(service)
@@ -207,7 +225,7 @@ class BaremetalProvider(Provider):
     TYPE = "baremetal"
     DESCRIPTION = "SSH hosts you run: processes under Lifeboat's supervisor, native PostgreSQL and Redis"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets"})
-    FEATURES = {"runtime.process": True, "runtime.docker": False, "replicas": True, "tls": False, "lock": True,
+    FEATURES = {"runtime.process": True, "runtime.docker": False, "replicas": True, "tls": True, "lock": True,
                 "multi_host": True, "public_addresses": True}
     SETTINGS = {
         **SSH_SETTINGS,
@@ -215,6 +233,12 @@ class BaremetalProvider(Provider):
         "redis_port": Field(Int(min=1, max=65535), default=6379),
         "account": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
                          default="lifeboat", doc="account PostgreSQL runs as on the db host"),
+        "proxy": Field(Map({
+            "http_port": Field(Int(min=1, max=65535), default=80),
+            "https_port": Field(Int(min=1, max=65535), default=443),
+            "acme_ca": Field(Str(pattern=r"https://\S+", expected="an ACME directory URL")),
+            "acme_ca_root": Field(Str(expected="a PEM file with the CA that signs the ACME server's HTTPS")),
+        }), doc="the TLS reverse proxy (Caddy) on every web host; runs when the stack has tls:"),
     }
 
     def __init__(self, stack, target):
@@ -379,8 +403,10 @@ class BaremetalProvider(Provider):
         for name, info in sorted(state.get("buckets", {}).items()):
             out.append(Resource("bucket", name, {}, {"host": info.get("host")}))
         services = state.get("services", {})
-        if services:
-            hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])})
+        proxy = state.get("proxy")
+        if services or proxy:
+            hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])} |
+                           set((proxy or {}).get("hosts", [])))
 
             def running_programs(host: str) -> dict:
                 runtime = ProcessRuntime(self.conn(host), self.root(host))
@@ -394,6 +420,11 @@ class BaremetalProvider(Provider):
                 out.append(Resource("service", name, {"release": release, "config": svc.get("config"),
                                                       "replicas": svc.get("replicas", 1),
                                                       "hosts": svc.get("hosts", []), "running": up}))
+            if proxy:
+                up = all(statuses[h].get("proxy.0", {}).get("state") == "running" for h in proxy.get("hosts", []))
+                config = proxy.get("config") if proxy.get("confirmed") else None
+                out.append(Resource("proxy", "caddy", {"config": config, "hosts": proxy.get("hosts", []),
+                                                       "running": up}))
         return out
 
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
@@ -412,6 +443,10 @@ class BaremetalProvider(Provider):
                     "replicas": svc.replicas, "hosts": self.placement(svc), "running": True}))
             else:
                 out.append(res)
+        if self.stack.tls is not None and self.stack.web_services():
+            out.append(Resource("proxy", "caddy", {"config": self.proxy_id(secrets),
+                                                   "hosts": [s.name for s in self.hosts_with("web")],
+                                                   "running": True}))
         return out
 
     def create(self, resource: Resource) -> None:
@@ -559,6 +594,7 @@ class BaremetalProvider(Provider):
         for _, info in sorted(state.get("services", {}).items()):
             if host in info.get("hosts", []):
                 programs.extend(p for p in info.get("programs", []) if p["host"] == host)
+        programs.extend(p for p in (state.get("proxy") or {}).get("programs", []) if p["host"] == host)
         return programs
 
     def _apply_service(self, before, after) -> None:
@@ -615,6 +651,9 @@ class BaremetalProvider(Provider):
         while time.time() < deadline:
             status = runtime.status()
             mine = {n for n in status if n.rsplit(".", 1)[0] == svc.name}
+            if any(status[n].get("generation") == generation and status[n].get("state") == "crashed"
+                   for n in mine):
+                break  # it keeps dying right after it starts: waiting longer will not help
             if mine == wanted and all(status[n].get("generation") == generation and
                                       status[n].get("state") == "running" for n in wanted):
                 if not svc.is_web or all(runtime.http_ok(f"http://{address}:{svc.port + i}{svc.health or '/'}")
@@ -622,7 +661,7 @@ class BaremetalProvider(Provider):
                     return
             time.sleep(0.5)
         detail = runtime.log_tail(f"{svc.name}.0") if wanted else ""
-        raise ProviderError(f"{host}: service {svc.name} did not become healthy within {timeout:.0f} s."
+        raise ProviderError(f"{host}: service {svc.name} did not become healthy (waited up to {timeout:.0f} s)."
                             + (f" Its log ends with:\n{detail}" if detail else ""),
                             hint=f"logs are in {runtime.dir}/logs on {host}.", code="host.unhealthy")
 
@@ -646,6 +685,163 @@ class BaremetalProvider(Provider):
             self.conn(host).run(["rm", "-rf", f"{self.root(host)}/releases/{resource.name}"])
 
         on_hosts(info.get("hosts", []), stop, parallel=self.parallel)
+
+    # ------------------------------------------------------------------ the TLS reverse proxy
+    def proxy_settings(self) -> dict:
+        settings = dict(self.settings.get("proxy") or {})
+        settings.setdefault("http_port", 80)
+        settings.setdefault("https_port", 443)
+        return settings
+
+    def _proxy_config(self, spec: HostSpec) -> ProxyConfig:
+        settings = self.proxy_settings()
+        base = f"{spec.root}/proxy"
+        tls = self.stack.tls
+        address = self.listen_address(spec)
+        sites = []
+        web = self.stack.web_services()
+        if web:
+            svc = web[0]  # the first web service serves the domain
+            sites.append(ProxySite(self.stack.domain, tuple(f"{address}:{svc.port + i}" for i in range(svc.replicas)),
+                                   svc.health))
+        return ProxyConfig(
+            bind=address, http_port=settings["http_port"], https_port=settings["https_port"],
+            storage=f"{base}/data", sites=tuple(sites), acme_email=tls.acme_email,
+            acme_ca=settings.get("acme_ca"),
+            acme_ca_root=f"{base}/acme-ca-root.pem" if settings.get("acme_ca_root") else None,
+            certificate=f"{base}/tls/cert.pem" if tls.certificate_secret else None,
+            key=f"{base}/tls/key.pem" if tls.certificate_secret else None)
+
+    def proxy_id(self, secrets: dict[str, SecretValue] | None = None) -> str:
+        digest = hashlib.sha256()
+        for spec in self.hosts_with("web"):
+            digest.update(caddyfile(self._proxy_config(spec)).encode())
+        settings = self.proxy_settings()
+        if settings.get("acme_ca_root"):
+            digest.update((self.stack.root / settings["acme_ca_root"]).read_bytes())
+        tls = self.stack.tls
+        if tls and tls.certificate_secret:
+            store = self.secrets()
+            for name in (tls.certificate_secret, tls.key_secret):
+                value = (secrets or {}).get(name) or store.read(name)
+                digest.update(hashlib.sha256(value.reveal() if value else b"").digest())
+        return digest.hexdigest()[:16]
+
+    def _apply_proxy(self, before, after) -> None:
+        hosts = [s.name for s in self.hosts_with("web")]
+        tls = self.stack.tls
+        settings = self.proxy_settings()
+        config_id = after.attrs["config"]
+
+        def program(host: str) -> dict:
+            spec = self.spec(host)
+            conn = self.conn(host)
+            base = f"{spec.root}/proxy"
+            sh(conn, 'mkdir -p "$1/data" "$1/tls" && chmod 700 "$1"', base)
+            config = self._proxy_config(spec)
+            conn.write_bytes(f"{base}/Caddyfile", caddyfile(config).encode(), mode=0o600)
+            if settings.get("acme_ca_root"):
+                conn.write_bytes(config.acme_ca_root, (self.stack.root / settings["acme_ca_root"]).read_bytes(),
+                                 mode=0o644)
+            if tls.certificate_secret:
+                store = self.secrets()
+                for name, path in ((tls.certificate_secret, config.certificate), (tls.key_secret, config.key)):
+                    value = store.read(name)
+                    if value is None:
+                        raise BadInput(f"secret {name} (tls) is not in the secret store of {self.label}.",
+                                       code="secret.missing")
+                    conn.write_bytes(path, value.reveal(), mode=0o600)
+            runtime = ProcessRuntime(conn, spec.root)
+            runtime.prepare()
+            env = {"HOME": base, "XDG_DATA_HOME": f"{base}/data", "XDG_CONFIG_HOME": f"{base}/config",
+                   "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+            return {"name": "proxy.0", "argv": caddy_argv(f"{base}/Caddyfile"), "cwd": base, "host": host,
+                    "env_file": runtime.write_env("proxy.0", env), "generation": config_id,
+                    "log": f"{runtime.dir}/logs/proxy.0.log"}
+
+        for host in hosts:
+            if self.conn(host).run(["caddy", "version"], check=False).exit_code != 0:
+                raise ProviderError(f"{host}: caddy is not installed (the TLS proxy).",
+                                    hint="install it on the web hosts (Debian: apt-get install caddy).",
+                                    code="host.missing_caddy")
+        programs = on_hosts(hosts, program, parallel=self.parallel)
+        state = self.state()
+        state["proxy"] = {"config": config_id, "hosts": hosts, "confirmed": False,
+                          "programs": [programs[h] for h in hosts]}
+        self.save_state(state)
+
+        def start(host: str) -> None:
+            ProcessRuntime(self.conn(host), self.root(host)).apply(self._host_programs(host, state))
+            self._wait_proxy(host, config_id)
+
+        # With ACME, the first web host obtains the certificate; the others get a copy of it in their
+        # Caddy storage (as a cluster with shared storage would), so only one host answers the challenge.
+        first, rest = hosts[0], hosts[1:]
+        start(first)
+        if rest and not tls.certificate_secret:
+            files = self._certificate_files(first)
+            for host in rest:
+                conn = self.conn(host)
+                base = f"{self.root(host)}/proxy/data"
+                for relative, body in files.items():
+                    sh(conn, 'mkdir -p "$(dirname "$1")"', f"{base}/{relative}")
+                    conn.write_bytes(f"{base}/{relative}", body, mode=0o600)
+        if rest:
+            on_hosts(rest, start, parallel=self.parallel)
+        state = self.state()
+        state["proxy"]["confirmed"] = True
+        self.save_state(state)
+
+    def _certificate_files(self, host: str, timeout: float = 90.0) -> dict[str, bytes]:
+        """The certificate, key and metadata Caddy stored for the domain on ``host`` (waits for them)."""
+        conn = self.conn(host)
+        base = f"{self.root(host)}/proxy/data"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            listing = sh(conn, 'cd "$1" 2>/dev/null && find certificates -type f -path "*/$2/*" || true', base,
+                         self.stack.domain).text.split("\n")
+            names = [n for n in listing if n.strip()]
+            if any(n.endswith(".crt") for n in names) and any(n.endswith(".key") for n in names):
+                return {n: conn.read_bytes(f"{base}/{n}") or b"" for n in names}
+            time.sleep(0.5)
+        log = ProcessRuntime(conn, self.root(host)).log_tail("proxy.0")
+        raise ProviderError(f"{host}: no certificate for {self.stack.domain} from the ACME server within "
+                            f"{timeout:.0f} s. Caddy's log ends with:\n{log}", code="host.acme")
+
+    def _wait_proxy(self, host: str, config_id: str, timeout: float = 90.0) -> None:
+        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        address = self.listen_address(self.spec(host))
+        port = self.proxy_settings()["https_port"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = runtime.status().get("proxy.0", {})
+            if status.get("generation") == config_id and status.get("state") == "crashed":
+                break
+            if status.get("generation") == config_id and status.get("state") == "running" and \
+                    runtime.https_ok(address, port, self.stack.domain):
+                return
+            time.sleep(0.5)
+        raise ProviderError(f"{host}: the TLS proxy did not serve https://{self.stack.domain} on {address}:{port} "
+                            f"(waited up to {timeout:.0f} s). Its log ends with:\n{runtime.log_tail('proxy.0')}",
+                            code="host.proxy")
+
+    def _delete_proxy(self, resource) -> None:
+        state = self.state()
+        proxy = state.pop("proxy", None)
+        self.save_state(state)
+
+        def stop(host: str) -> None:
+            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            remaining = self._host_programs(host, state)
+            if remaining and runtime.running():
+                runtime.apply(remaining)
+            elif not remaining:
+                runtime.stop()
+            else:
+                runtime.reap(["proxy.0"])
+            self.conn(host).run(["rm", "-rf", f"{self.root(host)}/proxy"])
+
+        on_hosts((proxy or {}).get("hosts", []), stop, parallel=self.parallel)
 
     # ------------------------------------------------------------------ accessors and lock
     def compute(self) -> BaremetalCompute:

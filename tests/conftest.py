@@ -132,12 +132,30 @@ def ssh_lab(tmp_path_factory):
 
 
 def baremetal_target(lab, roots: Path, *, roles=(("web", "worker", "storage"), ("web",), ("db",)),
-                     pg_port: int = 5433, redis_port: int = 6380, name: str = "colo") -> str:
+                     pg_port: int = 5433, redis_port: int = 6380, name: str = "colo", pebble=None) -> str:
     """The providers: entry of a bare-metal target on the lab's hosts (YAML text, indented 2)."""
     lines = [f"  {name}:", "    type: baremetal", f"    known_hosts: {lab.known_hosts}",
-             f"    postgres_port: {pg_port}", f"    redis_port: {redis_port}", "    hosts:"]
+             f"    postgres_port: {pg_port}", f"    redis_port: {redis_port}"]
+    if pebble is not None:
+        lines.append(f'    proxy: {{http_port: {PEBBLE_HTTP_PORT}, https_port: 8443, acme_ca: "{pebble.directory_url}", '
+                     f"acme_ca_root: {pebble.https_ca}}}")
+    lines.append("    hosts:")
     for index, (host, host_roles) in enumerate(zip(lab.hosts, roles, strict=False)):
         lines.append(f"      - {{name: {['web1', 'web2', 'db1'][index]}, address: {host.address}, port: {host.port}, "
                      f"user: root, key: {lab.client_key}, roles: [{', '.join(host_roles)}], "
                      f"root: {roots / ['web1', 'web2', 'db1'][index]}}}")
     return "\n".join(lines) + "\n"
+
+
+PEBBLE_HTTP_PORT = 5002
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory):
+    """Let's Encrypt's test CA on loopback; its DNS answers every name with 127.0.0.2 (web1 of the lab), so
+    HTTP-01 validation really connects to the proxy there."""
+    from .acme import start_pebble
+
+    server = start_pebble(tmp_path_factory.mktemp("pebble"), default_ipv4="127.0.0.2", http_port=PEBBLE_HTTP_PORT)
+    yield server
+    server.stop()

@@ -17,6 +17,7 @@ from toolkit import stackfile
 from toolkit.engine import Engine
 from toolkit.hostops import HostLock
 
+from .acme import fetch_verified
 from .conftest import CHIRP, baremetal_target, make_host_roots, run_cli
 from .test_local_e2e import all_pids_under, pid_alive
 
@@ -41,6 +42,8 @@ redis: {{version: 7}}
 buckets: {{media: {{}}}}
 secrets:
   CHIRP_SECRET_KEY: {{from: generate, length: 40}}
+tls:
+  acme_email: ops@lifeboat.test
 providers:
 {target}"""
 
@@ -51,14 +54,14 @@ def get(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def colo(tmp_path_factory, ssh_lab):
+def colo(tmp_path_factory, ssh_lab, pebble):
     root = tmp_path_factory.mktemp("e2e-baremetal")
     app = root / "chirp"
     shutil.copytree(CHIRP, app, ignore=shutil.ignore_patterns(".lifeboat", "__pycache__", "lifeboat.yml"))
     roots = make_host_roots()
     stack = root / "lifeboat.yml"
-    stack.write_text(STACK.format(app=app, target=baremetal_target(ssh_lab, roots)))
-    yield {"root": root, "stack": stack, "roots": roots, "app": app, "lab": ssh_lab}
+    stack.write_text(STACK.format(app=app, target=baremetal_target(ssh_lab, roots, pebble=pebble)))
+    yield {"root": root, "stack": stack, "roots": roots, "app": app, "lab": ssh_lab, "pebble": pebble}
     run_cli("-c", str(stack), "--yes", "destroy", "--on", "colo")
     shutil.rmtree(roots, ignore_errors=True)
 
@@ -73,16 +76,26 @@ def test_deploy_serve_and_rerun(colo):
     status = up.envelope["data"]["status"]
     assert status["healthy"]
     placed = sorted((s["service"], s["host"]) for s in status["services"])
-    assert placed == [("web", "web1"), ("web", "web2"), ("worker", "web1")]
+    assert placed == [("proxy", "web1"), ("proxy", "web2"), ("web", "web1"), ("web", "web2"), ("worker", "web1")]
 
     seed = run_cli("-c", str(colo["stack"]), "exec", "--on", "colo", "web", "--", "python", "-m", "chirp", "seed",
                    "--users", "120", "--posts", "1500", "--media", "12", "--large-mb", "3")
     assert seed.code == 0, seed
 
+    # HTTPS through the proxy on every web host, with a certificate issued by the ACME server (pebble):
+    # the chain and the name are verified against pebble's roots.
+    roots = colo["pebble"].issuing_roots()
     for address in ("127.0.0.2", "127.0.0.3"):
-        assert b"50 latest posts" in get(f"http://{address}:8000/")
-        stats = json.loads(get(f"http://{address}:8000/api/stats"))
+        code, page, cert = fetch_verified(address, 8443, "chirp.lifeboat.test", roots)
+        assert code == 200 and b"50 latest posts" in page
+        assert ("DNS", "chirp.lifeboat.test") in cert["subjectAltName"]
+        code, body, _ = fetch_verified(address, 8443, "chirp.lifeboat.test", roots, "/api/stats")
+        stats = json.loads(body)
         assert stats == {"users": 120, "posts": 1500, "follows": stats["follows"], "media": 12}
+    import ssl
+
+    with pytest.raises(ssl.SSLError):  # not trusted without pebble's roots
+        fetch_verified("127.0.0.2", 8443, "chirp.lifeboat.test", colo["pebble"].https_ca.read_bytes())
 
     provider = Engine(stackfile.load(colo["stack"])).provider("colo")
     import psycopg  # noqa: F401 - the digests below go through psql on the db host
@@ -92,7 +105,8 @@ def test_deploy_serve_and_rerun(colo):
     listed = {o.key: o for o in provider.objects().list("media")}
     assert len(listed) == 12 and any(o.size == 3 << 20 for o in listed.values())
     for key, info in listed.items():
-        body = get("http://127.0.0.2:8000/media/" + urllib.parse.quote(key))  # the storage host serves media
+        _, body, _ = fetch_verified("127.0.0.2", 8443, "chirp.lifeboat.test", roots,  # the storage host
+                                    "/media/" + urllib.parse.quote(key))
         assert len(body) == info.size and hashlib.sha256(body).hexdigest() == info.sha256
 
     again = lb(colo, "up", "--on", "colo")

@@ -459,6 +459,18 @@ class ProcessRuntime:
                 "    sys.exit(0 if 200 <= r.status < 400 else 1)\nexcept Exception:\n    sys.exit(1)\n")
         return self.conn.run(["python3", "-c", code, url], check=False, timeout=20).ok
 
+    def https_ok(self, address: str, port: int, domain: str, path: str = "/") -> bool:
+        """Through the proxy on the host: a TLS handshake for ``domain`` (SNI) and an HTTP answer below 500.
+        The chain is checked by whoever trusts the CA; here we check the proxy serves the site."""
+        code = ("import socket, ssl, sys\naddress, port, domain, path = sys.argv[1:5]\n"
+                "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n"
+                "try:\n    s = ctx.wrap_socket(socket.create_connection((address, int(port)), timeout=5), "
+                "server_hostname=domain)\n"
+                "    s.sendall(f'GET {path} HTTP/1.1\\r\\nHost: {domain}\\r\\nConnection: close\\r\\n\\r\\n'.encode())\n"
+                "    status = int(s.recv(64).split()[1])\n    sys.exit(0 if status < 500 else 1)\n"
+                "except Exception:\n    sys.exit(1)\n")
+        return self.conn.run(["python3", "-c", code, address, str(port), domain, path], check=False, timeout=20).ok
+
     def log_tail(self, program: str) -> str:
         raw = self.conn.read_bytes(f"{self.dir}/logs/{program}.log") or b""
         return raw.decode(errors="replace")[-1500:]
