@@ -36,8 +36,10 @@ from toolkit.contract import (
     SecretStore,
     SecretValue,
 )
+from toolkit.dockercmd import image_tag
 from toolkit.errors import BadInput, ProviderError, ToolkitError
 from toolkit.hostops import (
+    DockerRuntime,
     HostFacts,
     HostLock,
     PostgresHost,
@@ -161,6 +163,13 @@ class BaremetalCompute(ComputeService):
         def look(host: str):
             runtime = ProcessRuntime(self.p.conn(host), self.p.root(host))
             status = runtime.status() if runtime.running() else {}
+            if any(svc.get("runtime") == "docker" and host in svc.get("hosts", []) for svc in services.values()):
+                for cname, c in self.p.docker(host).containers().items():
+                    labels = c["labels"]
+                    if cname.startswith(f"lifeboat-{self.p.stack.name}-{host}-"):
+                        program = f"{labels.get('lifeboat.stack.service')}.{labels.get('lifeboat.stack.replica')}"
+                        status[program] = {"state": c["state"], "generation": labels.get("lifeboat.stack.generation"),
+                                           "pid": None, "container": cname}
             out = []
             for name, svc in sorted(services.items()):
                 if host not in svc.get("hosts", []):
@@ -213,6 +222,21 @@ class BaremetalCompute(ComputeService):
         conn = self.p.conn(host)
         full = self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"])
         full.update(env or {})
+        if info.get("runtime") == "docker":
+            docker = self.p.docker(host)
+            path = f"{docker.dir}/{service}.exec-{pysecrets.token_hex(4)}.env"
+            sh(conn, 'mkdir -p "$1" && chmod 700 "$1"', docker.dir)
+            conn.write_bytes(path, docker.cmd.env_file(full), mode=0o600)
+            try:
+                result = docker.run(docker.cmd.run_once(image_tag(self.p.stack.name, service, info["release"]),
+                                                        list(argv), env_file=path, volumes=self.p._volumes(host)),
+                                    check=False, timeout=3600)
+            finally:
+                conn.run(["rm", "-f", path])
+            sys.stdout.buffer.write(result.stdout)
+            sys.stdout.flush()
+            sys.stderr.buffer.write(result.stderr)
+            return result.exit_code
         cwd = Releases(conn, self.p.root(host)).path(service, info["release"])
         result = conn.run(["sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv], env=full, check=False, timeout=3600)
         sys.stdout.buffer.write(result.stdout)
@@ -225,7 +249,7 @@ class BaremetalProvider(Provider):
     TYPE = "baremetal"
     DESCRIPTION = "SSH hosts you run: processes under Lifeboat's supervisor, native PostgreSQL and Redis"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets"})
-    FEATURES = {"runtime.process": True, "runtime.docker": False, "replicas": True, "tls": True, "lock": True,
+    FEATURES = {"runtime.process": True, "runtime.docker": True, "replicas": True, "tls": True, "lock": True,
                 "multi_host": True, "public_addresses": True}
     SETTINGS = {
         **SSH_SETTINGS,
@@ -233,6 +257,11 @@ class BaremetalProvider(Provider):
         "redis_port": Field(Int(min=1, max=65535), default=6379),
         "account": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
                          default="lifeboat", doc="account PostgreSQL runs as on the db host"),
+        "runtime": Field(Str(choices=["process", "docker"]), default="process",
+                         doc="process: Lifeboat's supervisor; docker: containers built on the hosts"),
+        "docker": Field(Map({
+            "base_image": Field(Str(expected="an image the Dockerfiles build FROM (passed as build arg BASE)")),
+        }), doc="docker runtime settings"),
         "proxy": Field(Map({
             "http_port": Field(Int(min=1, max=65535), default=80),
             "https_port": Field(Int(min=1, max=65535), default=443),
@@ -249,6 +278,7 @@ class BaremetalProvider(Provider):
                                       connect_timeout=self.settings.get("connect_timeout") or 10,
                                       target=target.name)
         self.parallel = self.settings.get("parallel", True)
+        self.runtime_kind = self.settings.get("runtime") or "process"
         self._facts: dict[str, HostFacts] = {}
 
     # ------------------------------------------------------------------ hosts
@@ -282,6 +312,11 @@ class BaremetalProvider(Provider):
             raise BadInput(f'{self.label}: the stack needs {what}, but no host has the role "{role}".',
                            hint=f'add "{role}" to the roles of one of the hosts.', code="host.missing_role")
         return found[0]
+
+    def docker(self, name: str) -> DockerRuntime:
+        spec = self.spec(name)
+        return DockerRuntime(self.conn(name), spec.root, stack=self.stack.name, host=name,
+                             docker_host=spec.docker_host)
 
     def facts(self, name: str) -> HostFacts:
         if name not in self._facts:
@@ -349,9 +384,13 @@ class BaremetalProvider(Provider):
         for svc in self.stack.services.values():
             self.placement(svc)
             if svc.image and not svc.build:
-                raise BadInput(f'service "{svc.name}" runs an image; the process runtime of {self.label} runs '
-                               "build: directories (the docker runtime is not available yet).",
+                raise BadInput(f'service "{svc.name}" names a prebuilt image; {self.label} builds images on the '
+                               "hosts from a build: directory (pulling from a registry is not supported yet).",
                                code="host.image_unsupported")
+            if self.runtime_kind == "docker" and not (svc.build / "Dockerfile").exists():
+                raise BadInput(f'service "{svc.name}": the docker runtime builds from a Dockerfile, and '
+                               f"{svc.build} has none.", hint="add one, or use runtime: process.",
+                               code="host.no_dockerfile")
         self._check_ports()
 
         def probe(name: str) -> dict:
@@ -362,6 +401,9 @@ class BaremetalProvider(Provider):
             return {"os": f"{facts['os']} {facts['os_version']}".strip(), "root": facts["uid"] == 0}
 
         found = on_hosts([s.name for s in self.specs], probe, parallel=self.parallel)
+        if self.runtime_kind == "docker":
+            app_hosts = sorted({h for svc in self.stack.services.values() for h in self.placement(svc)})
+            found["docker"] = on_hosts(app_hosts, lambda h: self.docker(h).check(), parallel=self.parallel)
         if self.stack.postgres:
             found["postgres"] = self.postgres().check()
             major = int(found["postgres"].split()[-1].split(".")[0])
@@ -410,7 +452,16 @@ class BaremetalProvider(Provider):
 
             def running_programs(host: str) -> dict:
                 runtime = ProcessRuntime(self.conn(host), self.root(host))
-                return runtime.status() if runtime.running() else {}
+                status = runtime.status() if runtime.running() else {}
+                if any(svc.get("runtime") == "docker" and host in svc.get("hosts", []) for svc in services.values()):
+                    for name, c in self.docker(host).containers().items():
+                        if name.startswith(f"lifeboat-{self.stack.name}-{host}-"):
+                            labels = c["labels"]
+                            program = f"{labels.get('lifeboat.stack.service')}.{labels.get('lifeboat.stack.replica')}"
+                            status[program] = {"state": "running" if c["state"] == "running" else c["state"],
+                                               "generation": labels.get("lifeboat.stack.generation"),
+                                               "container": name}
+                return status
 
             statuses = on_hosts(hosts, running_programs, parallel=self.parallel)
             for name, svc in sorted(services.items()):
@@ -462,6 +513,10 @@ class BaremetalProvider(Provider):
         def clean(name: str) -> None:
             runtime = ProcessRuntime(self.conn(name), self.root(name))
             runtime.stop()
+            if self.runtime_kind == "docker" and any(name in self.placement(s) for s in self.stack.services.values()):
+                docker = self.docker(name)
+                docker.remove_all()
+                docker.remove_images(list(self.stack.services))
             self.conn(name).run(["rm", "-rf", self.root(name)])
 
         on_hosts([s.name for s in self.specs], clean, parallel=self.parallel)
@@ -561,14 +616,16 @@ class BaremetalProvider(Provider):
 
     def service_env(self, svc, spec: HostSpec, *, replica: int, release: str) -> dict[str, str]:
         """What a process of ``svc`` gets on host ``spec``: Lifeboat's variables, the stack's env, secrets,
-        and the release's code and virtualenv on the path."""
-        releases = Releases(self.conn(spec.name), spec.root)
-        cwd = releases.path(svc.name, release)
-        venv = releases.venv_path(requirements_of(svc))
-        env = {"PYTHONPATH": cwd,
-               "PATH": (f"{venv}/bin:" if venv else "") + "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-        if venv:
-            env["VIRTUAL_ENV"] = venv
+        and (process runtime) the release's code and virtualenv on the path."""
+        env: dict[str, str] = {}
+        if self.runtime_kind == "process":
+            releases = Releases(self.conn(spec.name), spec.root)
+            cwd = releases.path(svc.name, release)
+            venv = releases.venv_path(requirements_of(svc))
+            env = {"PYTHONPATH": cwd, "PATH": (f"{venv}/bin:" if venv else "")
+                   + "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+            if venv:
+                env["VIRTUAL_ENV"] = venv
         env.update({"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica),
                "LIFEBOAT_BIND": self.listen_address(spec), "LANG": "C.UTF-8"})
         env.update(svc.env)
@@ -597,7 +654,72 @@ class BaremetalProvider(Provider):
         programs.extend(p for p in (state.get("proxy") or {}).get("programs", []) if p["host"] == host)
         return programs
 
+    def _volumes(self, host: str) -> tuple[str, ...]:
+        storage = self.hosts_with("storage")
+        if storage and storage[0].name == host and self.stack.buckets:
+            return (f"{self.root(host)}/objects",)
+        return ()
+
+    def _apply_service_docker(self, before, after) -> None:
+        svc = self.stack.services[after.name]
+        release = after.attrs["release"]
+        config = self.config_id(svc, create=True)
+        generation = f"{release}:{config}"
+        hosts = self.placement(svc)
+        old_hosts = before.attrs.get("hosts", []) if before else []
+        tag = image_tag(self.stack.name, svc.name, release)
+        base_image = (self.settings.get("docker") or {}).get("base_image")
+        first = hosts[0]
+        if not self.docker(first).has_image(tag):
+            self.events.step(f"{first}: uploading and building {tag}")
+            context = Releases(self.conn(first), self.root(first)).upload(svc.name, release, svc.build, SKIP_IN_BUILD)
+            self.docker(first).build(tag, context, base_image)
+
+        def ship(host: str) -> None:
+            if host != first and not self.docker(host).has_image(tag):
+                self.events.step(f"{first} -> {host}: docker save | docker load {tag}")
+                self.docker(first).send_image(tag, self.docker(host))
+
+        on_hosts(hosts, ship, parallel=self.parallel)
+        state = self.state()
+        state.setdefault("services", {})[svc.name] = {
+            "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
+            "generation": generation, "runtime": "docker", "programs": []}
+        self.save_state(state)
+
+        def roll(host: str) -> None:
+            spec = self.spec(host)
+            runtime = self.docker(host)
+            envs = [self.service_env(svc, spec, replica=i, release=release) for i in range(svc.replicas)]
+            probe = ProcessRuntime(self.conn(host), spec.root)
+            address = self.listen_address(spec)
+
+            def healthy(replica: int) -> bool:
+                if not svc.is_web:
+                    return True
+                return probe.http_ok(f"http://{address}:{svc.port + replica}{svc.health or '/'}")
+
+            runtime.deploy(svc.name, image=tag, command=list(svc.command), envs=envs, generation=generation,
+                           healthy=healthy, volumes=self._volumes(host))
+            runtime.prune_images(svc.name, keep=[release])
+
+        # one host after the other: the other hosts keep serving while one rolls
+        for host in hosts:
+            try:
+                roll(host)
+            except Exception as exc:
+                from toolkit.hostops import HostsFailed
+
+                raise HostsFailed({host: exc}) from None
+        for host in set(old_hosts) - set(hosts):
+            self.docker(host).remove_service(svc.name)
+        state = self.state()
+        state["services"][svc.name]["confirmed"] = True
+        self.save_state(state)
+
     def _apply_service(self, before, after) -> None:
+        if self.runtime_kind == "docker":
+            return self._apply_service_docker(before, after)
         svc = self.stack.services[after.name]
         release = after.attrs["release"]
         config = self.config_id(svc, create=True)
@@ -673,6 +795,10 @@ class BaremetalProvider(Provider):
             return
 
         def stop(host: str) -> None:
+            if info.get("runtime") == "docker":
+                self.docker(host).remove_service(resource.name)
+                self.conn(host).run(["rm", "-rf", f"{self.root(host)}/releases/{resource.name}"])
+                return
             runtime = ProcessRuntime(self.conn(host), self.root(host))
             remaining = self._host_programs(host, state)
             if remaining:

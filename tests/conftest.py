@@ -132,18 +132,25 @@ def ssh_lab(tmp_path_factory):
 
 
 def baremetal_target(lab, roots: Path, *, roles=(("web", "worker", "storage"), ("web",), ("db",)),
-                     pg_port: int = 5433, redis_port: int = 6380, name: str = "colo", pebble=None) -> str:
+                     pg_port: int = 5433, redis_port: int = 6380, name: str = "colo", pebble=None,
+                     docker_engines=None) -> str:
     """The providers: entry of a bare-metal target on the lab's hosts (YAML text, indented 2)."""
     lines = [f"  {name}:", "    type: baremetal", f"    known_hosts: {lab.known_hosts}",
              f"    postgres_port: {pg_port}", f"    redis_port: {redis_port}"]
     if pebble is not None:
         lines.append(f'    proxy: {{http_port: {PEBBLE_HTTP_PORT}, https_port: 8443, acme_ca: "{pebble.directory_url}", '
                      f"acme_ca_root: {pebble.https_ca}}}")
+    if docker_engines is not None:
+        from .dockerlab import BASE_IMAGE
+
+        lines += ["    runtime: docker", f"    docker: {{base_image: {BASE_IMAGE}}}"]
     lines.append("    hosts:")
     for index, (host, host_roles) in enumerate(zip(lab.hosts, roles, strict=False)):
         lines.append(f"      - {{name: {['web1', 'web2', 'db1'][index]}, address: {host.address}, port: {host.port}, "
                      f"user: root, key: {lab.client_key}, roles: [{', '.join(host_roles)}], "
-                     f"root: {roots / ['web1', 'web2', 'db1'][index]}}}")
+                     f"root: {roots / ['web1', 'web2', 'db1'][index]}"
+                     + (f", docker_host: unix://{docker_engines[index].socket}"
+                        if docker_engines is not None and index < len(docker_engines) else "") + "}")
     return "\n".join(lines) + "\n"
 
 
@@ -159,3 +166,25 @@ def pebble(tmp_path_factory):
     server = start_pebble(tmp_path_factory.mktemp("pebble"), default_ipv4="127.0.0.2", http_port=PEBBLE_HTTP_PORT)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engines():
+    """Two real Docker engines (one per web host of the lab) with the offline-built base image."""
+    import tempfile
+
+    from .dockerlab import import_base, rootfs, start_engine
+
+    tree = rootfs()
+    base = Path(tempfile.mkdtemp(prefix="lifeboat-docker-", dir="/tmp"))
+    engines = []
+    try:
+        for name in ("e1", "e2"):
+            engine = start_engine(base / name)
+            engines.append(engine)
+            import_base(engine, tree)
+        yield engines
+    finally:
+        for engine in engines:
+            engine.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -32,6 +32,8 @@ HOST = Map(
                                       expected='a public key "TYPE BASE64"'), min_items=1),
                            doc="pinned keys: used instead of known_hosts"),
         "jump": Field(Str(expected="the name of another host (or an ssh_config alias) to connect through")),
+        "docker_host": Field(Str(expected="a Docker endpoint such as unix:///run/docker.sock"),
+                             doc="docker runtime: the engine on the host (default: docker's own default)"),
     }
 )
 
@@ -58,6 +60,7 @@ class HostSpec:
     private_address: str | None = None
     host_keys: tuple[str, ...] = ()
     jump: str | None = None
+    docker_host: str | None = None
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -73,7 +76,7 @@ def host_specs(settings: dict, base: Path) -> list[HostSpec]:
             name=h["name"], address=h["address"], roles=tuple(h["roles"]),
             root=h.get("root") or settings.get("root") or "/srv/lifeboat", port=h.get("port"), user=h.get("user"),
             key=key, labels=dict(h.get("labels") or {}), private_address=h.get("private_address"),
-            host_keys=tuple(h.get("host_keys") or ()), jump=h.get("jump")))
+            host_keys=tuple(h.get("host_keys") or ()), jump=h.get("jump"), docker_host=h.get("docker_host")))
     return out
 
 
