@@ -756,7 +756,14 @@ class BaremetalProvider(Provider):
             ProcessRuntime(self.conn(host), self.root(host)).apply(self._host_programs(host, state))
             self._wait_healthy(host, svc, generation)
 
-        on_hosts(sorted(set(hosts) | set(old_hosts)), start, parallel=self.parallel)
+        # One host after the other: while one restarts its processes, the others keep serving.
+        for host in hosts + sorted(set(old_hosts) - set(hosts)):
+            try:
+                start(host)
+            except Exception as exc:
+                from toolkit.hostops import HostsFailed
+
+                raise HostsFailed({host: exc}) from None
         for host in hosts:
             Releases(self.conn(host), self.root(host)).prune(svc.name, keep=[release])
         state = self.state()
