@@ -147,7 +147,7 @@ def baremetal_target(lab, roots: Path, *, roles=(("web", "worker", "storage"), (
     lines.append("    hosts:")
     for index, (host, host_roles) in enumerate(zip(lab.hosts, roles, strict=False)):
         lines.append(f"      - {{name: {['web1', 'web2', 'db1'][index]}, address: {host.address}, port: {host.port}, "
-                     f"user: root, key: {lab.client_key}, roles: [{', '.join(host_roles)}], "
+                     f"user: {lab.user}, key: {lab.client_key}, roles: [{', '.join(host_roles)}], "
                      f"root: {roots / ['web1', 'web2', 'db1'][index]}"
                      + (f", docker_host: unix://{docker_engines[index].socket}"
                         if docker_engines is not None and index < len(docker_engines) else "") + "}")

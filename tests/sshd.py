@@ -21,6 +21,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
+PermitUserEnvironment no
 UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
@@ -87,7 +88,8 @@ class SshHost:
         self.stop()
 
     def sshd_pid(self) -> int | None:
-        for pid in descendants(self.process.pid) | {self.process.pid}:
+        """The listener: the sshd that `timeout` started (its sessions are sshd processes too)."""
+        for pid in children(self.process.pid):
             try:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
                     return pid
@@ -99,6 +101,21 @@ class SshHost:
         self.host_key.unlink()
         self.host_key.with_suffix(".pub").unlink()
         keygen(self.host_key)
+
+
+def children(parent: int) -> set[int]:
+    return {pid for pid, ppid in _parents().items() if ppid == parent}
+
+
+def _parents() -> dict[int, int]:
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out[int(entry.name)] = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            except (FileNotFoundError, IndexError, ValueError):
+                continue
+    return out
 
 
 def descendants(root: int) -> set[int]:
@@ -137,10 +154,28 @@ class SshLab:
     client_key: Path
     known_hosts: Path
     authorized_keys: Path
+    user: str = "root"
 
     def write_known_hosts(self, hosts: list[SshHost] | None = None) -> None:
         lines = [h.public_key_line for h in (self.hosts if hosts is None else hosts)]
         self.known_hosts.write_text("\n".join(lines) + "\n")
+
+
+LAB_USER = "lbroot"
+
+
+def ensure_lab_user() -> str:
+    """A second root account (uid 0) whose shell is /bin/sh: the lab's sessions do not run root's
+    ~/.bashrc (on this machine it runs `pyenv rehash`, which a host "crash" can leave locked)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(LAB_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--non-unique", "--uid", "0", "--gid", "0", "--no-create-home",
+                        "--home-dir", "/tmp", "--shell", "/bin/sh", LAB_USER], check=True)
+        subprocess.run(["usermod", "-p", "*", LAB_USER], check=True)
+    return LAB_USER
 
 
 def start_lab(directory: Path, count: int = 3) -> SshLab:
@@ -158,6 +193,6 @@ def start_lab(directory: Path, count: int = 3) -> SshLab:
         host = SshHost(f"host{index + 1}", address, free_port(address), hdir, key)
         host.start(authorized)
         hosts.append(host)
-    lab = SshLab(hosts, client_key, directory / "known_hosts", authorized)
+    lab = SshLab(hosts, client_key, directory / "known_hosts", authorized, ensure_lab_user())
     lab.write_known_hosts()
     return lab

@@ -172,13 +172,21 @@ def test_sshd_killed_during_up_then_rerun_completes(colo):
 
     from .conftest import LIFEBOAT
 
+    old = None
     proc = subprocess.Popen([*LIFEBOAT, "-c", str(colo["stack"]), "-o", "json", "up", "--on", "colo"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    partial = colo["roots"] / "web2" / "releases" / "web"
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(partial.glob("*"))) < 2:
-        time.sleep(0.05)
-    web2.crash()  # in the middle of the rollout to web2: sessions and their commands die with it
+    def web1_generation():
+        try:
+            status = json.loads((colo["roots"] / "web1" / "services" / "status.json").read_text())
+            return status["programs"]["web.0"]["generation"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    old = web1_generation()
+    deadline = time.time() + 120
+    while time.time() < deadline and web1_generation() in (None, old):
+        time.sleep(0.02)
+    web2.crash()  # mid-rollout: web1 runs the new release, web2 not yet; its sessions die with it
     out, _ = proc.communicate(timeout=300)
     web2.start(lab.authorized_keys)
     first = json.loads(out)

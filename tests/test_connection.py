@@ -22,7 +22,7 @@ def lab(tmp_path_factory):
 
 
 def ssh(lab, host, **kw) -> SSHConnection:
-    return SSHConnection(host.address, port=host.port, user="root", key_file=str(lab.client_key),
+    return SSHConnection(host.address, port=host.port, user=lab.user, key_file=str(lab.client_key),
                          known_hosts=str(lab.known_hosts), name=host.name, **kw)
 
 
@@ -129,7 +129,7 @@ def test_changed_host_key_refused(lab):
 
 def test_host_down_is_unreachable(lab):
     with pytest.raises(ProviderUnreachable) as info:
-        SSHConnection("127.0.0.9", port=1, user="root", key_file=str(lab.client_key),
+        SSHConnection("127.0.0.9", port=1, user=lab.user, key_file=str(lab.client_key),
                       known_hosts=str(lab.known_hosts), name="ghost", connect_timeout=2).run(["true"])
     assert "ghost" in info.value.message and info.value.exit_code == 5
 
@@ -140,7 +140,7 @@ def test_wrong_key_refused(lab, tmp_path):
     other = tmp_path / "other"
     keygen(other)
     with pytest.raises(ProviderUnreachable) as info:
-        SSHConnection(lab.hosts[0].address, port=lab.hosts[0].port, user="root", key_file=str(other),
+        SSHConnection(lab.hosts[0].address, port=lab.hosts[0].port, user=lab.user, key_file=str(other),
                       known_hosts=str(lab.known_hosts), name="host1").run(["true"])
     assert info.value.code == "ssh.auth"
 

@@ -15,13 +15,13 @@ def ssh_config(tmp_path, ssh_lab):
     path.write_text(f"""Host bastion
     HostName {bastion.address}
     Port {bastion.port}
-    User root
+    User {ssh_lab.user}
     IdentityFile {ssh_lab.client_key}
 
 Host inner
     HostName {inner.address}
     Port {inner.port}
-    User root
+    User {ssh_lab.user}
     IdentityFile {ssh_lab.client_key}
     ProxyJump bastion
 """)
@@ -35,7 +35,7 @@ def test_alias_and_proxyjump(tmp_path, ssh_lab, ssh_config):
                              ssh_config=str(ssh_config), base=tmp_path, target="colo")
     try:
         params = directory.params(directory.specs["app"])
-        assert params == {"address": ssh_lab.hosts[1].address, "port": ssh_lab.hosts[1].port, "user": "root",
+        assert params == {"address": ssh_lab.hosts[1].address, "port": ssh_lab.hosts[1].port, "user": ssh_lab.user,
                           "key": str(ssh_lab.client_key), "jump": "bastion"}
         conn = directory.connection("app")
         out = conn.run(["sh", "-c", "echo $SSH_CONNECTION"]).text.split()
@@ -62,7 +62,7 @@ def test_unknown_bastion_key_is_refused(tmp_path, ssh_lab, ssh_config):
 def test_pinned_key_replaces_known_hosts(tmp_path, ssh_lab):
     host = ssh_lab.hosts[2]
     key_type, blob = host.public_key_line.split()[1:3]
-    spec = HostSpec("db", host.address, ("db",), "/srv/x", port=host.port, user="root", key=str(ssh_lab.client_key),
+    spec = HostSpec("db", host.address, ("db",), "/srv/x", port=host.port, user=ssh_lab.user, key=str(ssh_lab.client_key),
                     host_keys=(f"{key_type} {blob}",))
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
@@ -71,7 +71,7 @@ def test_pinned_key_replaces_known_hosts(tmp_path, ssh_lab):
         assert directory.connection("db").run(["true"]).ok
     finally:
         directory.close()
-    wrong = HostSpec("db", host.address, ("db",), "/srv/x", port=host.port, user="root",
+    wrong = HostSpec("db", host.address, ("db",), "/srv/x", port=host.port, user=ssh_lab.user,
                      key=str(ssh_lab.client_key), host_keys=(ssh_lab.hosts[0].public_key_line.split(" ", 1)[1],))
     directory = SshDirectory([wrong], known_hosts=str(empty), ssh_config=None, base=tmp_path)
     try:

@@ -372,7 +372,10 @@ class SSHConnection(Connection):
 
         def drain_stderr():
             while True:
-                chunk = channel.recv_stderr(65536)
+                try:
+                    chunk = channel.recv_stderr(65536)
+                except (TimeoutError, OSError):
+                    return  # the command's own timeout is reported by the reader of stdout
                 if not chunk:
                     return
                 err.extend(chunk)
@@ -497,7 +500,10 @@ class SSHConnection(Connection):
 
 def _drain(channel, sink: bytearray) -> None:
     while True:
-        chunk = channel.recv_stderr(65536)
+        try:
+            chunk = channel.recv_stderr(65536)
+        except (TimeoutError, OSError):
+            return
         if not chunk:
             return
         sink.extend(chunk)
@@ -506,7 +512,10 @@ def _drain(channel, sink: bytearray) -> None:
 
 def _drain_stdout(channel, sink: bytearray) -> None:
     while True:
-        chunk = channel.recv(65536)
+        try:
+            chunk = channel.recv(65536)
+        except (TimeoutError, OSError):
+            return
         if not chunk:
             return
         sink.extend(chunk)
