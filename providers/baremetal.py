@@ -31,10 +31,12 @@ from toolkit.contract import (
     DatabaseService,
     Host,
     Instance,
+    KindDispatch,
     Provider,
     Resource,
     SecretStore,
     SecretValue,
+    data_resource,
 )
 from toolkit.dockercmd import image_tag
 from toolkit.errors import BadInput, ProviderError, ToolkitError
@@ -245,7 +247,7 @@ class BaremetalCompute(ComputeService):
         return result.exit_code
 
 
-class BaremetalProvider(Provider):
+class BaremetalProvider(KindDispatch, Provider):
     TYPE = "baremetal"
     DESCRIPTION = "SSH hosts you run: processes under Lifeboat's supervisor, native PostgreSQL and Redis"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets"})
@@ -481,12 +483,8 @@ class BaremetalProvider(Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
-            if res.kind == "bucket":
-                out.append(Resource("bucket", res.name, {}))
-            elif res.kind == "cache":
-                out.append(Resource("cache", res.name, {"running": True}))
-            elif res.kind == "database":
-                out.append(Resource("database", res.name, {**res.attrs, "running": True}))
+            if data_resource(res) is not None:
+                out.append(data_resource(res))
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
                 out.append(Resource("service", res.name, {
@@ -499,15 +497,6 @@ class BaremetalProvider(Provider):
                                                    "hosts": [s.name for s in self.hosts_with("web")],
                                                    "running": True}))
         return out
-
-    def create(self, resource: Resource) -> None:
-        getattr(self, f"_apply_{resource.kind}")(None, resource)
-
-    def update(self, before: Resource, after: Resource) -> None:
-        getattr(self, f"_apply_{after.kind}")(before, after)
-
-    def delete(self, resource: Resource) -> None:
-        getattr(self, f"_delete_{resource.kind}")(resource)
 
     def finish_destroy(self) -> None:
         def clean(name: str) -> None:

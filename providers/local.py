@@ -42,15 +42,18 @@ from toolkit.contract import (
     DnsService,
     Host,
     Instance,
+    KindDispatch,
     Provider,
     Record,
     Resource,
     SecretStore,
     SecretValue,
+    data_resource,
 )
 from toolkit.dirstore import DirectoryStore
 from toolkit.errors import BadInput, CommandFailed, LockHeld, ProviderError, tail
 from toolkit.schema import Field, Int, Str
+from toolkit.supervisor import alive
 
 PG_SUPERUSER = "lifeboat"
 INTERNAL = {"pg_superuser": "postgres superuser password", "pg_app": "app role password",
@@ -82,19 +85,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return True
+    return bool(pid) and alive(pid)
 
 
 class LocalState:
@@ -410,7 +401,7 @@ class LocalCompute(ComputeService):
         return proc.returncode
 
 
-class LocalProvider(Provider):
+class LocalProvider(KindDispatch, Provider):
     TYPE = "local"
     DESCRIPTION = "this machine: processes, its own PostgreSQL and Redis, a directory store, a zone file"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "dns", "secrets"})
@@ -576,12 +567,8 @@ class LocalProvider(Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
-            if res.kind == "bucket":
-                out.append(Resource("bucket", res.name, {}))  # public/versioned: not applicable to a directory
-            elif res.kind == "cache":
-                out.append(Resource("cache", res.name, {"running": True}))
-            elif res.kind == "database":
-                out.append(Resource("database", res.name, {**res.attrs, "running": True}))
+            if data_resource(res) is not None:
+                out.append(data_resource(res))
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
                 out.append(Resource("service", res.name, {"release": self.release_id(svc),
@@ -590,15 +577,6 @@ class LocalProvider(Provider):
             else:
                 out.append(res)
         return out
-
-    def create(self, resource: Resource) -> None:
-        getattr(self, f"_apply_{resource.kind}")(None, resource)
-
-    def update(self, before: Resource, after: Resource) -> None:
-        getattr(self, f"_apply_{after.kind}")(before, after)
-
-    def delete(self, resource: Resource) -> None:
-        getattr(self, f"_delete_{resource.kind}")(resource)
 
     def finish_destroy(self) -> None:
         self.stop_supervisor()

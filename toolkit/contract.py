@@ -327,3 +327,29 @@ class Provider(ABC):
     def lock_release(self) -> None:
         """Break the lock (after its holder died)."""
         raise Unsupported(f"{self.label} offers no lock")
+
+
+class KindDispatch:
+    """Mixin for providers: ``create``/``update`` go to ``_apply_<kind>(before, after)`` and ``delete`` to
+    ``_delete_<kind>(resource)``, one method pair per resource kind."""
+
+    def create(self, resource: Resource) -> None:
+        getattr(self, f"_apply_{resource.kind}")(None, resource)
+
+    def update(self, before: Resource, after: Resource) -> None:
+        getattr(self, f"_apply_{after.kind}")(before, after)
+
+    def delete(self, resource: Resource) -> None:
+        getattr(self, f"_delete_{resource.kind}")(resource)
+
+
+def data_resource(res: Resource) -> Resource | None:
+    """The desired form of a data resource on a provider that runs its own servers: buckets carry no
+    attributes, servers must be running. None for other kinds."""
+    if res.kind == "bucket":
+        return Resource("bucket", res.name, {})
+    if res.kind == "cache":
+        return Resource("cache", res.name, {"running": True})
+    if res.kind == "database":
+        return Resource("database", res.name, {**res.attrs, "running": True})
+    return None

@@ -232,15 +232,16 @@ def reap(status_path: Path, names: list[str] | None = None) -> list[int]:
             except ProcessLookupError:
                 break
             deadline = time.time() + STOP_GRACE
-            while time.time() < deadline and _alive(pid):
+            while time.time() < deadline and alive(pid):
                 time.sleep(0.1)
-            if not _alive(pid):
+            if not alive(pid):
                 break
         stopped.append(pid)
     return stopped
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
