@@ -240,7 +240,10 @@ class BaremetalCompute(ComputeService):
             sys.stderr.buffer.write(result.stderr)
             return result.exit_code
         cwd = Releases(conn, self.p.root(host)).path(service, info["release"])
-        result = conn.run(["sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv], env=full, check=False, timeout=3600)
+        account = self.p.app_account(host)
+        as_account = ["runuser", "-u", account, "--"] if account else []
+        result = conn.run(["sh", "-c", 'cd "$0" && exec "$@"', cwd, *as_account, *argv], env=full, check=False,
+                          timeout=3600)
         sys.stdout.buffer.write(result.stdout)
         sys.stdout.flush()
         sys.stderr.buffer.write(result.stderr)
@@ -259,6 +262,9 @@ class BaremetalProvider(KindDispatch, Provider):
         "redis_port": Field(Int(min=1, max=65535), default=6379),
         "account": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
                          default="lifeboat", doc="account PostgreSQL runs as on the db host"),
+        "app_account": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
+                             default="lifeboat-app",
+                             doc="process runtime: the unprivileged account app processes run as (created)"),
         "runtime": Field(Str(choices=["process", "docker"]), default="process",
                          doc="process: Lifeboat's supervisor; docker: containers built on the hosts"),
         "docker": Field(Map({
@@ -319,6 +325,17 @@ class BaremetalProvider(KindDispatch, Provider):
         spec = self.spec(name)
         return DockerRuntime(self.conn(name), spec.root, stack=self.stack.name, host=name,
                              docker_host=spec.docker_host)
+
+    def app_account(self, host: str) -> str | None:
+        """The account app processes run as on ``host`` (created when missing); None when Lifeboat does
+        not log in as root there (then they run as the login user)."""
+        if not self.facts(host).is_root:
+            return None
+        account = self.settings.get("app_account") or "lifeboat-app"
+        from toolkit.hostops import ensure_account
+
+        ensure_account(self.conn(host), account)
+        return account
 
     def facts(self, name: str) -> HostFacts:
         if name not in self._facts:
@@ -579,6 +596,10 @@ class BaremetalProvider(KindDispatch, Provider):
     def _apply_bucket(self, before, after) -> None:
         store = self.objects()
         store.create_bucket(after.name)
+        host = self.first("storage", "an object store").name
+        account = self.app_account(host) if self.runtime_kind == "process" else None
+        if account:  # the app writes media there too (uploads); Lifeboat reads and writes as root
+            self.conn(host).run(["chown", "-R", f"{account}:{account}", store.root])
         state = self.state()
         state.setdefault("buckets", {})[after.name] = {"host": store.conn.host}
         self.save_state(state)
@@ -719,6 +740,7 @@ class BaremetalProvider(KindDispatch, Provider):
 
         def prepare(host: str) -> list[dict]:
             conn = self.conn(host)
+            account = self.app_account(host)
             releases = Releases(conn, self.root(host))
             self.events.step(f"{host}: uploading {svc.name} release {release}")
             cwd = releases.upload(svc.name, release, svc.build, SKIP_IN_BUILD)
@@ -731,7 +753,7 @@ class BaremetalProvider(KindDispatch, Provider):
                 program = f"{svc.name}.{replica}"
                 programs.append({"name": program, "argv": list(svc.command), "cwd": cwd, "host": host,
                                  "env_file": runtime.write_env(program, env), "generation": generation,
-                                 "log": f"{runtime.dir}/logs/{program}.log"})
+                                 "log": f"{runtime.dir}/logs/{program}.log", "user": account})
             return programs
 
         prepared = on_hosts(hosts, prepare, parallel=self.parallel)

@@ -10,6 +10,7 @@ import shutil
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,14 @@ def test_deploy_serve_and_rerun(colo):
     assert status["healthy"]
     placed = sorted((s["service"], s["host"]) for s in status["services"])
     assert placed == [("proxy", "web1"), ("proxy", "web2"), ("web", "web1"), ("web", "web2"), ("worker", "web1")]
+    import pwd
+
+    app_uid = pwd.getpwnam("lifeboat-app").pw_uid
+    for instance in status["services"]:
+        if instance["service"] in ("web", "worker"):  # the app runs unprivileged, not as the SSH user
+            uid_line = [line for line in Path(f"/proc/{instance['pid']}/status").read_text().splitlines()
+                        if line.startswith("Uid:")][0]
+            assert int(uid_line.split()[1]) == app_uid, instance
 
     seed = run_cli("-c", str(colo["stack"]), "exec", "--on", "colo", "web", "--", "python", "-m", "chirp", "seed",
                    "--users", "120", "--posts", "1500", "--media", "12", "--large-mb", "3")

@@ -2,9 +2,10 @@
 
 Run as ``python -m toolkit.supervisor SPEC`` (detached, by the local provider). SPEC is a JSON file:
 
-    {"programs": [{"name": "web.0", "argv": [...], "cwd": "...", "env_file": "...", "log": "..."}]}
+    {"programs": [{"name": "web.0", "argv": [...], "cwd": "...", "env_file": "...", "log": "...",
+                   "user": "lifeboat-app"}]}
 
-Each program runs in its own process group with the environment read from its env file (0600; values
+Each program runs in its own process group (as ``user`` when given and the supervisor runs as root) with the environment read from its env file (0600; values
 never appear on a command line). A program that exits is restarted with exponential backoff (1 s up to
 30 s); one that keeps dying within 2 s of starting is reported as "crashed" while it is retried.
 
@@ -64,12 +65,19 @@ class Program:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         env.update(read_env_file(self.spec.get("env_file")))
         log = open(self.spec["log"], "ab")
+        account = {}
+        if self.spec.get("user") and os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam(self.spec["user"])
+            account = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            env.setdefault("HOME", entry.pw_dir)
         try:
             self.proc = subprocess.Popen(
                 self.spec["argv"], cwd=self.spec.get("cwd") or None, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **account,
             )
-        except OSError as exc:
+        except (OSError, KeyError) as exc:
             log.write(f"lifeboat supervisor: cannot start {self.spec['argv'][0]}: {exc}\n".encode())
             self.proc = None
             self.last_exit = 127
