@@ -72,6 +72,9 @@ def lb(colo, *args):
 
 
 def test_deploy_serve_and_rerun(colo):
+    planned = lb(colo, "plan", "--on", "colo", "--detailed-exitcode")
+    assert planned.code == 10 and planned.envelope["status"] == "changes"
+    assert not list(colo["roots"].iterdir()), "plan wrote to a host"
     up = lb(colo, "up", "--on", "colo")
     assert up.code == 0, up
     status = up.envelope["data"]["status"]
