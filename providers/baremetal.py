@@ -337,6 +337,46 @@ class BaremetalProvider(KindDispatch, Provider):
         ensure_account(self.conn(host), account)
         return account
 
+    def bootstrap_plan(self) -> dict[str, dict]:
+        """Per host: its OS, the packages its roles need and which of them are missing. Read-only."""
+        from toolkit.hostops import missing_packages, packages_needed
+
+        def look(name: str) -> dict:
+            spec = self.spec(name)
+            facts = self.facts(name).get()
+            app = any(spec.has(svc.role) for svc in self.stack.services.values())
+            needed = packages_needed(spec.roles, postgres=self.stack.postgres.version if self.stack.postgres else None,
+                                     redis=self.stack.redis is not None, tls=self.stack.tls is not None,
+                                     runtime=self.runtime_kind, app=app)
+            debian = facts["os"] in ("debian", "ubuntu")
+            return {"os": f"{facts['os']} {facts['os_version']}".strip(), "supported": debian,
+                    "root": facts["uid"] == 0, "needed": needed,
+                    "missing": missing_packages(self.conn(name), needed) if debian else needed}
+
+        return on_hosts([s.name for s in self.specs], look, parallel=self.parallel)
+
+    def bootstrap(self, plan: dict[str, dict]) -> None:
+        """Install what is missing (Debian/Ubuntu, as root) and create the accounts and directories."""
+        from toolkit.hostops import install_packages
+
+        def run(name: str) -> None:
+            item = plan[name]
+            if item["missing"]:
+                if not item["supported"]:
+                    raise ProviderError(f"{name}: {item['os']} is not Debian or Ubuntu; install "
+                                        f"{', '.join(item['missing'])} by hand.", code="host.unsupported_os")
+                if not item["root"]:
+                    raise ProviderError(f"{name}: installing packages needs root; log in as root or install "
+                                        f"{', '.join(item['missing'])} by hand.", code="host.not_root")
+                install_packages(self.conn(name), item["missing"])
+            spec = self.spec(name)
+            sh(self.conn(name), 'mkdir -p "$1" && chmod 711 "$1"', spec.root)
+            if item["root"] and any(spec.has(svc.role) for svc in self.stack.services.values()) and \
+                    self.runtime_kind == "process":
+                self.app_account(name)
+
+        on_hosts(list(plan), run, parallel=self.parallel)
+
     def facts(self, name: str) -> HostFacts:
         if name not in self._facts:
             self._facts[name] = HostFacts(self.conn(name))

@@ -130,6 +130,17 @@ def test_deploy_serve_and_rerun(colo):
         assert secret not in result.stdout + result.stderr
 
 
+def test_bootstrap_reports_and_installs_nothing_when_present(colo):
+    checked = lb(colo, "hosts", "bootstrap", "--on", "colo", "--check")
+    assert checked.code == 0, checked
+    hosts = checked.envelope["data"]["hosts"]
+    assert set(hosts) == {"web1", "web2", "db1"}
+    assert "postgresql-15" in hosts["db1"]["needed"] and "caddy" in hosts["web1"]["needed"]
+    assert all(h["missing"] == [] and h["supported"] for h in hosts.values())
+    done = lb(colo, "hosts", "bootstrap", "--on", "colo")  # nothing missing: no confirmation needed
+    assert done.code == 0 and done.envelope["data"]["changed"] is False
+
+
 def test_lock_held_then_released(colo):
     provider = Engine(stackfile.load(colo["stack"])).provider("colo")
     with provider.lock("someone@elsewhere"):

@@ -118,3 +118,14 @@ def test_envelope_shape():
     env = json.loads(envelope("plan", Outcome({"a": 1}, status="changes", exit_code=10)))
     assert env == {"lifeboat": 1, "command": "plan", "status": "changes", "exit_code": 10, "data": {"a": 1},
                    "errors": []}
+
+
+def test_packages_per_role():
+    from toolkit.hostops import packages_needed
+
+    base = ["python3", "python3-venv", "tar", "coreutils", "util-linux"]
+    assert packages_needed(("db",), postgres=15, redis=True, tls=True, runtime="process", app=False) == \
+        base + ["postgresql-15", "postgresql-contrib", "redis-server", "redis-tools"]
+    assert packages_needed(("web",), postgres=15, redis=True, tls=True, runtime="docker", app=True) == \
+        base + ["docker.io", "caddy"]
+    assert packages_needed(("web",), postgres=None, redis=False, tls=False, runtime="process", app=True) == base

@@ -511,6 +511,32 @@ def hosts_trust(session: Session, on, names):
     return Outcome({"target": on, "known_hosts": directory.known_hosts, "hosts": rows}, human=human)
 
 
+@hosts.command("bootstrap")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.option("--check", "check_only", is_flag=True, help="Only report what is missing; change nothing.")
+@envelope_command("hosts bootstrap")
+def hosts_bootstrap(session: Session, on, check_only):
+    """Prepare bare Debian/Ubuntu hosts: install the packages their roles need, create accounts and folders."""
+    from .output import Outcome
+
+    provider = _ssh_provider(session, on)
+    plan = provider.bootstrap_plan()
+    missing = {h: p["missing"] for h, p in plan.items() if p["missing"]}
+    if missing and not check_only:
+        listing = "; ".join(f"{h}: {', '.join(pkgs)}" for h, pkgs in missing.items())
+        session.confirm(f"Install on {on}: {listing}?")
+    if not check_only:
+        provider.bootstrap(plan)
+
+    def human(console):
+        for host, item in plan.items():
+            state = ("missing " + ", ".join(item["missing"])) if item["missing"] else "everything present"
+            console.line(f"{host} ({item['os']}): {state}"
+                         + ("" if check_only or not item["missing"] else " -> installed"))
+
+    return Outcome({"target": on, "hosts": plan, "changed": bool(missing) and not check_only}, human=human)
+
+
 @hosts.command("check")
 @click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
 @envelope_command("hosts check")

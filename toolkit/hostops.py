@@ -105,6 +105,36 @@ class HostFacts:
         return self.get()["uid"] == 0
 
 
+def packages_needed(roles: tuple[str, ...], *, postgres: int | None, redis: bool, tls: bool, runtime: str,
+                    app: bool) -> list[str]:
+    """Debian/Ubuntu packages a host needs for its roles (a pure function, tested as data)."""
+    wanted = ["python3", "python3-venv", "tar", "coreutils", "util-linux"]
+    if "db" in roles:
+        if postgres:
+            wanted += [f"postgresql-{postgres}", "postgresql-contrib"]
+        if redis:
+            wanted += ["redis-server", "redis-tools"]
+    if app and runtime == "docker":
+        wanted.append("docker.io")
+    if "web" in roles and tls:
+        wanted.append("caddy")
+    return list(dict.fromkeys(wanted))
+
+
+def missing_packages(conn: Connection, packages: list[str]) -> list[str]:
+    script = ('for p in "$@"; do s=$(dpkg-query -W -f=\'${db:Status-Status}\' "$p" 2>/dev/null); '
+              '[ "$s" = installed ] || echo "$p"; done')
+    return sh(conn, script, *packages).text.split()
+
+
+def install_packages(conn: Connection, packages: list[str]) -> None:
+    if not packages:
+        return
+    conn.run(["apt-get", "update", "-qq"], timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"})
+    conn.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], timeout=1800,
+             env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
 def ensure_account(conn: Connection, account: str) -> None:
     sh(conn, 'id -u "$1" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent '
              '--shell /usr/sbin/nologin "$1"', account)
