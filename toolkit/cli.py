@@ -552,6 +552,8 @@ def hosts_check(session: Session, on):
 # ---------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["--help"]  # a bare `lifeboat` shows what it can do
     as_json = json_requested(argv)
     verbose = "--verbose" in argv or "-v" in argv
     _CURRENT.clear()
