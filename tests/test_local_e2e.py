@@ -17,6 +17,7 @@ import pytest
 
 from toolkit import stackfile
 from toolkit.engine import Engine
+from toolkit.supervisor import alive
 
 from .conftest import chirp_stack, run_cli
 
@@ -33,14 +34,7 @@ def port_open(port: int) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    return alive(pid)
 
 
 def all_pids_under(state_root: Path) -> set[int]:
