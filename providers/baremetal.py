@@ -52,7 +52,7 @@ from toolkit.hostops import (
     sh,
 )
 from toolkit.hosts import SSH_SETTINGS, HostSpec, SshDirectory, host_specs
-from toolkit.proxy import ProxyConfig, ProxySite, caddy_argv, caddyfile
+from toolkit.proxy import ProxyConfig, ProxyRoute, ProxySite, caddy_argv, caddyfile
 from toolkit.schema import Field, Int, Map, Str
 from toolkit.sftpstore import RemoteDirectoryStore
 
@@ -884,10 +884,15 @@ class BaremetalProvider(KindDispatch, Provider):
         address = self.listen_address(spec)
         sites = []
         web = self.stack.web_services()
+        main = [s for s in web if not s.path]
         if web:
-            svc = web[0]  # the first web service serves the domain
-            sites.append(ProxySite(self.stack.domain, tuple(f"{address}:{svc.port + i}" for i in range(svc.replicas)),
-                                   svc.health))
+            svc = main[0] if main else web[0]  # the first web service without a path serves the rest
+
+            def ups(service) -> tuple[str, ...]:
+                return tuple(f"{address}:{service.port + i}" for i in range(service.replicas))
+
+            routes = tuple(ProxyRoute(s.path, ups(s), s.health) for s in web if s.path and s is not svc)
+            sites.append(ProxySite(self.stack.domain, ups(svc), svc.health, routes))
         return ProxyConfig(
             bind=address, http_port=settings["http_port"], https_port=settings["https_port"],
             storage=f"{base}/data", sites=tuple(sites), acme_email=tls.acme_email,

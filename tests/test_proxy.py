@@ -42,3 +42,45 @@ def test_certificate_caddyfile_quotes_paths():
     assert '\ttls "/p/cert.pem" "/p/key.pem"' in text
     assert "email" not in text and "health_uri" not in text
     assert caddy_argv("/c") == ["caddy", "run", "--config", "/c", "--adapter", "caddyfile"]
+
+
+def test_routes_longest_prefix_first():
+    from toolkit.proxy import ProxyRoute
+
+    text = caddyfile(ProxyConfig(bind="h", http_port=80, https_port=443, storage="/s", sites=(
+        ProxySite("x.example.com", ("h:3000",), "/health", routes=(
+            ProxyRoute("/api", ("h:5000",)), ProxyRoute("/api/v1/streaming", ("h:4000", "h:4001"), "/health"))),),
+        acme_email="a@example.com"))
+    body = text.split("x.example.com {", 1)[1]
+    assert body.index('handle "/api/v1/streaming*"') < body.index('handle "/api*"') < body.index("\thandle {")
+    assert '\t\treverse_proxy "h:4000" "h:4001" {' in body
+
+
+def test_real_caddy_accepts_the_configs(tmp_path):
+    """Caddy itself parses every shape we generate (`caddy adapt`, no network, nothing started)."""
+    import json
+    import subprocess
+
+    from toolkit.proxy import ProxyRoute
+
+    from .conftest import require
+
+    caddy = require("caddy", "apt-get install caddy")
+    site = ProxySite("social.example.com", ("10.0.0.5:3000", "10.0.0.5:3001"), "/health",
+                     routes=(ProxyRoute("/api/v1/streaming", ("10.0.0.5:4000",), "/api/v1/streaming/health"),))
+    configs = {
+        "acme": ProxyConfig(bind="10.0.0.5", http_port=80, https_port=443, storage=str(tmp_path / "a b"),
+                            sites=(site,), acme_email="ops@example.com", acme_ca="https://127.0.0.1:14000/dir",
+                            acme_ca_root=str(tmp_path / "ca.pem")),
+        "certificate": ProxyConfig(bind="10.0.0.5", http_port=8080, https_port=8443, storage=str(tmp_path / "s"),
+                                   sites=(ProxySite("x.example.com", ("10.0.0.5:3000",)),),
+                                   certificate=str(tmp_path / "cert.pem"), key=str(tmp_path / "key.pem")),
+    }
+    for name, config in configs.items():
+        path = tmp_path / f"{name}.Caddyfile"
+        path.write_text(caddyfile(config))
+        out = subprocess.run([caddy, "adapt", "--config", str(path), "--adapter", "caddyfile"], capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr
+        adapted = json.loads(out.stdout)
+        assert adapted["apps"]["http"]["servers"], name

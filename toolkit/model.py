@@ -18,6 +18,7 @@ class Service:
     replicas: int = 1
     health: str | None = None
     secrets: tuple[str, ...] = ()
+    path: str | None = None  # web: URL prefix the proxy routes to this service
 
     @property
     def is_web(self) -> bool:

@@ -16,10 +16,20 @@ def quote(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class ProxyRoute:
+    """Requests under ``path`` (a prefix) go to another service's replicas."""
+
+    path: str
+    upstreams: tuple[str, ...]
+    health_path: str | None = None
+
+
+@dataclass(frozen=True)
 class ProxySite:
     domain: str
     upstreams: tuple[str, ...]  # host:port
     health_path: str | None = None
+    routes: tuple[ProxyRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,17 +67,29 @@ def caddyfile(config: ProxyConfig) -> str:
         lines.append(f"{site.domain} {{")
         if config.certificate is not None:
             lines.append(f"\ttls {quote(config.certificate)} {quote(config.key)}")
-        upstreams = " ".join(quote(u) for u in site.upstreams)
-        lines.append(f"\treverse_proxy {upstreams} {{")
-        lines.append("\t\tlb_policy round_robin")
-        lines.append("\t\tlb_try_duration 10s")
-        lines.append("\t\tfail_duration 5s")
-        if site.health_path:
-            lines.append(f"\t\thealth_uri {quote(site.health_path)}")
-            lines.append("\t\thealth_interval 2s")
-        lines.append("\t}")
+        # longer prefixes first; the site's own service takes everything else
+        for route in sorted(site.routes, key=lambda r: -len(r.path)):
+            lines.append(f"\thandle {quote(route.path.rstrip('/') + '*')} {{")
+            lines += ["\t" + line for line in _reverse_proxy(route.upstreams, route.health_path)]
+            lines.append("\t}")
+        if site.routes:
+            lines.append("\thandle {")
+            lines += ["\t" + line for line in _reverse_proxy(site.upstreams, site.health_path)]
+            lines.append("\t}")
+        else:
+            lines += _reverse_proxy(site.upstreams, site.health_path)
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _reverse_proxy(upstreams: tuple[str, ...], health_path: str | None) -> list[str]:
+    lines = [f"\treverse_proxy {' '.join(quote(u) for u in upstreams)} {{",
+             "\t\tlb_policy round_robin",
+             "\t\tlb_try_duration 10s",
+             "\t\tfail_duration 5s"]
+    if health_path:
+        lines += [f"\t\thealth_uri {quote(health_path)}", "\t\thealth_interval 2s"]
+    return lines + ["\t}"]
 
 
 def caddy_argv(config_path: str) -> list[str]:

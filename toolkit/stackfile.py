@@ -105,6 +105,9 @@ SERVICE = Map(
                      default=dict),
         "replicas": Field(Int(min=1, max=100), default=1),
         "health": Field(Str(pattern=r"/[^\s]*", expected='an HTTP path starting with "/"')),
+        "path": Field(Str(pattern=r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", expected='a URL path prefix such as '
+                                                                        '"/api/v1/streaming"'),
+                      doc="web: the proxy sends requests under this prefix to this service"),
         "secrets": Field(ListOf(Str(pattern=SECRET_NAME, expected="a secret name"), unique=True), default=list),
     },
     expected="a service (role, command, image or build, ...)",
@@ -438,7 +441,7 @@ def build(top: dict, path: Path, raw: Any) -> model.Stack:
         name: model.Service(
             name=name, role=s["role"], command=s["command"], image=s["image"],
             build=(root / s["build"]).resolve() if s["build"] else None, port=s["port"], env=dict(s["env"]),
-            replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]),
+            replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]), path=s["path"],
         )
         for name, s in top["services"].items()
     }
