@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import secrets as pysecrets
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ from toolkit.hostops import (
     RedisHost,
     Releases,
     on_hosts,
+    one_host_at_a_time,
     sh,
 )
 from toolkit.hosts import SSH_SETTINGS, HostSpec, SshDirectory, host_specs
@@ -124,8 +126,7 @@ class BaremetalDatabase(DatabaseService):
         pgh = self.p.postgres()
         with pgh.conn.write_stream(pgh.restore_argv(user=pg.user, database=pg.database, clean=clean),
                                    env=self._env()) as sink:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                sink.write(chunk)
+            shutil.copyfileobj(stream, sink, 1 << 20)
 
     def table_digests(self):
         from toolkit.digests import table_digests_with
@@ -160,57 +161,43 @@ class BaremetalCompute(ComputeService):
     def instances(self) -> list[Instance]:
         state = self.p.state()
         services = state.get("services", {})
-        hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])})
+        proxy_hosts = (state.get("proxy") or {}).get("hosts", [])
+        hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])} | set(proxy_hosts))
 
-        def look(host: str):
+        def look(host: str) -> tuple[list[Instance], list[Instance]]:
             runtime = ProcessRuntime(self.p.conn(host), self.p.root(host))
-            status = runtime.status() if runtime.running() else {}
-            if any(svc.get("runtime") == "docker" and host in svc.get("hosts", []) for svc in services.values()):
-                for cname, c in self.p.docker(host).containers().items():
-                    labels = c["labels"]
-                    if cname.startswith(f"lifeboat-{self.p.stack.name}-{host}-"):
-                        program = f"{labels.get('lifeboat.stack.service')}.{labels.get('lifeboat.stack.replica')}"
-                        status[program] = {"state": c["state"], "generation": labels.get("lifeboat.stack.generation"),
-                                           "pid": None, "container": cname}
+            status = self.p.programs_status(host, services)  # read once per host
+            address = self.p.listen_address(self.p.spec(host))
             out = []
             for name, svc in sorted(services.items()):
                 if host not in svc.get("hosts", []):
                     continue
                 service = self.p.stack.services.get(name)
                 for replica in range(svc.get("replicas", 1)):
-                    program = f"{name}.{replica}"
-                    ps = status.get(program, {})
+                    ps = status.get(f"{name}.{replica}", {})
                     alive = ps.get("state") == "running"
                     url = None
                     healthy = alive
                     if service is not None and service.is_web:
-                        address = self.p.listen_address(self.p.spec(host))
                         url = f"http://{address}:{service.port + replica}"
                         healthy = alive and runtime.http_ok(url + (service.health or "/"))
                     out.append(Instance(name, replica, host, "running" if alive else ps.get("state") or "stopped",
                                         healthy, url, (ps.get("generation") or "").split(":")[0] or None,
                                         {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
-            return out
-
-        proxy = state.get("proxy") or {}
-
-        def look_proxy(host: str):
-            runtime = ProcessRuntime(self.p.conn(host), self.p.root(host))
-            ps = (runtime.status() if runtime.running() else {}).get("proxy.0", {})
-            alive = ps.get("state") == "running"
-            port = self.p.proxy_settings()["https_port"]
-            address = self.p.listen_address(self.p.spec(host))
-            healthy = alive and runtime.https_ok(address, port, self.p.stack.domain)
-            return [Instance("proxy", 0, host, "running" if alive else ps.get("state") or "stopped", healthy,
-                             f"https://{self.p.stack.domain}:{port} ({address})", None,
-                             {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)})]
+            proxied = []
+            if host in proxy_hosts:
+                ps = status.get("proxy.0", {})
+                alive = ps.get("state") == "running"
+                port = self.p.proxy_settings()["https_port"]
+                healthy = alive and runtime.https_ok(address, port, self.p.stack.domain)
+                proxied.append(Instance("proxy", 0, host, "running" if alive else ps.get("state") or "stopped",
+                                        healthy, f"https://{self.p.stack.domain}:{port} ({address})", None,
+                                        {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
+            return out, proxied
 
         results = on_hosts(hosts, look, parallel=self.p.parallel)
-        out = [i for host in hosts for i in results[host]]
-        if proxy.get("hosts"):
-            proxied = on_hosts(proxy["hosts"], look_proxy, parallel=self.p.parallel)
-            out += [i for host in proxy["hosts"] for i in proxied[host]]
-        return out
+        return [i for host in hosts for i in results[host][0]] + \
+            [i for host in proxy_hosts for i in results[host][1]]
 
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
         svc = self.p.stack.services.get(service)
@@ -377,6 +364,15 @@ class BaremetalProvider(KindDispatch, Provider):
 
         on_hosts(list(plan), run, parallel=self.parallel)
 
+    def programs_status(self, host: str, services: dict) -> dict:
+        """What runs on ``host``, by program name: the supervisor's programs and, where a service uses the
+        docker runtime there, the stack's containers."""
+        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        status = runtime.status() if runtime.running() else {}
+        if any(svc.get("runtime") == "docker" and host in svc.get("hosts", []) for svc in services.values()):
+            status.update(self.docker(host).programs())
+        return status
+
     def facts(self, name: str) -> HostFacts:
         if name not in self._facts:
             self._facts[name] = HostFacts(self.conn(name))
@@ -418,6 +414,14 @@ class BaremetalProvider(KindDispatch, Provider):
         # root is traversable (the db account reaches its data under it); what is secret inside is 0700/0600
         sh(self.primary(), 'mkdir -p "$1" && chmod 711 "$1"', self.primary_spec().root)
         self.primary().write_bytes(self._state_path(), json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def _confirm(self, section: str, name: str | None = None) -> None:
+        """Mark what was just rolled out as seen healthy (an interrupted rollout stays unconfirmed, so the
+        next `up` waits for it again)."""
+        state = self.state()
+        entry = state[section] if name is None else state[section][name]
+        entry["confirmed"] = True
+        self.save_state(state)
 
     def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
         path = f"{self.primary_spec().root}/internal/{name}"
@@ -510,17 +514,7 @@ class BaremetalProvider(KindDispatch, Provider):
                            set((proxy or {}).get("hosts", [])))
 
             def running_programs(host: str) -> dict:
-                runtime = ProcessRuntime(self.conn(host), self.root(host))
-                status = runtime.status() if runtime.running() else {}
-                if any(svc.get("runtime") == "docker" and host in svc.get("hosts", []) for svc in services.values()):
-                    for name, c in self.docker(host).containers().items():
-                        if name.startswith(f"lifeboat-{self.stack.name}-{host}-"):
-                            labels = c["labels"]
-                            program = f"{labels.get('lifeboat.stack.service')}.{labels.get('lifeboat.stack.replica')}"
-                            status[program] = {"state": "running" if c["state"] == "running" else c["state"],
-                                               "generation": labels.get("lifeboat.stack.generation"),
-                                               "container": name}
-                return status
+                return self.programs_status(host, services)
 
             statuses = on_hosts(hosts, running_programs, parallel=self.parallel)
             for name, svc in sorted(services.items()):
@@ -753,19 +747,10 @@ class BaremetalProvider(KindDispatch, Provider):
                            healthy=healthy, volumes=self._volumes(host))
             runtime.prune_images(svc.name, keep=[release])
 
-        # one host after the other: the other hosts keep serving while one rolls
-        for host in hosts:
-            try:
-                roll(host)
-            except Exception as exc:
-                from toolkit.hostops import HostsFailed
-
-                raise HostsFailed({host: exc}) from None
+        one_host_at_a_time(hosts, roll)  # the other hosts keep serving while one rolls
         for host in set(old_hosts) - set(hosts):
             self.docker(host).remove_service(svc.name)
-        state = self.state()
-        state["services"][svc.name]["confirmed"] = True
-        self.save_state(state)
+        self._confirm("services", svc.name)
 
     def _apply_service(self, before, after) -> None:
         if self.runtime_kind == "docker":
@@ -808,18 +793,10 @@ class BaremetalProvider(KindDispatch, Provider):
             self._wait_healthy(host, svc, generation)
 
         # One host after the other: while one restarts its processes, the others keep serving.
-        for host in hosts + sorted(set(old_hosts) - set(hosts)):
-            try:
-                start(host)
-            except Exception as exc:
-                from toolkit.hostops import HostsFailed
-
-                raise HostsFailed({host: exc}) from None
+        one_host_at_a_time(hosts + sorted(set(old_hosts) - set(hosts)), start)
         for host in hosts:
             Releases(self.conn(host), self.root(host)).prune(svc.name, keep=[release])
-        state = self.state()
-        state["services"][svc.name]["confirmed"] = True
-        self.save_state(state)
+        self._confirm("services", svc.name)
 
     def _wait_healthy(self, host: str, svc, generation: str, timeout: float = 90.0) -> None:
         runtime = ProcessRuntime(self.conn(host), self.root(host))
@@ -977,9 +954,7 @@ class BaremetalProvider(KindDispatch, Provider):
                     conn.write_bytes(f"{base}/{relative}", body, mode=0o600)
         if rest:
             on_hosts(rest, start, parallel=self.parallel)
-        state = self.state()
-        state["proxy"]["confirmed"] = True
-        self.save_state(state)
+        self._confirm("proxy")
 
     def _certificate_files(self, host: str, timeout: float = 90.0) -> dict[str, bytes]:
         """The certificate, key and metadata Caddy stored for the domain on ``host`` (waits for them)."""

@@ -53,7 +53,7 @@ from toolkit.contract import (
 from toolkit.dirstore import DirectoryStore
 from toolkit.errors import BadInput, CommandFailed, LockHeld, ProviderError, tail
 from toolkit.schema import Field, Int, Str
-from toolkit.supervisor import alive
+from toolkit.supervisor import alive, terminate
 
 PG_SUPERUSER = "lifeboat"
 INTERNAL = {"pg_superuser": "postgres superuser password", "pg_app": "app role password",
@@ -771,12 +771,7 @@ class LocalProvider(KindDispatch, Provider):
     def _delete_cache(self, resource: Resource) -> None:
         pid = self._redis_pid()
         if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.time() + 15
-            while pid_alive(pid) and time.time() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            terminate(pid, grace=15)
         shutil.rmtree(self.state.redis, ignore_errors=True)
         state = self.state.load()
         state.pop("redis", None)
@@ -938,12 +933,7 @@ class LocalProvider(KindDispatch, Provider):
     def stop_supervisor(self) -> None:
         pid = self.supervisor_pid()
         if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.time() + 20
-            while pid_alive(pid) and time.time() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            terminate(pid, grace=20)
         self._reap_orphans()
 
     def _reap_orphans(self, names: set[str] | None = None) -> None:

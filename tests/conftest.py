@@ -95,6 +95,32 @@ secrets:
     return path
 
 
+TINY_APP = """import http.server, os, time
+time.sleep(float(os.environ.get("SLOW_START", "0")))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def tiny_app(directory: Path) -> Path:
+    """A build directory with serve.py: answers 200 on every path at $LIFEBOAT_BIND:$PORT ($SLOW_START s late)."""
+    app = directory / "app"
+    app.mkdir()
+    (app / "serve.py").write_text(TINY_APP)
+    return app
+
+
+def chirp_copy(directory: Path) -> Path:
+    """A copy of chirp's source that a test may change (to roll out a new release)."""
+    app = directory / "chirp"
+    shutil.copytree(CHIRP, app, ignore=shutil.ignore_patterns(".lifeboat", "__pycache__", "lifeboat.yml"))
+    return app
+
+
 def require(binary: str, install: str) -> str:
     found = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
     assert found, f"{binary} is not installed: {install} (.ci/run installs it)"

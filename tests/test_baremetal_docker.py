@@ -13,8 +13,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import CHIRP, baremetal_target, make_host_roots, run_cli
-from .dockercmd_cases import *  # noqa: F403 - the exact-argv unit tests live next to this suite
+from .conftest import baremetal_target, chirp_copy, make_host_roots, run_cli
 
 STACK = """version: 1
 name: chirpd
@@ -46,8 +45,7 @@ def get(url: str) -> bytes:
 @pytest.fixture(scope="module")
 def dock(tmp_path_factory, ssh_lab, docker_engines):
     root = tmp_path_factory.mktemp("docker-baremetal")
-    app = root / "chirp"
-    shutil.copytree(CHIRP, app, ignore=shutil.ignore_patterns(".lifeboat", "__pycache__", "lifeboat.yml"))
+    app = chirp_copy(root)
     roots = make_host_roots()
     stack = root / "lifeboat.yml"
     target = baremetal_target(ssh_lab, roots, pg_port=5451, redis_port=6401, docker_engines=docker_engines)

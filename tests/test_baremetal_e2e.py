@@ -19,7 +19,7 @@ from toolkit.engine import Engine
 from toolkit.hostops import HostLock
 
 from .acme import fetch_verified
-from .conftest import CHIRP, baremetal_target, make_host_roots, run_cli
+from .conftest import CHIRP, baremetal_target, chirp_copy, make_host_roots, run_cli
 from .test_local_e2e import all_pids_under, pid_alive
 
 STACK = """version: 1
@@ -57,8 +57,7 @@ def get(url: str) -> bytes:
 @pytest.fixture(scope="module")
 def colo(tmp_path_factory, ssh_lab, pebble):
     root = tmp_path_factory.mktemp("e2e-baremetal")
-    app = root / "chirp"
-    shutil.copytree(CHIRP, app, ignore=shutil.ignore_patterns(".lifeboat", "__pycache__", "lifeboat.yml"))
+    app = chirp_copy(root)
     roots = make_host_roots()
     stack = root / "lifeboat.yml"
     stack.write_text(STACK.format(app=app, target=baremetal_target(ssh_lab, roots, pebble=pebble)))

@@ -7,17 +7,8 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import baremetal_target, make_host_roots
+from .conftest import baremetal_target, make_host_roots, tiny_app
 from .contract import ProviderContract
-
-SERVE = """import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PORT"])), H).serve_forever()
-"""
 
 STACK = """version: 1
 name: contract
@@ -47,9 +38,7 @@ providers:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, ssh_lab):
     root = tmp_path_factory.mktemp("contract-baremetal")
-    app = root / "app"
-    app.mkdir()
-    (app / "serve.py").write_text(SERVE)
+    app = tiny_app(root)
     roots = make_host_roots()
     target = baremetal_target(ssh_lab, roots, pg_port=5441, redis_port=6391)
     (root / "lifeboat.yml").write_text(STACK.format(app=app, target=target))

@@ -9,6 +9,7 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
+from .conftest import tiny_app
 from .contract import ProviderContract
 
 STACK = """version: 1
@@ -41,19 +42,10 @@ dns:
 """
 
 
-SERVE = """import functools, http.server, os
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=os.path.dirname(os.path.abspath(__file__)))
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), handler).serve_forever()
-"""
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract-local")
-    app = root / "app"
-    app.mkdir()
-    (app / "index.html").write_text("ok")
-    (app / "serve.py").write_text(SERVE)
+    app = tiny_app(root)
     (root / "lifeboat.yml").write_text(STACK.format(app=app))
     engine = Engine(stackfile.load(root / "lifeboat.yml"))
     try:

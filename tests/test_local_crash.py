@@ -12,18 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import LIFEBOAT, run_cli
+from .conftest import LIFEBOAT, run_cli, tiny_app
 from .test_local_e2e import all_pids_under, pid_alive
-
-SERVE = """import http.server, os, time
-time.sleep(float(os.environ.get("SLOW_START", "0")))
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"""
 
 STACK = """version: 1
 name: crashy
@@ -51,9 +41,7 @@ providers:
 
 @pytest.fixture
 def stack(tmp_path):
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "serve.py").write_text(SERVE)
+    app = tiny_app(tmp_path)
     path = tmp_path / "lifeboat.yml"
     path.write_text(STACK.format(app=app))
     yield path

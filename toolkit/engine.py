@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from . import planner, registry
 from .contract import Provider, Record, Resource, SecretValue, Unsupported
-from .errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
+from .errors import BadInput, ProviderUnreachable, ToolkitError
 from .events import Events
 from .model import Stack
 
@@ -148,7 +148,7 @@ class Engine:
             elif take_dns or not rec.target:
                 changes.append(planner.Change("update", "record", name, before, after, "switching traffic"))
             else:
-                warnings.append(f"DNS {name} in {dns.zone} points at {', '.join(now.values)}, not at {on_label(provider)};"
+                warnings.append(f"DNS {name} in {dns.zone} points at {', '.join(now.values)}, not at {provider.label};"
                                 " left alone (traffic moves with `lifeboat migrate`, or `up --take-dns`).")
                 changes.append(planner.Change("skip", "record", name, before, after, "points at another target"))
         return changes
@@ -276,8 +276,4 @@ class Engine:
         return data
 
 
-def on_label(provider: Provider) -> str:
-    return provider.label
-
-
-__all__ = ["Engine", "Events", "Applied", "ProviderError"]
+__all__ = ["Engine", "Events", "Applied"]

@@ -8,9 +8,9 @@ positional arguments ("$1"), never pasted in. Secrets travel in 0600 files or on
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import shutil
 import tarfile
 import threading
 import time
@@ -79,6 +79,16 @@ def on_hosts(names: list[str], work: Callable[[str], object], *, parallel: bool 
     if failures:
         raise HostsFailed(failures)
     return results
+
+
+def one_host_at_a_time(names: list[str], work: Callable[[str], object]) -> None:
+    """Run ``work(name)`` host after host (rollouts: the others keep serving); stop at the first failure,
+    reported with the host's name like ``on_hosts`` does."""
+    for name in names:
+        try:
+            work(name)
+        except Exception as exc:
+            raise HostsFailed({name: exc}) from None
 
 
 # ------------------------------------------------------------------------------------------------ identity
@@ -542,16 +552,9 @@ class HostLock:
         self.conn.run(["rm", "-rf", self.path])
 
 
-def read_stream_copy(source, sink, chunk: int = 1 << 20) -> int:
-    total = 0
-    for block in iter(lambda: source.read(chunk), b""):
-        sink.write(block)
-        total += len(block)
-    return total
-
-
 __all__ = ["sh", "on_hosts", "HostsFailed", "HostFacts", "PostgresHost", "RedisHost", "Releases",
-           "ProcessRuntime", "HostLock", "quote_ident", "quote_literal", "io"]
+           "ProcessRuntime", "HostLock", "DockerRuntime", "one_host_at_a_time", "quote_ident",
+           "quote_literal"]
 
 
 # ------------------------------------------------------------------------------------------------ docker
@@ -600,8 +603,7 @@ class DockerRuntime:
         """Copy an image to another host's engine as a stream (save | load), nothing written to disk."""
         with self.conn.read_stream(self.cmd.save(tag), env=self.env) as source, \
                 other.conn.write_stream(other.cmd.load(), env=other.env) as sink:
-            for chunk in iter(lambda: source.read(1 << 20), b""):
-                sink.write(chunk)
+            shutil.copyfileobj(source, sink, 1 << 20)
 
     def containers(self) -> dict[str, dict]:
         result = self.run(self.cmd.list_containers(self.stack), check=False, timeout=30)
@@ -613,6 +615,18 @@ class DockerRuntime:
                 continue
             labels = dict(kv.split("=", 1) for kv in (item.get("labels") or "").split(",") if "=" in kv)
             out[item["name"]] = {"state": item.get("state"), "labels": labels}
+        return out
+
+    def programs(self) -> dict[str, dict]:
+        """The stack's containers on this host in the supervisor's terms: program name ("web.0") -> state,
+        generation and container name."""
+        out = {}
+        for name, c in self.containers().items():
+            if name.startswith(f"lifeboat-{self.stack}-{self.host}-"):
+                labels = c["labels"]
+                program = f"{labels.get('lifeboat.stack.service')}.{labels.get('lifeboat.stack.replica')}"
+                out[program] = {"state": c["state"], "generation": labels.get("lifeboat.stack.generation"),
+                                "pid": None, "container": name}
         return out
 
     def mine(self, service: str) -> dict[str, dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import stat
 import uuid
 from contextlib import contextmanager
@@ -224,4 +223,4 @@ class RemoteDirectoryStore(ObjectStore):
         return len(attrs), sum(a.st_size for a in attrs)
 
 
-__all__ = ["RemoteDirectoryStore", "posixpath"]
+__all__ = ["RemoteDirectoryStore"]

@@ -248,6 +248,22 @@ def reap(status_path: Path, names: list[str] | None = None) -> list[int]:
     return stopped
 
 
+def terminate(pid: int, grace: float = STOP_GRACE) -> None:
+    """SIGTERM, wait up to ``grace`` seconds for the process to go, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + grace
+    while alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     try:

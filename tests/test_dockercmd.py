@@ -1,4 +1,4 @@
-"""Docker command builders tested as exact argv (imported by the docker suite, run on their own too)."""
+"""Docker command builders tested as exact argv."""
 
 from toolkit import dockercmd
 
