@@ -16,7 +16,6 @@ stack file); ``lifeboat destroy`` stops every process and removes it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -51,7 +50,8 @@ from toolkit.contract import (
     data_resource,
 )
 from toolkit.dirstore import DirectoryStore
-from toolkit.errors import BadInput, CommandFailed, LockHeld, ProviderError, tail
+from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
+from toolkit.locks import FileLock
 from toolkit.schema import Field, Int, Str
 from toolkit.supervisor import alive, terminate
 
@@ -1042,52 +1042,15 @@ class LocalProvider(KindDispatch, Provider):
     def secrets(self) -> LocalSecrets:
         return LocalSecrets(self.state.secrets)
 
+    def _file_lock(self) -> FileLock:
+        return FileLock(self.state.root / "lock", self.label, self.stack.name)
+
     def lock_status(self) -> dict | None:
-        path = self.state.root / "lock"
-        if not path.exists():
-            return None
-        fd = os.open(path, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                try:
-                    return json.loads(os.pread(fd, 4096, 0) or b"{}")
-                except ValueError:
-                    return {"owner": "unknown"}
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+        return self._file_lock().holder()
 
     def lock_release(self) -> None:
-        if self.lock_status() is not None:
-            raise ProviderError(f"{self.label}: the lock is held by a running process; a local lock is released "
-                                "when that process ends (stop it to release the lock).", code="lock.live")
+        self._file_lock().release()
 
-    @contextmanager
     def lock(self, owner: str):
         """An exclusive flock on <state>/lock; the holder is written inside for the next one to read."""
-        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.state.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                try:
-                    holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-                except ValueError:
-                    holder = {}
-                since = holder.get("since", "an unknown time")
-                raise LockHeld(
-                    f"{self.label}: another run holds the lock on stack {self.stack.name}: "
-                    f"{holder.get('owner', 'unknown')} (pid {holder.get('pid', '?')}, `{holder.get('command', '?')}`) "
-                    f"since {since}.", hint="wait for it to finish; if it died, its lock was released with it."
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"owner": owner, "pid": os.getpid(), "command": " ".join(sys.argv[1:])[:200],
-                                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
-            yield
-        finally:
-            os.close(fd)
+        return self._file_lock().held(owner)
