@@ -332,7 +332,7 @@ class BaremetalProvider(KindDispatch, Provider):
             spec = self.spec(name)
             facts = self.facts(name).get()
             app = any(spec.has(svc.role) for svc in self.stack.services.values())
-            needed = packages_needed(spec.roles, postgres=self.stack.postgres.version if self.stack.postgres else None,
+            needed = packages_needed(spec.roles, postgres=self.host_postgres_version(),
                                      redis=self.stack.redis is not None, tls=self.stack.tls is not None,
                                      runtime=self.runtime_kind, app=app)
             debian = facts["os"] in ("debian", "ubuntu")
@@ -341,6 +341,10 @@ class BaremetalProvider(KindDispatch, Provider):
                     "missing": missing_packages(self.conn(name), needed) if debian else needed}
 
         return on_hosts([s.name for s in self.specs], look, parallel=self.parallel)
+
+    def host_postgres_version(self) -> int | None:
+        """The PostgreSQL major version the db host runs (None where the database is not on a host)."""
+        return self.stack.postgres.version if self.stack.postgres else None
 
     def bootstrap(self, plan: dict[str, dict]) -> None:
         """Install what is missing (Debian/Ubuntu, as root) and create the accounts and directories."""

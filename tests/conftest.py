@@ -36,7 +36,11 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | os.PathLike | None =
             timeout: float = 600) -> CliResult:
     """Run lifeboat as a user would: a separate process, no terminal on stdin."""
     full_env = dict(os.environ)
-    full_env.update(env or {})
+    for key, value in (env or {}).items():  # None removes a variable
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
     proc = subprocess.run([*LIFEBOAT, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
                           input=input if input is not None else "", timeout=timeout)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
@@ -214,3 +218,40 @@ def docker_engines():
         for engine in engines:
             engine.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def terraform_rc(tmp_path_factory):
+    """TF_CLI_CONFIG_FILE for Terraform with the machine's provider mirror (no registry access here)."""
+    from .awslab import terraform_cli_config
+
+    require("terraform", "the machine image ships Terraform 1.11 on PATH")
+    return terraform_cli_config(tmp_path_factory.mktemp("terraform"))
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A real moto server on loopback (AWS APIs; emulated EC2/RDS run nothing)."""
+    from .awslab import start_moto
+
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def localstack(tmp_path_factory):
+    """LocalStack (community, host mode) on loopback: what users run for CI dry runs."""
+    from .awslab import start_localstack
+
+    server = start_localstack(tmp_path_factory.mktemp("localstack"))
+    yield server
+    server.stop()
+
+
+def aws_environment(terraform_rc: Path) -> dict:
+    """The environment an operator would have: credentials, region, Terraform's CLI config. The endpoint is
+    given in the stack file (endpoint_url), not here."""
+    from .awslab import AWS_ENV
+
+    return {**AWS_ENV, "TF_CLI_CONFIG_FILE": str(terraform_rc), "TF_IN_AUTOMATION": "1"}

@@ -50,6 +50,8 @@ class ChunkStream:
 
 class ProviderContract:
     bucket = "media"
+    #: keys the awkward-keys test writes; a backend narrows it only for a limit of an emulator, named there
+    awkward_keys = AWKWARD_KEYS
     zone = "lifeboat.test"
     large_size = 12 << 20
 
@@ -104,11 +106,11 @@ class ProviderContract:
 
     def test_awkward_keys_roundtrip_and_list(self, provider):
         store = provider.objects()
-        for index, key in enumerate(AWKWARD_KEYS):
+        for index, key in enumerate(self.awkward_keys):
             store.write(self.bucket, "awk/" + key, io.BytesIO(f"body {index}".encode()))
         listed = {o.key: o for o in store.list(self.bucket, prefix="awk/")}
-        assert sorted(listed) == sorted("awk/" + k for k in AWKWARD_KEYS)
-        for index, key in enumerate(AWKWARD_KEYS):
+        assert sorted(listed) == sorted("awk/" + k for k in self.awkward_keys)
+        for index, key in enumerate(self.awkward_keys):
             with store.open_read(self.bucket, "awk/" + key) as stream:
                 assert stream.read() == f"body {index}".encode()
             assert listed["awk/" + key].sha256 == hashlib.sha256(f"body {index}".encode()).hexdigest()

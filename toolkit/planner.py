@@ -1,6 +1,6 @@
 """The plan: desired resources against observed ones, as data. Pure: no I/O, no provider calls.
 
-Order matters: secrets and data services come before the services that use them, DNS last; deletion
+Order matters: secrets, then the infrastructure a cloud provisions (Terraform), then data services come before the services that use them, DNS last; deletion
 runs in the reverse order.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from .contract import Resource, SecretValue
 from .model import Stack
 
-KIND_ORDER = ["secret", "database", "cache", "bucket", "service", "proxy", "record"]
+KIND_ORDER = ["secret", "infra", "database", "cache", "bucket", "service", "proxy", "record"]
 REDACTED = "<redacted>"
 
 

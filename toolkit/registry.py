@@ -14,6 +14,7 @@ from .errors import BadInput
 BUILTIN: dict[str, str] = {
     "local": "providers.local:LocalProvider",
     "baremetal": "providers.baremetal:BaremetalProvider",
+    "aws": "providers.aws:AwsProvider",
 }
 
 

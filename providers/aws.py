@@ -1,0 +1,1177 @@
+"""The ``aws`` provider: provision with Terraform, operate with boto3, run the services over SSH.
+
+- Terraform (``templates/terraform/aws``, through :mod:`toolkit.terraform`) makes the network, one EC2
+  instance per entry of ``instances:``, RDS PostgreSQL, the media buckets (private, versioned, encrypted)
+  and, when the stack's DNS lives here, a Route53 zone. Its state is kept in the target's state directory
+  (0700) or in an S3 backend with a lock file (``terraform_backend:``).
+- boto3 does the rest: an STS identity check before anything, S3 objects as streams (multipart above
+  8 MiB, SHA-256 checked by S3 per request and recorded with the object), Secrets Manager, Route53
+  changes (waiting for INSYNC), RDS discovery. Retries with backoff on throttling (botocore's standard mode).
+- Services are deployed onto the instances over SSH by the bare-metal machinery (supervised processes or
+  containers, Redis on the ``db`` instance, Caddy for TLS). Lifeboat logs in with a key it makes and keeps;
+  each instance gets a host key Lifeboat generated and pinned through cloud-init, so the first connection is
+  already verified.
+- RDS is private: Lifeboat reaches it through an SSH tunnel via an instance (``tunnel_via``).
+
+``reach:`` overrides how Lifeboat and the apps reach an instance or the database (``postgres``): an
+address (and port, user, key, pinned keys or known_hosts) used instead of what EC2/RDS report. In real life
+that is a bastion, a VPN address or a tunnel end; the tests use it to pair emulated instances (moto,
+LocalStack: they run nothing) with real SSH hosts, and the emulated RDS endpoint with a real PostgreSQL.
+
+Endpoints: ``endpoint_url`` (or ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``) points boto3 and
+Terraform's ``endpoints {}`` at an emulator, so the whole provider runs against LocalStack or moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from providers.baremetal import BaremetalProvider
+from toolkit.contract import (
+    DatabaseInfo,
+    DatabaseService,
+    DnsService,
+    ObjectInfo,
+    ObjectStore,
+    Provider,
+    Record,
+    Resource,
+    SecretStore,
+    SecretValue,
+    data_resource,
+)
+from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
+from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
+from toolkit.locks import FileLock
+from toolkit.paths import templates_dir
+from toolkit.schema import DictOf, Field, Int, ListOf, Map, Str
+
+MULTIPART_THRESHOLD = 8 << 20
+PART_SIZE = 8 << 20
+SHA_META = "lifeboat-sha256"
+RDS_ADMIN = "lifeboat_admin"
+
+# Terraform's endpoint names -> boto3 service names (and their AWS_ENDPOINT_URL_<ID> variables)
+SERVICES = {"ec2": "EC2", "s3": "S3", "rds": "RDS", "route53": "ROUTE_53", "sts": "STS", "iam": "IAM",
+            "secretsmanager": "SECRETS_MANAGER"}
+
+INSTANCE = Map({
+    "name": HOST.fields["name"],
+    "roles": Field(ListOf(Str(choices=["web", "worker", "db"]), min_items=1, unique=True), required=True,
+                   doc="db: Redis runs there (PostgreSQL is RDS)"),
+    "type": Field(Str(pattern=r"[a-z0-9]+\.[a-z0-9]+", expected="an EC2 instance type such as t3.small")),
+    "ami": Field(Str(pattern=r"ami-[0-9a-f]+", expected="an AMI id (ami-...)")),
+    "disk_gb": Field(Int(min=8, max=16384), default=20),
+    "root": HOST.fields["root"],
+})
+
+REACH = Map({
+    "address": Field(Str(expected="an address Lifeboat can reach"), required=True),
+    "port": HOST.fields["port"],
+    "user": HOST.fields["user"],
+    "key": HOST.fields["key"],
+    "host_keys": HOST.fields["host_keys"],
+    "jump": HOST.fields["jump"],
+    "private_address": Field(Str(expected="the address the stack's other hosts use for it")),
+})
+
+_SSH = {k: v for k, v in SSH_SETTINGS.items() if k != "hosts"}
+
+
+class AwsApi:
+    """boto3 clients for one target: region, profile, endpoints and retries in one place."""
+
+    def __init__(self, settings: dict, label: str):
+        self.settings = settings
+        self.label = label
+        self.region = settings.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        self.profile = settings.get("profile")
+        self._session = None
+        self._clients: dict[str, object] = {}
+
+    def endpoint(self, service: str) -> str | None:
+        return (os.environ.get(f"AWS_ENDPOINT_URL_{SERVICES[service]}") or self.settings.get("endpoint_url")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    @property
+    def emulated(self) -> bool:
+        return any(self.endpoint(s) for s in SERVICES)
+
+    def session(self):
+        if self._session is None:
+            import boto3
+            import botocore.exceptions
+
+            if not self.region:
+                raise BadInput(f"{self.label}: no AWS region: set region: under the target, or AWS_REGION.",
+                               code="aws.no_region")
+            try:
+                self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
+            except botocore.exceptions.ProfileNotFound:
+                shown = self.profile or os.environ.get("AWS_PROFILE")
+                raise ProviderUnreachable(f"{self.label}: the AWS profile {shown!r} is not configured "
+                                          "(~/.aws/config, ~/.aws/credentials).", code="aws.credentials") from None
+        return self._session
+
+    def client(self, service: str):
+        if service not in self._clients:
+            from botocore.config import Config
+
+            config = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
+                            s3={"addressing_style": "path"} if self.endpoint("s3") else None)
+            self._clients[service] = self.session().client(service, endpoint_url=self.endpoint(service),
+                                                           config=config)
+        return self._clients[service]
+
+    def where(self) -> str:
+        parts = [f"region {self.region}"]
+        if self.profile:
+            parts.append(f"profile {self.profile}")
+        if self.endpoint("sts"):
+            parts.append(f"endpoint {self.endpoint('sts')}")
+        return ", ".join(parts)
+
+    def identity(self) -> dict:
+        """STS GetCallerIdentity: the preflight every command runs first."""
+        import botocore.exceptions
+
+        try:
+            found = self.client("sts").get_caller_identity()
+        except botocore.exceptions.NoCredentialsError:
+            raise ProviderUnreachable(f"{self.label}: no AWS credentials ({self.where()}).",
+                                      hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or profile: "
+                                           "under the target.", code="aws.credentials") from None
+        except botocore.exceptions.ClientError as exc:
+            raise ProviderUnreachable(f"{self.label}: AWS refused the credentials ({self.where()}): "
+                                      f"{exc.response['Error'].get('Message') or exc}.",
+                                      hint="check the access key, the profile and the clock.",
+                                      code="aws.credentials") from None
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError) as exc:
+            raise ProviderUnreachable(f"{self.label}: cannot reach AWS ({self.where()}): {exc}.",
+                                      code="aws.unreachable") from None
+        return {"account": found.get("Account"), "arn": found.get("Arn")}
+
+
+def client_error(exc) -> tuple[str, str]:
+    err = getattr(exc, "response", {}).get("Error", {})
+    return str(err.get("Code", "")), str(err.get("Message", exc))
+
+
+# --------------------------------------------------------------------------------------------------
+# S3
+
+
+class _Parts:
+    """Cuts ``stream`` into parts spooled to temporary files (not memory), hashing as it reads: the part's
+    SHA-256 (sent to S3, which checks it) and the whole object's."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def next(self, limit: int):
+        """(file positioned at 0, its length, its SHA-256 in base64); the file is empty at the end."""
+        import tempfile
+
+        spool = tempfile.TemporaryFile(prefix="lifeboat-part-")
+        part_sha = hashlib.sha256()
+        got = 0
+        while got < limit:
+            chunk = self.stream.read(min(1 << 20, limit - got))
+            if not chunk:
+                break
+            spool.write(chunk)
+            part_sha.update(chunk)
+            self.sha.update(chunk)
+            got += len(chunk)
+        self.size += got
+        spool.seek(0)
+        return spool, got, _b64(part_sha)
+
+
+class S3Store(ObjectStore):
+    """The stack's buckets on S3. ``bucket`` arguments are the stack's names; the real names carry the
+    stack-target prefix. Every write sends a SHA-256 that S3 checks (per part for multipart uploads) and
+    records the whole object's SHA-256 with it (metadata, or a tag after a multipart upload)."""
+
+    def __init__(self, api: AwsApi, names: dict[str, str]):
+        self.api = api
+        self.names = names
+        api.client("s3")  # made now (botocore loads the S3 model): not in the middle of moving data
+
+    @property
+    def s3(self):
+        return self.api.client("s3")
+
+    def real(self, bucket: str) -> str:
+        return self.names.get(bucket, bucket)
+
+    def _missing(self, exc) -> bool:
+        code, _ = client_error(exc)
+        return code in ("404", "NoSuchKey", "NotFound")
+
+    def _fail(self, what: str, exc) -> ProviderError:
+        code, message = client_error(exc)
+        return ProviderError(f"{self.api.label}: S3 {what}: {code} {message}", code="aws.s3")
+
+    def list(self, bucket, prefix=""):
+        from urllib.parse import unquote
+
+        paginator = self.s3.get_paginator("list_objects_v2")
+        # URL-encoded keys: XML 1.0 cannot carry every character a key may hold
+        for page in paginator.paginate(Bucket=self.real(bucket), Prefix=prefix, EncodingType="url"):
+            for item in page.get("Contents", []):
+                key = unquote(item["Key"])
+                yield ObjectInfo(key, int(item["Size"]), self._recorded_sha(bucket, key),
+                                 extra={"etag": item.get("ETag", "").strip('"')})
+
+    def _recorded_sha(self, bucket: str, key: str) -> str | None:
+        head = self._head(bucket, key)
+        return head.sha256 if head else None
+
+    def _head(self, bucket: str, key: str) -> ObjectInfo | None:
+        import botocore.exceptions
+
+        try:
+            found = self.s3.head_object(Bucket=self.real(bucket), Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if self._missing(exc):
+                return None
+            raise self._fail(f"head {key!r}", exc) from None
+        sha = (found.get("Metadata") or {}).get(SHA_META)
+        if not sha and found.get("ContentLength", 0) >= 0 and "-" in found.get("ETag", ""):
+            sha = self._tagged_sha(bucket, key)
+        return ObjectInfo(key, int(found["ContentLength"]), sha, extra={"etag": found.get("ETag", "").strip('"')})
+
+    def _tagged_sha(self, bucket: str, key: str) -> str | None:
+        import botocore.exceptions
+
+        try:
+            tags = self.s3.get_object_tagging(Bucket=self.real(bucket), Key=key).get("TagSet", [])
+        except botocore.exceptions.ClientError:
+            return None
+        return next((t["Value"] for t in tags if t["Key"] == SHA_META), None)
+
+    def head(self, bucket, key):
+        return self._head(bucket, key)
+
+    @contextmanager
+    def open_read(self, bucket, key):
+        import botocore.exceptions
+
+        try:
+            body = self.s3.get_object(Bucket=self.real(bucket), Key=key)["Body"]
+        except botocore.exceptions.ClientError as exc:
+            if self._missing(exc):
+                raise ProviderError(f"{self.api.label}: no object {key!r} in bucket {bucket}.",
+                                    code="objects.missing") from None
+            raise self._fail(f"get {key!r}", exc) from None
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def write(self, bucket, key, stream, *, size=None, content_type=None):
+        import botocore.exceptions
+
+        real = self.real(bucket)
+        parts = _Parts(stream)
+        extra = {"ContentType": content_type} if content_type else {}
+        first, length, part_sha = parts.next(MULTIPART_THRESHOLD)
+        try:
+            with first:
+                if length < MULTIPART_THRESHOLD:
+                    self._check_size(key, parts.size, size)
+                    sha = parts.sha.hexdigest()
+                    self.s3.put_object(Bucket=real, Key=key, Body=first, ContentLength=length,
+                                       ChecksumSHA256=part_sha, Metadata={SHA_META: sha}, **extra)
+                    return ObjectInfo(key, parts.size, sha)
+                return self._multipart(real, key, parts, (first, length, part_sha), size, extra)
+        except botocore.exceptions.ClientError as exc:
+            raise self._fail(f"put {key!r}", exc) from None
+
+    def _check_size(self, key: str, got: int, size: int | None) -> None:
+        if size is not None and got != size:
+            raise ProviderError(f"object {key!r}: the stream ended after {got} of {size} bytes; nothing was stored.",
+                                code="objects.short")
+
+    def _multipart(self, real: str, key: str, parts: _Parts, first, size: int | None, extra: dict):
+        upload = self.s3.create_multipart_upload(Bucket=real, Key=key, ChecksumAlgorithm="SHA256", **extra)
+        upload_id = upload["UploadId"]
+        done = []
+        try:
+            spool, length, part_sha = first
+            number = 1
+            while length:
+                with spool:
+                    sent = self.s3.upload_part(Bucket=real, Key=key, UploadId=upload_id, PartNumber=number,
+                                               Body=spool, ContentLength=length, ChecksumSHA256=part_sha)
+                done.append({"PartNumber": number, "ETag": sent["ETag"],
+                             "ChecksumSHA256": sent.get("ChecksumSHA256") or part_sha})
+                number += 1
+                spool, length, part_sha = parts.next(PART_SIZE)
+            spool.close()
+            self._check_size(key, parts.size, size)
+            self.s3.complete_multipart_upload(Bucket=real, Key=key, UploadId=upload_id,
+                                              MultipartUpload={"Parts": done})
+        except BaseException:
+            try:
+                self.s3.abort_multipart_upload(Bucket=real, Key=key, UploadId=upload_id)
+            except Exception:  # the original error matters more; S3 lifecycle rules clean up the rest
+                pass
+            raise
+        sha = parts.sha.hexdigest()
+        self.s3.put_object_tagging(Bucket=real, Key=key, Tagging={"TagSet": [{"Key": SHA_META, "Value": sha}]})
+        return ObjectInfo(key, parts.size, sha)
+
+    def delete(self, bucket, key):
+        import botocore.exceptions
+
+        try:
+            self.s3.delete_object(Bucket=self.real(bucket), Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if not self._missing(exc):
+                raise self._fail(f"delete {key!r}", exc) from None
+
+    def purge(self, bucket: str) -> int:
+        """Delete every version and delete marker of every object (before the bucket itself goes)."""
+        import botocore.exceptions
+
+        real, removed = self.real(bucket), 0
+        try:
+            paginator = self.s3.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=real, EncodingType="url"):
+                from urllib.parse import unquote
+
+                batch = [{"Key": unquote(v["Key"]), "VersionId": v["VersionId"]}
+                         for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+                if batch:
+                    self.s3.delete_objects(Bucket=real, Delete={"Objects": batch, "Quiet": True})
+                    removed += len(batch)
+        except botocore.exceptions.ClientError as exc:
+            code, _ = client_error(exc)
+            if code != "NoSuchBucket":
+                raise self._fail(f"emptying bucket {bucket}", exc) from None
+        return removed
+
+    def checksum(self, bucket, key):
+        """The SHA-256 recorded when the object was written; objects written by others (no record) are read
+        and hashed here, since S3 cannot hash a whole object on request."""
+        head = self._head(bucket, key)
+        if head is None:
+            raise ProviderError(f"{self.api.label}: no object {key!r} in bucket {bucket}.", code="objects.missing")
+        if head.sha256:
+            return head.sha256
+        sha = hashlib.sha256()
+        with self.open_read(bucket, key) as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                sha.update(chunk)
+        return sha.hexdigest()
+
+
+def _b64(sha) -> str:
+    return base64.b64encode(sha.digest()).decode()
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets Manager and Route53
+
+
+class SecretsManagerStore(SecretStore):
+    """Secrets under ``<stack>/<target>/NAME``. Deletion is immediate (no recovery window), so a re-run can
+    create the name again."""
+
+    def __init__(self, api: AwsApi, prefix: str):
+        self.api = api
+        self.prefix = prefix
+
+    @property
+    def sm(self):
+        return self.api.client("secretsmanager")
+
+    def names(self):
+        out = []
+        paginator = self.sm.get_paginator("list_secrets")
+        for page in paginator.paginate(Filters=[{"Key": "name", "Values": [self.prefix]}]):
+            for item in page.get("SecretList", []):
+                if item["Name"].startswith(self.prefix) and not item.get("DeletedDate"):
+                    out.append(item["Name"][len(self.prefix):])
+        return sorted(out)
+
+    def read(self, name):
+        import botocore.exceptions
+
+        try:
+            found = self.sm.get_secret_value(SecretId=self.prefix + name)
+        except botocore.exceptions.ClientError as exc:
+            code, message = client_error(exc)
+            if code in ("ResourceNotFoundException",) or "marked for deletion" in message:
+                return None
+            raise ProviderError(f"{self.api.label}: Secrets Manager read {name}: {code}", code="aws.secrets") from None
+        if "SecretBinary" in found:
+            return SecretValue(found["SecretBinary"])
+        return SecretValue(found.get("SecretString", ""))
+
+    def write(self, name, value):
+        import botocore.exceptions
+
+        try:
+            self.sm.put_secret_value(SecretId=self.prefix + name, SecretString=value.reveal_text())
+        except botocore.exceptions.ClientError as exc:
+            code, _ = client_error(exc)
+            if code != "ResourceNotFoundException":
+                raise ProviderError(f"{self.api.label}: Secrets Manager write {name}: {code}",
+                                    code="aws.secrets") from None
+            self.sm.create_secret(Name=self.prefix + name, SecretString=value.reveal_text(),
+                                  Tags=[{"Key": "managed-by", "Value": "lifeboat"}])
+
+    def delete(self, name):
+        import botocore.exceptions
+
+        try:
+            self.sm.delete_secret(SecretId=self.prefix + name, ForceDeleteWithoutRecovery=True)
+        except botocore.exceptions.ClientError as exc:
+            code, _ = client_error(exc)
+            if code != "ResourceNotFoundException":
+                raise ProviderError(f"{self.api.label}: Secrets Manager delete {name}: {code}",
+                                    code="aws.secrets") from None
+
+
+class Route53Dns(DnsService):
+    """Records of hosted zones; every change waits until Route53 reports it INSYNC."""
+
+    def __init__(self, api: AwsApi, wait_seconds: int = 300, *, managed_zone: str | None = None):
+        self.api = api
+        self.wait_seconds = wait_seconds
+        self.managed_zone = managed_zone  # made by this target's Terraform: may not exist before the first up
+        self._zones: dict[str, str] = {}
+
+    @property
+    def r53(self):
+        return self.api.client("route53")
+
+    def zone_id(self, zone: str) -> str:
+        if zone not in self._zones:
+            found = self.r53.list_hosted_zones_by_name(DNSName=zone)
+            for item in found.get("HostedZones", []):
+                if item["Name"].rstrip(".") == zone.rstrip(".") and not item.get("Config", {}).get("PrivateZone"):
+                    self._zones[zone] = item["Id"].split("/")[-1]
+                    break
+            else:
+                raise ProviderError(f"{self.api.label}: no public Route53 hosted zone {zone}.",
+                                    hint="name this target as the stack's dns: provider so `up` creates the zone.",
+                                    code="aws.no_zone")
+        return self._zones[zone]
+
+    def _zone_exists(self, zone: str) -> bool:
+        try:
+            self.zone_id(zone)
+            return True
+        except ProviderError:
+            return False
+
+    @staticmethod
+    def _fqdn(zone: str, name: str) -> str:
+        return f"{zone.rstrip('.')}." if name == "@" else f"{name}.{zone.rstrip('.')}."
+
+    def records(self, zone):
+        if zone == self.managed_zone and not self._zone_exists(zone):
+            return []
+        out = []
+        paginator = self.r53.get_paginator("list_resource_record_sets")
+        apex = f"{zone.rstrip('.')}."
+        for page in paginator.paginate(HostedZoneId=self.zone_id(zone)):
+            for rr in page.get("ResourceRecordSets", []):
+                name = rr["Name"].replace("\\052", "*")
+                if name == apex and rr["Type"] in ("SOA", "NS"):
+                    continue  # the zone's own records belong to Route53
+                relative = "@" if name == apex else name[: -len(apex) - 1]
+                values = tuple(v["Value"] for v in rr.get("ResourceRecords", []))
+                out.append(Record(relative, rr["Type"], int(rr.get("TTL", 0)), tuple(sorted(values))))
+        return out
+
+    def _change(self, zone: str, action: str, record: Record) -> None:
+        change = self.r53.change_resource_record_sets(HostedZoneId=self.zone_id(zone), ChangeBatch={"Changes": [{
+            "Action": action, "ResourceRecordSet": {
+                "Name": self._fqdn(zone, record.name), "Type": record.type, "TTL": record.ttl,
+                "ResourceRecords": [{"Value": v} for v in record.values]}}]})
+        change_id = change["ChangeInfo"]["Id"]
+        deadline = time.monotonic() + self.wait_seconds
+        while change["ChangeInfo"]["Status"] != "INSYNC":
+            if time.monotonic() > deadline:
+                raise ProviderError(f"{self.api.label}: Route53 change {change_id} not INSYNC after "
+                                    f"{self.wait_seconds} s.", code="aws.dns_wait")
+            time.sleep(2)
+            change = self.r53.get_change(Id=change_id)
+
+    def upsert(self, zone, record):
+        self._change(zone, "UPSERT", Record(record.name, record.type, record.ttl, tuple(sorted(record.values))))
+
+    def delete(self, zone, name, type):
+        for rec in self.records(zone):
+            if rec.name == name and rec.type == type:
+                self._change(zone, "DELETE", rec)
+
+
+# --------------------------------------------------------------------------------------------------
+# RDS through a tunnel
+
+
+class RdsDatabase(DatabaseService):
+    """The stack's database on RDS, reached through an SSH tunnel via an instance (``tunnel_via``)."""
+
+    def __init__(self, provider: AwsProvider):
+        self.p = provider
+
+    def _pg(self):
+        if self.p.stack.postgres is None:
+            raise ProviderError(f"the stack {self.p.stack.name} has no postgres: section.")
+        return self.p.stack.postgres
+
+    @contextmanager
+    def endpoint(self):
+        """(host, port) on this machine that reaches the database: RDS itself, or the local end of a tunnel
+        via ``tunnel_via`` that stays open while this provider object lives."""
+        yield self.p.database_endpoint()
+
+    @contextmanager
+    def connect(self, *, admin: bool = False, database: str | None = None):
+        import psycopg
+
+        pg = self._pg()
+        user, password = (RDS_ADMIN, self.p.internal_secret("rds_admin")) if admin else \
+            (pg.user, self.p.internal_secret("pg_app"))
+        with self.endpoint() as (host, port):
+            try:
+                conn = psycopg.connect(host=host, port=port, user=user, password=password.reveal_text(),
+                                       dbname=database or pg.database, connect_timeout=10, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise ProviderUnreachable(f"{self.p.label}: cannot connect to PostgreSQL at "
+                                          f"{self.p.rds_address()[0]} as {user}: {str(exc).strip()}",
+                                          code="aws.rds_connect") from None
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+    def _env(self) -> dict:
+        return {"PGPASSWORD": self.p.internal_secret("pg_app").reveal_text(), "PGCONNECT_TIMEOUT": "10"}
+
+    def info(self):
+        pg = self._pg()
+        with self.connect() as conn:
+            version, size = conn.execute("SELECT current_setting('server_version_num')::int / 10000, "
+                                         "pg_database_size(current_database())").fetchone()
+            exts = tuple(r[0] for r in conn.execute(
+                "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1").fetchall())
+        return DatabaseInfo(int(version), pg.database, exts, int(size))
+
+    @contextmanager
+    def dump(self):
+        from toolkit import pgcommands
+        from toolkit.connection import LocalConnection
+
+        pg = self._pg()
+        with self.endpoint() as (host, port):
+            argv = pgcommands.pg_dump(client_bindir(pg.version), host=host, port=port, user=pg.user,
+                                      database=pg.database)
+            with LocalConnection().read_stream(argv, env=self._env()) as stream:
+                yield stream
+
+    def restore(self, stream, *, clean=True):
+        from toolkit import pgcommands
+        from toolkit.connection import LocalConnection
+
+        pg = self._pg()
+        with self.endpoint() as (host, port):
+            argv = pgcommands.pg_restore(client_bindir(pg.version), host=host, port=port, user=pg.user,
+                                         database=pg.database, clean=clean)
+            with LocalConnection().write_stream(argv, env=self._env()) as sink:
+                shutil.copyfileobj(stream, sink, 1 << 20)
+
+    def table_digests(self):
+        from toolkit.digests import table_digests
+
+        with self.connect() as conn:
+            return table_digests(conn)
+
+    def connection_url(self) -> SecretValue:
+        """A URL that reaches the database from this machine (through the tunnel while this provider lives)."""
+        from urllib.parse import quote
+
+        pg = self._pg()
+        host, port = self.p.database_endpoint()
+        password = quote(self.p.internal_secret("pg_app").reveal_text(), safe="")
+        return SecretValue(f"postgresql://{pg.user}:{password}@{host}:{port}/{pg.database}")
+
+
+def client_bindir(version: int) -> Path:
+    """Where pg_dump/pg_restore of at least ``version`` are (Debian's layout, else PATH)."""
+    for candidate in (Path(f"/usr/lib/postgresql/{v}/bin") for v in range(20, version - 1, -1)):
+        if (candidate / "pg_dump").exists():
+            return candidate
+    found = shutil.which("pg_dump")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    raise ProviderError(f"pg_dump {version} or newer is not installed on this machine.",
+                        hint=f"Debian: apt-get install postgresql-client-{version}.", code="local.missing_pg_dump")
+
+
+# --------------------------------------------------------------------------------------------------
+# The provider
+
+
+class AwsProvider(BaremetalProvider):
+    TYPE = "aws"
+    DESCRIPTION = "Amazon Web Services: Terraform-made VPC, EC2, RDS, S3, Route53; Secrets Manager; SSH deploys"
+    SERVICES = frozenset({"compute", "database", "cache", "objects", "dns", "secrets"})
+    FEATURES = {"runtime.process": True, "runtime.docker": True, "replicas": True, "tls": True, "lock": True,
+                "multi_host": True, "public_addresses": True, "terraform": True}
+    SETTINGS = {
+        "region": Field(Str(pattern=r"[a-z]{2}(-[a-z]+)+-\d", expected="an AWS region such as eu-central-1"),
+                        doc="default: AWS_REGION"),
+        "profile": Field(Str(expected="a profile of ~/.aws/config"), doc="default: the usual AWS chain"),
+        "endpoint_url": Field(Str(pattern=r"https?://\S+", expected="an http(s) URL"),
+                              doc="send every AWS call here (LocalStack, moto); AWS_ENDPOINT_URL works too"),
+        "state_dir": Field(Str(expected="a directory for this target's state (relative to the stack file)"),
+                           doc="default .lifeboat/<target>: Terraform state, Lifeboat's keys and state (0700)"),
+        "terraform_backend": Field(Map({
+            "bucket": Field(Str(expected="an S3 bucket for Terraform state"), required=True),
+            "key": Field(Str(expected="the state object key")),
+            "region": Field(Str(expected="the bucket's region")),
+        }), doc="keep Terraform state in S3 (locked with a lock file) instead of the state directory"),
+        "instances": Field(ListOf(INSTANCE, min_items=1), required=True),
+        "instance_type": Field(Str(pattern=r"[a-z0-9]+\.[a-z0-9]+", expected="an EC2 instance type"),
+                               default="t3.small"),
+        "ami": Field(Str(pattern=r"ami-[0-9a-f]+", expected="an AMI id (ami-...)"),
+                     doc="Debian 12 or Ubuntu 22.04+ image for every instance (or per instance)"),
+        "ssh_user": Field(Str(expected="the AMI's login user"), default="admin"),
+        "admin_cidrs": Field(ListOf(Str(pattern=r"[0-9.]+/\d+", expected="a CIDR such as 203.0.113.7/32"),
+                                    min_items=1), default=lambda: ["0.0.0.0/0"],
+                             doc="who may reach the instances over SSH"),
+        "postgres": Field(Map({
+            "instance_class": Field(Str(pattern=r"db\.[a-z0-9]+\.[a-z0-9]+", expected="an RDS class"),
+                                    default="db.t3.micro"),
+            "storage_gb": Field(Int(min=20, max=65536), default=20),
+        }), default=dict, doc="RDS settings"),
+        "reach": Field(DictOf(REACH), default=dict,
+                       doc="per instance name (or postgres): how to reach it instead of the address AWS reports"),
+        "tunnel_via": Field(Str(expected="an instance name, or none"),
+                            doc="the instance Lifeboat tunnels through to RDS (default: the first one)"),
+        "dns_wait_seconds": Field(Int(min=0, max=3600), default=300),
+        **_SSH,
+        **{k: v for k, v in BaremetalProvider.SETTINGS.items()
+           if k in ("redis_port", "account", "app_account", "runtime", "docker", "proxy")},
+    }
+
+    def __init__(self, stack, target):
+        Provider.__init__(self, stack, target)
+        configured = self.settings.get("state_dir")
+        self.state_root = ((stack.root / configured) if configured else stack.root / ".lifeboat" / target.name).resolve()
+        self.api = AwsApi(self.settings, self.label)
+        self.prefix = re.sub(r"[^a-z0-9-]", "-", f"{stack.name}-{target.name}".lower())[:40].strip("-")
+        self.parallel = self.settings.get("parallel", True)
+        self.runtime_kind = self.settings.get("runtime") or "process"
+        self._facts = {}
+        self._outputs: dict | None = None
+        self._planned = False
+        self._infra_done = False
+        self._tunnel = None
+        self.specs = self._specs({})
+        self.directory = self._directory()
+        names = {i["name"] for i in self.settings["instances"]}
+        for name in self.settings.get("reach") or {}:
+            if name not in names and name != "postgres":
+                raise BadInput(f'{self.label}: reach: names "{name}", which is neither an instance nor postgres.',
+                               hint=f"instances: {', '.join(sorted(names))}.", code="aws.reach_unknown")
+        via = self.settings.get("tunnel_via")
+        if via and via != "none" and via not in names:
+            raise BadInput(f'{self.label}: tunnel_via: "{via}" is not an instance.', code="aws.tunnel_unknown")
+
+    # ------------------------------------------------------------------ hosts from Terraform outputs
+    def _specs(self, outputs: dict) -> list[HostSpec]:
+        reach = self.settings.get("reach") or {}
+        hosts = (outputs or {}).get("hosts") or {}
+        out = []
+        for inst in self.settings["instances"]:
+            name = inst["name"]
+            over = reach.get(name) or {}
+            found = hosts.get(name) or {}
+            key = over.get("key")
+            if key:
+                key = str((self.stack.root / os.path.expanduser(key)).resolve())
+            else:
+                key = str(self.state_root / "ssh" / "id_ed25519")
+            pinned = tuple(over.get("host_keys") or ())
+            if not over and not pinned:
+                pinned = (self.host_key(name, create=False) or "",)
+                pinned = tuple(p for p in pinned if p)
+            out.append(HostSpec(name=name, address=over.get("address") or found.get("public_ip") or "",
+                                roles=tuple(inst["roles"]), port=over.get("port"),
+                                root=inst.get("root") or self.settings.get("root") or "/srv/lifeboat",
+                                user=over.get("user") or self.settings.get("ssh_user") or "admin", key=key,
+                                private_address=over.get("private_address") or found.get("private_ip"),
+                                host_keys=pinned, jump=over.get("jump")))
+        return out
+
+    def _directory(self) -> SshDirectory:
+        return SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
+                            ssh_config=self.settings.get("ssh_config"), base=self.stack.root,
+                            connect_timeout=self.settings.get("connect_timeout") or 10, target=self.target.name)
+
+    def outputs(self, *, fresh: bool = False) -> dict:
+        if self._outputs is None or fresh:
+            self._outputs = self.workspace().outputs() if (self.state_root / "terraform").is_dir() else {}
+            self.specs = self._specs(self._outputs)
+            self.directory = self._directory()
+        return self._outputs
+
+    def conn(self, name: str):
+        spec = self.spec(name)
+        if not spec.address:
+            self.outputs()
+            spec = self.spec(name)
+            if not spec.address:
+                raise ProviderError(f"{self.label}: instance {name} has no address yet (not created?).",
+                                    hint=f"run `lifeboat up --on {self.target.name}`.", code="aws.no_instance")
+        return self.directory.connection(name)
+
+    def listen_address(self, spec: HostSpec) -> str:
+        if not spec.address and not spec.private_address:
+            self.outputs()
+            spec = self.spec(spec.name)
+        return spec.private_address or spec.address
+
+    def host_postgres_version(self) -> int | None:
+        return None  # PostgreSQL is RDS, not on an instance
+
+    # ------------------------------------------------------------------ local state (0700 directory)
+    def _private_dir(self, path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        return path
+
+    def state(self) -> dict:
+        try:
+            return json.loads((self.state_root / "state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def save_state(self, data: dict) -> None:
+        self._private_dir(self.state_root)
+        _write_private(self.state_root / "state.json", json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
+        path = self.state_root / "internal" / name
+        try:
+            return SecretValue(path.read_bytes())
+        except FileNotFoundError:
+            if not create:
+                return None
+        import secrets as pysecrets
+
+        self._private_dir(self.state_root)
+        self._private_dir(path.parent)
+        value = pysecrets.token_urlsafe(32).encode()
+        _write_private(path, value)
+        return SecretValue(value)
+
+    def login_key(self) -> str:
+        """The public half of the key Lifeboat logs in with (made once, private half 0600 here)."""
+        path = self.state_root / "ssh" / "id_ed25519"
+        if not path.exists():
+            self._private_dir(path.parent)
+            private, public = _ed25519_pair(f"lifeboat@{self.prefix}")
+            _write_private(path, private)
+            _write_private(path.with_suffix(".pub"), public.encode())
+        return path.with_suffix(".pub").read_text().strip()
+
+    def host_key(self, name: str, *, create: bool = True) -> str | None:
+        """The pinned public host key of instance ``name`` (its private half goes to the instance through
+        cloud-init, so the first SSH connection is already verified)."""
+        path = self.state_root / "ssh" / f"host-{name}"
+        if not path.exists():
+            if not create:
+                return None
+            self._private_dir(path.parent)
+            private, public = _ed25519_pair(f"{name}")
+            _write_private(path, private)
+            _write_private(path.with_suffix(".pub"), public.encode())
+        return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+    def user_data(self, name: str) -> str:
+        self.host_key(name)
+        private = (self.state_root / "ssh" / f"host-{name}").read_text()
+        public = (self.state_root / "ssh" / f"host-{name}.pub").read_text().strip()
+        indented = "\n".join("    " + line for line in private.strip().splitlines())
+        return ("#cloud-config\n"
+                "ssh_deletekeys: true\n"
+                "ssh_genkeytypes: []\n"
+                "ssh_keys:\n"
+                f"  ed25519_private: |\n{indented}\n"
+                f"  ed25519_public: {public}\n"
+                "ssh_authorized_keys:\n"
+                f"  - {self.login_key()}\n")
+
+    # ------------------------------------------------------------------ Terraform
+    def workspace(self):
+        from toolkit.terraform import Workspace
+
+        self._private_dir(self.state_root)
+        env = {}
+        if self.api.profile:
+            env["AWS_PROFILE"] = self.api.profile
+        return Workspace(self.state_root / "terraform", templates_dir() / "terraform" / "aws", env=env,
+                         label=f"{self.label} terraform")
+
+    def terraform_root(self) -> dict:
+        provider: dict = {"region": self.api.region}
+        if self.api.profile:
+            provider["profile"] = self.api.profile
+        endpoints = {s: self.api.endpoint(s) for s in SERVICES if self.api.endpoint(s)}
+        if endpoints:
+            provider.update({"endpoints": [endpoints], "skip_credentials_validation": True,
+                             "skip_metadata_api_check": True, "skip_requesting_account_id": True,
+                             "s3_use_path_style": True})
+        root: dict = {"terraform": {"required_providers": {"aws": {"source": "hashicorp/aws",
+                                                                   "version": ">= 5.0, < 6.0"}}},
+                      "provider": {"aws": provider}}
+        backend = self.settings.get("terraform_backend")
+        if backend:
+            s3 = {"bucket": backend["bucket"], "key": backend.get("key") or f"lifeboat/{self.prefix}.tfstate",
+                  "region": backend.get("region") or self.api.region, "use_lockfile": True, "encrypt": True}
+            if self.api.endpoint("s3"):
+                s3.update({"endpoints": {"s3": self.api.endpoint("s3"), "sts": self.api.endpoint("sts")},
+                           "use_path_style": True, "skip_credentials_validation": True,
+                           "skip_requesting_account_id": True, "skip_metadata_api_check": True,
+                           "skip_region_validation": True})
+            root["terraform"]["backend"] = {"s3": s3}
+        return root
+
+    def terraform_variables(self) -> dict:
+        pg = self.stack.postgres
+        rds = self.settings.get("postgres") or {}
+        web = self.stack.web_services()
+        ports = sorted({s.port + i for s in web for i in range(s.replicas)})
+        if self.stack.redis is not None:
+            ports.append(self.settings.get("redis_port") or 6379)
+        region = self.api.region or "us-east-1"
+        return {
+            "name": self.prefix,
+            "availability_zones": [f"{region}a", f"{region}b"],
+            "admin_cidrs": list(self.settings.get("admin_cidrs") or ["0.0.0.0/0"]),
+            "public_ports": sorted({p for p in ((self.settings.get("proxy") or {}).get("http_port", 80),
+                                                (self.settings.get("proxy") or {}).get("https_port", 443))}),
+            "app_ports": ports,
+            "instances": {i["name"]: {"type": i.get("type") or self.settings.get("instance_type") or "t3.small",
+                                      "ami": i.get("ami") or self.settings.get("ami") or "",
+                                      "disk_gb": i.get("disk_gb") or 20, "roles": list(i["roles"])}
+                          for i in self.settings["instances"]},
+            "ssh_public_key": self.login_key(),
+            "postgres": None if pg is None else {
+                "version": str(pg.version), "instance_class": rds.get("instance_class") or "db.t3.micro",
+                "storage_gb": rds.get("storage_gb") or 20, "database": pg.database, "username": RDS_ADMIN},
+            "buckets": {name: {"public": bool(b.public)} for name, b in sorted(self.stack.buckets.items())},
+            "dns_zone": self.stack.dns.zone if self.stack.dns and self.stack.dns.provider == self.target.name else None,
+            "tags": {"lifeboat:target": self.target.name},
+        }
+
+    def terraform_secrets(self) -> dict:
+        out: dict = {"user_data": {i["name"]: SecretValue(self.user_data(i["name"]))
+                                   for i in self.settings["instances"]}}
+        if self.stack.postgres:
+            out["postgres_password"] = self.internal_secret("rds_admin")
+        return out
+
+    def _terraform_plan(self):
+        ws = self.workspace()
+        ws.prepare(self.terraform_root(), self.terraform_variables())
+        secrets = self.terraform_secrets()
+        return ws, secrets
+
+    # ------------------------------------------------------------------ preflight
+    def check(self) -> dict:
+        facts = {"identity": self.api.identity(), "region": self.api.region, "state_dir": str(self.state_root)}
+        if self.api.emulated:
+            facts["endpoint"] = self.api.endpoint("sts")
+        for inst in self.settings["instances"]:
+            if not (inst.get("ami") or self.settings.get("ami")):
+                raise BadInput(f'{self.label}: instance {inst["name"]} has no AMI: set ami: under the target '
+                               "or the instance.", hint="a Debian 12 image of your region (ami-...).",
+                               code="aws.no_ami")
+        for svc in self.stack.services.values():
+            self.placement(svc)
+        if (self.stack.postgres or self.stack.redis is not None) and self.stack.redis is not None:
+            self.first("db", "Redis")
+        self._check_ports()
+        if self.stack.postgres:
+            self._check_rds()
+        if shutil.which("terraform") is None:
+            raise ProviderUnreachable(f"{self.label}: the terraform binary is not on PATH.",
+                                      hint="install Terraform >= 1.5.", code="terraform.missing")
+        return facts
+
+    def _check_rds(self) -> None:
+        import botocore.exceptions
+
+        try:
+            self.api.client("rds").describe_db_instances(MaxRecords=20)
+        except botocore.exceptions.ClientError as exc:
+            code, message = client_error(exc)
+            if code in ("InternalFailure", "NotImplemented", "501") or "license" in message.lower() \
+                    or "not yet implemented" in message.lower() or "not included" in message.lower():
+                raise ProviderUnreachable(f"RDS is not available at {self.api.endpoint('rds') or self.api.region}: "
+                                          f"{message.strip()}", hint="the stack's PostgreSQL needs RDS; use an "
+                                          "endpoint (or AWS account) that offers it.", code="aws.rds_unavailable"
+                                          ) from None
+            raise ProviderError(f"{self.label}: RDS DescribeDBInstances: {code} {message}", code="aws.rds") from None
+
+    # ------------------------------------------------------------------ lifecycle
+    def observe(self) -> list[Resource]:
+        ws = self.workspace()
+        out: list[Resource] = []
+        if ws.initialised:
+            for res in ws.resources():  # from the state alone (the saved plan stays for apply)
+                out.append(Resource("infra", res["address"], {}, {"id": res["id"]}))
+        state = self.state()
+        if state.get("postgres"):
+            pgs = state["postgres"]
+            out.append(Resource("database", pgs["database"], {"version": pgs["version"],
+                                                             "extensions": sorted(pgs.get("extensions", [])),
+                                                             "running": True}, {"host": "rds"}))
+        if out:
+            out.extend(r for r in BaremetalProvider.observe(self) if r.kind not in ("database", "bucket"))
+        return out
+
+    def desired(self, resources, secrets=None):
+        ws, tf_secrets = self._terraform_plan()
+        summary = ws.plan(tf_secrets)
+        self._planned = True
+        out: list[Resource] = []
+        for change in summary.changes:
+            if change.action in ("delete", "read"):
+                continue
+            attrs = {"changed": list(change.changed)} if change.action in ("update", "replace") else {}
+            out.append(Resource("infra", change.address, attrs))
+        for res in resources:
+            if res.kind == "bucket":
+                continue  # a Terraform resource
+            if res.kind == "database":
+                out.append(Resource("database", res.name, {**res.attrs, "running": True}))
+            elif data_resource(res) is not None:
+                out.append(data_resource(res))
+            elif res.kind == "service":
+                svc = self.stack.services[res.name]
+                from toolkit.builds import release_id
+
+                out.append(Resource("service", res.name, {
+                    "release": release_id(svc), "config": self.config_id(svc, secrets),
+                    "replicas": svc.replicas, "hosts": self.placement(svc), "running": True}))
+            else:
+                out.append(res)
+        if self.stack.tls is not None and self.stack.web_services():
+            out.append(Resource("proxy", "caddy", {"config": self.proxy_id(secrets),
+                                                   "hosts": [s.name for s in self.hosts_with("web")],
+                                                   "running": True}))
+        return out
+
+    def _apply_infra(self, before, after) -> None:
+        if self._infra_done:
+            return
+        ws = self.workspace()
+        self.events.step(f"terraform apply ({self.prefix})")
+        ws.apply()
+        self._infra_done = True
+        self.outputs(fresh=True)
+
+    def _delete_infra(self, resource) -> None:
+        if self._infra_done:
+            return
+        if self._planned:  # part of an `up`: the saved plan holds the deletions
+            return self._apply_infra(None, resource)
+        self._clean_hosts()
+        store = self.objects()
+        for bucket in (self.outputs().get("buckets") or {}):
+            removed = store.purge(bucket)
+            self.events.step(f"emptied bucket {store.real(bucket)} ({removed} object versions)")
+        ws, tf_secrets = self._terraform_plan()
+        self.events.step(f"terraform destroy ({self.prefix})")
+        ws.destroy(tf_secrets)
+        self._infra_done = True
+        self._outputs = {}
+
+    def _clean_hosts(self) -> None:
+        """Before the instances go: stop what Lifeboat runs there and remove its root (this matters where
+        ``reach:`` points at hosts that outlive the instances, and costs nothing otherwise)."""
+        from toolkit.hostops import ProcessRuntime, on_hosts
+
+        self.outputs()
+
+        def clean(name: str) -> None:
+            ProcessRuntime(self.conn(name), self.root(name)).stop()
+            self.conn(name).run(["rm", "-rf", self.root(name)])
+
+        reachable = [s.name for s in self.specs if s.address]
+        try:
+            on_hosts(reachable, clean, parallel=self.parallel)
+        except ToolkitError as exc:
+            self.events.warn(f"could not clean every instance before destroying it: {exc.message}")
+
+    def finish_destroy(self) -> None:
+        ws = self.workspace()
+        if ws.resources():
+            raise ProviderError(f"{self.label}: Terraform still lists resources after destroy.",
+                                code="aws.destroy_incomplete")
+        shutil.rmtree(self.state_root, ignore_errors=True)
+
+    # ------------------------------------------------------------------ database on RDS
+    def rds_address(self) -> tuple[str, int]:
+        over = (self.settings.get("reach") or {}).get("postgres")
+        if over:
+            return over["address"], int(over.get("port") or 5432)
+        found = self.outputs().get("postgres")
+        if not found:
+            raise ProviderError(f"{self.label}: no RDS instance yet.", hint=f"run `lifeboat up --on "
+                                f"{self.target.name}`.", code="aws.no_rds")
+        return found["address"], int(found["port"])
+
+    def database_endpoint(self) -> tuple[str, int]:
+        host, port = self.rds_address()
+        via = self.tunnel_host()
+        if via is None:
+            return host, port
+        if self._tunnel is None or self._tunnel[0] != (host, port):
+            from toolkit.tunnel import forward
+
+            self.close_tunnel()
+            ctx = forward(self.conn(via), host, port)
+            self._tunnel = ((host, port), ctx, ctx.__enter__())
+        return self._tunnel[2]
+
+    def close_tunnel(self) -> None:
+        if self._tunnel is not None:
+            _, ctx, _ = self._tunnel
+            self._tunnel = None
+            ctx.__exit__(None, None, None)
+
+    def tunnel_host(self) -> str | None:
+        via = self.settings.get("tunnel_via")
+        if via == "none":
+            return None
+        return via or self.settings["instances"][0]["name"]
+
+    def database(self) -> RdsDatabase:
+        return RdsDatabase(self)
+
+    def database_url(self) -> SecretValue:
+        """The URL the apps use (from inside the VPC: no tunnel)."""
+        from urllib.parse import quote
+
+        pg = self.stack.postgres
+        host, port = self.rds_address()
+        password = quote(self.internal_secret("pg_app").reveal_text(), safe="")
+        return SecretValue(f"postgresql://{pg.user}:{password}@{host}:{port}/{pg.database}")
+
+    def _apply_database(self, before, after) -> None:
+        from psycopg import sql
+
+        pg = self.stack.postgres
+        db = self.database()
+        app_pw = self.internal_secret("pg_app").reveal_text()
+        with db.connect(admin=True, database=pg.database) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (pg.user,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(pg.user),
+                                                                            sql.Literal(app_pw)))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(pg.user), sql.Identifier(RDS_ADMIN)))
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(pg.database),
+                                                                        sql.Identifier(pg.user)))
+            conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(pg.user)))
+            trusted = {r[0] for r in conn.execute("SELECT name FROM pg_available_extension_versions WHERE trusted")}
+            for ext in pg.extensions:
+                if ext not in trusted:  # needs the admin (rds_superuser); it then belongs to the admin
+                    conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+        # Trusted extensions belong to the app's role, so that a dump restores with that role alone.
+        with db.connect() as conn:
+            for ext in pg.extensions:
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+        state = self.state()
+        state["postgres"] = {"database": pg.database, "user": pg.user, "version": pg.version,
+                             "extensions": sorted(pg.extensions), "host": "rds"}
+        self.save_state(state)
+
+    def _delete_database(self, resource) -> None:
+        state = self.state()  # RDS itself goes with the Terraform resources
+        state.pop("postgres", None)
+        self.save_state(state)
+
+    # ------------------------------------------------------------------ services on instances
+    def service_env(self, svc, spec, *, replica, release):
+        env = super().service_env(svc, spec, replica=replica, release=release)
+        names = self.outputs().get("buckets") or {}
+        for bucket in self.stack.buckets:
+            env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = f"s3://{names.get(bucket, bucket)}"
+            if self.api.endpoint("s3"):
+                env[f"BUCKET_{bucket.upper().replace('-', '_')}_ENDPOINT"] = self.api.endpoint("s3")
+        env["AWS_REGION"] = self.api.region or ""
+        return env
+
+    def _volumes(self, host: str) -> tuple[str, ...]:
+        return ()
+
+    # ------------------------------------------------------------------ accessors and lock
+    def objects(self) -> S3Store:
+        names = self.outputs().get("buckets") or {b: f"{self.prefix}-{b}" for b in self.stack.buckets}
+        return S3Store(self.api, names)
+
+    def secrets(self) -> SecretsManagerStore:
+        return SecretsManagerStore(self.api, f"{self.stack.name}/{self.target.name}/")
+
+    def dns(self) -> Route53Dns:
+        dns = self.stack.dns
+        managed = dns.zone if dns and dns.provider == self.target.name else None
+        return Route53Dns(self.api, self.settings.get("dns_wait_seconds", 300), managed_zone=managed)
+
+    def _file_lock(self) -> FileLock:
+        return FileLock(self.state_root / "lock", self.label, self.stack.name)
+
+    def lock(self, owner: str):
+        self._private_dir(self.state_root)
+        return self._file_lock().held(owner)
+
+    def lock_status(self) -> dict | None:
+        return self._file_lock().holder()
+
+    def lock_release(self) -> None:
+        self._file_lock().release()
+
+
+def _ed25519_pair(comment: str) -> tuple[bytes, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, f"{public.decode()} {comment}\n"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+__all__ = ["AwsProvider", "AwsApi", "S3Store", "SecretsManagerStore", "Route53Dns", "RdsDatabase"]

@@ -1,0 +1,94 @@
+"""The aws provider's preflight and generated Terraform configuration (against a real moto server, no
+Terraform run): credentials and endpoints fail with exit 5 and a useful message, before anything changes."""
+
+from __future__ import annotations
+
+import json
+
+from toolkit import stackfile
+from toolkit.engine import Engine
+
+from .conftest import run_cli
+
+STACK = """version: 1
+name: pre
+domain: pre.example.test
+services:
+  web: {{role: web, build: ., command: ["python3", "-m", "http.server"], port: 8000}}
+buckets:
+  media: {{}}
+providers:
+  cloud:
+    type: aws
+    region: eu-west-3
+    ami: ami-12c6146b
+    endpoint_url: {endpoint}
+{extra}    instances:
+      - {{name: web-1, roles: [web]}}
+"""
+
+NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None,
+                  "AWS_PROFILE": None, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+                  "AWS_CONFIG_FILE": "/nonexistent/config", "AWS_EC2_METADATA_DISABLED": "true",
+                  "AWS_CONTAINER_CREDENTIALS_FULL_URI": None, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": None}
+
+
+def write(tmp_path, endpoint: str, extra: str = "") -> None:
+    (tmp_path / "lifeboat.yml").write_text(STACK.format(endpoint=endpoint, extra=extra))
+
+
+def test_missing_credentials_exit_5_naming_region_and_endpoint(tmp_path, moto_server):
+    write(tmp_path, moto_server.url)
+    result = run_cli("plan", "--on", "cloud", "--output", "json", cwd=tmp_path, env=NO_CREDENTIALS)
+    assert result.code == 5, result
+    error = result.envelope["errors"][0]
+    assert "no AWS credentials" in error["message"] and "region eu-west-3" in error["message"]
+    assert moto_server.url in error["message"] and "AWS_PROFILE" in error["hint"]
+    assert not (tmp_path / ".lifeboat").exists(), "a failed preflight wrote state"
+
+
+def test_unknown_profile_exit_5(tmp_path, moto_server):
+    write(tmp_path, moto_server.url, "    profile: nosuchprofile\n")
+    result = run_cli("up", "--on", "cloud", "--yes", "--output", "json", cwd=tmp_path,
+                     env={**NO_CREDENTIALS, "AWS_CONFIG_FILE": str(tmp_path / "config")})
+    assert result.code == 5, result
+    assert "nosuchprofile" in result.envelope["errors"][0]["message"]
+
+
+def test_unreachable_endpoint_exit_5(tmp_path):
+    write(tmp_path, "http://127.0.0.1:9")  # discard port: nothing listens
+    result = run_cli("plan", "--on", "cloud", "--output", "json", cwd=tmp_path,
+                     env={"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
+                          "AWS_MAX_ATTEMPTS": "1"}, timeout=120)
+    assert result.code == 5, result
+    assert "cannot reach AWS" in result.envelope["errors"][0]["message"]
+
+
+def test_identity_check_passes_and_reports_the_account(tmp_path, moto_server, monkeypatch):
+    write(tmp_path, moto_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    facts = Engine(stackfile.load(tmp_path / "lifeboat.yml")).preflight("cloud")
+    assert facts["identity"]["account"] and facts["region"] == "eu-west-3"
+
+
+def test_terraform_root_points_every_service_at_the_endpoint(tmp_path, moto_server, monkeypatch):
+    write(tmp_path, moto_server.url, "    terraform_backend: {bucket: tf-state}\n")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ROUTE_53", "http://127.0.0.1:1234")
+    provider = Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud")
+    root = provider.terraform_root()
+    endpoints = root["provider"]["aws"]["endpoints"][0]
+    assert endpoints["route53"] == "http://127.0.0.1:1234"  # the per-service variable wins
+    assert {k for k, v in endpoints.items() if v == moto_server.url} == {"ec2", "s3", "rds", "sts", "iam",
+                                                                           "secretsmanager"}
+    assert root["provider"]["aws"]["skip_credentials_validation"] is True
+    backend = root["terraform"]["backend"]["s3"]
+    assert backend["bucket"] == "tf-state" and backend["use_lockfile"] and backend["key"] == "lifeboat/pre-cloud.tfstate"
+    variables = provider.terraform_variables()
+    assert variables["availability_zones"] == ["eu-west-3a", "eu-west-3b"] and variables["postgres"] is None
+    assert json.dumps(variables).count("PRIVATE KEY") == 0  # host keys go only in the sensitive var file
+    user_data = provider.terraform_secrets()["user_data"]["web-1"].reveal_text()
+    assert user_data.startswith("#cloud-config\n") and "ed25519_private" in user_data
+    provider.outputs(fresh=True)  # hosts are re-read after Terraform ran; the new host key is pinned
+    assert provider.host_key("web-1") in [k for s in provider.specs for k in s.host_keys]
+    assert (tmp_path / ".lifeboat" / "cloud" / "ssh" / "host-web-1").stat().st_mode & 0o077 == 0
