@@ -34,11 +34,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from providers.baremetal import BaremetalProvider
+from providers.baremetal import BaremetalCompute, BaremetalProvider
 from toolkit.contract import (
     DatabaseInfo,
     DatabaseService,
     DnsService,
+    Host,
     ObjectInfo,
     ObjectStore,
     Provider,
@@ -627,6 +628,22 @@ def client_bindir(version: int) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# Compute: the instances, discovered in EC2 by their tags
+
+
+class AwsCompute(BaremetalCompute):
+    def hosts(self) -> list[Host]:
+        found = self.p.discover()
+        out = []
+        for spec in self.p.specs:
+            ec2 = found.get(spec.name, {})
+            out.append(Host(spec.name, self.p.listen_address(spec), spec.roles,
+                            {"instance_id": ec2.get("id"), "state": ec2.get("state", "missing"),
+                             "public_ip": ec2.get("public_ip"), "private_ip": ec2.get("private_ip")}))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
 # The provider
 
 
@@ -670,7 +687,7 @@ class AwsProvider(BaremetalProvider):
         "dns_wait_seconds": Field(Int(min=0, max=3600), default=300),
         **_SSH,
         **{k: v for k, v in BaremetalProvider.SETTINGS.items()
-           if k in ("redis_port", "account", "app_account", "runtime", "docker", "proxy")},
+           if k in ("redis_port", "app_account", "runtime", "docker", "proxy")},
     }
 
     def __init__(self, stack, target):
@@ -960,7 +977,8 @@ class AwsProvider(BaremetalProvider):
         for change in summary.changes:
             if change.action in ("delete", "read"):
                 continue
-            attrs = {"changed": list(change.changed)} if change.action in ("update", "replace") else {}
+            attrs = {"changed": list(change.changed), "replace": change.action == "replace"} \
+                if change.action in ("update", "replace") else {}
             out.append(Resource("infra", change.address, attrs))
         for res in resources:
             if res.kind == "bucket":
@@ -1129,6 +1147,26 @@ class AwsProvider(BaremetalProvider):
         return ()
 
     # ------------------------------------------------------------------ accessors and lock
+    def discover(self) -> dict[str, dict]:
+        """This stack's instances as EC2 reports them (by the lifeboat:stack tag), whatever the local state."""
+        ec2 = self.api.client("ec2")
+        out = {}
+        paginator = ec2.get_paginator("describe_instances")
+        for page in paginator.paginate(Filters=[{"Name": "tag:lifeboat:stack", "Values": [self.prefix]}]):
+            for reservation in page.get("Reservations", []):
+                for inst in reservation.get("Instances", []):
+                    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                    state = inst.get("State", {}).get("Name")
+                    name = tags.get("lifeboat:host")
+                    if name and (name not in out or state == "running"):
+                        out[name] = {"id": inst["InstanceId"], "state": state,
+                                     "public_ip": inst.get("PublicIpAddress"),
+                                     "private_ip": inst.get("PrivateIpAddress")}
+        return out
+
+    def compute(self) -> AwsCompute:
+        return AwsCompute(self)
+
     def objects(self) -> S3Store:
         names = self.outputs().get("buckets") or {b: f"{self.prefix}-{b}" for b in self.stack.buckets}
         return S3Store(self.api, names)

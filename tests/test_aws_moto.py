@@ -138,6 +138,10 @@ def test_up_made_the_resources(deployed):
     names = sorted(t["Value"] for i in running for t in i["Tags"] if t["Key"] == "lifeboat:host")
     assert names == ["web-1", "web-2"]
     assert all(i["KeyName"] == "awsy-cloud-lifeboat" for i in running)
+    assert all(i["IamInstanceProfile"]["Arn"].endswith("/awsy-cloud-host") for i in running)
+    policy = aws("iam", url).get_role_policy(RoleName="awsy-cloud-host", PolicyName="awsy-cloud-media")
+    resources = {r for st in policy["PolicyDocument"]["Statement"] for r in st["Resource"]}
+    assert resources == {"arn:aws:s3:::awsy-cloud-media", "arn:aws:s3:::awsy-cloud-media/*"}
     db = aws("rds", url).describe_db_instances(DBInstanceIdentifier="awsy-cloud-pg")["DBInstances"][0]
     assert (db["Engine"], db["PubliclyAccessible"], db["StorageEncrypted"]) == ("postgres", False, True)
     s3 = aws("s3", url)
@@ -205,6 +209,17 @@ def test_object_checksums_are_recorded_with_the_objects(deployed):
     assert {t["Key"]: t["Value"] for t in tags}["lifeboat-sha256"] == hashlib.sha256(got).hexdigest() == \
         hashlib.sha256(body).hexdigest()
     store.delete("media", "check/big.bin")
+
+
+def test_compute_discovers_the_instances_in_ec2(deployed):
+    engine = Engine(stackfile.load(deployed["root"] / "lifeboat.yml"))
+    hosts = {h.name: h for h in engine.provider("cloud").compute().hosts()}
+    ec2 = aws("ec2", deployed["endpoint"])
+    ids = {t["Value"]: i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+           for t in i["Tags"] if t["Key"] == "lifeboat:host" and i["State"]["Name"] == "running"}
+    assert {n: h.extra["instance_id"] for n, h in hosts.items()} == ids
+    assert all(h.extra["state"] == "running" for h in hosts.values())
+    assert hosts["web-1"].roles == ("web", "worker", "db")
 
 
 class TestAwsContract(ProviderContract):

@@ -92,3 +92,29 @@ def test_terraform_root_points_every_service_at_the_endpoint(tmp_path, moto_serv
     provider.outputs(fresh=True)  # hosts are re-read after Terraform ran; the new host key is pinned
     assert provider.host_key("web-1") in [k for s in provider.specs for k in s.host_keys]
     assert (tmp_path / ".lifeboat" / "cloud" / "ssh" / "host-web-1").stat().st_mode & 0o077 == 0
+
+
+def test_terraform_state_in_an_s3_backend_on_the_emulator(tmp_path, moto_server, terraform_rc, monkeypatch):
+    """The backend block the provider writes works: Terraform keeps its state in S3 (with a lock file)."""
+    import boto3
+
+    from toolkit.terraform import Workspace
+
+    from .test_terraform import MODULE
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="eu-west-3")
+    s3.create_bucket(Bucket="tf-state", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    write(tmp_path, moto_server.url, "    terraform_backend: {bucket: tf-state}\n")
+    provider = Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud")
+    root = {"terraform": {"backend": provider.terraform_root()["terraform"]["backend"]}}
+    ws = Workspace(tmp_path / "ws", MODULE, env={"TF_CLI_CONFIG_FILE": str(terraform_rc)})
+    ws.prepare(root, {"greeting": "kept in s3"})
+    ws.plan()
+    ws.apply()
+    body = s3.get_object(Bucket="tf-state", Key="lifeboat/pre-cloud.tfstate")["Body"].read()
+    assert b"kept in s3" in body
+    assert not (ws.dir / "terraform.tfstate").exists()
+    ws.destroy()
+    assert ws.resources() == []

@@ -269,9 +269,19 @@ def render_plan(console, plan, warnings=()):
     symbols = {"create": "[green]+[/]", "update": "[yellow]~[/]", "delete": "[red]-[/]", "noop": "[dim]=[/]",
                "skip": "[dim]![/]"}
     console.line(f"Plan for target {plan.target}:")
+    unchanged_infra = sum(1 for c in plan.changes if c.kind == "infra" and c.action == "noop")
+    if unchanged_infra:
+        console.print("  [dim]=[/] ", end="")
+        console.line(f"noop    {unchanged_infra} Terraform resources")
     for change in plan.changes:
-        detail = ", ".join(f"{k}: {v['before']} -> {v['after']}" for k, v in change.diff().items()
-                           if change.action == "update")
+        if change.kind == "infra" and change.action == "noop":
+            continue
+        if change.kind == "infra" and change.action == "update":
+            attrs = change.after.attrs
+            detail = ("replace; " if attrs.get("replace") else "") + "changes " + ", ".join(attrs.get("changed") or [])
+        else:
+            detail = ", ".join(f"{k}: {v['before']} -> {v['after']}" for k, v in change.diff().items()
+                               if change.action == "update")
         reason = f" ({change.reason})" if change.reason and change.action in ("skip", "delete") else ""
         console.print(f"  {symbols[change.action]} ", end="")
         console.line(f"{change.action:<7} {change.id}{(' ' + detail) if detail else ''}{reason}")

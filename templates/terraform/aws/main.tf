@@ -101,6 +101,36 @@ resource "aws_key_pair" "lifeboat" {
   tags       = local.tags
 }
 
+# The apps on the instances reach the media buckets with the instance's role (no keys on disk).
+resource "aws_iam_role" "host" {
+  name = "${var.name}-host"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = { Service = "ec2.amazonaws.com" }, Action = "sts:AssumeRole" }]
+  })
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy" "media" {
+  count = length(var.buckets) == 0 ? 0 : 1
+  name  = "${var.name}-media"
+  role  = aws_iam_role.host.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Action = ["s3:ListBucket"], Resource = [for b in aws_s3_bucket.media : b.arn] },
+      { Effect = "Allow", Action = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+      Resource = [for b in aws_s3_bucket.media : "${b.arn}/*"] },
+    ]
+  })
+}
+
+resource "aws_iam_instance_profile" "host" {
+  name = "${var.name}-host"
+  role = aws_iam_role.host.name
+  tags = local.tags
+}
+
 resource "aws_instance" "host" {
   for_each               = var.instances
   ami                    = each.value.ami
@@ -108,6 +138,7 @@ resource "aws_instance" "host" {
   subnet_id              = aws_subnet.public[index(sort(keys(var.instances)), each.key) % length(aws_subnet.public)].id
   vpc_security_group_ids = [aws_security_group.hosts.id]
   key_name               = aws_key_pair.lifeboat.key_name
+  iam_instance_profile   = aws_iam_instance_profile.host.name
   user_data              = lookup(var.user_data, each.key, null)
   metadata_options {
     http_tokens = "required"
