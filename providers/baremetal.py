@@ -781,20 +781,34 @@ class BaremetalProvider(KindDispatch, Provider):
                 env = self.service_env(svc, self.spec(host), replica=replica, release=release)
                 program = f"{svc.name}.{replica}"
                 programs.append({"name": program, "argv": list(svc.command), "cwd": cwd, "host": host,
-                                 "env_file": runtime.write_env(program, env), "generation": generation,
+                                 "env_file": runtime.write_env(program, env, tag=f"{release}-{config}"),
+                                 "generation": generation,
                                  "log": f"{runtime.dir}/logs/{program}.log", "user": account})
             return programs
 
         prepared = on_hosts(hosts, prepare, parallel=self.parallel)
         state = self.state()
+        previous = [p for p in (state.get("services", {}).get(svc.name) or {}).get("programs", [])]
         state.setdefault("services", {})[svc.name] = {
             "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
             "generation": generation, "programs": [p for h in hosts for p in prepared[h]]}
         self.save_state(state)
 
         def start(host: str) -> None:
-            ProcessRuntime(self.conn(host), self.root(host)).apply(self._host_programs(host, state))
+            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            old = {p["name"]: p for p in previous if p["host"] == host}
+            new = [p for p in prepared.get(host, [])]
+            if svc.is_web and len(new) > 1 and old:
+                # Replica after replica on this host too: the others (old release) keep serving meanwhile.
+                others = [p for p in self._host_programs(host, state) if p["name"].rsplit(".", 1)[0] != svc.name]
+                for index in range(len(new)):
+                    mixed = new[:index + 1] + [old[p["name"]] for p in new[index + 1:] if p["name"] in old]
+                    runtime.apply(others + mixed)
+                    self._wait_replica(host, svc, index, generation)
+            current = self._host_programs(host, state)
+            runtime.apply(current)
             self._wait_healthy(host, svc, generation)
+            runtime.prune_env([p["env_file"] for p in current])
 
         # One host after the other: while one restarts its processes, the others keep serving.
         one_host_at_a_time(hosts + sorted(set(old_hosts) - set(hosts)), start)
@@ -824,6 +838,23 @@ class BaremetalProvider(KindDispatch, Provider):
         detail = runtime.log_tail(f"{svc.name}.0") if wanted else ""
         raise ProviderError(f"{host}: service {svc.name} did not become healthy (waited up to {timeout:.0f} s)."
                             + (f" Its log ends with:\n{detail}" if detail else ""),
+                            hint=f"logs are in {runtime.dir}/logs on {host}.", code="host.unhealthy")
+
+    def _wait_replica(self, host: str, svc, replica: int, generation: str, timeout: float = 90.0) -> None:
+        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        name = f"{svc.name}.{replica}"
+        url = f"http://{self.listen_address(self.spec(host))}:{svc.port + replica}{svc.health or '/'}"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = runtime.status().get(name, {})
+            if status.get("generation") == generation:
+                if status.get("state") == "crashed":
+                    break
+                if status.get("state") == "running" and runtime.http_ok(url):
+                    return
+            time.sleep(0.3)
+        raise ProviderError(f"{host}: {name} did not become healthy (waited up to {timeout:.0f} s); the other "
+                            f"replicas still run the previous release. Its log ends with:\n{runtime.log_tail(name)}",
                             hint=f"logs are in {runtime.dir}/logs on {host}.", code="host.unhealthy")
 
     def _delete_service(self, resource) -> None:

@@ -448,10 +448,19 @@ class ProcessRuntime:
         except ValueError:
             return {}
 
-    def write_env(self, program: str, env: dict[str, str]) -> str:
-        path = f"{self.dir}/env/{program}.json"
+    def write_env(self, program: str, env: dict[str, str], *, tag: str | None = None) -> str:
+        """Write a program's environment (0600). With ``tag`` (a generation) each generation gets its own
+        file, so writing the next one does not change what the running generation's definition is."""
+        path = f"{self.dir}/env/{program}.{tag}.json" if tag else f"{self.dir}/env/{program}.json"
         self.conn.write_bytes(path, json.dumps(env).encode(), mode=0o600)
         return path
+
+    def prune_env(self, keep: list[str]) -> None:
+        """Remove environment files no program uses any more."""
+        names = sh(self.conn, 'cd "$1/env" 2>/dev/null && ls -1 || true', self.dir).text.split()
+        doomed = [f"{self.dir}/env/{n}" for n in names if f"{self.dir}/env/{n}" not in keep]
+        if doomed:
+            self.conn.run(["rm", "-f", *doomed])
 
     def prepare(self) -> None:
         sh(self.conn, 'mkdir -p "$1/env" "$1/logs" && chmod 700 "$1"', self.dir)

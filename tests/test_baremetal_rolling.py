@@ -1,0 +1,97 @@
+"""Process runtime: replicas on one host are replaced one after the other, so the host keeps serving while
+a new release starts (on real OpenSSH hosts)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+from .conftest import make_host_roots, run_cli
+
+APP = """import http.server, os, pathlib, time
+time.sleep(float(os.environ.get("SLOW_START", "0")))
+body = pathlib.Path("version.txt").read_bytes()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PORT"])), H).serve_forever()
+"""
+
+STACK = """version: 1
+name: roll
+domain: roll.lifeboat.test
+services:
+  web:
+    role: web
+    build: {app}
+    command: ["python3", "serve.py"]
+    port: 8500
+    replicas: 3
+    env: {{SLOW_START: "{slow}"}}
+providers:
+  colo:
+    type: baremetal
+    known_hosts: {known_hosts}
+    hosts:
+      - {{name: web1, address: {address}, port: {port}, user: {user}, key: {key}, roles: [web], root: {root}}}
+"""
+
+
+def answer(port: int) -> bytes | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.2:{port}/", timeout=0.5) as resp:  # noqa: S310 - lab host
+            return resp.read()
+    except OSError:
+        return None
+
+
+def test_replicas_of_a_host_roll_one_at_a_time(tmp_path, ssh_lab):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "serve.py").write_text(APP)
+    (app / "version.txt").write_text("v1")
+    roots = make_host_roots()
+    host = ssh_lab.hosts[0]
+    stack = tmp_path / "lifeboat.yml"
+
+    def write(slow: str) -> None:
+        stack.write_text(STACK.format(app=app, slow=slow, known_hosts=ssh_lab.known_hosts, address=host.address,
+                                      port=host.port, user=ssh_lab.user, key=ssh_lab.client_key, root=roots / "w"))
+
+    try:
+        write("0")
+        assert run_cli("-c", str(stack), "--yes", "up", "--on", "colo").code == 0
+        assert [answer(8500 + i) for i in range(3)] == [b"v1"] * 3
+
+        (app / "version.txt").write_text("v2")
+        write("1.5")  # each new replica takes 1.5 s to listen
+        seen: list[list[bytes | None]] = []
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                seen.append([answer(8500 + i) for i in range(3)])
+                time.sleep(0.05)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            result = run_cli("-c", str(stack), "--yes", "up", "--on", "colo")
+        finally:
+            done.set()
+            poller.join()
+        assert result.code == 0, result
+        assert [answer(8500 + i) for i in range(3)] == [b"v2"] * 3
+        dark = [s for s in seen if not any(s)]
+        assert not dark, f"{len(dark)} of {len(seen)} polls found no replica answering"
+        assert any(s.count(None) == 1 for s in seen), "no replica was seen restarting (the test saw nothing)"
+        mixed = [s for s in seen if b"v1" in s and b"v2" in s]
+        assert mixed, "never saw old and new replicas side by side"
+    finally:
+        run_cli("-c", str(stack), "--yes", "destroy", "--on", "colo")
+        import shutil
+
+        shutil.rmtree(roots, ignore_errors=True)
