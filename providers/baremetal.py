@@ -669,7 +669,7 @@ class BaremetalProvider(KindDispatch, Provider):
         if self.runtime_kind == "process":
             releases = Releases(self.conn(spec.name), spec.root)
             cwd = releases.path(svc.name, release)
-            venv = releases.venv_path(requirements_of(svc))
+            venv = releases.venv_path(self.requirements_for(svc))
             env = {"PYTHONPATH": cwd, "PATH": (f"{venv}/bin:" if venv else "")
                    + "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
             if venv:
@@ -732,7 +732,8 @@ class BaremetalProvider(KindDispatch, Provider):
         state = self.state()
         state.setdefault("services", {})[svc.name] = {
             "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
-            "generation": generation, "runtime": "docker", "programs": []}
+            "generation": generation, "runtime": "docker", "programs": [],
+            "previous": _previous_release(state, svc.name, release)}
         self.save_state(state)
 
         def roll(host: str) -> None:
@@ -765,7 +766,7 @@ class BaremetalProvider(KindDispatch, Provider):
         generation = f"{release}:{config}"
         hosts = self.placement(svc)
         old_hosts = before.attrs.get("hosts", []) if before else []
-        requirements = requirements_of(svc)
+        requirements = self.requirements_for(svc)
 
         def prepare(host: str) -> list[dict]:
             conn = self.conn(host)
@@ -791,7 +792,8 @@ class BaremetalProvider(KindDispatch, Provider):
         previous = [p for p in (state.get("services", {}).get(svc.name) or {}).get("programs", [])]
         state.setdefault("services", {})[svc.name] = {
             "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
-            "generation": generation, "programs": [p for h in hosts for p in prepared[h]]}
+            "generation": generation, "programs": [p for h in hosts for p in prepared[h]],
+            "previous": _previous_release(state, svc.name, release)}
         self.save_state(state)
 
         def start(host: str) -> None:
@@ -881,6 +883,67 @@ class BaremetalProvider(KindDispatch, Provider):
             self.conn(host).run(["rm", "-rf", f"{self.root(host)}/releases/{resource.name}"])
 
         on_hosts(info.get("hosts", []), stop, parallel=self.parallel)
+
+    # ------------------------------------------------------------------ releases kept for rollback
+    def requirements_for(self, svc) -> bytes | None:
+        overrides = getattr(self, "_requirements_override", {})
+        return overrides[svc.name] if svc.name in overrides else requirements_of(svc)
+
+    def ex_releases(self) -> dict[str, dict]:
+        """Per deployed service: the running release, the one a rollback goes to, and what the hosts keep."""
+        out = {}
+        for name, info in sorted(self.state().get("services", {}).items()):
+            host = info["hosts"][0]
+            if info.get("runtime") == "docker":
+                docker = self.docker(host)
+                kept = [t for t in docker.run(docker.cmd.list_images(self.stack.name, name), check=False).text.split()
+                        if t]
+            else:
+                listing = sh(self.conn(host), 'cd "$1" 2>/dev/null && ls -1t || true',
+                             f"{self.root(host)}/releases/{name}").text.split()
+                kept = [r for r in listing if not r.endswith(".partial")]
+            out[name] = {"release": info.get("release"), "previous": info.get("previous"), "kept": kept,
+                         "hosts": info.get("hosts", [])}
+        return out
+
+    def ex_rollback(self, services: list[str] | None = None) -> list[dict]:
+        """Put the previous release of each service (all by default) back, host after host, replica after
+        replica, with the current configuration. The next `up` deploys the stack's own release again."""
+        state = self.state()
+        deployed = state.get("services", {})
+        names = services or sorted(deployed)
+        done = []
+        for name in names:
+            info = deployed.get(name)
+            if not info or name not in self.stack.services:
+                raise BadInput(f'{self.label}: service "{name}" is not deployed, or no longer in the stack.',
+                               code="release.unknown_service")
+            if not info.get("previous"):
+                raise BadInput(f"{self.label}: service {name} has no earlier release to go back to.",
+                               code="release.no_previous")
+        for name in names:
+            info = self.state()["services"][name]
+            target, current = info["previous"], info["release"]
+            for host in info["hosts"]:
+                if info.get("runtime") == "docker":
+                    present = self.docker(host).has_image(image_tag(self.stack.name, name, target))
+                else:
+                    present = self.conn(host).read_bytes(
+                        f"{Releases(self.conn(host), self.root(host)).path(name, target)}/.lifeboat-release") is not None
+                if not present:
+                    raise ProviderError(f"{host}: release {target} of {name} is no longer kept there.",
+                                        code="release.gone")
+            if info.get("runtime") != "docker":
+                first = info["hosts"][0]
+                path = Releases(self.conn(first), self.root(first)).path(name, target)
+                self._requirements_override = {**getattr(self, "_requirements_override", {}),
+                                               name: self.conn(first).read_bytes(f"{path}/requirements.txt")}
+            before = Resource("service", name, {"release": current, "hosts": info["hosts"]})
+            after = Resource("service", name, {"release": target, "hosts": info["hosts"]})
+            self.events.step(f"{name}: {current} -> {target}")
+            self._apply_service(before, after)
+            done.append({"service": name, "from": current, "to": target})
+        return done
 
     # ------------------------------------------------------------------ the TLS reverse proxy
     def proxy_settings(self) -> dict:
@@ -1075,6 +1138,14 @@ class BaremetalProvider(KindDispatch, Provider):
 
     def lock_release(self) -> None:
         self.host_lock().release()
+
+
+def _previous_release(state: dict, service: str, release: str) -> str | None:
+    """The release to roll back to after deploying ``release``: the one running before, if it differs."""
+    info = state.get("services", {}).get(service) or {}
+    if info.get("release") and info["release"] != release:
+        return info["release"]
+    return info.get("previous")
 
 
 def requirements_of(svc) -> bytes | None:

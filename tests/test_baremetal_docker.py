@@ -110,6 +110,18 @@ def test_docker_deploy_rolling_update_and_destroy(dock):
 
     assert lb(dock, "up", "--on", "colo").envelope["data"]["applied"] == []
 
+    # Back to the first image (kept on both engines), host after host; then forward again with `up`.
+    back = lb(dock, "--yes", "release", "rollback", "--on", "colo", "web")
+    assert back.code == 0, back
+    assert back.envelope["data"]["rolled_back"][0]["to"] == tag.rsplit(":", 1)[1]
+    for engine in (e1, e2):
+        image = engine.docker("inspect", "--format", "{{.Config.Image}}", [n for n in engine.docker(
+            "ps", "--format", "{{.Names}}").stdout.split() if n.endswith("-web-0")][0]).stdout.strip()
+        assert image == tag
+    forward = lb(dock, "up", "--on", "colo")
+    assert {a["resource"] for a in forward.envelope["data"]["applied"]} == {"service/web"}
+    assert lb(dock, "plan", "--on", "colo", "--detailed-exitcode").code == 0
+
     gone = lb(dock, "--yes", "destroy", "--on", "colo")
     assert gone.code == 0, gone
     for engine in (e1, e2):

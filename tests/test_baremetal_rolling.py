@@ -90,6 +90,29 @@ def test_replicas_of_a_host_roll_one_at_a_time(tmp_path, ssh_lab):
         assert any(s.count(None) == 1 for s in seen), "no replica was seen restarting (the test saw nothing)"
         mixed = [s for s in seen if b"v1" in s and b"v2" in s]
         assert mixed, "never saw old and new replicas side by side"
+
+        # Back to the previous release, the same way; the next `up` goes forward again.
+        listed = run_cli("-c", str(stack), "-o", "json", "release", "list", "--on", "colo")
+        web = listed.envelope["data"]["services"]["web"]
+        assert web["previous"] and web["previous"] != web["release"] and len(web["kept"]) == 2
+        seen.clear()
+        done.clear()
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            back = run_cli("-c", str(stack), "-o", "json", "--yes", "release", "rollback", "--on", "colo")
+        finally:
+            done.set()
+            poller.join()
+        assert back.code == 0, back
+        assert back.envelope["data"]["rolled_back"] == [{"service": "web", "from": web["release"],
+                                                         "to": web["previous"]}]
+        assert [answer(8500 + i) for i in range(3)] == [b"v1"] * 3
+        assert not [s for s in seen if not any(s)], "the host went dark during the rollback"
+        assert run_cli("-c", str(stack), "--yes", "up", "--on", "colo").code == 0
+        assert [answer(8500 + i) for i in range(3)] == [b"v2"] * 3
+        unknown = run_cli("-c", str(stack), "-o", "json", "--yes", "release", "rollback", "--on", "colo", "nope")
+        assert unknown.code == 2 and "nope" in unknown.envelope["errors"][0]["message"]
     finally:
         run_cli("-c", str(stack), "--yes", "destroy", "--on", "colo")
         import shutil

@@ -462,6 +462,57 @@ def lock_release(session: Session, on):
                    human=lambda c: c.line(f"{on}: lock released." if holder else f"{on}: was not locked."))
 
 
+# ---------------------------------------------------------------------------------------------- releases
+@cli.group()
+def release():
+    """Releases a target keeps (the last three per service): list them, go back to the previous one."""
+
+
+def _release_provider(session: Session, on: str):
+    provider = session.engine().provider(on)
+    if not hasattr(provider, "ex_rollback"):
+        raise BadInput(f"target {on} ({provider.TYPE}) keeps no releases to go back to.", code="release.unsupported")
+    return provider
+
+
+@release.command("list")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@envelope_command("release list")
+def release_list(session: Session, on):
+    """Per service: the running release, the one `release rollback` goes to, and what the hosts keep."""
+    from .output import Outcome
+
+    found = _release_provider(session, on).ex_releases()
+
+    def human(console):
+        for name, info in found.items():
+            console.line(f"{name}: running {info['release']}, rollback to {info['previous'] or '-'}; "
+                         f"kept: {', '.join(info['kept']) or '-'}")
+
+    return Outcome({"target": on, "services": found}, human=human)
+
+
+@release.command("rollback")
+@click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.argument("services", nargs=-1)
+@envelope_command("release rollback")
+def release_rollback(session: Session, on, services):
+    """Put the previous release of SERVICES (default: all) back, one host and one replica at a time.
+    The next `up` deploys the stack's own release again."""
+    from .engine import operator
+    from .output import Outcome
+
+    provider = _release_provider(session, on)
+    provider.events = session.events()
+    found = provider.ex_releases()
+    targets = list(services) or sorted(found)
+    session.confirm(f"Roll back {', '.join(targets)} on {on}?")
+    with provider.lock(operator()):
+        done = provider.ex_rollback(list(services) or None)
+    return Outcome({"target": on, "rolled_back": done},
+                   human=lambda c: [c.line(f"{d['service']}: {d['from']} -> {d['to']}") for d in done])
+
+
 # ---------------------------------------------------------------------------------------------- hosts
 @cli.group()
 def hosts():
