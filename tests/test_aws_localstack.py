@@ -130,7 +130,8 @@ def test_up_made_the_resources(deployed):
                  ["Reservations"] for i in r["Instances"] if i["State"]["Name"] == "running"]
     assert [t["Value"] for i in instances for t in i["Tags"] if t["Key"] == "lifeboat:host"] == ["web-1"]
     s3 = aws("s3", url)
-    assert s3.get_bucket_versioning(Bucket="lsy-ci-media")["Status"] == "Enabled"
+    buckets = [b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("lsy-ci-media-")]
+    assert len(buckets) == 1 and s3.get_bucket_versioning(Bucket=buckets[0])["Status"] == "Enabled"
     r53 = aws("route53", url)
     zone = [z for z in r53.list_hosted_zones()["HostedZones"] if z["Name"] == "lsy.test."][0]
     sets = r53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]

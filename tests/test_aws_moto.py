@@ -77,6 +77,13 @@ def aws(client: str, endpoint: str):
                         aws_secret_access_key="testing")
 
 
+def media_bucket(endpoint: str) -> str:
+    """The media bucket's name as S3 lists it (a prefix and a suffix Terraform picked)."""
+    names = [b["Name"] for b in aws("s3", endpoint).list_buckets()["Buckets"] if b["Name"].startswith("awsy-cloud-media-")]
+    assert len(names) == 1, names
+    return names[0]
+
+
 def stack_text(root, lab, endpoint, rds, roots) -> str:
     return STACK.format(app=tiny_app(root), endpoint=endpoint, known_hosts=lab.known_hosts, roots=roots,
                         p1=lab.hosts[0].port, p2=lab.hosts[1].port, user=lab.user, key=lab.client_key,
@@ -141,14 +148,15 @@ def test_up_made_the_resources(deployed):
     assert all(i["IamInstanceProfile"]["Arn"].endswith("/awsy-cloud-host") for i in running)
     policy = aws("iam", url).get_role_policy(RoleName="awsy-cloud-host", PolicyName="awsy-cloud-media")
     resources = {r for st in policy["PolicyDocument"]["Statement"] for r in st["Resource"]}
-    assert resources == {"arn:aws:s3:::awsy-cloud-media", "arn:aws:s3:::awsy-cloud-media/*"}
+    bucket = media_bucket(url)
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
     db = aws("rds", url).describe_db_instances(DBInstanceIdentifier="awsy-cloud-pg")["DBInstances"][0]
     assert (db["Engine"], db["PubliclyAccessible"], db["StorageEncrypted"]) == ("postgres", False, True)
     s3 = aws("s3", url)
-    assert s3.get_bucket_versioning(Bucket="awsy-cloud-media")["Status"] == "Enabled"
-    rule = s3.get_bucket_encryption(Bucket="awsy-cloud-media")["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
-    block = s3.get_public_access_block(Bucket="awsy-cloud-media")["PublicAccessBlockConfiguration"]
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values())
     r53 = aws("route53", url)
     zone = r53.list_hosted_zones_by_name(DNSName="awsy.test")["HostedZones"][0]
@@ -204,8 +212,9 @@ def test_object_checksums_are_recorded_with_the_objects(deployed):
     body = os.urandom(9 << 20)  # above the multipart threshold
     store.write("media", "check/big.bin", io.BytesIO(body))
     s3 = aws("s3", deployed["endpoint"])
-    got = s3.get_object(Bucket="awsy-cloud-media", Key="check/big.bin")["Body"].read()
-    tags = s3.get_object_tagging(Bucket="awsy-cloud-media", Key="check/big.bin")["TagSet"]
+    bucket = media_bucket(deployed["endpoint"])
+    got = s3.get_object(Bucket=bucket, Key="check/big.bin")["Body"].read()
+    tags = s3.get_object_tagging(Bucket=bucket, Key="check/big.bin")["TagSet"]
     assert {t["Key"]: t["Value"] for t in tags}["lifeboat-sha256"] == hashlib.sha256(got).hexdigest() == \
         hashlib.sha256(body).hexdigest()
     store.delete("media", "check/big.bin")

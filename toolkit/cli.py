@@ -403,6 +403,55 @@ def destroy(session: Session, on):
                     "seconds": round(applied.seconds, 3)}, human=human)
 
 
+# ---------------------------------------------------------------------------------------------- migrate
+@cli.command()
+@click.option("--from", "source", required=True, metavar="TARGET", help="Where the stack runs now.")
+@click.option("--to", "target", required=True, metavar="TARGET", help="Where it should run.")
+@click.option("--dry-run", is_flag=True, help="Show the steps, data volumes and estimates; change nothing.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted migration from its journal.")
+@click.option("--no-cutover", is_flag=True, help="Leave DNS pointing at the source.")
+@click.option("--keep-source", is_flag=True, help="Keep the source running afterwards (always, in this version).")
+@envelope_command("migrate")
+def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_source):
+    """Move the stack from one target to another: secrets, every row, every object, the cache, then the
+    services and DNS; every copy verified; resumable."""
+    from .migrate import Migration
+    from .output import Outcome
+
+    engine = session.engine()
+    migration = Migration(engine, source, target, cutover=not no_cutover)
+    if dry_run:
+        plan = migration.plan()
+
+        def show(console):
+            console.line(f"Migration {source} -> {target} (dry run, nothing changed):")
+            console.line(f"  steps: {', '.join(plan['steps'])}")
+            if "database" in plan:
+                db = plan["database"]
+                console.line(f"  database: PostgreSQL {db['version']}, {db['size_bytes']} bytes, {db['tables']} "
+                             f"tables (~{plan['estimated_seconds']['database']} s)")
+            media = plan["media"]
+            console.line(f"  media: {media['objects']} objects, {media['bytes']} bytes "
+                         f"(~{plan['estimated_seconds']['media']} s)")
+            console.line(f"  secrets: {', '.join(plan['secrets']) or '-'}")
+            if plan.get("resumable"):
+                console.line(f"  an interrupted migration ({plan['resumable']}) can be continued with --resume")
+
+        return Outcome({"dry_run": True, **plan}, human=show)
+    session.confirm(f"Migrate stack {engine.stack.name} from {source} to {target}"
+                    + ("" if no_cutover else ", switching DNS at the end") + "?")
+    report = migration.run(resume=resume)
+
+    def human(console):
+        for step in report.steps:
+            extra = ", ".join(f"{k}={v}" for k, v in step.items() if k not in ("at", "step", "seconds", "resumed"))
+            mark = " (done before)" if step.get("resumed") else ""
+            console.line(f"  {step['step']:<10} {step.get('seconds', 0):>7.1f}s{mark} {extra}")
+        console.line(f"Migrated {source} -> {target} in {report.seconds:.1f}s (journal {report.id}).")
+
+    return Outcome(report.as_dict(), human=human)
+
+
 # ---------------------------------------------------------------------------------------------- exec
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
 @click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")

@@ -12,6 +12,7 @@ import os
 import secrets as pysecrets
 import socket
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from . import planner, registry
@@ -154,14 +155,19 @@ class Engine:
         return changes
 
     # ------------------------------------------------------------------ apply
-    def up(self, on: str, *, take_dns: bool = False) -> Applied:
+    def up(self, on: str, *, take_dns: bool = False, kinds: set[str] | None = None,
+           locked: bool = False) -> Applied:
+        """Apply the plan for ``on``. ``kinds`` limits it to some resource kinds (a migration prepares the
+        data services before the apps); ``locked`` says the caller already holds the target's lock."""
         provider = self.provider(on)
         start = time.monotonic()
         warnings: list[str] = []
         self.events.step(f"checking {provider.label}")
         self.preflight(on)
-        with provider.lock(operator()):
+        with nullcontext() if locked else provider.lock(operator()):
             plan = self.plan(on, take_dns=take_dns, warnings=warnings)
+            if kinds is not None:
+                plan.changes = [c for c in plan.changes if c.kind in kinds]
             for message in warnings:
                 self.events.warn(message)
             applied = self._apply(provider, plan)

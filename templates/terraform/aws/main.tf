@@ -200,8 +200,9 @@ resource "aws_db_instance" "postgres" {
 # ---------------------------------------------------------------- media buckets (private, versioned, encrypted)
 
 resource "aws_s3_bucket" "media" {
-  for_each      = var.buckets
-  bucket        = "${var.name}-${each.key}"
+  for_each = var.buckets
+  # S3 names are global: a prefix plus a unique suffix Terraform picks (outputs give the full names)
+  bucket_prefix = substr("${var.name}-${each.key}-", 0, 37)
   force_destroy = true
   tags          = local.tags
 }

@@ -1,0 +1,105 @@
+"""`lifeboat migrate` between two targets of this machine (two local providers, each with its own
+PostgreSQL, Redis, object store and processes): chirp seeded on one, moved to the other, checked
+independently; a run killed mid-way resumes from its journal; a dry run changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.request
+
+import pytest
+
+from toolkit import stackfile
+from toolkit.engine import Engine
+
+from .conftest import chirp_stack, run_cli
+
+NEW = """  new:
+    type: local
+    state_dir: state/new
+"""
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
+        return resp.read()
+
+
+def objects(store) -> dict[str, str]:
+    """key -> SHA-256 of what the store returns when read (not what it says about itself)."""
+    out = {}
+    for obj in store.list("media"):
+        with store.open_read("media", obj.key) as stream:
+            out[obj.key] = hashlib.sha256(stream.read()).hexdigest()
+    return out
+
+
+def rows(provider) -> dict:
+    import psycopg
+
+    with psycopg.connect(provider.database().connection_url().reveal_text()) as conn:
+        return {t: conn.execute(f"SELECT count(*), md5(string_agg(x::text, '' ORDER BY x::text)) FROM {t} x")  # noqa: S608
+                .fetchone() for t in ("users", "posts", "follows", "media")}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("migrate-local")
+    path = chirp_stack(root, target="old", extra_target=NEW)
+    lb = ["-c", str(path), "-o", "json", "--yes"]
+    assert run_cli(*lb, "up", "--on", "old").code == 0
+    seed = run_cli("-c", str(path), "exec", "--on", "old", "web", "--", "python", "-m", "chirp", "seed",
+                   "--users", "80", "--posts", "1200", "--media", "15", "--large-mb", "3")
+    assert seed.code == 0, seed
+    yield path
+    run_cli(*lb, "destroy", "--on", "new")
+    run_cli(*lb, "destroy", "--on", "old")
+
+
+def test_dry_run_changes_nothing(stack):
+    before = sorted(p.relative_to(stack.parent) for p in stack.parent.rglob("*") if "new" in p.parts)
+    result = run_cli("-c", str(stack), "-o", "json", "migrate", "--from", "old", "--to", "new", "--dry-run")
+    assert result.code == 0, result
+    data = result.envelope["data"]
+    assert data["dry_run"] and data["media"]["objects"] == 15 and data["database"]["tables"] >= 4
+    assert data["secrets"] == ["CHIRP_SECRET_KEY"]
+    after = sorted(p.relative_to(stack.parent) for p in stack.parent.rglob("*") if "new" in p.parts)
+    assert before == after == []
+
+
+def test_killed_mid_media_then_resumed_moves_everything(stack):
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    killed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "kill:media"})
+    assert killed.code == -9, killed
+    # The lock died with the process; a new run without --resume would start over, --resume continues.
+    resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--resume")
+    assert resumed.code == 0, resumed
+    steps = {s["step"]: s for s in resumed.envelope["data"]["steps"]}
+    assert steps["database"].get("resumed") and steps["secrets"].get("resumed")
+    assert not steps["media"].get("resumed") and steps["media"]["objects"] == 15
+    assert steps["database"]["verified"].startswith("row counts")
+
+    engine = Engine(stackfile.load(stack))
+    old, new = engine.provider("old"), engine.provider("new")
+    assert rows(old) == rows(new)
+    assert objects(old.objects()) == objects(new.objects()) and len(objects(new.objects())) == 15
+    assert new.secrets().read("CHIRP_SECRET_KEY") == old.secrets().read("CHIRP_SECRET_KEY")
+    url = [i.url for i in new.compute().instances() if i.service == "web"][0]
+    assert json.loads(get(url + "/api/stats"))["posts"] == 1200
+    secret = old.secrets().read("CHIRP_SECRET_KEY").reveal_text()
+    journal = next((stack.parent / ".lifeboat" / "migrate-old-new").rglob("journal.jsonl"))
+    assert secret not in journal.read_text() and secret not in resumed.stdout + resumed.stderr
+    assert journal.stat().st_mode & 0o077 == 0
+
+    # Running it again is safe: nothing is re-sent, everything still matches.
+    again = run_cli(*lb, "migrate", "--from", "old", "--to", "new")
+    assert again.code == 0, again
+    media = [s for s in again.envelope["data"]["steps"] if s["step"] == "media"][0]
+    assert media["copied"] == 0 and media["already_there"] == 15
+    assert rows(old) == rows(new)
+
+
+def test_resume_without_an_interrupted_run_is_bad_input(stack):
+    result = run_cli("-c", str(stack), "-o", "json", "--yes", "migrate", "--from", "old", "--to", "new", "--resume")
+    assert result.code == 2 and "nothing to resume" in result.envelope["errors"][0]["message"]
