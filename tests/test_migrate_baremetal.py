@@ -1,0 +1,59 @@
+"""`lifeboat migrate` from this machine (local provider) to three real SSH hosts (bare metal): chirp's rows,
+media, secrets and cache arrive, the services answer on the hosts, DNS is switched to them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+
+from toolkit import stackfile
+from toolkit.engine import Engine
+
+from .conftest import baremetal_target, chirp_stack, make_host_roots, run_cli
+from .test_migrate_local import objects, rows
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - lab hosts on loopback
+        return resp.read()
+
+
+def test_local_to_baremetal(tmp_path, ssh_lab):
+    roots = make_host_roots()
+    stack = chirp_stack(tmp_path, target="here",
+                        extra_target=baremetal_target(ssh_lab, roots, pg_port=5447, redis_port=6397))
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    try:
+        assert run_cli(*lb, "up", "--on", "here").code == 0
+        seed = run_cli("-c", str(stack), "exec", "--on", "here", "web", "--", "python", "-m", "chirp", "seed",
+                       "--users", "60", "--posts", "900", "--media", "10", "--large-mb", "2")
+        assert seed.code == 0, seed
+        engine = Engine(stackfile.load(stack))
+        here = engine.provider("here")
+        import redis
+
+        cache = redis.Redis.from_url(here.cache().connection_url().reveal_text())
+        cache.set("carried", "yes", ex=3600)
+
+        moved = run_cli(*lb, "migrate", "--from", "here", "--to", "colo")
+        assert moved.code == 0, moved
+        report = {s["step"]: s for s in moved.envelope["data"]["steps"]}
+        assert report["media"]["copied"] == 10 and report["cache"]["keys"] >= 1
+        assert report["cutover"]["records"] == ["chirp A"]
+
+        engine = Engine(stackfile.load(stack))
+        here, colo = engine.provider("here"), engine.provider("colo")
+        assert rows(here) == rows(colo)
+        assert objects(here.objects()) == objects(colo.objects())
+        assert colo.secrets().read("CHIRP_SECRET_KEY") == here.secrets().read("CHIRP_SECRET_KEY")
+        moved_cache = redis.Redis.from_url(colo.cache().connection_url().reveal_text())
+        assert moved_cache.get("carried") == b"yes" and 0 < moved_cache.ttl("carried") <= 3600
+        for address in ("127.0.0.2", "127.0.0.3"):
+            assert json.loads(get(f"http://{address}:8000/api/stats"))["posts"] == 900
+        records = {(r.name, r.type): r for r in here.dns().records("lifeboat.test")}
+        assert sorted(records[("chirp", "A")].values) == ["127.0.0.2", "127.0.0.3"]
+    finally:
+        run_cli(*lb, "destroy", "--on", "colo")
+        run_cli(*lb, "destroy", "--on", "here")
+        shutil.rmtree(roots, ignore_errors=True)
