@@ -199,6 +199,12 @@ class BaremetalCompute(ComputeService):
         return [i for host in hosts for i in results[host][0]] + \
             [i for host in proxy_hosts for i in results[host][1]]
 
+    def pause(self, services: list[str]) -> None:
+        self.p.set_paused(services, True)
+
+    def resume(self, services: list[str]) -> None:
+        self.p.set_paused(services, False)
+
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
         svc = self.p.stack.services.get(service)
         if svc is None:
@@ -696,8 +702,9 @@ class BaremetalProvider(KindDispatch, Provider):
 
     def _host_programs(self, host: str, state: dict) -> list[dict]:
         programs = []
-        for _, info in sorted(state.get("services", {}).items()):
-            if host in info.get("hosts", []):
+        paused = set(state.get("paused", []))
+        for name, info in sorted(state.get("services", {}).items()):
+            if host in info.get("hosts", []) and name not in paused:
                 programs.extend(p for p in info.get("programs", []) if p["host"] == host)
         programs.extend(p for p in (state.get("proxy") or {}).get("programs", []) if p["host"] == host)
         return programs
@@ -790,6 +797,7 @@ class BaremetalProvider(KindDispatch, Provider):
         prepared = on_hosts(hosts, prepare, parallel=self.parallel)
         state = self.state()
         previous = [p for p in (state.get("services", {}).get(svc.name) or {}).get("programs", [])]
+        state["paused"] = [n for n in state.get("paused", []) if n != svc.name]  # `up` lifts a freeze
         state.setdefault("services", {})[svc.name] = {
             "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
             "generation": generation, "programs": [p for h in hosts for p in prepared[h]],
@@ -883,6 +891,40 @@ class BaremetalProvider(KindDispatch, Provider):
             self.conn(host).run(["rm", "-rf", f"{self.root(host)}/releases/{resource.name}"])
 
         on_hosts(info.get("hosts", []), stop, parallel=self.parallel)
+
+    # ------------------------------------------------------------------ pausing services (write freeze)
+    def set_paused(self, services: list[str], paused: bool) -> None:
+        state = self.state()
+        deployed = state.get("services", {})
+        if any(deployed.get(n, {}).get("runtime") == "docker" for n in services):
+            from toolkit.contract import Unsupported
+
+            raise Unsupported(f"{self.label}: pausing docker-runtime services is not supported yet")
+        now = set(state.get("paused", []))
+        state["paused"] = sorted((now | set(services)) if paused else (now - set(services)))
+        self.save_state(state)
+        hosts = sorted({h for n in services for h in deployed.get(n, {}).get("hosts", [])})
+
+        def apply(host: str) -> None:
+            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            programs = self._host_programs(host, state)
+            if programs:
+                runtime.apply(programs)
+            elif runtime.running():
+                runtime.stop()
+            if paused:
+                deadline = time.time() + 60
+                while time.time() < deadline:
+                    status = runtime.status() if runtime.running() else {}
+                    if not any(n.rsplit(".", 1)[0] in services for n in status):
+                        return
+                    time.sleep(0.2)
+                raise ProviderError(f"{host}: {', '.join(services)} did not stop within 60 s.", code="host.pause")
+            for name in services:
+                if host in deployed.get(name, {}).get("hosts", []):
+                    self._wait_healthy(host, self.stack.services[name], deployed[name]["generation"])
+
+        on_hosts(hosts, apply, parallel=self.parallel)
 
     # ------------------------------------------------------------------ releases kept for rollback
     def requirements_for(self, svc) -> bytes | None:

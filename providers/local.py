@@ -351,6 +351,12 @@ class LocalCompute(ComputeService):
     def __init__(self, provider: LocalProvider):
         self.p = provider
 
+    def pause(self, services: list[str]) -> None:
+        self.p.set_paused(services, True)
+
+    def resume(self, services: list[str]) -> None:
+        self.p.set_paused(services, False)
+
     def hosts(self) -> list[Host]:
         return [Host("localhost", "127.0.0.1", ("web", "worker", "db", "storage"))]
 
@@ -878,10 +884,32 @@ class LocalProvider(KindDispatch, Provider):
 
     def _programs(self) -> list[dict]:
         state = self.state.load()
+        paused = set(state.get("paused", []))
         programs = []
-        for _name, info in sorted(state.get("services", {}).items()):
-            programs.extend(info.get("programs", []))
+        for name, info in sorted(state.get("services", {}).items()):
+            if name not in paused:
+                programs.extend(info.get("programs", []))
         return programs
+
+    def set_paused(self, services: list[str], paused: bool) -> None:
+        data = self.state.load()
+        now = set(data.get("paused", []))
+        now = (now | set(services)) if paused else (now - set(services))
+        data["paused"] = sorted(now)
+        self.state.save(data)
+        self._start_or_reload_supervisor()
+        if paused:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                status = self.supervisor_status()
+                if not any(n.rsplit(".", 1)[0] in services for n in status):
+                    return
+                time.sleep(0.1)
+            raise ProviderError(f"{self.label}: {', '.join(services)} did not stop within 60 s.",
+                                code="local.pause")
+        for name in services:
+            if name in data.get("services", {}):
+                self.wait_healthy(self.stack.services[name])
 
     def _write_spec(self) -> Path:
         spec = self.state.services / "supervisor.json"
@@ -965,6 +993,7 @@ class LocalProvider(KindDispatch, Provider):
         data.setdefault("services", {})[svc.name] = {
             "release": after.attrs["release"], "config": config, "replicas": svc.replicas,
             "programs": programs, "confirmed": False, "generation": generation}
+        data["paused"] = [n for n in data.get("paused", []) if n != svc.name]  # `up` lifts a freeze
         for replica in range(svc.replicas, old_replicas):
             data.get("ports", {}).pop(f"{svc.name}.{replica}", None)
             (self.state.services / "env" / f"{svc.name}.{replica}.json").unlink(missing_ok=True)

@@ -228,6 +228,15 @@ class ProviderContract:
         assert all(i.state == "running" and i.healthy for i in instances)
         assert compute.addresses("web")
 
+    def test_pause_stops_services_and_resume_restarts_them(self, provider):
+        compute = provider.compute()
+        names = sorted(provider.stack.services)
+        compute.pause(names)
+        assert not [i for i in compute.instances() if i.state == "running"]
+        compute.resume(names)
+        instances = compute.instances()
+        assert instances and all(i.state == "running" and i.healthy for i in instances)
+
     def test_lock_is_exclusive(self, provider):
         with provider.lock("first@test"):
             with pytest.raises(LockHeld) as info:

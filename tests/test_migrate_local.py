@@ -103,3 +103,33 @@ def test_killed_mid_media_then_resumed_moves_everything(stack):
 def test_resume_without_an_interrupted_run_is_bad_input(stack):
     result = run_cli("-c", str(stack), "-o", "json", "--yes", "migrate", "--from", "old", "--to", "new", "--resume")
     assert result.code == 2 and "nothing to resume" in result.envelope["errors"][0]["message"]
+
+
+def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    assert run_cli(*lb, "up", "--on", "old").code == 0  # the last migration left the source frozen
+    engine = Engine(stackfile.load(stack))
+    assert run_cli(*lb, "status", "--on", "old").envelope["data"]["healthy"] is True
+
+    failed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "fail:final_sync"})
+    assert failed.code == 1 and "injected failure" in failed.envelope["errors"][0]["message"]
+    status = run_cli(*lb, "status", "--on", "old").envelope["data"]
+    assert status["healthy"] is True, f"a failure before the cutover must leave the source serving: {status}"
+
+    killed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "kill:freeze"})
+    assert killed.code == -9
+    import psycopg
+
+    with psycopg.connect(engine.provider("old").database().connection_url().reveal_text(), autocommit=True) as conn:
+        conn.execute("INSERT INTO posts (user_id, body) SELECT id, 'written after the first copy ✓' FROM users "
+                     "ORDER BY id LIMIT 1")
+    resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--resume")
+    assert resumed.code == 0, resumed
+    steps = {s["step"]: s for s in resumed.envelope["data"]["steps"]}
+    assert steps["freeze"]["paused"] == ["web", "worker"] and steps["final_sync"]["database"]["rows"] > 0
+    engine = Engine(stackfile.load(stack))
+    old, new = engine.provider("old"), engine.provider("new")
+    assert rows(old) == rows(new)
+    assert rows(new)["posts"][0] == 1201
+    assert not [i for i in old.compute().instances() if i.state == "running"], "the source was not frozen"
+    assert steps["verify"]["database"] == "identical"

@@ -143,6 +143,14 @@ class ComputeService(ABC):
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
         """Run a one-off command in a service's environment; return its exit code."""
 
+    def pause(self, services: list[str]) -> None:
+        """Stop ``services`` (kept deployed) so they write nothing: a migration's write freeze. The next
+        ``resume`` or ``up`` starts them again."""
+        raise Unsupported("this provider cannot pause services")
+
+    def resume(self, services: list[str]) -> None:
+        raise Unsupported("this provider cannot pause services")
+
 
 class DatabaseService(ABC):
     """The stack's PostgreSQL database."""

@@ -65,8 +65,10 @@ class Journal:
         return self.events[0] if self.events else {}
 
     def finished(self, step: str) -> dict | None:
-        """The data recorded when ``step`` finished, or None when it did not."""
+        """The data recorded when ``step`` finished, or None when it did not (or was undone since)."""
         for event in reversed(self.events):
+            if event.get("step") == step and event.get("event") == "undone":
+                return None
             if event.get("step") == step and event.get("event") == "done":
                 return event
         return None

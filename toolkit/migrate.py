@@ -12,11 +12,17 @@ Steps (each journalled before and after it runs; ``--resume`` skips the ones tha
 6. media: objects streamed, skipping those already identical on the target (size and SHA-256), each copy
    verified; an interrupted copy resumes without re-sending what arrived;
 7. deploy: the services on the target, health-checked (DNS still points at the source);
-8. cutover: DNS records switched to the target (skipped with ``--no-cutover``);
-9. verify and report: what moved, how much, how long each step took, what was verified.
+8. freeze: the source's services are paused (no more writes); skipped with ``--no-cutover``;
+9. final_sync: with the target's services paused too, the database, cache and media are copied again
+   (objects already identical are skipped) and verified, then the target's services start again;
+10. cutover: DNS records switched to the target (skipped with ``--no-cutover``);
+11. verify and report: what moved, how much, how long each step took, what was verified.
 
-Not done yet (issue 5): freezing writes on the source and a final delta pass before the cutover, TTLs
-lowered ahead of time, and `lifeboat rollback`.
+A failure after the freeze and before the cutover lifts the freeze (the source serves as before). After
+a crash (no chance to lift it) ``--resume`` continues, or ``lifeboat up --on SOURCE`` lifts it.
+
+Not done yet (issue 5): TTLs lowered ahead of time and checked on the authoritative servers, and
+`lifeboat rollback`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from .engine import Engine, operator
 from .errors import BadInput, ProviderError, VerificationFailed
 from .journal import Journal
 
-STEPS = ["preflight", "secrets", "prepare", "database", "cache", "media", "deploy", "cutover", "verify"]
+STEPS = ["preflight", "secrets", "prepare", "database", "cache", "media", "deploy", "freeze", "final_sync", "cutover",
+         "verify"]
 DATA_KINDS = {"secret", "infra", "database", "cache", "bucket"}
 
 
@@ -115,9 +122,16 @@ class Migration:
                     continue
                 self.events.step(f"migrate: {step}")
                 journal.record(step, "begin")
-                _fault(step)
                 t0 = time.monotonic()
-                data = getattr(self, f"_step_{step}")() or {}
+                try:
+                    _fault(step)
+                    data = getattr(self, f"_step_{step}")() or {}
+                except BaseException:
+                    frozen = journal.finished("freeze")
+                    if frozen and frozen.get("paused") and not journal.finished("cutover"):
+                        self._thaw(frozen["paused"])
+                        journal.record("freeze", "undone", reason="lifted after a failure before the cutover")
+                    raise
                 seconds = round(time.monotonic() - t0, 3)
                 entry = journal.record(step, "done", seconds=seconds, **data)
                 report.steps.append(_public(entry))
@@ -229,6 +243,43 @@ class Migration:
         applied = self.engine.up(self.target_name, locked=True)
         return {"applied": [a["resource"] for a in applied.applied]}
 
+    def _step_freeze(self) -> dict:
+        if not self.cutover:
+            return {"skipped": "no cutover: the source keeps serving"}
+        services = sorted(self.stack.services)
+        try:
+            self.source.compute().pause(services)
+        except Unsupported as exc:
+            self.events.warn(f"the source cannot pause its services ({exc}); writes made after the final pass "
+                             "will not be carried over.")
+            return {"skipped": str(exc), "paused": []}
+        return {"paused": services}
+
+    def _step_final_sync(self) -> dict:
+        frozen = self._journal_paused()
+        if not frozen:
+            return {"skipped": "no freeze"}
+        services = sorted(self.stack.services)
+        target = self.target.compute()
+        target.pause(services)  # the target's apps must not write while their database is replaced
+        try:
+            out = {"database": self._step_database(), "cache": self._step_cache(), "media": self._step_media()}
+        finally:
+            target.resume(services)
+        return out
+
+    def _journal_paused(self) -> list[str]:
+        journal = Journal.current(self.state)
+        frozen = journal.finished("freeze") if journal else None
+        return (frozen or {}).get("paused") or []
+
+    def _thaw(self, services: list[str]) -> None:
+        try:
+            self.source.compute().resume(services)
+        except Exception as exc:  # the original failure matters more; say how to lift it by hand
+            self.events.warn(f"could not restart the source's services ({exc}); run `lifeboat up --on "
+                             f"{self.source_name}`.")
+
     def _step_cutover(self) -> dict:
         dns = self.stack.dns
         if not dns or not dns.records:
@@ -267,12 +318,16 @@ class Migration:
 
 def _fault(step: str) -> None:
     """Fault injection for the crash tests: LIFEBOAT_FAULT=kill:<step> kills this process (SIGKILL) right
-    after the journal says the step began, as a crash or an operator's kill -9 would."""
+    after the journal says the step began, as a crash or an operator's kill -9 would; fail:<step> makes the
+    step fail as an error would."""
     import os
     import signal
 
-    if os.environ.get("LIFEBOAT_FAULT") == f"kill:{step}":
+    fault = os.environ.get("LIFEBOAT_FAULT")
+    if fault == f"kill:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if fault == f"fail:{step}":
+        raise ProviderError(f"migrate: injected failure in step {step} (LIFEBOAT_FAULT).", code="migrate.fault")
 
 
 class _Counting:
