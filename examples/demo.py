@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -40,10 +41,11 @@ def main() -> int:
     started = time.monotonic()
     say("Lifeboat demo: chirp (a small social app) on the local provider")
     lifeboat("validate")
-    leftover = lifeboat("--output", "json", "status", "--on", "here", capture=True, check=False)
-    if json.loads(leftover.stdout)["data"].get("deployed"):
-        say("a previous demo left chirp running: tearing it down first")
-        lifeboat("--yes", "destroy", "--on", "here")
+    for target in ("here", "spare"):
+        leftover = lifeboat("--output", "json", "status", "--on", target, capture=True, check=False)
+        if json.loads(leftover.stdout)["data"].get("deployed"):
+            say(f"a previous demo left chirp running on {target}: tearing it down first")
+            lifeboat("--yes", "destroy", "--on", target)
     try:
         say("plan, then up: PostgreSQL, Redis, media store, secrets, web and worker, DNS zone")
         lifeboat("plan", "--on", "here")
@@ -70,9 +72,24 @@ def main() -> int:
               file=sys.stderr)
         stats = json.loads(fetch(url + "/api/stats"))
         print(f"GET /api/stats -> {stats}", file=sys.stderr)
+
+        say("migrate to the second target: secrets, every row, every media file, the cache; verified")
+        lifeboat("--yes", "migrate", "--from", "here", "--to", "spare")
+        status = json.loads(lifeboat("--output", "json", "status", "--on", "spare", capture=True).stdout)
+        url = next(s["url"] for s in status["data"]["services"] if s["service"] == "web")
+        moved = json.loads(fetch(url + "/api/stats"))
+        print(f"GET {url}/api/stats -> {moved}", file=sys.stderr)
+        if moved != stats:
+            raise SystemExit(f"demo: the migrated copy says {moved}, the source said {stats}")
     finally:
         say("destroy: stop every process, remove every file")
-        lifeboat("--yes", "destroy", "--on", "here", check=False)
+        for target in ("spare", "here"):
+            lifeboat("--yes", "destroy", "--on", target, check=False)
+        shutil.rmtree(STACK.parent / ".lifeboat" / "migrate-here-spare", ignore_errors=True)
+        try:
+            (STACK.parent / ".lifeboat").rmdir()
+        except OSError:
+            pass
     left = STACK.parent / ".lifeboat"
     if left.exists():
         raise SystemExit(f"demo: {left} was left behind")
