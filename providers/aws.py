@@ -1060,7 +1060,18 @@ class AwsProvider(BaremetalProvider):
         if not found:
             raise ProviderError(f"{self.label}: no RDS instance yet.", hint=f"run `lifeboat up --on "
                                 f"{self.target.name}`.", code="aws.no_rds")
-        return found["address"], int(found["port"])
+        return self._rds_endpoint(found["identifier"]) or (found["address"], int(found["port"]))
+
+    def _rds_endpoint(self, identifier: str) -> tuple[str, int] | None:
+        """The endpoint RDS reports now (it can change, e.g. after a restore), or None if it reports none."""
+        import botocore.exceptions
+
+        try:
+            found = self.api.client("rds").describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"]
+        except botocore.exceptions.ClientError:
+            return None
+        endpoint = (found[0] if found else {}).get("Endpoint") or {}
+        return (endpoint["Address"], int(endpoint["Port"])) if endpoint.get("Address") else None
 
     def database_endpoint(self) -> tuple[str, int]:
         host, port = self.rds_address()

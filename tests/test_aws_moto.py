@@ -229,6 +229,9 @@ def test_compute_discovers_the_instances_in_ec2(deployed):
     assert {n: h.extra["instance_id"] for n, h in hosts.items()} == ids
     assert all(h.extra["state"] == "running" for h in hosts.values())
     assert hosts["web-1"].roles == ("web", "worker", "db")
+    db = aws("rds", deployed["endpoint"]).describe_db_instances(DBInstanceIdentifier="awsy-cloud-pg")
+    endpoint = db["DBInstances"][0]["Endpoint"]
+    assert engine.provider("cloud")._rds_endpoint("awsy-cloud-pg") == (endpoint["Address"], endpoint["Port"])
 
 
 class TestAwsContract(ProviderContract):
