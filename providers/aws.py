@@ -349,20 +349,34 @@ class S3Store(ObjectStore):
 
         real, removed = self.real(bucket), 0
         try:
-            paginator = self.s3.get_paginator("list_object_versions")
-            for page in paginator.paginate(Bucket=real, EncodingType="url"):
-                from urllib.parse import unquote
-
-                batch = [{"Key": unquote(v["Key"]), "VersionId": v["VersionId"]}
-                         for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-                if batch:
-                    self.s3.delete_objects(Bucket=real, Delete={"Objects": batch, "Quiet": True})
-                    removed += len(batch)
+            for batch in self._versions(real):
+                self.s3.delete_objects(Bucket=real, Delete={"Objects": batch, "Quiet": True})
+                removed += len(batch)
+            # Some S3-compatible servers mishandle certain keys in a batch delete (moto: a "%" in a key):
+            # whatever is left goes one request at a time, then the bucket must be empty.
+            for batch in self._versions(real):
+                for item in batch:
+                    self.s3.delete_object(Bucket=real, **item)
+            left = sum(len(b) for b in self._versions(real))
         except botocore.exceptions.ClientError as exc:
             code, _ = client_error(exc)
-            if code != "NoSuchBucket":
-                raise self._fail(f"emptying bucket {bucket}", exc) from None
+            if code == "NoSuchBucket":
+                return removed
+            raise self._fail(f"emptying bucket {bucket}", exc) from None
+        if left:
+            raise ProviderError(f"{self.api.label}: bucket {real} still holds {left} object versions after "
+                                "deleting them.", code="aws.purge")
         return removed
+
+    def _versions(self, real: str):
+        from urllib.parse import unquote
+
+        paginator = self.s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=real, EncodingType="url"):
+            batch = [{"Key": unquote(v["Key"]), "VersionId": v["VersionId"]}
+                     for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            if batch:
+                yield batch
 
     def checksum(self, bucket, key):
         """The SHA-256 recorded when the object was written; objects written by others (no record) are read

@@ -1,0 +1,143 @@
+"""`lifeboat migrate` off AWS (the Parler case): chirp on the aws provider (moto, with Terraform applying for
+real; the emulated instance paired with a real SSH host and the emulated RDS with a real PostgreSQL, as in
+test_aws_moto.py) moved to a bare-metal host. Rows, media (written by the app itself to S3), secrets and
+the cache arrive; DNS (Route53) is switched; `rclone check` is not used here because the bare-metal store is
+a directory on the host: objects are compared by reading both sides."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+
+import boto3
+import pytest
+
+from toolkit import stackfile
+from toolkit.engine import Engine
+
+from .conftest import CHIRP, aws_environment, make_host_roots, run_cli
+from .test_migrate_local import objects, rows
+
+pytestmark = pytest.mark.timeout(1200)
+
+STACK = """version: 1
+name: chirpa
+domain: chirp.chirpa.test
+services:
+  web:
+    role: web
+    build: {chirp}
+    command: ["python", "-m", "chirp", "web"]
+    port: 8000
+    health: /healthz
+    env: {{CHIRP_WORKERS: "1"}}
+    secrets: [CHIRP_SECRET_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]
+  worker:
+    role: worker
+    build: {chirp}
+    command: ["python", "-m", "chirp", "worker"]
+    secrets: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]
+postgres: {{version: 15, database: chirp, extensions: [pg_trgm]}}
+redis: {{version: 7}}
+buckets: {{media: {{}}}}
+secrets:
+  CHIRP_SECRET_KEY: {{from: generate, length: 40}}
+  # the app's own S3 credentials (on real AWS the instance role serves; the emulator needs keys)
+  AWS_ACCESS_KEY_ID: {{from: env, var: CHIRP_S3_KEY}}
+  AWS_SECRET_ACCESS_KEY: {{from: env, var: CHIRP_S3_SECRET}}
+providers:
+  cloud:
+    type: aws
+    region: us-east-1
+    endpoint_url: {endpoint}
+    ami: ami-12c6146b
+    known_hosts: {known_hosts}
+    redis_port: 6399
+    instances:
+      - {{name: web-1, roles: [web, worker, db], root: {roots}/aws-web-1}}
+    reach:
+      web-1: {{address: 127.0.0.2, private_address: 127.0.0.2, port: {p1}, user: {user}, key: {key}}}
+      postgres: {{address: {pg_address}, port: {pg_port}}}
+  colo:
+    type: baremetal
+    known_hosts: {known_hosts}
+    postgres_port: 5449
+    redis_port: 6400
+    hosts:
+      - {{name: box, address: 127.0.0.4, port: {p3}, user: {user}, key: {key}, roles: [web, worker, db, storage],
+         root: {roots}/colo-box}}
+dns:
+  provider: cloud
+  zone: chirpa.test
+  records:
+    - {{name: chirp, type: A, target: web, ttl: 60}}
+"""
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=15) as resp:  # noqa: S310 - lab hosts on loopback
+        return resp.read()
+
+
+def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
+    from .awslab import start_rds_stand_in
+
+    moto_server.reset()
+    roots = make_host_roots()
+    rds = start_rds_stand_in(database="chirp")
+    lab = ssh_lab
+    stack = tmp_path / "lifeboat.yml"
+    stack.write_text(STACK.format(chirp=CHIRP, endpoint=moto_server.url, known_hosts=lab.known_hosts, roots=roots,
+                                  p1=lab.hosts[0].port, p3=lab.hosts[2].port, user=lab.user, key=lab.client_key,
+                                  pg_address=rds.address, pg_port=rds.port))
+    env = {**aws_environment(terraform_rc), "CHIRP_S3_KEY": "chirp-app", "CHIRP_S3_SECRET": "chirp-app-secret"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    try:
+        up = run_cli(*lb, "up", "--on", "cloud", timeout=900)
+        assert up.code == 0, up
+        seed = run_cli("-c", str(stack), "exec", "--on", "cloud", "web", "--", "python", "-m", "chirp", "seed",
+                       "--users", "50", "--posts", "700", "--media", "8", "--large-mb", "9")
+        assert seed.code == 0, seed
+        s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1")
+        bucket = [b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("chirpa-cloud-media-")][0]
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 8  # written by chirp itself, through S3
+
+        moved = run_cli(*lb, "migrate", "--from", "cloud", "--to", "colo", timeout=900)
+        assert moved.code == 0, moved
+        steps = {s["step"]: s for s in moved.envelope["data"]["steps"]}
+        assert steps["media"]["copied"] == 8 and steps["cutover"]["records"] == ["chirp A"]
+
+        engine = Engine(stackfile.load(stack))
+        cloud, colo = engine.provider("cloud"), engine.provider("colo")
+        assert rows(cloud) == rows(colo)
+        assert objects(cloud.objects()) == objects(colo.objects())
+        for name in ("CHIRP_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert colo.secrets().read(name) == cloud.secrets().read(name)
+        assert json.loads(get("http://127.0.0.4:8000/api/stats"))["posts"] == 700
+        zone = boto3.client("route53", endpoint_url=moto_server.url, region_name="us-east-1")
+        zid = zone.list_hosted_zones_by_name(DNSName="chirpa.test")["HostedZones"][0]["Id"]
+        chirp = [r for r in zone.list_resource_record_sets(HostedZoneId=zid)["ResourceRecordSets"]
+                 if r["Name"] == "chirp.chirpa.test." and r["Type"] == "A"][0]
+        assert [v["Value"] for v in chirp["ResourceRecords"]] == ["127.0.0.4"]
+        cloud.close_tunnel()
+
+        # The source is kept (paused) until destroyed; both go cleanly.
+        for target in ("colo", "cloud"):
+            gone = run_cli(*lb, "destroy", "--on", target, timeout=900)
+            assert gone.code == 0, gone
+        assert not [b for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("chirpa-")]
+        assert not list(roots.iterdir())
+    finally:
+        run_cli(*lb, "destroy", "--on", "colo", timeout=900)
+        run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        rds.stop()
+        shutil.rmtree(roots, ignore_errors=True)
