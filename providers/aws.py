@@ -230,8 +230,9 @@ class S3Store(ObjectStore):
         paginator = self.s3.get_paginator("list_objects_v2")
         # URL-encoded keys: XML 1.0 cannot carry every character a key may hold
         for page in paginator.paginate(Bucket=self.real(bucket), Prefix=prefix, EncodingType="url"):
+            decode = unquote if page.get("EncodingType") == "url" else str  # only when the server did encode
             for item in page.get("Contents", []):
-                key = unquote(item["Key"])
+                key = decode(item["Key"])
                 yield ObjectInfo(key, int(item["Size"]), self._recorded_sha(bucket, key),
                                  extra={"etag": item.get("ETag", "").strip('"')})
 
@@ -352,8 +353,8 @@ class S3Store(ObjectStore):
             for batch in self._versions(real):
                 self.s3.delete_objects(Bucket=real, Delete={"Objects": batch, "Quiet": True})
                 removed += len(batch)
-            # Some S3-compatible servers mishandle certain keys in a batch delete (moto: a "%" in a key):
-            # whatever is left goes one request at a time, then the bucket must be empty.
+            # Whatever a batch left (an S3-compatible server that refuses some keys in a batch) goes one
+            # request at a time; then the bucket must be empty.
             for batch in self._versions(real):
                 for item in batch:
                     self.s3.delete_object(Bucket=real, **item)
@@ -373,7 +374,8 @@ class S3Store(ObjectStore):
 
         paginator = self.s3.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=real, EncodingType="url"):
-            batch = [{"Key": unquote(v["Key"]), "VersionId": v["VersionId"]}
+            decode = unquote if page.get("EncodingType") == "url" else str  # only when the server did encode
+            batch = [{"Key": decode(v["Key"]), "VersionId": v["VersionId"]}
                      for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
             if batch:
                 yield batch

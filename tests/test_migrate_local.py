@@ -133,3 +133,11 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     assert rows(new)["posts"][0] == 1201
     assert not [i for i in old.compute().instances() if i.state == "running"], "the source was not frozen"
     assert steps["verify"]["database"] == "identical"
+
+
+def test_a_concurrent_migration_gets_exit_3_naming_the_holder(stack):
+    engine = Engine(stackfile.load(stack))
+    with engine.provider("new").lock("someone@elsewhere"):
+        result = run_cli("-c", str(stack), "-o", "json", "--yes", "migrate", "--from", "old", "--to", "new")
+    assert result.code == 3, result
+    assert "someone@elsewhere" in result.envelope["errors"][0]["message"]
