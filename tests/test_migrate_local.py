@@ -141,3 +141,18 @@ def test_a_concurrent_migration_gets_exit_3_naming_the_holder(stack):
         result = run_cli("-c", str(stack), "-o", "json", "--yes", "migrate", "--from", "old", "--to", "new")
     assert result.code == 3, result
     assert "someone@elsewhere" in result.envelope["errors"][0]["message"]
+
+
+def test_rollback_puts_traffic_back_on_the_source(stack):
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    result = run_cli(*lb, "rollback")
+    assert result.code == 0, result
+    data = result.envelope["data"]
+    assert (data["from"], data["to"], data["target_paused"]) == ("new", "old", ["web", "worker"])
+    assert run_cli(*lb, "status", "--on", "old").envelope["data"]["healthy"] is True
+    engine = Engine(stackfile.load(stack))
+    assert not [i for i in engine.provider("new").compute().instances() if i.state == "running"]
+    records = {(r.name, r.type): r for r in engine.provider("old").dns().records("lifeboat.test")}
+    assert records[("chirp", "A")].values == ("127.0.0.1",)
+    again = run_cli(*lb, "rollback")
+    assert again.code == 2 and "already rolled back" in again.envelope["errors"][0]["message"]

@@ -452,6 +452,24 @@ def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_
     return Outcome(report.as_dict(), human=human)
 
 
+@cli.command("rollback")
+@envelope_command("rollback")
+def rollback_(session: Session):
+    """After `migrate`: start the source's services again, point DNS back at it, pause the target."""
+    from .migrate import last_migration, rollback
+    from .output import Outcome
+
+    engine = session.engine()
+    last = last_migration(engine)
+    if last is not None:
+        session.confirm(f"Roll back migration {last.id} ({last.meta.get('from')} -> {last.meta.get('to')}): "
+                        f"traffic goes back to {last.meta.get('from')}?")
+    done = rollback(engine)
+    return Outcome(done, human=lambda c: c.line(
+        f"Traffic is back on {done['to']} (DNS: {', '.join(done['records']) or 'no records'}); "
+        f"{done['from']} is paused with its data."))
+
+
 # ---------------------------------------------------------------------------------------------- exec
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
 @click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")

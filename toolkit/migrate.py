@@ -21,8 +21,10 @@ Steps (each journalled before and after it runs; ``--resume`` skips the ones tha
 A failure after the freeze and before the cutover lifts the freeze (the source serves as before). After
 a crash (no chance to lift it) ``--resume`` continues, or ``lifeboat up --on SOURCE`` lifts it.
 
-Not done yet (issue 5): TTLs lowered ahead of time and checked on the authoritative servers, and
-`lifeboat rollback`.
+``lifeboat rollback`` undoes the last completed migration's switch: the source's services start again, DNS
+points back at the source, and the target's services are paused (its data is kept).
+
+Not done yet (issue 5): TTLs lowered ahead of time and checked on the authoritative servers.
 """
 
 from __future__ import annotations
@@ -103,16 +105,16 @@ class Migration:
         if resume and (journal is None or journal.complete):
             raise BadInput(f"migrate: nothing to resume from {self.source_name} to {self.target_name}.",
                            hint="start it without --resume.", code="migrate.nothing_to_resume")
-        if journal is None:
-            journal = Journal.start(self.state, {"from": self.source_name, "to": self.target_name,
-                                                 "cutover": self.cutover})
-        report = MigrationReport(journal.id, self.source_name, self.target_name)
         with ExitStack() as locks:
             self.engine.preflight(self.source_name)
             self.engine.preflight(self.target_name)
             owner = operator()
             locks.enter_context(self.source.lock(f"{owner} (migrate to {self.target_name})"))
             locks.enter_context(self.target.lock(f"{owner} (migrate from {self.source_name})"))
+            if journal is None:  # only once both locks are held: a refused run leaves no journal
+                journal = Journal.start(self.state, {"from": self.source_name, "to": self.target_name,
+                                                     "cutover": self.cutover})
+            report = MigrationReport(journal.id, self.source_name, self.target_name)
             for step in STEPS:
                 if step == "cutover" and not self.cutover:
                     continue
@@ -328,6 +330,51 @@ def _fault(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if fault == f"fail:{step}":
         raise ProviderError(f"migrate: injected failure in step {step} (LIFEBOAT_FAULT).", code="migrate.fault")
+
+
+def last_migration(engine: Engine) -> Journal | None:
+    """The most recent completed migration of this stack (any pair of targets)."""
+    base = engine.stack.root / ".lifeboat"
+    found = []
+    for path in sorted(base.glob("migrate-*/migrations/*/journal.jsonl")) if base.is_dir() else []:
+        journal = Journal(path)
+        if journal.complete:
+            found.append(journal)
+    return max(found, key=lambda j: j.id) if found else None
+
+
+def rollback(engine: Engine) -> dict:
+    """Point traffic back at the source of the last migration; the target keeps its data, paused."""
+    journal = last_migration(engine)
+    if journal is None:
+        raise BadInput("rollback: no completed migration of this stack to roll back.",
+                       code="rollback.nothing")
+    if journal.finished("rollback"):
+        raise BadInput(f"rollback: migration {journal.id} was already rolled back.", code="rollback.done")
+    source, target = journal.meta["from"], journal.meta["to"]
+    src, dst = engine.provider(source), engine.provider(target)
+    services = sorted(engine.stack.services)
+    owner = operator()
+    with ExitStack() as locks:
+        locks.enter_context(src.lock(f"{owner} (rollback from {target})"))
+        locks.enter_context(dst.lock(f"{owner} (rollback to {source})"))
+        journal.record("rollback", "begin")
+        src.compute().resume(services)
+        records = []
+        if engine.stack.dns and engine.stack.dns.records:
+            plan = engine.plan(source, take_dns=True, warnings=[])
+            for change in plan.changes:
+                if change.kind == "record" and change.action in ("create", "update"):
+                    engine._apply_record(change)
+                    records.append(change.name)
+        try:
+            dst.compute().pause(services)
+            paused = services
+        except Unsupported:
+            paused = []
+        journal.record("rollback", "done", records=records, target_paused=paused)
+    return {"migration": journal.id, "from": target, "to": source, "records": records,
+            "source_services": "running", "target_paused": paused}
 
 
 class _Counting:
