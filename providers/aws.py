@@ -47,12 +47,11 @@ from toolkit.contract import (
     Resource,
     SecretStore,
     SecretValue,
-    data_resource,
 )
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
 from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
 from toolkit.locks import FileLock
-from toolkit.paths import templates_dir
+from toolkit.paths import templates_dir, write_private
 from toolkit.schema import DictOf, Field, Int, ListOf, Map, Str
 
 MULTIPART_THRESHOLD = 8 << 20
@@ -801,7 +800,7 @@ class AwsProvider(BaremetalProvider):
 
     def save_state(self, data: dict) -> None:
         self._private_dir(self.state_root)
-        _write_private(self.state_root / "state.json", json.dumps(data, indent=1, sort_keys=True).encode())
+        write_private(self.state_root / "state.json", json.dumps(data, indent=1, sort_keys=True).encode())
 
     def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
         path = self.state_root / "internal" / name
@@ -815,7 +814,7 @@ class AwsProvider(BaremetalProvider):
         self._private_dir(self.state_root)
         self._private_dir(path.parent)
         value = pysecrets.token_urlsafe(32).encode()
-        _write_private(path, value)
+        write_private(path, value)
         return SecretValue(value)
 
     def login_key(self) -> str:
@@ -824,8 +823,8 @@ class AwsProvider(BaremetalProvider):
         if not path.exists():
             self._private_dir(path.parent)
             private, public = _ed25519_pair(f"lifeboat@{self.prefix}")
-            _write_private(path, private)
-            _write_private(path.with_suffix(".pub"), public.encode())
+            write_private(path, private)
+            write_private(path.with_suffix(".pub"), public.encode())
         return path.with_suffix(".pub").read_text().strip()
 
     def host_key(self, name: str, *, create: bool = True) -> str | None:
@@ -837,8 +836,8 @@ class AwsProvider(BaremetalProvider):
                 return None
             self._private_dir(path.parent)
             private, public = _ed25519_pair(f"{name}")
-            _write_private(path, private)
-            _write_private(path.with_suffix(".pub"), public.encode())
+            write_private(path, private)
+            write_private(path.with_suffix(".pub"), public.encode())
         return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
     def user_data(self, name: str) -> str:
@@ -996,26 +995,8 @@ class AwsProvider(BaremetalProvider):
             attrs = {"changed": list(change.changed), "replace": change.action == "replace"} \
                 if change.action in ("update", "replace") else {}
             out.append(Resource("infra", change.address, attrs))
-        for res in resources:
-            if res.kind == "bucket":
-                continue  # a Terraform resource
-            if res.kind == "database":
-                out.append(Resource("database", res.name, {**res.attrs, "running": True}))
-            elif data_resource(res) is not None:
-                out.append(data_resource(res))
-            elif res.kind == "service":
-                svc = self.stack.services[res.name]
-                from toolkit.builds import release_id
-
-                out.append(Resource("service", res.name, {
-                    "release": release_id(svc), "config": self.config_id(svc, secrets),
-                    "replicas": svc.replicas, "hosts": self.placement(svc), "running": True}))
-            else:
-                out.append(res)
-        if self.stack.tls is not None and self.stack.web_services():
-            out.append(Resource("proxy", "caddy", {"config": self.proxy_id(secrets),
-                                                   "hosts": [s.name for s in self.hosts_with("web")],
-                                                   "running": True}))
+        # Buckets are Terraform resources here; the rest is planned as on bare metal.
+        out.extend(BaremetalProvider.desired(self, [r for r in resources if r.kind != "bucket"], secrets))
         return out
 
     def _apply_infra(self, before, after) -> None:
@@ -1230,13 +1211,6 @@ def _ed25519_pair(comment: str) -> tuple[bytes, str]:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, f"{public.decode()} {comment}\n"
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 __all__ = ["AwsProvider", "AwsApi", "S3Store", "SecretsManagerStore", "Route53Dns", "RdsDatabase"]

@@ -52,24 +52,13 @@ from toolkit.contract import (
 from toolkit.dirstore import DirectoryStore
 from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
 from toolkit.locks import FileLock
+from toolkit.paths import write_private
 from toolkit.schema import Field, Int, Str
 from toolkit.supervisor import alive, terminate
 
 PG_SUPERUSER = "lifeboat"
 INTERNAL = {"pg_superuser": "postgres superuser password", "pg_app": "app role password",
             "redis": "redis password", "release_key": "key for release fingerprints"}
-
-
-def write_private(path: Path, data: str | bytes) -> None:
-    """Write a file readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def free_port() -> int:

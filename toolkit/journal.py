@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .contract import SecretValue
 from .errors import BadInput
+from .paths import write_private
 
 
 class Journal:
@@ -43,7 +44,7 @@ class Journal:
             os.chmod(parent, 0o700)
         journal = cls(folder / "journal.jsonl")
         journal.record("migration", "start", id=ident, **meta)
-        _write_private(cls.root(state) / "current", ident.encode())
+        write_private(cls.root(state) / "current", ident.encode())
         return journal
 
     @classmethod
@@ -92,13 +93,3 @@ class Journal:
             os.close(fd)
         self.events.append(entry)
         return entry
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

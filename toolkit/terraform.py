@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .contract import SecretValue
 from .errors import ProviderError, ProviderUnreachable, tail
+from .paths import write_private
 
 PLAN_FILE = "lifeboat.tfplan"
 
@@ -121,15 +122,15 @@ class Workspace:
         for old in [*self.dir.glob("*.tf"), self.dir / PLAN_FILE]:
             old.unlink(missing_ok=True)  # module files are copied afresh; a plan is only applied by its own run
         for src in sorted(self.module.glob("*.tf")):
-            _write_private(self.dir / src.name, src.read_text())
-        _write_private(self.dir / "lifeboat.tf.json", json.dumps(root, indent=1, sort_keys=True))
-        _write_private(self.dir / "terraform.tfvars.json", json.dumps(variables, indent=1, sort_keys=True))
+            write_private(self.dir / src.name, src.read_text())
+        write_private(self.dir / "lifeboat.tf.json", json.dumps(root, indent=1, sort_keys=True))
+        write_private(self.dir / "terraform.tfvars.json", json.dumps(variables, indent=1, sort_keys=True))
         stamp = hashlib.sha256(json.dumps(root, sort_keys=True).encode()
                                + b"".join(p.read_bytes() for p in sorted(self.module.glob("*.tf")))).hexdigest()
         stamp_file = self.dir / ".lifeboat-init"
         if not stamp_file.exists() or stamp_file.read_text() != stamp:
             self._run("init", input=False, no_color=_FLAG, reconfigure=_FLAG)
-            _write_private(stamp_file, stamp)
+            write_private(stamp_file, stamp)
 
     # ------------------------------------------------------------------ commands
     def plan(self, secrets: dict | None = None, *, destroy: bool = False) -> PlanSummary:
@@ -204,7 +205,7 @@ class Workspace:
             yield None
             return
         path = self.dir / "lifeboat-secrets.tfvars.json"
-        _write_private(path, json.dumps({k: _reveal(v) for k, v in secrets.items()}))
+        write_private(path, json.dumps({k: _reveal(v) for k, v in secrets.items()}))
         try:
             yield path.name
         finally:
@@ -261,11 +262,3 @@ def _reveal(value):
     if isinstance(value, dict):
         return {k: _reveal(v) for k, v in value.items()}
     return value
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
