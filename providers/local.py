@@ -350,7 +350,7 @@ class LocalCompute(ComputeService):
         return [Host("localhost", "127.0.0.1", ("web", "worker", "db", "storage"))]
 
     def addresses(self, role: str) -> list[str]:
-        return ["127.0.0.1"]
+        return [self.p.address]
 
     def instances(self) -> list[Instance]:
         state = self.p.state.load()
@@ -366,7 +366,7 @@ class LocalCompute(ComputeService):
                 url = healthy = None
                 if service is not None and service.is_web:
                     port = state.get("ports", {}).get(program)
-                    url = f"http://127.0.0.1:{port}" if port else None
+                    url = f"http://{self.p.address}:{port}" if port else None
                     healthy = bool(alive and url and self.p.http_ok(url + (service.health or "/")))
                 elif alive:
                     healthy = True
@@ -409,6 +409,9 @@ class LocalProvider(KindDispatch, Provider):
                       default="lifeboat", doc="account PostgreSQL runs as when Lifeboat runs as root"),
         "http_port": Field(Int(min=0, max=65535, expected="a TCP port, or 0 to pick a free one"), default=0,
                            doc="port of the first web replica; 0 picks a free one"),
+        "address": Field(Str(pattern=r"127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+                             expected="a loopback IPv4 address (127.x.y.z)"), default="127.0.0.1",
+                         doc="where the web services listen, and what DNS records of this target point at"),
         "postgres_bin": Field(Str(expected="the directory holding initdb and pg_ctl")),
         "redis_server": Field(Str(expected="the path of redis-server")),
     }
@@ -420,6 +423,10 @@ class LocalProvider(KindDispatch, Provider):
         self.state = LocalState(root.resolve(), stack.name, target.name)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def address(self) -> str:
+        return self.settings.get("address") or "127.0.0.1"
+
     @property
     def as_root(self) -> bool:
         return os.geteuid() == 0
@@ -809,7 +816,7 @@ class LocalProvider(KindDispatch, Provider):
         """The service's environment. With ``fingerprint`` only what the stack decides (no ports or
         generated passwords), and nothing is written."""
         env = {"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica),
-               "LIFEBOAT_BIND": "127.0.0.1"}
+               "LIFEBOAT_BIND": self.address}
         env.update(svc.env)
         if not fingerprint:
             if self.stack.postgres:

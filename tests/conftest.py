@@ -53,7 +53,7 @@ def cli():
 
 def chirp_stack(directory: Path, *, name: str = "chirp", target: str = "here", extra_target: str = "",
                 replicas: int = 1, secrets: str = "  CHIRP_SECRET_KEY: {from: generate, length: 48}\n",
-                dns: bool = True) -> Path:
+                dns: bool = True, ttl: int = 4, cutover_ttl: int = 2) -> Path:
     """Write a chirp stack file into ``directory`` whose local target keeps its state there too."""
     text = f"""version: 1
 name: {name}
@@ -91,6 +91,8 @@ secrets:
         text += f"""dns:
   provider: {target}
   zone: lifeboat.test
+  ttl: {ttl}
+  cutover_ttl: {cutover_ttl}
   records:
     - {{name: chirp, type: A, target: web}}
 """
@@ -218,6 +220,20 @@ def docker_engines():
         for engine in engines:
             engine.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dns_lab(tmp_path_factory):
+    """BIND 9 on loopback: a primary taking TSIG-signed RFC 2136 updates and a secondary following it."""
+    import tempfile
+
+    from .bindlab import start_dns_lab
+
+    base = Path(tempfile.mkdtemp(prefix="lifeboat-bind-", dir="/tmp"))
+    base.chmod(0o755)  # named runs as the bind user
+    lab = start_dns_lab(base / "lab")
+    yield lab
+    lab.stop()
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,45 @@ class ChunkStream:
         return out
 
 
-class ProviderContract:
+class DnsContract:
+    """The DNS part of the contract, on its own for DNS-only providers."""
+
+    zone = "lifeboat.test"
+
+    def test_dns_records_with_ttl(self, provider):
+        if "dns" not in provider.SERVICES:  # then asking for it must say so, not half-work
+            with pytest.raises(Unsupported):
+                provider.dns()
+            return
+        dns = provider.dns()
+        dns.upsert(self.zone, Record("contract", "A", 60, ("192.0.2.10", "192.0.2.11")))
+        dns.upsert(self.zone, Record("contract", "TXT", 120, ('"hello world"',)))
+        found = {(r.name, r.type): r for r in dns.records(self.zone)}
+        assert found[("contract", "A")] == Record("contract", "A", 60, ("192.0.2.10", "192.0.2.11"))
+        assert found[("contract", "TXT")].ttl == 120
+        dns.upsert(self.zone, Record("contract", "A", 30, ("192.0.2.12",)))
+        found = {(r.name, r.type): r for r in dns.records(self.zone)}
+        assert found[("contract", "A")] == Record("contract", "A", 30, ("192.0.2.12",))
+        dns.delete(self.zone, "contract", "A")
+        dns.delete(self.zone, "contract", "A")
+        dns.delete(self.zone, "contract", "TXT")
+        assert not [r for r in dns.records(self.zone) if r.name == "contract"]
+
+    def test_dns_change_is_confirmed(self, provider):
+        if "dns" not in provider.SERVICES:
+            return
+        dns = provider.dns()
+        record = Record("confirmed", "A", 45, ("192.0.2.20",))
+        dns.upsert(self.zone, record)
+        try:
+            assert dns.confirm(self.zone, record, timeout=30)
+            with pytest.raises(ToolkitError, match="192.0.2.99"):
+                dns.confirm(self.zone, Record("confirmed", "A", 45, ("192.0.2.99",)), timeout=1)
+        finally:
+            dns.delete(self.zone, "confirmed", "A")
+
+
+class ProviderContract(DnsContract):
     bucket = "media"
     #: keys the awkward-keys test writes; a backend narrows it only for a limit of an emulator, named there
     awkward_keys = AWKWARD_KEYS
@@ -143,26 +181,6 @@ class ProviderContract:
         with pytest.raises(ToolkitError):
             with store.open_read(self.bucket, "no/such/key"):
                 pass
-
-    # ------------------------------------------------------------------ dns
-    def test_dns_records_with_ttl(self, provider):
-        if "dns" not in provider.SERVICES:  # then asking for it must say so, not half-work
-            with pytest.raises(Unsupported):
-                provider.dns()
-            return
-        dns = provider.dns()
-        dns.upsert(self.zone, Record("contract", "A", 60, ("192.0.2.10", "192.0.2.11")))
-        dns.upsert(self.zone, Record("contract", "TXT", 120, ('"hello world"',)))
-        found = {(r.name, r.type): r for r in dns.records(self.zone)}
-        assert found[("contract", "A")] == Record("contract", "A", 60, ("192.0.2.10", "192.0.2.11"))
-        assert found[("contract", "TXT")].ttl == 120
-        dns.upsert(self.zone, Record("contract", "A", 30, ("192.0.2.12",)))
-        found = {(r.name, r.type): r for r in dns.records(self.zone)}
-        assert found[("contract", "A")] == Record("contract", "A", 30, ("192.0.2.12",))
-        dns.delete(self.zone, "contract", "A")
-        dns.delete(self.zone, "contract", "A")
-        dns.delete(self.zone, "contract", "TXT")
-        assert not [r for r in dns.records(self.zone) if r.name == "contract"]
 
     # ------------------------------------------------------------------ secrets
     def test_secrets_roundtrip(self, provider):

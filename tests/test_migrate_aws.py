@@ -109,7 +109,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
         moved = run_cli(*lb, "migrate", "--from", "cloud", "--to", "colo", timeout=900)
         assert moved.code == 0, moved
         steps = {s["step"]: s for s in moved.envelope["data"]["steps"]}
-        assert steps["media"]["copied"] == 8 and steps["cutover"]["records"] == ["chirp A"]
+        assert steps["media"]["copied"] == 8 and [r["record"] for r in steps["cutover"]["records"]] == ["chirp A"]
 
         engine = Engine(stackfile.load(stack))
         cloud, colo = engine.provider("cloud"), engine.provider("colo")

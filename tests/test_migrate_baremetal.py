@@ -40,7 +40,8 @@ def test_local_to_baremetal(tmp_path, ssh_lab):
         assert moved.code == 0, moved
         report = {s["step"]: s for s in moved.envelope["data"]["steps"]}
         assert report["media"]["copied"] == 10 and report["cache"]["keys"] >= 1
-        assert report["cutover"]["records"] == ["chirp A"]
+        assert [r["record"] for r in report["cutover"]["records"]] == ["chirp A"]
+        assert sorted(report["cutover"]["records"][0]["values"]) == ["127.0.0.2", "127.0.0.3"]
 
         engine = Engine(stackfile.load(stack))
         here, colo = engine.provider("here"), engine.provider("colo")

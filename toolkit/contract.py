@@ -226,6 +226,25 @@ class DnsService(ABC):
     @abstractmethod
     def delete(self, zone: str, name: str, type: str) -> None: ...
 
+    def confirm(self, zone: str, record: Record, *, timeout: float) -> list[str]:
+        """Wait until ``record`` is what the zone serves; return where that was confirmed. This default reads
+        it back through the service's own API; services that can ask the authoritative servers do so."""
+        import time
+
+        want = (record.ttl, tuple(sorted(record.values)))
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {(r.name, r.type): r for r in self.records(zone)}.get((record.name, record.type))
+            if found is not None and (found.ttl, tuple(sorted(found.values))) == want:
+                return [f"{type(self).__name__} API"]
+            if time.monotonic() > deadline:
+                from .errors import ProviderError
+
+                raise ProviderError(f"DNS {record.name}.{zone} {record.type} does not read back as "
+                                    f"{', '.join(record.values)} (TTL {record.ttl}) after {timeout:.0f} s.",
+                                    code="dns.not_confirmed")
+            time.sleep(1)
+
 
 class SecretStore(ABC):
     """Secrets by name. Values are :class:`SecretValue`; they never reach logs or argv."""

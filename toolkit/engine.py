@@ -56,6 +56,15 @@ class Engine:
             self._providers[name] = provider
         return self._providers[name]
 
+    def runner(self, name: str) -> Provider:
+        """The provider of a target that can run the stack (not a DNS-only one)."""
+        provider = self.provider(name)
+        if "compute" not in provider.SERVICES:
+            raise BadInput(f'target "{name}" ({provider.TYPE}) only offers {", ".join(sorted(provider.SERVICES))}; '
+                           "it cannot run the stack.",
+                           hint="name it under dns: provider: and deploy on another target.", code="target.not_runnable")
+        return provider
+
     def preflight(self, name: str) -> dict:
         provider = self.provider(name)
         try:
@@ -67,7 +76,7 @@ class Engine:
 
     # ------------------------------------------------------------------ plan
     def plan(self, on: str, *, take_dns: bool = False, warnings: list[str] | None = None) -> planner.Plan:
-        provider = self.provider(on)
+        provider = self.runner(on)
         warnings = warnings if warnings is not None else []
         secret_changes = self._secret_changes(provider)
         values = {c.name: c.after.attrs["value"] for c in secret_changes}
@@ -159,7 +168,7 @@ class Engine:
            locked: bool = False) -> Applied:
         """Apply the plan for ``on``. ``kinds`` limits it to some resource kinds (a migration prepares the
         data services before the apps); ``locked`` says the caller already holds the target's lock."""
-        provider = self.provider(on)
+        provider = self.runner(on)
         start = time.monotonic()
         warnings: list[str] = []
         self.events.step(f"checking {provider.label}")
@@ -217,7 +226,7 @@ class Engine:
 
     # ------------------------------------------------------------------ destroy
     def destroy_plan(self, on: str) -> planner.Plan:
-        provider = self.provider(on)
+        provider = self.runner(on)
         observed = provider.observe()
         plan = planner.destroy(on, observed)
         try:
@@ -237,7 +246,7 @@ class Engine:
         return plan
 
     def destroy(self, on: str) -> Applied:
-        provider = self.provider(on)
+        provider = self.runner(on)
         start = time.monotonic()
         with provider.lock(operator()):
             plan = self.destroy_plan(on)
@@ -247,7 +256,7 @@ class Engine:
 
     # ------------------------------------------------------------------ status
     def status(self, on: str) -> dict:
-        provider = self.provider(on)
+        provider = self.runner(on)
         observed = {r.id: r for r in provider.observe()}
         data: dict = {"target": on, "type": provider.TYPE, "stack": self.stack.name}
         instances = []

@@ -74,6 +74,13 @@ class Journal:
                 return event
         return None
 
+    def last(self, step: str, event: str) -> dict | None:
+        """The most recent ``event`` recorded for ``step`` (progress a step saved before a crash)."""
+        for entry in reversed(self.events):
+            if entry.get("step") == step and entry.get("event") == event:
+                return entry
+        return None
+
     @property
     def complete(self) -> bool:
         return self.finished("migration") is not None

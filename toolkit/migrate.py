@@ -2,29 +2,33 @@
 
 Steps (each journalled before and after it runs; ``--resume`` skips the ones that finished):
 
-1. preflight: both providers reachable, credentials valid, PostgreSQL major versions equal; both locks held
-   for the whole run (exit 3 if either is held);
-2. secrets: copied through the two secret stores (never printed, never journalled), read back and compared;
-3. prepare: the target's data services and infrastructure (``up`` limited to those kinds; no apps yet);
-4. database: ``pg_dump`` streamed into ``pg_restore`` (no temporary file, nothing whole in memory), then row
+1. preflight: both providers (and the DNS provider) reachable, credentials valid, PostgreSQL major versions
+   equal; both locks held for the whole run (exit 3 if either is held);
+2. lower_ttl: the records that will switch are lowered to ``dns: cutover_ttl`` (default 60 s) and the change
+   confirmed on the authoritative servers; resolvers may keep the old answer for the old TTL, so the freeze
+   (step 9) waits until that long after the lowering (the data copy runs meanwhile);
+3. secrets: copied through the two secret stores (never printed, never journalled), read back and compared;
+4. prepare: the target's data services and infrastructure (``up`` limited to those kinds; no apps yet);
+5. database: ``pg_dump`` streamed into ``pg_restore`` (no temporary file, nothing whole in memory), then row
    counts and per-table digests computed on both sides must match (exit 4 otherwise);
-5. cache: Redis keys carried with DUMP/RESTORE and their TTLs (skipped when the stack marks it disposable);
-6. media: objects streamed, skipping those already identical on the target (size and SHA-256), each copy
+6. cache: Redis keys carried with DUMP/RESTORE and their TTLs (skipped when the stack marks it disposable);
+7. media: objects streamed, skipping those already identical on the target (size and SHA-256), each copy
    verified; an interrupted copy resumes without re-sending what arrived;
-7. deploy: the services on the target, health-checked (DNS still points at the source);
-8. freeze: the source's services are paused (no more writes); skipped with ``--no-cutover``;
-9. final_sync: with the target's services paused too, the database, cache and media are copied again
-   (objects already identical are skipped) and verified, then the target's services start again;
-10. cutover: DNS records switched to the target (skipped with ``--no-cutover``);
-11. verify and report: what moved, how much, how long each step took, what was verified.
+8. deploy: the services on the target, health-checked (DNS still points at the source);
+9. freeze: once the old TTL has run out, the source's services are paused (no more writes); skipped with
+   ``--no-cutover``;
+10. final_sync: with the target's services paused too, the database, cache and media are copied again
+    (objects already identical are skipped) and verified, then the target's services start again;
+11. cutover: DNS records switched to the target with the low TTL (so a rollback takes effect as fast) and
+    confirmed on every authoritative server the DNS provider knows (skipped with ``--no-cutover``); the next
+    ``lifeboat up`` on the target restores the stack's TTL;
+12. verify and report: what moved, how much, how long each step took, what was verified.
 
 A failure after the freeze and before the cutover lifts the freeze (the source serves as before). After
 a crash (no chance to lift it) ``--resume`` continues, or ``lifeboat up --on SOURCE`` lifts it.
 
 ``lifeboat rollback`` undoes the last completed migration's switch: the source's services start again, DNS
 points back at the source, and the target's services are paused (its data is kept).
-
-Not done yet (issue 5): TTLs lowered ahead of time and checked on the authoritative servers.
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from .contract import Provider, Unsupported
+from .contract import Provider, Record, Unsupported
 from .engine import Engine, operator
 from .errors import BadInput, ProviderError, VerificationFailed
 from .journal import Journal
 
-STEPS = ["preflight", "secrets", "prepare", "database", "cache", "media", "deploy", "freeze", "final_sync", "cutover",
+STEPS = ["preflight", "lower_ttl", "secrets", "prepare", "database", "cache", "media", "deploy", "freeze", "final_sync", "cutover",
          "verify"]
 DATA_KINDS = {"secret", "infra", "database", "cache", "bucket"}
 
@@ -63,20 +67,21 @@ class Migration:
         self.engine = engine
         self.stack = engine.stack
         self.source_name, self.target_name = source, target
-        self.source: Provider = engine.provider(source)
-        self.target: Provider = engine.provider(target)
+        self.source: Provider = engine.runner(source)
+        self.target: Provider = engine.runner(target)
         self.cutover = cutover
+        self.journal: Journal | None = None
         self.events = engine.events
         self.state = self.stack.root / ".lifeboat" / f"migrate-{source}-{target}"
 
     # ------------------------------------------------------------------ dry run
     def plan(self) -> dict:
         """What a run would do, with data volumes and rough durations. Reads only."""
-        self.engine.preflight(self.source_name)
-        self.engine.preflight(self.target_name)
+        self._preflight()
         out: dict = {"from": self.source_name, "to": self.target_name, "steps": list(STEPS)}
         if not self.cutover:
             out["steps"].remove("cutover")
+            out["steps"].remove("lower_ttl")
         if self.stack.postgres:
             info = self.source.database().info()
             out["database"] = {"version": info.version, "size_bytes": info.size_bytes,
@@ -94,6 +99,8 @@ class Migration:
         db_bytes = out.get("database", {}).get("size_bytes", 0)
         out["estimated_seconds"] = {"database": round(db_bytes / 50e6 * 2, 1),
                                     "media": round(total / 50e6 + objects * 0.01, 1)}
+        if self.cutover:
+            out["dns"] = self._dns_plan(out["estimated_seconds"])
         resumable = Journal.current(self.state)
         out["resumable"] = resumable.id if resumable and not resumable.complete else None
         return out
@@ -106,17 +113,17 @@ class Migration:
             raise BadInput(f"migrate: nothing to resume from {self.source_name} to {self.target_name}.",
                            hint="start it without --resume.", code="migrate.nothing_to_resume")
         with ExitStack() as locks:
-            self.engine.preflight(self.source_name)
-            self.engine.preflight(self.target_name)
+            self._preflight()
             owner = operator()
             locks.enter_context(self.source.lock(f"{owner} (migrate to {self.target_name})"))
             locks.enter_context(self.target.lock(f"{owner} (migrate from {self.source_name})"))
             if journal is None:  # only once both locks are held: a refused run leaves no journal
                 journal = Journal.start(self.state, {"from": self.source_name, "to": self.target_name,
                                                      "cutover": self.cutover})
+            self.journal = journal
             report = MigrationReport(journal.id, self.source_name, self.target_name)
             for step in STEPS:
-                if step == "cutover" and not self.cutover:
+                if step in ("lower_ttl", "cutover") and not self.cutover:
                     continue
                 done = journal.finished(step)
                 if done is not None:
@@ -142,6 +149,40 @@ class Migration:
         report.seconds = time.monotonic() - began
         return report
 
+    def _preflight(self) -> None:
+        self.engine.preflight(self.source_name)
+        self.engine.preflight(self.target_name)
+        dns = self.stack.dns
+        if self.cutover and dns and dns.records and dns.provider not in (self.source_name, self.target_name):
+            self.engine.preflight(dns.provider)
+
+    def _switching(self) -> list:
+        """The stack's records that follow a service role (they move in the cutover)."""
+        dns = self.stack.dns
+        return [r for r in (dns.records if dns else ()) if r.target]
+
+    def _dns_plan(self, estimates: dict) -> dict:
+        dns = self.stack.dns
+        switching = self._switching()
+        if not switching:
+            return {"records": []}
+        existing = {(r.name, r.type): r for r in self.engine.dns_provider().dns().records(dns.zone)}
+        records, wait = [], 0
+        for rec in switching:
+            now = existing.get((rec.name, rec.type))
+            ttl = now.ttl if now else None
+            records.append({"record": f"{rec.name} {rec.type}", "ttl_now": ttl,
+                            "lowered_to": dns.cutover_ttl if ttl and ttl > dns.cutover_ttl else None})
+            if ttl and ttl > dns.cutover_ttl:
+                wait = max(wait, ttl)
+        copying = sum(estimates.values())
+        return {"zone": dns.zone, "provider": dns.provider, "records": records, "cutover_ttl": dns.cutover_ttl,
+                "freeze_waits_seconds": round(max(0.0, wait - copying), 1),
+                "why": (f"resolvers may cache the current answer for up to {wait} s after the TTL is lowered; the "
+                        "freeze starts only once that has passed (the data copy runs meanwhile), so clients reach "
+                        "the target within the low TTL of the switch") if wait else
+                       "the records' TTL is already at or below the cutover TTL: no wait"}
+
     # ------------------------------------------------------------------ steps
     def _step_preflight(self) -> dict:
         out: dict = {}
@@ -153,6 +194,36 @@ class Migration:
                                     code="migrate.pg_version")
             out["postgres"] = version
         return out
+
+    def _step_lower_ttl(self) -> dict:
+        dns, switching = self.stack.dns, self._switching()
+        if not switching:
+            return {"skipped": "no dns records follow the services"}
+        service = self.engine.dns_provider().dns()
+        low = dns.cutover_ttl
+        existing = {(r.name, r.type): r for r in service.records(dns.zone)}
+        ttls = {f"{r.name} {r.type}": existing[(r.name, r.type)].ttl for r in switching
+                if (r.name, r.type) in existing}
+        # Resolvers may cache what was served before the first attempt lowered anything: a resumed run keeps
+        # the TTLs and the time the first attempt saw (journalled before any change).
+        first = self.journal.last("lower_ttl", "seen")
+        if first is None:
+            first = self.journal.record("lower_ttl", "seen", ttls=ttls, at_epoch=time.time())
+        old = max([t for t in (*ttls.values(), *first["ttls"].values()) if t > low], default=0)
+        lowered, confirmed = {}, set()
+        for rec in switching:
+            now = existing.get((rec.name, rec.type))
+            if now is None or now.ttl <= low:
+                continue
+            record = Record(now.name, now.type, low, tuple(now.values))
+            service.upsert(dns.zone, record)
+            confirmed.update(service.confirm(dns.zone, record, timeout=_confirm_seconds(self.engine)))
+            lowered[f"{rec.name} {rec.type}"] = now.ttl
+        for name, ttl in first["ttls"].items():  # lowered by the attempt that crashed
+            if ttl > low:
+                lowered.setdefault(name, ttl)
+        return {"lowered": lowered, "to": low, "confirmed_on": sorted(confirmed),
+                "wait_until_epoch": round(first["at_epoch"] + old, 3) if old else 0}
 
     def _step_secrets(self) -> dict:
         names = sorted(self.stack.secrets)
@@ -181,7 +252,7 @@ class Migration:
             return {"skipped": "no postgres"}
         src, dst = self.source.database(), self.target.database()
         with src.dump() as stream:
-            dst.restore(_Counting(stream, self.events, "database"), clean=True)
+            dst.restore(_Counting(stream, self.events, "database", fault_at=1, fault="database:mid"), clean=True)
         before, after = src.table_digests(), dst.table_digests()
         if before != after:
             differ = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
@@ -229,6 +300,8 @@ class Migration:
                     skipped += 1
                 else:
                     with src.open_read(bucket, obj.key) as stream:
+                        if obj.size >= 1 << 20:  # the crash tests stop half-way through a large object
+                            stream = _Counting(stream, self.events, None, fault_at=obj.size // 2, fault="media:mid")
                         info = dst.write(bucket, obj.key, stream, size=obj.size)
                     if info.size != obj.size or info.sha256 != want:
                         raise VerificationFailed(f"migrate: object {obj.key!r} of {bucket} arrived with size "
@@ -243,19 +316,34 @@ class Migration:
 
     def _step_deploy(self) -> dict:
         applied = self.engine.up(self.target_name, locked=True)
+        _fault("deploy:mid")
         return {"applied": [a["resource"] for a in applied.applied]}
 
     def _step_freeze(self) -> dict:
         if not self.cutover:
             return {"skipped": "no cutover: the source keeps serving"}
+        waited = self._wait_for_old_ttl()
         services = sorted(self.stack.services)
         try:
             self.source.compute().pause(services)
+            _fault("freeze:mid")
         except Unsupported as exc:
             self.events.warn(f"the source cannot pause its services ({exc}); writes made after the final pass "
                              "will not be carried over.")
-            return {"skipped": str(exc), "paused": []}
-        return {"paused": services}
+            return {"skipped": str(exc), "paused": [], "waited_for_ttl_seconds": waited}
+        return {"paused": services, "waited_for_ttl_seconds": waited}
+
+    def _wait_for_old_ttl(self) -> float:
+        """Until resolvers can no longer hold an answer with the TTL the records had before lower_ttl."""
+        lowered = self.journal.finished("lower_ttl") if self.journal else None
+        until = (lowered or {}).get("wait_until_epoch") or 0
+        began = time.time()
+        while time.time() < until:
+            left = until - time.time()
+            self.events.progress("waiting for the old DNS TTL to run out", round(until - began - left),
+                                 round(until - began), unit="seconds")
+            time.sleep(min(1.0, left))
+        return round(time.time() - began, 1)
 
     def _step_final_sync(self) -> dict:
         frozen = self._journal_paused()
@@ -286,11 +374,27 @@ class Migration:
         dns = self.stack.dns
         if not dns or not dns.records:
             return {"skipped": "no dns records"}
+        service = self.engine.dns_provider().dns()
         plan = self.engine.plan(self.target_name, take_dns=True, warnings=[])
-        changes = [c for c in plan.changes if c.kind == "record" and c.action in ("create", "update")]
-        for change in changes:
-            self.engine._apply_record(change)
-        return {"records": [c.name for c in changes]}
+        lowered = (self.journal.finished("lower_ttl") or {}).get("lowered") or {}
+        switched, confirmed = [], set()
+        for change in plan.changes:
+            if change.kind != "record" or change.action not in ("create", "update"):
+                continue
+            name, rtype = change.name.rsplit(" ", 1)
+            ttl = change.after.attrs["ttl"]
+            if change.name in lowered:  # keep the low TTL: a rollback then takes effect as fast
+                ttl = min(ttl, dns.cutover_ttl)
+            record = Record(name, rtype, ttl, tuple(change.after.attrs["values"]))
+            service.upsert(dns.zone, record)
+            _fault("cutover:mid")
+            confirmed.update(service.confirm(dns.zone, record, timeout=_confirm_seconds(self.engine)))
+            switched.append({"record": change.name, "values": list(record.values), "ttl": ttl})
+        out: dict = {"records": switched, "confirmed_on": sorted(confirmed)}
+        if lowered:
+            out["next"] = (f"the records keep TTL {dns.cutover_ttl} s so a rollback takes effect quickly; "
+                           f"`lifeboat up --on {self.target_name}` restores TTL {dns.ttl} s.")
+        return out
 
     def _step_verify(self) -> dict:
         status = self.engine.status(self.target_name)
@@ -318,18 +422,30 @@ class Migration:
         return out
 
 
-def _fault(step: str) -> None:
-    """Fault injection for the crash tests: LIFEBOAT_FAULT=kill:<step> kills this process (SIGKILL) right
-    after the journal says the step began, as a crash or an operator's kill -9 would; fail:<step> makes the
-    step fail as an error would."""
+def _confirm_seconds(engine: Engine) -> float:
+    provider = engine.dns_provider()
+    return float(provider.confirm_seconds()) if hasattr(provider, "confirm_seconds") else 300.0
+
+
+FAULT_POINTS = ["database:mid", "media:mid", "deploy:mid", "freeze:mid", "cutover:mid"]
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the crash tests. LIFEBOAT_FAULT=kill:<point> kills this process (SIGKILL, as a
+    crash or an operator's kill -9 would) and fail:<point> makes it fail as an error would. A point is a step
+    name (right after the journal says it began) or one of FAULT_POINTS: mid-dump, mid-object (half of a
+    large object sent), deploy done but not journalled, source paused but not journalled, a record switched
+    but not confirmed."""
     import os
     import signal
 
     fault = os.environ.get("LIFEBOAT_FAULT")
-    if fault == f"kill:{step}":
+    if not fault or fault.partition(":")[2] != point:
+        return
+    if fault.startswith("kill:"):
         os.kill(os.getpid(), signal.SIGKILL)
-    if fault == f"fail:{step}":
-        raise ProviderError(f"migrate: injected failure in step {step} (LIFEBOAT_FAULT).", code="migrate.fault")
+    if fault.startswith("fail:"):
+        raise ProviderError(f"migrate: injected failure at {point} (LIFEBOAT_FAULT).", code="migrate.fault")
 
 
 def last_migration(engine: Engine) -> Journal | None:
@@ -378,15 +494,20 @@ def rollback(engine: Engine) -> dict:
 
 
 class _Counting:
-    """A read-through wrapper that reports bytes as they pass."""
+    """A read-through wrapper that reports bytes as they pass (``task`` None: silent), and fires the fault
+    point ``fault`` once ``fault_at`` bytes have passed."""
 
-    def __init__(self, stream, events, task: str):
+    def __init__(self, stream, events, task: str | None, *, fault_at: int | None = None, fault: str | None = None):
         self.stream, self.events, self.task, self.count = stream, events, task, 0
+        self.fault_at, self.fault = fault_at, fault
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
         self.count += len(data)
-        self.events.progress(self.task, self.count, None, unit="bytes")
+        if self.task:
+            self.events.progress(self.task, self.count, None, unit="bytes")
+        if self.fault and self.count >= self.fault_at:
+            _fault(self.fault)
         return data
 
 

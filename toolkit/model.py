@@ -89,6 +89,7 @@ class Dns:
     zone: str
     ttl: int
     records: tuple[DnsRecord, ...] = ()
+    cutover_ttl: int = 60  # records are lowered to this before a migration switches them
 
 
 @dataclass(frozen=True)

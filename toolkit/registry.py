@@ -15,6 +15,7 @@ BUILTIN: dict[str, str] = {
     "local": "providers.local:LocalProvider",
     "baremetal": "providers.baremetal:BaremetalProvider",
     "aws": "providers.aws:AwsProvider",
+    "rfc2136": "providers.rfc2136:Rfc2136Provider",
 }
 
 
@@ -57,6 +58,11 @@ def load(kind: str):
 
 def settings_spec(kind: str) -> dict:
     return load(kind).SETTINGS
+
+
+def settings_check(kind: str):
+    """The provider's cross-field check of its settings (``check_settings(settings, where, report, raw)``), if any."""
+    return getattr(load(kind), "check_settings", None)
 
 
 def services_of(kind: str) -> frozenset[str]:

@@ -215,7 +215,7 @@ class TargetSpec(Spec):
                        f'provider type "{kind}" could not be loaded ({exc}).')
             return MISSING
         fields = {"type": Field(Str(), required=True), **settings}
-        checked = Map(fields, expected=self.expected).check(value, where, report)
+        checked = Map(fields, expected=self.expected, validate=registry.settings_check(kind)).check(value, where, report)
         return checked
 
 
@@ -259,6 +259,8 @@ DNS = Map(
         "provider": Field(Str(pattern=LABEL, expected="the name of a target under providers:"), required=True),
         "zone": Field(Str(pattern=DOMAIN, expected="a DNS zone such as example.com"), required=True),
         "ttl": Field(Int(min=1, max=604800, expected="a TTL in seconds from 1 to 604800"), default=300),
+        "cutover_ttl": Field(Int(min=1, max=86400, expected="a TTL in seconds from 1 to 86400"), default=60,
+                             doc="a migration lowers the records to this TTL first and switches them with it"),
         "records": Field(ListOf(DNS_RECORD), default=list),
     },
     validate=_record_checks,
@@ -471,7 +473,7 @@ def build(top: dict, path: Path, raw: Any) -> model.Stack:
             model.DnsRecord(r["name"], r["type"], r["ttl"] or d["ttl"], tuple(r["values"] or ()), r["target"])
             for r in d["records"]
         )
-        dns = model.Dns(d["provider"], d["zone"], d["ttl"], records)
+        dns = model.Dns(d["provider"], d["zone"], d["ttl"], records, d["cutover_ttl"])
     backup = model.Backup(**top["backup"]) if top["backup"] else None
     return model.Stack(
         name=top["name"], domain=top["domain"], path=path, services=services, postgres=postgres, redis=redis,
