@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import urllib.request
 
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import baremetal_target, chirp_stack, make_host_roots, run_cli
+from .conftest import LIFEBOAT, CliResult, baremetal_target, chirp_stack, make_host_roots, run_cli
 from .test_migrate_local import objects, rows
 
 
@@ -54,6 +55,41 @@ def test_local_to_baremetal(tmp_path, ssh_lab):
             assert json.loads(get(f"http://{address}:8000/api/stats"))["posts"] == 900
         records = {(r.name, r.type): r for r in here.dns().records("lifeboat.test")}
         assert sorted(records[("chirp", "A")].values) == ["127.0.0.2", "127.0.0.3"]
+
+        # And back, with the storage host dying half-way through a large object: exit 1 naming it, nothing
+        # half-written on the target, and --resume completes once the host is back.
+        import io
+        import os
+
+        web1 = ssh_lab.hosts[0]
+        big = os.urandom(6 << 20)
+        colo.objects().write("media", "late/after the move.bin", io.BytesIO(big), size=len(big))
+        proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "colo", "--to", "here"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "LIFEBOAT_FAULT": "stall:media:mid", "LIFEBOAT_FAULT_SECONDS": "6"})
+        try:
+            for line in proc.stderr:
+                if "stalled at media:mid" in line:
+                    break
+            web1.crash()
+            out, _ = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        failed = CliResult(proc.returncode, out, "")
+        assert failed.code == 1, failed
+        problem = failed.envelope["errors"][0]
+        assert "web1" in problem["message"] and "step media stopped" in problem["message"], problem
+        assert "--resume" in problem["hint"]
+        assert here.objects().head("media", "late/after the move.bin") is None
+        web1.start(ssh_lab.authorized_keys)
+        back = run_cli(*lb, "migrate", "--from", "colo", "--to", "here", "--resume")
+        assert back.code == 0, back
+        engine = Engine(stackfile.load(stack))
+        here, colo = engine.provider("here"), engine.provider("colo")
+        assert rows(here) == rows(colo)
+        assert objects(here.objects()) == objects(colo.objects()) and len(objects(here.objects())) == 11
+        assert not list((stack.parent / "state" / "here").rglob(".tmp/w-*"))
     finally:
         run_cli(*lb, "destroy", "--on", "colo")
         run_cli(*lb, "destroy", "--on", "here")

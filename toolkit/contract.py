@@ -213,6 +213,11 @@ class ObjectStore(ABC):
     def checksum(self, bucket: str, key: str) -> str:
         """The object's SHA-256, computed where the data lives."""
 
+    def sweep_partial(self) -> int:
+        """Remove what writes killed mid-way left behind (a killed writer cannot clean up after itself);
+        return how many. Never touches a write that may still be running."""
+        return 0
+
 
 class DnsService(ABC):
     """Records of one or more zones, with TTLs."""

@@ -17,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,34 @@ from .errors import BadInput, ProviderError
 
 CHUNK = 1 << 20
 MAX_NAME = 240
+STALE_PARTIAL = 24 * 3600
+
+
+def partial_name() -> str:
+    """Name of a partial write under .tmp/: says which process on which machine writes it."""
+    return f"w-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def stale_partial(name: str, mtime: float) -> bool:
+    """A partial write nobody will finish: its writer ran on this machine and is gone, or it is a day old."""
+    if not name.startswith("w-"):
+        return False
+    if time.time() - mtime > STALE_PARTIAL:
+        return True
+    try:
+        host, pid, _ = name[2:].rsplit("-", 2)
+        pid_n = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid_n, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def encode_key(key: str) -> str:
@@ -156,7 +187,8 @@ class DirectoryStore(ObjectStore):
         tmpdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         written = 0
-        fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix="w-")
+        tmp = str(tmpdir / partial_name())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
                 while True:
@@ -191,6 +223,21 @@ class DirectoryStore(ObjectStore):
                 path.unlink()
             except FileNotFoundError:
                 pass
+
+    def sweep_partial(self) -> int:
+        removed = 0
+        try:
+            entries = list(os.scandir(self.root / ".tmp"))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and stale_partial(entry.name, entry.stat().st_mtime):
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def checksum(self, bucket: str, key: str) -> str:
         info = self.head(bucket, key)

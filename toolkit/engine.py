@@ -65,8 +65,12 @@ class Engine:
                            hint="name it under dns: provider: and deploy on another target.", code="target.not_runnable")
         return provider
 
-    def preflight(self, name: str) -> dict:
+    def preflight(self, name: str, *, fresh: bool = False) -> dict:
+        """The target's preflight. ``fresh``: through a new provider instance (new connections), to learn
+        whether it answers now rather than reuse a connection that may have died."""
         provider = self.provider(name)
+        if fresh:
+            provider = type(provider)(self.stack, provider.target)
         try:
             return provider.check()
         except ToolkitError:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tarfile
 import threading
 import time
@@ -545,15 +546,34 @@ class HostLock:
         except ValueError:
             return {"owner": "unknown", "since": "unknown"}
 
+    @staticmethod
+    def _dead(held: dict) -> bool:
+        """The holder ran on this machine and its process is gone (killed, crashed): nobody holds it."""
+        if held.get("machine") != socket.gethostname() or not isinstance(held.get("pid"), int):
+            return False
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def acquire(self, owner: str, command: str) -> None:
         sh(self.conn, 'mkdir -p "$(dirname "$1")"', self.path)
-        if not self.conn.run(["mkdir", self.path], check=False).ok:
+        took = self.conn.run(["mkdir", self.path], check=False).ok
+        if not took:
+            held = self.holder() or {}
+            if self._dead(held):  # left by a run that was killed here: take it over, atomically again
+                self.conn.run(["rm", "-rf", self.path])
+                took = self.conn.run(["mkdir", self.path], check=False).ok
+        if not took:
             held = self.holder() or {}
             raise LockHeld(f"{self.label}: another run holds the lock: {held.get('owner', 'unknown')} "
                            f"(`{held.get('command', '?')}`) since {held.get('since', 'an unknown time')}.",
                            hint=f"wait for it; if it died, check then run `lifeboat lock release --on "
                                 f"{self.label.split(' ')[0]}`.")
-        body = {"owner": owner, "command": command, "pid": os.getpid(),
+        body = {"owner": owner, "command": command, "pid": os.getpid(), "machine": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.conn.write_bytes(f"{self.path}/holder.json", json.dumps(body).encode(), mode=0o600)
 

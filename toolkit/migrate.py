@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from .contract import Provider, Record, Unsupported
 from .engine import Engine, operator
-from .errors import BadInput, ProviderError, VerificationFailed
+from .errors import BadInput, LockHeld, ProviderError, ToolkitError, VerificationFailed
 from .journal import Journal
 
 STEPS = ["preflight", "lower_ttl", "secrets", "prepare", "database", "cache", "media", "deploy", "freeze", "final_sync", "cutover",
@@ -135,11 +135,15 @@ class Migration:
                 try:
                     _fault(step)
                     data = getattr(self, f"_step_{step}")() or {}
-                except BaseException:
+                except BaseException as exc:
                     frozen = journal.finished("freeze")
                     if frozen and frozen.get("paused") and not journal.finished("cutover"):
                         self._thaw(frozen["paused"])
                         journal.record("freeze", "undone", reason="lifted after a failure before the cutover")
+                    explained = self._explain(step, exc) if isinstance(exc, Exception) else None
+                    if explained is not None:
+                        journal.record(step, "failed", reason=explained.message)
+                        raise explained from exc
                     raise
                 seconds = round(time.monotonic() - t0, 3)
                 entry = journal.record(step, "done", seconds=seconds, **data)
@@ -182,6 +186,29 @@ class Migration:
                         "freeze starts only once that has passed (the data copy runs meanwhile), so clients reach "
                         "the target within the low TTL of the switch") if wait else
                        "the records' TTL is already at or below the cutover TTL: no wait"}
+
+    def _explain(self, step: str, exc: Exception) -> ToolkitError | None:
+        """After a failure: if a provider stopped answering (a host died mid-copy), say which, as the
+        reason; an I/O error with both still reachable is reported as what it is. None: raise as it was."""
+        if isinstance(exc, BadInput | LockHeld):
+            return None
+        resume = f"lifeboat migrate --from {self.source_name} --to {self.target_name} --resume"
+        hint = f"what was copied and verified is kept; once it answers again: {resume}"
+        for name in (self.source_name, self.target_name):
+            try:
+                self.engine.preflight(name, fresh=True)
+            except ToolkitError as down:
+                return ProviderError(f"migrate: step {step} stopped: {down.message}", hint=hint,
+                                     code="migrate.interrupted")
+            except Exception as down:  # noqa: BLE001 - any failure to reach it is the answer
+                return ProviderError(f"migrate: step {step} stopped: {name} does not answer ({down}).", hint=hint,
+                                     code="migrate.interrupted")
+        if isinstance(exc, ToolkitError):
+            return None
+        if isinstance(exc, OSError | EOFError) or type(exc).__module__.startswith("paramiko"):
+            return ProviderError(f"migrate: step {step} stopped: {type(exc).__name__}: {exc}.", hint=hint,
+                                 code="migrate.interrupted")
+        return None
 
     # ------------------------------------------------------------------ steps
     def _step_preflight(self) -> dict:
@@ -287,6 +314,7 @@ class Migration:
         if not self.stack.buckets:
             return {"skipped": "no buckets"}
         src, dst = self.source.objects(), self.target.objects()
+        swept = dst.sweep_partial()  # what a killed earlier attempt was writing
         copied = skipped = bytes_sent = 0
         totals = {b: [o for o in src.list(b)] for b in sorted(self.stack.buckets)}
         all_bytes = sum(o.size for objs in totals.values() for o in objs)
@@ -311,8 +339,11 @@ class Migration:
                     bytes_sent += obj.size
                 done_bytes += obj.size
                 self.events.progress("media", done_bytes, all_bytes, unit="bytes")
-        return {"objects": copied + skipped, "copied": copied, "already_there": skipped, "bytes_sent": bytes_sent,
-                "verified": "size and SHA-256 of every object"}
+        out = {"objects": copied + skipped, "copied": copied, "already_there": skipped, "bytes_sent": bytes_sent,
+               "verified": "size and SHA-256 of every object"}
+        if swept:
+            out["partial_writes_removed"] = swept
+        return out
 
     def _step_deploy(self) -> dict:
         applied = self.engine.up(self.target_name, locked=True)
@@ -435,13 +466,18 @@ def _fault(point: str) -> None:
     crash or an operator's kill -9 would) and fail:<point> makes it fail as an error would. A point is a step
     name (right after the journal says it began) or one of FAULT_POINTS: mid-dump, mid-object (half of a
     large object sent), deploy done but not journalled, source paused but not journalled, a record switched
-    but not confirmed."""
+    but not confirmed. stall:<point> waits LIFEBOAT_FAULT_SECONDS there (after saying so on stderr)."""
     import os
     import signal
 
     fault = os.environ.get("LIFEBOAT_FAULT")
     if not fault or fault.partition(":")[2] != point:
         return
+    if fault.startswith("stall:"):  # the tests break something meanwhile (stop a host)
+        import sys
+
+        print(f"lifeboat: fault: stalled at {point}", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("LIFEBOAT_FAULT_SECONDS", "30")))
     if fault.startswith("kill:"):
         os.kill(os.getpid(), signal.SIGKILL)
     if fault.startswith("fail:"):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from .connection import SSHConnection
 from .contract import ObjectInfo, ObjectStore
-from .dirstore import CHUNK, decode_name, encode_key
+from .dirstore import CHUNK, decode_name, encode_key, partial_name, stale_partial
 from .errors import BadInput, ProviderError, VerificationFailed
 
 HASH_BATCH = 200
@@ -163,7 +163,7 @@ class RemoteDirectoryStore(ObjectStore):
         sftp = self.conn.sftp()
         try:
             directory = self._require(sftp, bucket)
-            tmp = f"{self.root}/.tmp/w-{uuid.uuid4().hex}"
+            tmp = f"{self.root}/.tmp/{partial_name()}"
             sha = hashlib.sha256()
             written = 0
             try:
@@ -194,6 +194,25 @@ class RemoteDirectoryStore(ObjectStore):
         finally:
             sftp.close()
         return ObjectInfo(key, written, sha.hexdigest(), None, {"content_type": content_type})
+
+    def sweep_partial(self) -> int:
+        sftp = self.conn.sftp()
+        removed = 0
+        try:
+            try:
+                entries = sftp.listdir_attr(f"{self.root}/.tmp")
+            except FileNotFoundError:
+                return 0
+            for entry in entries:
+                if stat.S_ISREG(entry.st_mode or 0) and stale_partial(entry.filename, entry.st_mtime or 0):
+                    try:
+                        sftp.remove(f"{self.root}/.tmp/{entry.filename}")
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+        finally:
+            sftp.close()
+        return removed
 
     def delete(self, bucket: str, key: str) -> None:
         name = encode_key(key)
