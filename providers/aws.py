@@ -931,6 +931,13 @@ class AwsProvider(BaremetalProvider):
         return ws, secrets
 
     # ------------------------------------------------------------------ preflight
+    def free_space(self) -> list[dict]:
+        """S3 has no ceiling; RDS has the storage the stack allocates (growing it is a plan change)."""
+        if not self.stack.postgres:
+            return []
+        gb = (self.settings.get("postgres") or {}).get("storage_gb") or 20
+        return [{"where": f"RDS ({gb} GB allocated)", "kinds": ["database"], "free": gb * 10**9}]
+
     def check(self) -> dict:
         facts = {"identity": self.api.identity(), "region": self.api.region, "state_dir": str(self.state_root)}
         if self.api.emulated:

@@ -307,6 +307,25 @@ class BaremetalProvider(KindDispatch, Provider):
     def hosts_with(self, role: str) -> list[HostSpec]:
         return [s for s in self.specs if s.has(role)]
 
+    def free_space(self) -> list[dict]:
+        """Free bytes on the filesystems holding the db host's root (PostgreSQL) and the storage host's
+        (objects), asked with df on the hosts; one entry when both are the same."""
+        wanted = []
+        if self.stack.postgres:
+            wanted.append(("database", self.first("db", "PostgreSQL")))
+        if self.stack.buckets:
+            wanted.append(("objects", self.first("storage", "an object store")))
+        out: dict[tuple[str, str], dict] = {}
+        for kind, spec in wanted:
+            result = sh(self.conn(spec.name), 'p="$1"; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; '
+                                              'df -P -B1 -- "$p" | tail -n 1', spec.root)
+            fields = result.text.split()
+            mount = fields[-1]
+            entry = out.setdefault((spec.name, mount), {"where": f"{spec.name}:{mount}", "kinds": [],
+                                                        "free": int(fields[3])})
+            entry["kinds"].append(kind)
+        return list(out.values())
+
     def first(self, role: str, what: str) -> HostSpec:
         found = self.hosts_with(role)
         if not found:

@@ -492,6 +492,15 @@ class LocalProvider(KindDispatch, Provider):
         except Exception:
             return False
 
+    def free_space(self) -> list[dict]:
+        kinds = [k for k, wanted in (("database", self.stack.postgres), ("objects", self.stack.buckets)) if wanted]
+        if not kinds:
+            return []
+        path = self.state.root
+        while not path.exists():
+            path = path.parent
+        return [{"where": str(self.state.root), "kinds": kinds, "free": shutil.disk_usage(path).free}]
+
     # ------------------------------------------------------------------ contract: preflight
     def check(self) -> dict:
         facts = {"state_dir": str(self.state.root)}

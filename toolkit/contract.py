@@ -348,6 +348,11 @@ class Provider(ABC):
     def secrets(self) -> SecretStore:
         raise Unsupported(f"{self.label} offers no secret store")
 
+    def free_space(self) -> list[dict]:
+        """Room for data on this target, per filesystem: ``{"where": ..., "kinds": ["database", "objects"],
+        "free": bytes}``. Kinds absent from every entry are unbounded or unknown (not checked)."""
+        return []
+
     def lock(self, owner: str):
         """A context manager holding this stack's lock on this target (exit 3 when held)."""
         raise Unsupported(f"{self.label} offers no lock")

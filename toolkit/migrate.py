@@ -33,6 +33,7 @@ points back at the source, and the target's services are paused (its data is kep
 
 from __future__ import annotations
 
+import errno
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from .contract import Provider, Record, Unsupported
 from .engine import Engine, operator
 from .errors import BadInput, LockHeld, ProviderError, ToolkitError, VerificationFailed
 from .journal import Journal
+from .output import human_bytes
 
 STEPS = ["preflight", "lower_ttl", "secrets", "prepare", "database", "cache", "media", "deploy", "freeze", "final_sync", "cutover",
          "verify"]
@@ -93,6 +95,8 @@ class Migration:
                 total += obj.size
         out["media"] = {"objects": objects, "bytes": total}
         out["secrets"] = sorted(self.stack.secrets)
+        space = self.space()
+        out["space"] = {"rooms": space["rooms"], "enough": not space["short"], "short": space["short"]}
         target_plan = self.engine.plan(self.target_name, warnings=[])
         out["target_plan"] = target_plan.summary()
         # Rough: 50 MB/s for dumps and object streams, plus a fixed cost per object.
@@ -193,6 +197,11 @@ class Migration:
         if isinstance(exc, BadInput | LockHeld):
             return None
         resume = f"lifeboat migrate --from {self.source_name} --to {self.target_name} --resume"
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return ProviderError(f"migrate: step {step} stopped: {self.target.label} ran out of space"
+                                 f"{f' writing {exc.filename}' if exc.filename else ''}. The source keeps serving as "
+                                 "before.", hint=f"free space or grow the disk there, then: {resume}",
+                                 code="migrate.no_space")
         hint = f"what was copied and verified is kept; once it answers again: {resume}"
         for name in (self.source_name, self.target_name):
             try:
@@ -211,8 +220,43 @@ class Migration:
         return None
 
     # ------------------------------------------------------------------ steps
+    def space(self) -> dict:
+        """What the copy needs on the target against what its filesystems have free. The database needs
+        its size plus a quarter (WAL and index builds while restoring) minus what the target's copy already
+        takes; media need the bytes not already there under the same key and size."""
+        need: dict[str, int] = {}
+        if self.stack.postgres:
+            size = self.source.database().info().size_bytes
+            running = {r.id: r for r in self.target.observe()}.get(f"database/{self.stack.postgres.database}")
+            if running is not None and running.attrs.get("running"):  # asked only then: reading changes nothing
+                size -= self.target.database().info().size_bytes  # replaced by the restore
+            need["database"] = max(0, int(size * 1.25)) + (64 << 20)
+        if self.stack.buckets:
+            total = 0
+            for bucket in self.stack.buckets:
+                try:
+                    there = {o.key: o.size for o in self.target.objects().list(bucket)}
+                except Exception:  # noqa: BLE001 - the bucket does not exist yet
+                    there = {}
+                total += sum(o.size for o in self.source.objects().list(bucket) if there.get(o.key) != o.size)
+            need["objects"] = total + (16 << 20)
+        rooms, short = [], []
+        for room in self.target.free_space():
+            wanted = sum(need.get(k, 0) for k in room["kinds"])
+            rooms.append({**room, "needed": wanted})
+            if wanted > room["free"]:
+                short.append(f"{room['where']} has {human_bytes(room['free'])} free, the copy needs about "
+                             f"{human_bytes(wanted)} ({' + '.join(f'{k} {human_bytes(need[k])}' for k in room['kinds'] if k in need)})")
+        return {"needed": need, "rooms": rooms, "short": short}
+
     def _step_preflight(self) -> dict:
         out: dict = {}
+        space = self.space()
+        if space["short"]:
+            raise ProviderError(f"migrate: not enough space on {self.target.label}: {'; '.join(space['short'])}. "
+                                "Nothing was copied.", hint="free space or grow the disk there, then run it again.",
+                                code="migrate.no_space")
+        out["space"] = [{"where": r["where"], "free": r["free"], "needed": r["needed"]} for r in space["rooms"]]
         if self.stack.postgres:
             version = self.source.database().info().version
             if version != self.stack.postgres.version:

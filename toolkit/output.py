@@ -108,13 +108,7 @@ class HumanEvents(Events):
         elapsed = max(now - first[0], 1e-6)
         rate = (done - first[1]) / elapsed
         def fmt(n: float) -> str:
-            if unit != "bytes":
-                return f"{n:,.0f}"
-            for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
-                if abs(n) < 1024:
-                    return f"{n:.1f} {suffix}"
-                n /= 1024
-            return f"{n:.1f} PiB"
+            return human_bytes(n) if unit == "bytes" else f"{n:,.0f}"
         text = f"{task}: {fmt(done)}"
         if total is not None:
             text += f" of {fmt(total)} ({done * 100 / max(total, 1):.0f}%)"
@@ -123,6 +117,14 @@ class HumanEvents(Events):
             text += f", ETA {max(total - done, 0) / rate:.0f}s"
         self.console.print("[dim]        …[/] ", end="")
         self.console.line(text)
+
+
+def human_bytes(n: float) -> str:
+    for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024:
+            return f"{n:.1f} {suffix}"
+        n /= 1024
+    return f"{n:.1f} PiB"
 
 
 def write_stdout(text: str) -> None:
