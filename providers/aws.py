@@ -592,14 +592,21 @@ class RdsDatabase(DatabaseService):
         return DatabaseInfo(int(version), pg.database, exts, int(size))
 
     @contextmanager
-    def dump(self):
+    def snapshot(self):
+        from toolkit.digests import exported_snapshot
+
+        with self.connect() as conn, exported_snapshot(conn) as held:
+            yield held
+
+    @contextmanager
+    def dump(self, snapshot=None):
         from toolkit import pgcommands
         from toolkit.connection import LocalConnection
 
         pg = self._pg()
         with self.endpoint() as (host, port):
             argv = pgcommands.pg_dump(client_bindir(pg.version), host=host, port=port, user=pg.user,
-                                      database=pg.database)
+                                      database=pg.database, snapshot=snapshot)
             with LocalConnection().read_stream(argv, env=self._env()) as stream:
                 yield stream
 

@@ -115,10 +115,28 @@ class BaremetalDatabase(DatabaseService):
         return DatabaseInfo(version, pg.database, tuple(r[0] for r in rows[1:]), size)
 
     @contextmanager
-    def dump(self):
+    def snapshot(self):
+        """Through a direct connection from this machine, when the db host's PostgreSQL admits one (its
+        pg_hba may allow only the app hosts: then Unsupported, and the copy is verified without it)."""
+        import psycopg
+
+        from toolkit.contract import Unsupported
+        from toolkit.digests import exported_snapshot
+
+        try:
+            conn = psycopg.connect(self.p.database_url().reveal_text(), connect_timeout=5, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise Unsupported(f"{self.p.label}: PostgreSQL does not accept a connection from here "
+                              f"({str(exc).strip().splitlines()[0]})") from None
+        with conn, exported_snapshot(conn) as held:
+            yield held
+
+    @contextmanager
+    def dump(self, snapshot=None):
         pg = self._pg()
         pgh = self.p.postgres()
-        with pgh.conn.read_stream(pgh.dump_argv(user=pg.user, database=pg.database), env=self._env()) as stream:
+        argv = pgh.dump_argv(user=pg.user, database=pg.database, snapshot=snapshot)
+        with pgh.conn.read_stream(argv, env=self._env()) as stream:
             yield stream
 
     def restore(self, stream, *, clean: bool = True) -> None:

@@ -294,10 +294,17 @@ class LocalDatabase(DatabaseService):
         return DatabaseInfo(int(version), pg.database, exts, int(size))
 
     @contextmanager
-    def dump(self):
+    def snapshot(self):
+        from toolkit.digests import exported_snapshot
+
+        with self.p.pg_connect(self._pg().database, app=True) as conn, exported_snapshot(conn) as held:
+            yield held
+
+    @contextmanager
+    def dump(self, snapshot=None):
         pg = self._pg()
         argv = pgcommands.pg_dump(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
-                                  user=pg.user, database=pg.database)
+                                  user=pg.user, database=pg.database, snapshot=snapshot)
         with LocalConnection().read_stream(argv, env=self._env()) as stream:
             yield stream
 

@@ -53,7 +53,9 @@ class Session:
         from .events import Events
         from .output import HumanEvents
 
-        return Events() if self.json else HumanEvents(self.console)
+        events = Events() if self.json else HumanEvents(self.console)
+        events.verbose = self.verbose
+        return events
 
     def stack(self):
         from . import stackfile
@@ -411,15 +413,17 @@ def destroy(session: Session, on):
 @click.option("--resume", is_flag=True, help="Continue the interrupted migration from its journal.")
 @click.option("--no-cutover", is_flag=True, help="Leave DNS pointing at the source.")
 @click.option("--keep-source", is_flag=True, help="Keep the source running afterwards (always, in this version).")
+@click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Objects copied at once.")
 @envelope_command("migrate")
-def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_source):
+def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_source, parallel):
     """Move the stack from one target to another: secrets, every row, every object, the cache, then the
     services and DNS; every copy verified; resumable."""
     from .migrate import Migration
-    from .output import Outcome
+    from .output import Outcome, human_bytes
 
     engine = session.engine()
-    migration = Migration(engine, source, target, cutover=not no_cutover)
+    migration = Migration(engine, source, target, cutover=not no_cutover, parallel=parallel)
     if dry_run:
         plan = migration.plan()
 
@@ -434,6 +438,17 @@ def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_
             console.line(f"  media: {media['objects']} objects, {media['bytes']} bytes "
                          f"(~{plan['estimated_seconds']['media']} s)")
             console.line(f"  secrets: {', '.join(plan['secrets']) or '-'}")
+            for room in plan["space"]["rooms"]:
+                console.line(f"  space: {room['where']} has {human_bytes(room['free'])} free, needs about "
+                             f"{human_bytes(room['needed'])}")
+            for short in plan["space"]["short"]:
+                console.line(f"  [red]not enough space:[/] {short}")
+            dns = plan.get("dns") or {}
+            for rec in dns.get("records", []):
+                lowered = f", lowered to {rec['lowered_to']} s first" if rec["lowered_to"] else ""
+                console.line(f"  dns: {rec['record']} in {dns['zone']} (TTL {rec['ttl_now']} s{lowered})")
+            if dns.get("records"):
+                console.line(f"  dns: the freeze waits ~{dns['freeze_waits_seconds']} s: {dns['why']}")
             if plan.get("resumable"):
                 console.line(f"  an interrupted migration ({plan['resumable']}) can be continued with --resume")
 

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -355,9 +356,26 @@ class SSHConnection(Connection):
             sftp.close()
         return path
 
+    def _session(self, open_it):
+        """Open a session channel; while the server refuses more sessions on this connection (OpenSSH's
+        MaxSessions, default 10, reached by parallel work) wait for one to close, up to 60 s."""
+        import paramiko
+
+        deadline = time.monotonic() + 60
+        delay = 0.05
+        while True:
+            try:
+                return open_it()
+            except paramiko.SSHException:  # ChannelException, or the bare one a concurrent opener gets
+                transport = self._client.get_transport() if self._client else None
+                if time.monotonic() > deadline or transport is None or not transport.is_active():
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     def _exec(self, command: str, timeout: float | None):
         transport = self.client().get_transport()
-        channel = transport.open_session(timeout=self.connect_timeout)
+        channel = self._session(lambda: transport.open_session(timeout=self.connect_timeout))
         if timeout:
             channel.settimeout(timeout)
         channel.exec_command(command)
@@ -470,7 +488,8 @@ class SSHConnection(Connection):
 
     def sftp(self):
         """A new SFTP session on this host's connection (caller closes it)."""
-        return self.client().open_sftp()
+        client = self.client()
+        return self._session(client.open_sftp)
 
     def write_bytes(self, path, data, *, mode=0o600):
         sftp = self.sftp()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -159,8 +159,15 @@ class DatabaseService(ABC):
     def info(self) -> DatabaseInfo: ...
 
     @abstractmethod
-    def dump(self) -> AbstractContextManager[BinaryIO]:
-        """A stream of the database in pg_dump's custom format; closed when the context exits."""
+    def dump(self, snapshot: str | None = None) -> AbstractContextManager[BinaryIO]:
+        """A stream of the database in pg_dump's custom format; closed when the context exits.
+        ``snapshot``: an id from :meth:`snapshot`, so the dump sees exactly what that snapshot sees."""
+
+    def snapshot(self) -> AbstractContextManager[tuple[str, Callable[[], dict[str, TableDigest]]]]:
+        """Hold a repeatable-read transaction open and yield its exported snapshot id with a function that
+        computes :meth:`table_digests` in that same snapshot: a dump taken with the id and those digests
+        describe the same rows even while the app keeps writing."""
+        raise Unsupported("this database service cannot export a snapshot")
 
     @abstractmethod
     def restore(self, stream: BinaryIO, *, clean: bool = True) -> None:
@@ -212,6 +219,9 @@ class ObjectStore(ABC):
     @abstractmethod
     def checksum(self, bucket: str, key: str) -> str:
         """The object's SHA-256, computed where the data lives."""
+
+    #: objects a copy may move at once through this store (per-connection limits of its transport)
+    PARALLEL: int = 16
 
     def sweep_partial(self) -> int:
         """Remove what writes killed mid-way left behind (a killed writer cannot clean up after itself);

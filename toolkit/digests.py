@@ -12,6 +12,7 @@ list the tables and one for all their digests.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 from .contract import TableDigest
 
@@ -70,3 +71,16 @@ def table_digests_with(query: Query) -> dict[str, TableDigest]:
 def table_digests(conn) -> dict[str, TableDigest]:
     """``conn`` is an open psycopg connection."""
     return table_digests_with(lambda sql: conn.execute(sql).fetchall())
+
+
+@contextmanager
+def exported_snapshot(conn):
+    """On an autocommit psycopg connection: hold a read-only REPEATABLE READ transaction while the block
+    runs; yield its exported snapshot id (for ``pg_dump --snapshot``) and a function computing the table
+    digests in that same snapshot."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        yield str(snapshot), lambda: table_digests(conn)
+    finally:
+        conn.execute("ROLLBACK")

@@ -11,6 +11,9 @@ from __future__ import annotations
 class Events:
     """The default says nothing."""
 
+    #: --verbose: tracebacks of failures that were explained to the user
+    verbose: bool = False
+
     def step(self, message: str) -> None:
         pass
 

@@ -279,8 +279,9 @@ class PostgresHost:
         if theirs:
             self.psql(theirs, database=database, **su)
 
-    def dump_argv(self, *, user: str, database: str) -> list[str]:
-        return pgcommands.pg_dump(self.bindir, host=self.listen, port=self.port, user=user, database=database)
+    def dump_argv(self, *, user: str, database: str, snapshot: str | None = None) -> list[str]:
+        return pgcommands.pg_dump(self.bindir, host=self.listen, port=self.port, user=user, database=database,
+                                  snapshot=snapshot)
 
     def restore_argv(self, *, user: str, database: str, clean: bool = True) -> list[str]:
         return pgcommands.pg_restore(self.bindir, host=self.listen, port=self.port, user=user, database=database,

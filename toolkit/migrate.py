@@ -63,7 +63,7 @@ class MigrationReport:
 
 
 class Migration:
-    def __init__(self, engine: Engine, source: str, target: str, *, cutover: bool = True):
+    def __init__(self, engine: Engine, source: str, target: str, *, cutover: bool = True, parallel: int = 8):
         if source == target:
             raise BadInput("migrate: --from and --to name the same target.", code="migrate.same_target")
         self.engine = engine
@@ -72,6 +72,7 @@ class Migration:
         self.source: Provider = engine.runner(source)
         self.target: Provider = engine.runner(target)
         self.cutover = cutover
+        self.parallel = max(1, parallel)
         self.journal: Journal | None = None
         self.events = engine.events
         self.state = self.stack.root / ".lifeboat" / f"migrate-{source}-{target}"
@@ -145,6 +146,10 @@ class Migration:
                         self._thaw(frozen["paused"])
                         journal.record("freeze", "undone", reason="lifted after a failure before the cutover")
                     explained = self._explain(step, exc) if isinstance(exc, Exception) else None
+                    if explained is not None and self.events.verbose:
+                        import traceback
+
+                        traceback.print_exception(exc)  # what was explained, for a bug report
                     if explained is not None:
                         journal.record(step, "failed", reason=explained.message)
                         raise explained from exc
@@ -318,19 +323,16 @@ class Migration:
         applied = self.engine.up(self.target_name, kinds=DATA_KINDS, locked=True)
         return {"applied": [a["resource"] for a in applied.applied]}
 
-    def _step_database(self) -> dict:
+    def _step_database(self, *, frozen: bool = False) -> dict:
         if not self.stack.postgres:
             return {"skipped": "no postgres"}
-        src, dst = self.source.database(), self.target.database()
-        with src.dump() as stream:
-            dst.restore(_Counting(stream, self.events, "database", fault_at=1, fault="database:mid"), clean=True)
-        before, after = src.table_digests(), dst.table_digests()
-        if before != after:
-            differ = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
-            raise VerificationFailed(f"migrate: tables differ after the copy: {', '.join(differ)}.",
-                                     hint="the source keeps serving; re-run (or --resume) to copy again.")
-        return {"tables": len(before), "rows": sum(d.rows for d in before.values()),
-                "verified": "row counts and per-table digests equal on both sides"}
+        from .copier import copy_database
+
+        try:
+            return copy_database(self.source.database(), self.target.database(), events=self.events,
+                                 frozen=frozen, fault=_fault)
+        except VerificationFailed as exc:
+            raise VerificationFailed(f"migrate: {exc.message}", hint=exc.hint) from None
 
     def _step_cache(self) -> dict:
         redis_spec = self.stack.redis
@@ -357,37 +359,10 @@ class Migration:
     def _step_media(self) -> dict:
         if not self.stack.buckets:
             return {"skipped": "no buckets"}
-        src, dst = self.source.objects(), self.target.objects()
-        swept = dst.sweep_partial()  # what a killed earlier attempt was writing
-        copied = skipped = bytes_sent = 0
-        totals = {b: [o for o in src.list(b)] for b in sorted(self.stack.buckets)}
-        all_bytes = sum(o.size for objs in totals.values() for o in objs)
-        done_bytes = 0
-        for bucket, objects in totals.items():
-            for obj in objects:
-                want = obj.sha256 or src.checksum(bucket, obj.key)
-                there = dst.head(bucket, obj.key)
-                if there is not None and there.size == obj.size and \
-                        (there.sha256 or dst.checksum(bucket, obj.key)) == want:
-                    skipped += 1
-                else:
-                    with src.open_read(bucket, obj.key) as stream:
-                        if obj.size >= 1 << 20:  # the crash tests stop half-way through a large object
-                            stream = _Counting(stream, self.events, None, fault_at=obj.size // 2, fault="media:mid")
-                        info = dst.write(bucket, obj.key, stream, size=obj.size)
-                    if info.size != obj.size or info.sha256 != want:
-                        raise VerificationFailed(f"migrate: object {obj.key!r} of {bucket} arrived with size "
-                                                 f"{info.size} and SHA-256 {info.sha256}, expected {obj.size} "
-                                                 f"and {want}.")
-                    copied += 1
-                    bytes_sent += obj.size
-                done_bytes += obj.size
-                self.events.progress("media", done_bytes, all_bytes, unit="bytes")
-        out = {"objects": copied + skipped, "copied": copied, "already_there": skipped, "bytes_sent": bytes_sent,
-               "verified": "size and SHA-256 of every object"}
-        if swept:
-            out["partial_writes_removed"] = swept
-        return out
+        from .copier import copy_objects
+
+        return copy_objects(self.source.objects(), self.target.objects(), sorted(self.stack.buckets),
+                            parallel=self.parallel, events=self.events, fault=_fault)
 
     def _step_deploy(self) -> dict:
         applied = self.engine.up(self.target_name, locked=True)
@@ -428,7 +403,8 @@ class Migration:
         target = self.target.compute()
         target.pause(services)  # the target's apps must not write while their database is replaced
         try:
-            out = {"database": self._step_database(), "cache": self._step_cache(), "media": self._step_media()}
+            out = {"database": self._step_database(frozen=True), "cache": self._step_cache(),
+                   "media": self._step_media()}
         finally:
             target.resume(services)
         return out
@@ -571,24 +547,6 @@ def rollback(engine: Engine) -> dict:
         journal.record("rollback", "done", records=records, target_paused=paused)
     return {"migration": journal.id, "from": target, "to": source, "records": records,
             "source_services": "running", "target_paused": paused}
-
-
-class _Counting:
-    """A read-through wrapper that reports bytes as they pass (``task`` None: silent), and fires the fault
-    point ``fault`` once ``fault_at`` bytes have passed."""
-
-    def __init__(self, stream, events, task: str | None, *, fault_at: int | None = None, fault: str | None = None):
-        self.stream, self.events, self.task, self.count = stream, events, task, 0
-        self.fault_at, self.fault = fault_at, fault
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.count += len(data)
-        if self.task:
-            self.events.progress(self.task, self.count, None, unit="bytes")
-        if self.fault and self.count >= self.fault_at:
-            _fault(self.fault)
-        return data
 
 
 def _public(entry: dict) -> dict:

@@ -6,6 +6,7 @@ files with mode 0600 or in the child's environment (PGPASSWORD).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -45,10 +46,16 @@ def pg_ctl_status(bindir: Path, data_dir: Path) -> list[str]:
     return [str(bindir / "pg_ctl"), "-D", str(data_dir), "status"]
 
 
-def pg_dump(bindir: Path, *, host: str, port: int, user: str, database: str, compress: int = 1) -> list[str]:
-    """Custom format to stdout: restorable table by table, streamable, no temporary file."""
-    return [str(bindir / "pg_dump"), "--format=custom", f"--compress={int(compress)}", "--no-password",
-            "-h", host, "-p", str(port), "-U", user, "-d", database]
+def pg_dump(bindir: Path, *, host: str, port: int, user: str, database: str, compress: int = 1,
+            snapshot: str | None = None) -> list[str]:
+    """Custom format to stdout: restorable table by table, streamable, no temporary file. ``snapshot``: dump
+    what an exported snapshot sees (the digests of the copy are computed in the same one)."""
+    argv = [str(bindir / "pg_dump"), "--format=custom", f"--compress={int(compress)}", "--no-password"]
+    if snapshot:
+        if not re.fullmatch(r"[0-9A-F]+-[0-9A-F]+-[0-9]+", snapshot):
+            raise ValueError(f"not a snapshot id: {snapshot!r}")
+        argv.append(f"--snapshot={snapshot}")
+    return [*argv, "-h", host, "-p", str(port), "-U", user, "-d", database]
 
 
 def pg_restore(bindir: Path, *, host: str, port: int, user: str, database: str, clean: bool = True) -> list[str]:

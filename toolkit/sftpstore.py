@@ -19,6 +19,7 @@ HASH_BATCH = 200
 
 class RemoteDirectoryStore(ObjectStore):
     NATIVE_CHECKSUMS = ("sha256",)
+    PARALLEL = 4  # each copy holds up to two SSH sessions; OpenSSH allows 10 per connection by default
 
     def __init__(self, conn: SSHConnection, root: str):
         self.conn = conn

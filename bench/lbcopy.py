@@ -1,0 +1,48 @@
+"""One Lifeboat object copy, as its own process so the benchmark can measure its CPU and peak RSS:
+``python bench/lbcopy.py SPEC.json`` where SPEC holds ``src``, ``dst`` (store descriptions) and ``parallel``.
+Prints the copier's report as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def store(spec: dict):
+    kind = spec["kind"]
+    if kind == "dir":
+        from toolkit.dirstore import DirectoryStore
+
+        return DirectoryStore(spec["root"])
+    if kind == "sftp":
+        from toolkit.connection import SSHConnection
+        from toolkit.sftpstore import RemoteDirectoryStore
+
+        conn = SSHConnection(spec["host"], port=spec["port"], user=spec["user"], key_file=spec["key"],
+                             known_hosts=spec["known_hosts"])
+        return RemoteDirectoryStore(conn, spec["root"])
+    if kind == "s3":
+        from providers.aws import AwsApi, S3Store
+
+        api = AwsApi({"endpoint_url": spec["endpoint"], "region": "us-east-1"}, "bench")
+        return S3Store(api, {"media": spec["bucket"]})
+    raise SystemExit(f"lbcopy: unknown store kind {kind}")
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    from toolkit.copier import copy_objects
+
+    src, dst = store(spec["src"]), store(spec["dst"])
+    if spec["dst"]["kind"] in ("dir", "sftp") and not dst.bucket_exists("media"):
+        dst.create_bucket("media")
+    report = copy_objects(src, dst, ["media"], parallel=spec.get("parallel", 8))
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
