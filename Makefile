@@ -27,6 +27,9 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/objects.py
+	$(BIN)/python bench/database.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -933,13 +933,13 @@ class BaremetalProvider(KindDispatch, Provider):
     def set_paused(self, services: list[str], paused: bool) -> None:
         state = self.state()
         deployed = state.get("services", {})
-        if any(deployed.get(n, {}).get("runtime") == "docker" for n in services):
-            from toolkit.contract import Unsupported
-
-            raise Unsupported(f"{self.label}: pausing docker-runtime services is not supported yet")
         now = set(state.get("paused", []))
         state["paused"] = sorted((now | set(services)) if paused else (now - set(services)))
         self.save_state(state)
+        in_docker = [n for n in services if deployed.get(n, {}).get("runtime") == "docker"]
+        if in_docker:
+            self._set_paused_docker(in_docker, paused, deployed)
+        services = [n for n in services if n not in in_docker]
         hosts = sorted({h for n in services for h in deployed.get(n, {}).get("hosts", [])})
 
         def apply(host: str) -> None:
@@ -960,6 +960,31 @@ class BaremetalProvider(KindDispatch, Provider):
             for name in services:
                 if host in deployed.get(name, {}).get("hosts", []):
                     self._wait_healthy(host, self.stack.services[name], deployed[name]["generation"])
+
+        on_hosts(hosts, apply, parallel=self.parallel)
+
+    def _set_paused_docker(self, services: list[str], paused: bool, deployed: dict) -> None:
+        """Containers are stopped (kept, with --restart unless-stopped they stay down) or started again and
+        health-checked, host by host in parallel."""
+        hosts = sorted({h for n in services for h in deployed[n].get("hosts", [])})
+
+        def apply(host: str) -> None:
+            runtime = self.docker(host)
+            spec = self.spec(host)
+            probe = ProcessRuntime(self.conn(host), spec.root)
+            address = self.listen_address(spec)
+            for name in services:
+                if host not in deployed[name].get("hosts", []):
+                    continue
+                svc = self.stack.services[name]
+                if paused:
+                    runtime.pause_service(name)
+                    continue
+
+                def healthy(replica: int, svc=svc) -> bool:
+                    return not svc.is_web or probe.http_ok(f"http://{address}:{svc.port + replica}{svc.health or '/'}")
+
+                runtime.resume_service(name, healthy)
 
         on_hosts(hosts, apply, parallel=self.parallel)
 

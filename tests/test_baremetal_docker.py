@@ -122,6 +122,24 @@ def test_docker_deploy_rolling_update_and_destroy(dock):
     assert {a["resource"] for a in forward.envelope["data"]["applied"]} == {"service/web"}
     assert lb(dock, "plan", "--on", "colo", "--detailed-exitcode").code == 0
 
+    # A write freeze (what migrate does to its source): containers stopped and kept, then started again.
+    from toolkit import stackfile
+    from toolkit.engine import Engine
+
+    compute = Engine(stackfile.load(dock["stack"])).provider("colo").compute()
+    compute.pause(["web", "worker"])
+    for engine in (e1, e2):
+        states = engine.docker("ps", "-a", "--filter", "label=lifeboat.stack=chirpd", "--format",
+                               "{{.State}}").stdout.split()
+        assert states and set(states) == {"exited"}, states
+    for address in ("127.0.0.2", "127.0.0.3"):
+        with pytest.raises(OSError):
+            get(f"http://{address}:8200/api/stats")
+    compute.resume(["web", "worker"])
+    for address in ("127.0.0.2", "127.0.0.3"):
+        assert json.loads(get(f"http://{address}:8200/api/stats"))["posts"] == 300
+    assert lb(dock, "plan", "--on", "colo", "--detailed-exitcode").code == 0
+
     gone = lb(dock, "--yes", "destroy", "--on", "colo")
     assert gone.code == 0, gone
     for engine in (e1, e2):

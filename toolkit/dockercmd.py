@@ -61,6 +61,10 @@ def stop(name: str, *, timeout: int = 10) -> list[str]:
     return ["docker", "stop", "--time", str(timeout), name]
 
 
+def start(name: str) -> list[str]:
+    return ["docker", "start", name]
+
+
 def remove(name: str) -> list[str]:
     return ["docker", "rm", "--force", name]
 

@@ -703,6 +703,24 @@ class DockerRuntime:
                 self.run(self.cmd.remove(name), check=False, timeout=60)
                 self.conn.run(["rm", "-f", f"{self.dir}/{service}.{replica}.env"])
 
+    def pause_service(self, service: str) -> None:
+        """Stop the service's containers, keeping them (a write freeze); `resume_service` starts them."""
+        for name, found in sorted(self.mine(service).items()):
+            if found["state"] == "running":
+                self.run(self.cmd.stop(name), timeout=60)
+
+    def resume_service(self, service: str, healthy: Callable[[int], bool], timeout: float = 90.0) -> None:
+        for name, found in sorted(self.mine(service).items()):
+            replica = int(name.rsplit("-", 1)[1])
+            if found["state"] != "running":
+                self.run(self.cmd.start(name), timeout=60)
+            deadline = time.time() + timeout
+            while not (self.mine(service).get(name, {}).get("state") == "running" and healthy(replica)):
+                if time.time() > deadline:
+                    raise ProviderError(f"{self.conn.host}: container {name} did not become healthy again "
+                                        f"within {timeout:.0f} s.", code="host.unhealthy")
+                time.sleep(0.5)
+
     def remove_service(self, service: str) -> None:
         for name in self.mine(service):
             self.run(self.cmd.remove(name), check=False, timeout=60)
