@@ -33,6 +33,9 @@ def store(spec: dict):
 
 
 def main() -> int:
+    import faulthandler
+
+    faulthandler.dump_traceback_later(float(__import__("os").environ.get("BENCH_HANG_SECONDS", "300")), exit=True)
     spec = json.loads(Path(sys.argv[1]).read_text())
     from toolkit.copier import copy_objects
 

@@ -366,7 +366,8 @@ class SSHConnection(Connection):
         while True:
             try:
                 return open_it()
-            except paramiko.SSHException:  # ChannelException, or the bare one a concurrent opener gets
+            except (paramiko.SSHException, EOFError):  # ChannelException, the bare one a concurrent opener
+                # gets, or an SFTP subsystem the server closed at once
                 transport = self._client.get_transport() if self._client else None
                 if time.monotonic() > deadline or transport is None or not transport.is_active():
                     raise

@@ -223,6 +223,9 @@ class ObjectStore(ABC):
     #: objects a copy may move at once through this store (per-connection limits of its transport)
     PARALLEL: int = 16
 
+    def release(self) -> None:  # noqa: B027 - optional hook
+        """Close connections or sessions the store keeps between operations."""
+
     def sweep_partial(self) -> int:
         """Remove what writes killed mid-way left behind (a killed writer cannot clean up after itself);
         return how many. Never touches a write that may still be running."""

@@ -57,7 +57,11 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
             events.progress("media", tally["done"], all_bytes, unit="bytes")
 
     workers = max(1, min(parallel, src.PARALLEL, dst.PARALLEL))
-    run_parallel(copy, work, workers)
+    try:
+        run_parallel(copy, work, workers)
+    finally:
+        src.release()
+        dst.release()
     out = {"objects": len(work), "copied": tally["copied"], "already_there": tally["skipped"],
            "bytes_sent": tally["sent"], "parallel": workers, "verified": "size and SHA-256 of every object"}
     if swept:

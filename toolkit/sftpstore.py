@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+import threading
 import uuid
 from contextlib import contextmanager
 
@@ -15,15 +16,53 @@ from .dirstore import CHUNK, decode_name, encode_key, partial_name, stale_partia
 from .errors import BadInput, ProviderError, VerificationFailed
 
 HASH_BATCH = 200
+POOL = 8  # SFTP sessions kept open per store (OpenSSH allows 10 sessions per connection by default)
+SESSION_TIMEOUT = 600.0  # seconds a session waits for the host before the operation fails
 
 
 class RemoteDirectoryStore(ObjectStore):
     NATIVE_CHECKSUMS = ("sha256",)
-    PARALLEL = 4  # each copy holds up to two SSH sessions; OpenSSH allows 10 per connection by default
+    # One object at a time: paramiko's channels on one connection are not reliable under concurrent heavy
+    # transfers (sessions dropped mid-write, stalls were seen with 4). Batching small objects into one
+    # stream per host is the planned way to go faster (issue 8).
+    PARALLEL = 1
 
     def __init__(self, conn: SSHConnection, root: str):
         self.conn = conn
         self.root = root.rstrip("/")
+        self._pool: list = []
+        self._pool_lock = threading.Lock()
+
+    # -- SFTP sessions, kept for the next operation (opening one costs round trips)
+    @contextmanager
+    def _sftp(self):
+        sftp = None
+        with self._pool_lock:
+            while self._pool and sftp is None:
+                found = self._pool.pop()
+                if found.sock.closed or not found.sock.get_transport().is_active():
+                    found.close()
+                else:
+                    sftp = found
+        if sftp is None:
+            sftp = self.conn.sftp()
+            sftp.get_channel().settimeout(SESSION_TIMEOUT)
+        try:
+            yield sftp
+        except BaseException:
+            sftp.close()  # it may hold half an exchange: never reused
+            raise
+        with self._pool_lock:
+            if len(self._pool) < POOL and not sftp.sock.closed:
+                self._pool.append(sftp)
+                return
+        sftp.close()
+
+    def release(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, []
+        for sftp in pool:
+            sftp.close()
 
     # -- paths
     def bucket_dir(self, bucket: str) -> str:
@@ -104,8 +143,7 @@ class RemoteDirectoryStore(ObjectStore):
 
     # -- contract
     def list(self, bucket: str, prefix: str = ""):
-        sftp = self.conn.sftp()
-        try:
+        with self._sftp() as sftp:
             directory = self._require(sftp, bucket)
             entries = []
             for attrs in sftp.listdir_attr(directory):
@@ -121,16 +159,13 @@ class RemoteDirectoryStore(ObjectStore):
                     entries.append((key, attrs.filename, attrs))
             entries.sort(key=lambda e: e[0])
             infos = {i.key: i for i in self._infos(sftp, bucket, entries)}
-        finally:
-            sftp.close()
         for key, _, _ in entries:
             if key in infos:
                 yield infos[key]
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         name = encode_key(key)
-        sftp = self.conn.sftp()
-        try:
+        with self._sftp() as sftp:
             directory = self._require(sftp, bucket)
             try:
                 attrs = sftp.stat(f"{directory}/{name}")
@@ -138,31 +173,25 @@ class RemoteDirectoryStore(ObjectStore):
                 return None
             infos = self._infos(sftp, bucket, [(key, name, attrs)])
             return infos[0] if infos else None
-        finally:
-            sftp.close()
 
     @contextmanager
     def open_read(self, bucket: str, key: str):
         """The object as a stream over an SSH channel (``cat``): flow-controlled by the SSH window, so
         memory stays flat however large the object (SFTP prefetch would buffer it all)."""
         path = f"{self.bucket_dir(bucket)}/{encode_key(key)}"
-        sftp = self.conn.sftp()
-        try:
+        with self._sftp() as sftp:
             self._require(sftp, bucket)
             try:
                 sftp.stat(path)
             except FileNotFoundError:
                 raise ProviderError(f"object {key!r} not found in bucket {bucket}.",
                                     code="objects.not_found") from None
-        finally:
-            sftp.close()
         with self.conn.read_stream(["cat", "--", path]) as stream:
             yield stream
 
     def write(self, bucket: str, key: str, stream, *, size: int | None = None, content_type: str | None = None):
         name = encode_key(key)
-        sftp = self.conn.sftp()
-        try:
+        with self._sftp() as sftp:
             directory = self._require(sftp, bucket)
             tmp = f"{self.root}/.tmp/{partial_name()}"
             sha = hashlib.sha256()
@@ -192,8 +221,6 @@ class RemoteDirectoryStore(ObjectStore):
             attrs = sftp.stat(f"{directory}/{name}")
             self._write_meta(sftp, bucket, name, {"key": key, "size": written, "mtime_s": int(attrs.st_mtime),
                                                   "sha256": sha.hexdigest(), "content_type": content_type})
-        finally:
-            sftp.close()
         return ObjectInfo(key, written, sha.hexdigest(), None, {"content_type": content_type})
 
     def sweep_partial(self) -> int:
@@ -217,16 +244,13 @@ class RemoteDirectoryStore(ObjectStore):
 
     def delete(self, bucket: str, key: str) -> None:
         name = encode_key(key)
-        sftp = self.conn.sftp()
-        try:
+        with self._sftp() as sftp:
             directory = self._require(sftp, bucket)
             for path in (f"{directory}/{name}", f"{self._meta_dir(bucket)}/{name}"):
                 try:
                     sftp.remove(path)
                 except FileNotFoundError:
                     pass
-        finally:
-            sftp.close()
 
     def checksum(self, bucket: str, key: str) -> str:
         info = self.head(bucket, key)
@@ -235,11 +259,8 @@ class RemoteDirectoryStore(ObjectStore):
         return info.sha256
 
     def stats(self, bucket: str) -> tuple[int, int]:
-        sftp = self.conn.sftp()
-        try:
+        with self._sftp() as sftp:
             attrs = [a for a in sftp.listdir_attr(self._require(sftp, bucket)) if stat.S_ISREG(a.st_mode)]
-        finally:
-            sftp.close()
         return len(attrs), sum(a.st_size for a in attrs)
 
 
