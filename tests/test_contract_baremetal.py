@@ -65,3 +65,40 @@ class TestBaremetalContract(ProviderContract):
         assert {i.url for i in instances if i.service == "web"} == {
             "http://127.0.0.2:8100", "http://127.0.0.2:8101", "http://127.0.0.3:8100", "http://127.0.0.3:8101"}
         assert [i.host for i in instances if i.service == "worker"] == ["web1"]
+
+    def test_small_objects_in_one_batch_land_verified(self, provider):
+        import hashlib
+        import io
+        import json
+        from contextlib import contextmanager
+
+        from toolkit.batchwriter import BATCH_WRITER
+        from toolkit.dirstore import encode_key
+
+        store = provider.objects()
+        bodies = {"batch/empty": b"", "batch/café ☕ with space.txt": "☕".encode() * 999,
+                  "batch/../escape": b"x" * 70000, "batch/binary": bytes(range(256)) * 40}
+
+        @contextmanager
+        def opener(key):
+            yield io.BytesIO(bodies[key])
+
+        infos = store.write_batch("media", [(k, (lambda k=k: opener(k)), len(v), None) for k, v in bodies.items()])
+        assert [(i.key, i.size, i.sha256) for i in infos] == [
+            (k, len(v), hashlib.sha256(v).hexdigest()) for k, v in bodies.items()]
+        for key, body in bodies.items():  # read back through the normal path, and hashed on the host
+            with store.open_read("media", key) as stream:
+                assert stream.read() == body
+            assert store.checksum("media", key) == hashlib.sha256(body).hexdigest()
+
+        # The host half refuses to place an object whose bytes do not hash to what the client says it sent.
+        answer = bytearray()
+        frame = json.dumps({"name": encode_key("batch/liar"), "key": "batch/liar", "size": 3}).encode() + b"\n"
+        frame += b"abc" + json.dumps({"sha256": "0" * 64}).encode() + b"\n"
+        with store.conn.write_stream(["python3", "-c", BATCH_WRITER, store.root, "media", "w-test-1-x"],
+                                     output=answer) as sink:
+            sink.write(frame)
+        assert json.loads(answer.decode())["error"] == "sha256 differs"
+        assert store.head("media", "batch/liar") is None
+        for key in [*bodies, "batch/liar"]:
+            store.delete("media", key)

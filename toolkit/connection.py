@@ -55,8 +55,10 @@ class Connection(ABC):
         """Context manager: the stdout of ``argv`` as a readable stream; raises CommandFailed on exit."""
 
     @abstractmethod
-    def write_stream(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Iterator[BinaryIO]:
-        """Context manager: the stdin of ``argv`` as a writable stream; raises CommandFailed on exit."""
+    def write_stream(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                     output: bytearray | None = None) -> Iterator[BinaryIO]:
+        """Context manager: the stdin of ``argv`` as a writable stream; raises CommandFailed on exit.
+        ``output``: receives what the command printed on stdout (read while it runs)."""
 
     @abstractmethod
     def put_file(self, local: str | os.PathLike, remote: str, *, mode: int = 0o600) -> None: ...
@@ -141,7 +143,7 @@ class LocalConnection(Connection):
                 raise CommandFailed(self.host, argv, code, stderr=err.read())
 
     @contextmanager
-    def write_stream(self, argv, *, env=None):
+    def write_stream(self, argv, *, env=None, output=None):
         argv = [str(a) for a in argv]
         with _stderr_file() as err, _stderr_file() as out:
             proc = self._popen(argv, env, stdin=subprocess.PIPE, stdout=out, stderr=err)
@@ -157,6 +159,9 @@ class LocalConnection(Connection):
                 err.seek(0)
                 out.seek(0)
                 raise CommandFailed(self.host, argv, code, stdout=out.read(), stderr=err.read())
+            if output is not None:
+                out.seek(0)
+                output.extend(out.read())
 
     def _popen(self, argv, env, **kw):
         try:
@@ -444,7 +449,7 @@ class SSHConnection(Connection):
             raise CommandFailed(self.host, argv, code, stderr=bytes(err))
 
     @contextmanager
-    def write_stream(self, argv, *, env=None):
+    def write_stream(self, argv, *, env=None, output=None):
         argv = [str(a) for a in argv]
         channel = self._exec(self._command(argv, env), None)
         err, out = bytearray(), bytearray()
@@ -466,6 +471,8 @@ class SSHConnection(Connection):
         channel.close()
         if code != 0:
             raise CommandFailed(self.host, argv, code, stdout=bytes(out), stderr=bytes(err))
+        if output is not None:
+            output.extend(out)
 
     # -- files
     def put_file(self, local, remote, *, mode=0o600):

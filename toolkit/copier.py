@@ -14,6 +14,10 @@ from .contract import ObjectStore
 from .errors import ToolkitError, VerificationFailed
 from .events import Events
 
+BATCH_OBJECT_MAX = 1 << 20  # objects below this go in batches to stores that take them
+BATCH_COUNT = 500
+BATCH_BYTES = 64 << 20
+
 
 def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, parallel: int = 8,
                  events: Events | None = None, fault: Callable[[str], None] | None = None) -> dict:
@@ -31,34 +35,71 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     tally = {"copied": 0, "skipped": 0, "sent": 0, "done": 0}
     guard = threading.Lock()
 
-    def copy(bucket: str, obj) -> None:
-        want = obj.sha256  # None: the source keeps no digest (objects its apps wrote); hashed while streaming
+    def needed(bucket: str, obj) -> tuple[bool, str | None]:
+        """(copy it?, the SHA-256 it must arrive with, when known before sending)."""
+        want = obj.sha256  # None: the source keeps no digest (objects its apps wrote); the writer's hash is used
         there = held.get((bucket, obj.key))
-        if there is not None and there.size == obj.size:
-            want = want or src.checksum(bucket, obj.key)
-            wrote = (there.sha256 or dst.checksum(bucket, obj.key)) != want
-        else:
-            wrote = True
-        if wrote:
-            with src.open_read(bucket, obj.key) as stream:
-                if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
-                    stream = _Tripwire(stream, obj.size // 2, lambda: fault("media:mid"))
-                info = dst.write(bucket, obj.key, stream, size=obj.size)
-            # A writer hashes what the stream gave it as it stores it (and, on a remote host, checks that
-            # hash where the bytes landed): with no digest at the source, that hash is the object's.
-            want = want or info.sha256
-            if info.size != obj.size or info.sha256 != want:
-                raise VerificationFailed(f"object {obj.key!r} of {bucket} arrived with size {info.size} and SHA-256 "
-                                         f"{info.sha256}, expected {obj.size} and {want}.")
+        if there is None or there.size != obj.size:
+            return True, want
+        want = want or src.checksum(bucket, obj.key)
+        return (there.sha256 or dst.checksum(bucket, obj.key)) != want, want
+
+    def counted(bucket: str, obj, wrote: bool) -> None:
         with guard:
             tally["copied" if wrote else "skipped"] += 1
             tally["sent"] += obj.size if wrote else 0
             tally["done"] += obj.size
             events.progress("media", tally["done"], all_bytes, unit="bytes")
 
+    def check(bucket: str, obj, info, want: str | None) -> None:
+        # A writer hashes what the stream gave it as it stores it (and, on a remote host, checks that hash
+        # where the bytes landed): with no digest at the source, that hash is the object's.
+        want = want or info.sha256
+        if info.size != obj.size or info.sha256 != want:
+            raise VerificationFailed(f"object {obj.key!r} of {bucket} arrived with size {info.size} and SHA-256 "
+                                     f"{info.sha256}, expected {obj.size} and {want}.")
+
+    def copy(bucket: str, obj) -> None:
+        wrote, want = needed(bucket, obj)
+        if wrote:
+            with src.open_read(bucket, obj.key) as stream:
+                if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
+                    stream = _Tripwire(stream, obj.size // 2, lambda: fault("media:mid"))
+                info = dst.write(bucket, obj.key, stream, size=obj.size)
+            check(bucket, obj, info, want)
+        counted(bucket, obj, wrote)
+
+    def copy_batch(bucket: str, objs: list) -> None:
+        plan = [(obj, *needed(bucket, obj)) for obj in objs]
+        todo = [(obj, want) for obj, wrote, want in plan if wrote]
+        if todo:
+            infos = dst.write_batch(bucket, [
+                (obj.key, (lambda key=obj.key: src.open_read(bucket, key)), obj.size, None) for obj, _ in todo])
+            for (obj, want), info in zip(todo, infos, strict=True):
+                check(bucket, obj, info, want)
+        for obj, wrote, _ in plan:
+            counted(bucket, obj, wrote)
+
+    # Small objects go to a store that can take them in batches (SSH hosts: one stream, no round trip
+    # per object); the others one by one, in parallel where the stores allow.
+    batches: list[tuple[str, list]] = []
+    if hasattr(dst, "write_batch"):
+        singles = []
+        for bucket, obj in work:
+            if obj.size >= BATCH_OBJECT_MAX:
+                singles.append((bucket, obj))
+                continue
+            if not batches or batches[-1][0] != bucket or len(batches[-1][1]) >= BATCH_COUNT or \
+                    sum(o.size for o in batches[-1][1]) + obj.size > BATCH_BYTES:
+                batches.append((bucket, []))
+            batches[-1][1].append(obj)
+    else:
+        singles = work
+
     workers = max(1, min(parallel, src.PARALLEL, dst.PARALLEL))
     try:
-        run_parallel(copy, work, workers)
+        run_parallel(copy_batch, batches, workers)
+        run_parallel(copy, singles, workers)
     finally:
         src.release()
         dst.release()
