@@ -50,7 +50,8 @@ def main() -> int:
                   "verifying every table (row counts and digests on both sides).", "",
                   "| tool | wall s | CPU s (client processes) | peak RSS MB |", "|---|---|---|---|"]
         for tool, r in database["tools"].items():
-            lines.append(f"| {tool} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} |")
+            shown = tool.replace("|", "\\|")
+            lines.append(f"| {shown} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} |")
         lines += ["", f"Lifeboat / fastest raw variant: **{database['ratio_to_fastest_raw']}x** (goal <= 1.1x).", ""]
     startup = load("startup")
     if startup:
