@@ -57,8 +57,19 @@ def stack(tmp_path_factory):
     run_cli(*lb, "destroy", "--on", "old")
 
 
+def source_state(stack) -> dict:
+    """What the source holds, read independently: rows, objects, secrets, DNS records, running services."""
+    engine = Engine(stackfile.load(stack))
+    old = engine.provider("old")
+    return {"rows": rows(old), "objects": objects(old.objects()),
+            "secret": old.secrets().read("CHIRP_SECRET_KEY").reveal_text(),
+            "dns": sorted((r.name, r.type, r.ttl, r.values) for r in old.dns().records("lifeboat.test")),
+            "running": sorted((i.service, i.replica, i.state) for i in old.compute().instances())}
+
+
 def test_dry_run_changes_nothing(stack):
     before = sorted(p.relative_to(stack.parent) for p in stack.parent.rglob("*") if "new" in p.parts)
+    source_before = source_state(stack)
     result = run_cli("-c", str(stack), "-o", "json", "migrate", "--from", "old", "--to", "new", "--dry-run")
     assert result.code == 0, result
     data = result.envelope["data"]
@@ -66,6 +77,7 @@ def test_dry_run_changes_nothing(stack):
     assert data["secrets"] == ["CHIRP_SECRET_KEY"]
     after = sorted(p.relative_to(stack.parent) for p in stack.parent.rglob("*") if "new" in p.parts)
     assert before == after == []
+    assert source_state(stack) == source_before
 
 
 def test_killed_mid_media_then_resumed_moves_everything(stack):
