@@ -599,25 +599,25 @@ class RdsDatabase(DatabaseService):
             yield held
 
     @contextmanager
-    def dump(self, snapshot=None):
+    def dump(self, snapshot=None, part=None):
         from toolkit import pgcommands
         from toolkit.connection import LocalConnection
 
         pg = self._pg()
         with self.endpoint() as (host, port):
             argv = pgcommands.pg_dump(client_bindir(pg.version), host=host, port=port, user=pg.user,
-                                      database=pg.database, snapshot=snapshot)
+                                      database=pg.database, snapshot=snapshot, part=part)
             with LocalConnection().read_stream(argv, env=self._env()) as stream:
                 yield stream
 
-    def restore(self, stream, *, clean=True):
+    def restore(self, stream, *, clean=True, part=None):
         from toolkit import pgcommands
         from toolkit.connection import LocalConnection
 
         pg = self._pg()
         with self.endpoint() as (host, port):
             argv = pgcommands.pg_restore(client_bindir(pg.version), host=host, port=port, user=pg.user,
-                                         database=pg.database, clean=clean)
+                                         database=pg.database, clean=clean, part=part)
             with LocalConnection().write_stream(argv, env=self._env()) as sink:
                 shutil.copyfileobj(stream, sink, 1 << 20)
 

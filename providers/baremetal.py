@@ -132,17 +132,17 @@ class BaremetalDatabase(DatabaseService):
             yield held
 
     @contextmanager
-    def dump(self, snapshot=None):
+    def dump(self, snapshot=None, part=None):
         pg = self._pg()
         pgh = self.p.postgres()
-        argv = pgh.dump_argv(user=pg.user, database=pg.database, snapshot=snapshot)
+        argv = pgh.dump_argv(user=pg.user, database=pg.database, snapshot=snapshot, part=part)
         with pgh.conn.read_stream(argv, env=self._env()) as stream:
             yield stream
 
-    def restore(self, stream, *, clean: bool = True) -> None:
+    def restore(self, stream, *, clean: bool = True, part=None) -> None:
         pg = self._pg()
         pgh = self.p.postgres()
-        with pgh.conn.write_stream(pgh.restore_argv(user=pg.user, database=pg.database, clean=clean),
+        with pgh.conn.write_stream(pgh.restore_argv(user=pg.user, database=pg.database, clean=clean, part=part),
                                    env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
 

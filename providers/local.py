@@ -301,17 +301,17 @@ class LocalDatabase(DatabaseService):
             yield held
 
     @contextmanager
-    def dump(self, snapshot=None):
+    def dump(self, snapshot=None, part=None):
         pg = self._pg()
         argv = pgcommands.pg_dump(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
-                                  user=pg.user, database=pg.database, snapshot=snapshot)
+                                  user=pg.user, database=pg.database, snapshot=snapshot, part=part)
         with LocalConnection().read_stream(argv, env=self._env()) as stream:
             yield stream
 
-    def restore(self, stream, *, clean: bool = True) -> None:
+    def restore(self, stream, *, clean: bool = True, part=None) -> None:
         pg = self._pg()
         argv = pgcommands.pg_restore(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
-                                     user=pg.user, database=pg.database, clean=clean)
+                                     user=pg.user, database=pg.database, clean=clean, part=part)
         with LocalConnection().write_stream(argv, env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
 

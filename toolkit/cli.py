@@ -415,15 +415,18 @@ def destroy(session: Session, on):
 @click.option("--keep-source", is_flag=True, help="Keep the source running afterwards (always, in this version).")
 @click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Objects copied at once.")
+@click.option("--db-jobs", type=click.IntRange(0, 32), default=0, show_default=True,
+              help="Database parts copied at once (0: 4 from 1 GiB with several tables, else 1).")
 @envelope_command("migrate")
-def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_source, parallel):
+def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_source, parallel, db_jobs):
     """Move the stack from one target to another: secrets, every row, every object, the cache, then the
     services and DNS; every copy verified; resumable."""
     from .migrate import Migration
     from .output import Outcome, human_bytes
 
     engine = session.engine()
-    migration = Migration(engine, source, target, cutover=not no_cutover, parallel=parallel)
+    migration = Migration(engine, source, target, cutover=not no_cutover, parallel=parallel,
+                          db_jobs=db_jobs or "auto")
     if dry_run:
         plan = migration.plan()
 

@@ -159,19 +159,21 @@ class DatabaseService(ABC):
     def info(self) -> DatabaseInfo: ...
 
     @abstractmethod
-    def dump(self, snapshot: str | None = None) -> AbstractContextManager[BinaryIO]:
+    def dump(self, snapshot: str | None = None, part=None) -> AbstractContextManager[BinaryIO]:
         """A stream of the database in pg_dump's custom format; closed when the context exits.
-        ``snapshot``: an id from :meth:`snapshot`, so the dump sees exactly what that snapshot sees."""
+        ``snapshot``: an id from :meth:`snapshot`, so the dump sees exactly what that snapshot sees;
+        ``part``: one part of a parallel copy (toolkit.pgcommands.Part), None for everything."""
 
     def snapshot(self) -> AbstractContextManager[tuple[str, Callable[[], dict[str, TableDigest]]]]:
-        """Hold a repeatable-read transaction open and yield its exported snapshot id with a function that
-        computes :meth:`table_digests` in that same snapshot: a dump taken with the id and those digests
-        describe the same rows even while the app keeps writing."""
+        """Hold a repeatable-read transaction open and yield (snapshot id, digests, tables): ``digests()``
+        computes :meth:`table_digests` in that same snapshot, ``tables()`` lists (schema, table, bytes)
+        largest first. A dump taken with the id and those digests describe the same rows even while the
+        app keeps writing. Call ``tables()`` before ``digests()`` runs (one connection)."""
         raise Unsupported("this database service cannot export a snapshot")
 
     @abstractmethod
-    def restore(self, stream: BinaryIO, *, clean: bool = True) -> None:
-        """Load a custom-format dump read from ``stream`` into the database."""
+    def restore(self, stream: BinaryIO, *, clean: bool = True, part=None) -> None:
+        """Load a custom-format dump read from ``stream`` into the database (``part``: as dumped)."""
 
     @abstractmethod
     def table_digests(self) -> dict[str, TableDigest]:

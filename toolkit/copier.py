@@ -110,13 +110,21 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     return out
 
 
+PARALLEL_DB_BYTES = 1 << 30  # jobs="auto": a parallel copy from this size up
+
+
 def copy_database(src, dst, *, events: Events | None = None, frozen: bool = False,
-                  fault: Callable[[str], None] | None = None) -> dict:
+                  fault: Callable[[str], None] | None = None, jobs: int | str = "auto") -> dict:
     """``pg_dump`` of ``src`` streamed into ``pg_restore`` on ``dst``, then verified: row counts and digests
     per table must be equal. Where the source can export a snapshot, the dump and the source's digests come
     from the same one (computed while the dump streams), so a source that keeps taking writes still verifies
     exactly. Without one, tables written during the copy on a live source are reported (the pass after the
-    freeze verifies them); on a frozen source any difference fails (exit 4)."""
+    freeze verifies them); on a frozen source any difference fails (exit 4).
+
+    ``jobs`` > 1 (or "auto" on a database of 1 GiB or more with several tables) copies in parts, all from
+    the one snapshot and each a stream (no temporary file): the schema without indexes and constraints,
+    then each table's rows on ``jobs`` streams at once (largest first), then sequence values, then indexes
+    and constraints."""
     from contextlib import ExitStack
 
     from .contract import Unsupported
@@ -124,9 +132,13 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
     events = events or Events()
     with ExitStack() as held:
         try:
-            snapshot, digests = held.enter_context(src.snapshot())
+            snapshot, digests, tables = held.enter_context(src.snapshot())
         except Unsupported:
-            snapshot = digests = None
+            snapshot = digests = tables = None
+        listed = tables() if tables is not None else []
+        if jobs == "auto":
+            jobs = 4 if len(listed) > 1 and sum(b for _, _, b in listed) >= PARALLEL_DB_BYTES else 1
+        jobs = int(jobs) if snapshot is not None else 1
         result: dict = {}
         worker = None
         if digests is not None:
@@ -137,10 +149,30 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
                     result["error"] = exc
 
             worker = threading.Thread(target=compute, name="lifeboat-digests", daemon=True)
-        with src.dump(snapshot=snapshot) as stream:
+        progress = _Progress(None, events, "database", fault)
+
+        def move(part) -> None:
+            with src.dump(snapshot=snapshot, part=part) as stream:
+                dst.restore(progress.wrap(stream), clean=True, part=part)
+
+        if jobs > 1:
+            try:
+                move("pre-data")  # one transaction: on failure the target is as it was
+            except ToolkitError:
+                # A target holding an earlier copy keeps its foreign keys and indexes (post-data), which
+                # the schema part alone cannot drop: that pass goes as one stream, which replaces all.
+                jobs = 1
+        if jobs > 1:
             if worker is not None:
                 worker.start()
-            dst.restore(_Progress(stream, events, "database", fault), clean=True)
+            run_parallel(move, [(("table", schema, table),) for schema, table, _ in listed], jobs)
+            move("sequences")
+            move("post-data")
+        else:
+            with src.dump(snapshot=snapshot) as stream:
+                if worker is not None:
+                    worker.start()
+                dst.restore(progress.wrap(stream), clean=True)
         if worker is not None:
             worker.join()
             if "error" in result:
@@ -149,7 +181,7 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
         else:
             before = src.table_digests()
     after = dst.table_digests()
-    out = {"tables": len(before), "rows": sum(d.rows for d in before.values())}
+    out = {"tables": len(before), "rows": sum(d.rows for d in before.values()), "jobs": jobs}
     differ = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
     if not differ:
         out["verified"] = ("row counts and per-table digests equal on both sides"
@@ -186,15 +218,29 @@ def run_parallel(func, items: list[tuple], workers: int) -> None:
 
 
 class _Progress:
-    """Reads through, reporting bytes as they pass; fires the fault point ``<task>:mid`` after the first read."""
+    """Counts bytes of one or more streams (parallel parts) and reports them; fires the fault point
+    ``<task>:mid`` once data flows."""
 
     def __init__(self, stream, events: Events, task: str, fault: Callable[[str], None] | None):
         self.stream, self.events, self.task, self.fault, self.count = stream, events, task, fault, 0
+        self.lock = threading.Lock()
+
+    def wrap(self, stream) -> _Progress:
+        part = _Progress(stream, self.events, self.task, self.fault)
+        part.parent = self
+        return part
+
+    parent: _Progress | None = None
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.count += n
+            total = self.count
+        self.events.progress(self.task, total, None, unit="bytes")
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
-        self.count += len(data)
-        self.events.progress(self.task, self.count, None, unit="bytes")
+        (self.parent or self).add(len(data))
         if self.fault is not None and data:
             self.fault(f"{self.task}:mid")
         return data

@@ -28,6 +28,16 @@ WHERE c.relkind = 'r'
 ORDER BY 1, 2
 """
 
+TABLE_SIZES_SQL = """
+SELECT n.nspname, c.relname, pg_table_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%'
+  AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 3 DESC, 1, 2
+"""
+
 SEQUENCES_SQL = """
 SELECT schemaname, sequencename, coalesce(last_value, 0) FROM pg_sequences
 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
@@ -83,6 +93,10 @@ def exported_snapshot(conn):
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        yield str(snapshot), lambda: table_digests(conn)
+
+        def tables() -> list[tuple[str, str, int]]:
+            return [(str(s), str(t), int(b)) for s, t, b in conn.execute(TABLE_SIZES_SQL).fetchall()]
+
+        yield str(snapshot), (lambda: table_digests(conn)), tables
     finally:
         conn.execute("ROLLBACK")

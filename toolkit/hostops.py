@@ -279,13 +279,13 @@ class PostgresHost:
         if theirs:
             self.psql(theirs, database=database, **su)
 
-    def dump_argv(self, *, user: str, database: str, snapshot: str | None = None) -> list[str]:
+    def dump_argv(self, *, user: str, database: str, snapshot: str | None = None, part=None) -> list[str]:
         return pgcommands.pg_dump(self.bindir, host=self.listen, port=self.port, user=user, database=database,
-                                  snapshot=snapshot)
+                                  snapshot=snapshot, part=part)
 
-    def restore_argv(self, *, user: str, database: str, clean: bool = True) -> list[str]:
+    def restore_argv(self, *, user: str, database: str, clean: bool = True, part=None) -> list[str]:
         return pgcommands.pg_restore(self.bindir, host=self.listen, port=self.port, user=user, database=database,
-                                     clean=clean)
+                                     clean=clean, part=part)
 
 
 # ------------------------------------------------------------------------------------------------ redis

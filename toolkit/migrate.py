@@ -63,7 +63,8 @@ class MigrationReport:
 
 
 class Migration:
-    def __init__(self, engine: Engine, source: str, target: str, *, cutover: bool = True, parallel: int = 8):
+    def __init__(self, engine: Engine, source: str, target: str, *, cutover: bool = True, parallel: int = 8,
+                 db_jobs: int | str = "auto"):
         if source == target:
             raise BadInput("migrate: --from and --to name the same target.", code="migrate.same_target")
         self.engine = engine
@@ -73,6 +74,7 @@ class Migration:
         self.target: Provider = engine.runner(target)
         self.cutover = cutover
         self.parallel = max(1, parallel)
+        self.db_jobs = db_jobs
         self.journal: Journal | None = None
         self.events = engine.events
         self.state = self.stack.root / ".lifeboat" / f"migrate-{source}-{target}"
@@ -330,7 +332,7 @@ class Migration:
 
         try:
             return copy_database(self.source.database(), self.target.database(), events=self.events,
-                                 frozen=frozen, fault=_fault)
+                                 frozen=frozen, fault=_fault, jobs=self.db_jobs)
         except VerificationFailed as exc:
             raise VerificationFailed(f"migrate: {exc.message}", hint=exc.hint) from None
 

@@ -46,23 +46,50 @@ def pg_ctl_status(bindir: Path, data_dir: Path) -> list[str]:
     return [str(bindir / "pg_ctl"), "-D", str(data_dir), "status"]
 
 
+#: parts of a database a parallel copy moves separately (all from one snapshot): the schema without
+#: indexes and constraints, each table's rows, sequence values (and large objects), then indexes and
+#: constraints. None is the whole database.
+Part = str | tuple[str, str, str] | None
+
+
+def _pattern(schema: str, table: str) -> str:
+    """A pg_dump -t pattern matching exactly this table (double-quoted parts are literal)."""
+    return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+
+
+def part_args(part: Part) -> list[str]:
+    if part is None:
+        return []
+    if part in ("pre-data", "post-data"):
+        return [f"--section={part}"]
+    if part == "sequences":
+        return ["--data-only", "--exclude-table-data=*.*"]
+    kind, schema, table = part
+    if kind != "table":
+        raise ValueError(f"not a dump part: {part!r}")
+    return ["--data-only", f"--table={_pattern(schema, table)}"]
+
+
 def pg_dump(bindir: Path, *, host: str, port: int, user: str, database: str, compress: int = 1,
-            snapshot: str | None = None) -> list[str]:
+            snapshot: str | None = None, part: Part = None) -> list[str]:
     """Custom format to stdout: restorable table by table, streamable, no temporary file. ``snapshot``: dump
-    what an exported snapshot sees (the digests of the copy are computed in the same one)."""
+    what an exported snapshot sees (the digests of the copy are computed in the same one); ``part``: one
+    part of a parallel copy."""
     argv = [str(bindir / "pg_dump"), "--format=custom", f"--compress={int(compress)}", "--no-password"]
     if snapshot:
         if not re.fullmatch(r"[0-9A-F]+-[0-9A-F]+-[0-9]+", snapshot):
             raise ValueError(f"not a snapshot id: {snapshot!r}")
         argv.append(f"--snapshot={snapshot}")
-    return [*argv, "-h", host, "-p", str(port), "-U", user, "-d", database]
+    return [*argv, *part_args(part), "-h", host, "-p", str(port), "-U", user, "-d", database]
 
 
-def pg_restore(bindir: Path, *, host: str, port: int, user: str, database: str, clean: bool = True) -> list[str]:
-    """Restore a custom-format dump read from stdin in one transaction, owned by ``user``."""
+def pg_restore(bindir: Path, *, host: str, port: int, user: str, database: str, clean: bool = True,
+               part: Part = None) -> list[str]:
+    """Restore a custom-format dump read from stdin in one transaction, owned by ``user``. Only the whole
+    database or its schema part drop what they replace (``clean``)."""
     argv = [str(bindir / "pg_restore"), "--no-password", "--no-owner", f"--role={user}", "--exit-on-error",
             "--single-transaction", "-h", host, "-p", str(port), "-U", user, "-d", database]
-    if clean:
+    if clean and part in (None, "pre-data"):
         argv[1:1] = ["--clean", "--if-exists"]
     return argv
 
