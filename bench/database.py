@@ -17,11 +17,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.common import measure  # noqa: E402 - after the path is set
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 JOBS = 4
@@ -54,18 +55,6 @@ INSERT INTO posts (user_id, body, meta, thumb)
            decode(md5(i::text) || md5((i + 1)::text), 'hex')
     FROM generate_series({start}, {end}) i;
 """
-
-
-def measure(argv: list[str], env: dict | None = None) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bench: {' '.join(argv[:3])} failed: {err.decode(errors='replace')[-2000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-            "stdout": out.decode(errors="replace")}
 
 
 def main() -> int:

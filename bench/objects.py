@@ -22,11 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.common import measure  # noqa: E402 - after the path is set
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 PROFILES = {"tiny": (50, 2, [4 << 20]), "quick": (1000, 20, [256 << 20]), "full": (10000, 200, [1 << 30, 1 << 30])}
@@ -59,19 +60,6 @@ def make_data(plain: Path, profile: str) -> tuple[int, int]:
     for i, size in enumerate(large):
         put(f"large/{i}.bin", size)
     return count, total
-
-
-def measure(argv: list[str], env: dict | None = None) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"bench: {' '.join(argv[:3])} exited {code}: {err.decode(errors='replace')[-2000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-            "stdout": out.decode(errors="replace")}
 
 
 def summary(samples: list[dict], total_bytes: int) -> dict:

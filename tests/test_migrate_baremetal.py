@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.request
 
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import LIFEBOAT, CliResult, baremetal_target, chirp_stack, make_host_roots, run_cli
+from .conftest import baremetal_target, chirp_stack, make_host_roots, run_cli, run_cli_stalled
 from .test_migrate_local import objects, rows
 
 
@@ -64,19 +63,8 @@ def test_local_to_baremetal(tmp_path, ssh_lab):
         web1 = ssh_lab.hosts[0]
         big = os.urandom(6 << 20)
         colo.objects().write("media", "late/after the move.bin", io.BytesIO(big), size=len(big))
-        proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "colo", "--to", "here"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "LIFEBOAT_FAULT": "stall:media:mid", "LIFEBOAT_FAULT_SECONDS": "6"})
-        try:
-            for line in proc.stderr:
-                if "stalled at media:mid" in line:
-                    break
-            web1.crash()
-            out, _ = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        failed = CliResult(proc.returncode, out, "")
+        failed = run_cli_stalled(*lb, "migrate", "--from", "colo", "--to", "here", point="media:mid",
+                                 meanwhile=web1.crash, seconds=6)
         assert failed.code == 1, failed
         problem = failed.envelope["errors"][0]
         assert "web1" in problem["message"] and "step media stopped" in problem["message"], problem

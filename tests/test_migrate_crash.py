@@ -12,7 +12,7 @@ from toolkit import stackfile
 from toolkit.engine import Engine
 from toolkit.migrate import FAULT_POINTS
 
-from .conftest import chirp_stack, run_cli
+from .conftest import chirp_stack, run_cli, run_cli_stalled
 from .test_migrate_local import objects, rows
 
 NEW = """  new:
@@ -78,33 +78,20 @@ def test_killed_then_resumed_loses_and_duplicates_nothing(stack, point):
 def test_a_source_taking_writes_during_the_dump_still_verifies_exactly(stack):
     """The dump and the source's digests come from one exported snapshot: rows written while the dump
     streams are neither half-copied nor reported as a mismatch (they follow in the next pass)."""
-    import os
-    import subprocess
-
     import psycopg
-
-    from .conftest import LIFEBOAT, CliResult
 
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     assert run_cli(*lb, "up", "--on", "old", "--take-dns").code == 0
     engine = Engine(stackfile.load(stack))
     old = engine.provider("old")
     before = rows(old)["posts"][0]
-    proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "old", "--to", "new", "--no-cutover"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LIFEBOAT_FAULT": "stall:database:mid", "LIFEBOAT_FAULT_SECONDS": "3"})
-    try:
-        for line in proc.stderr:
-            if "stalled at database:mid" in line:
-                break
+    def write_rows() -> None:
         with psycopg.connect(old.database().connection_url().reveal_text(), autocommit=True) as conn:
             conn.execute("INSERT INTO posts (user_id, body) SELECT id, 'written during the dump' FROM users "
                          "ORDER BY id LIMIT 25")
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    result = CliResult(proc.returncode, out, "")
+
+    result = run_cli_stalled(*lb, "migrate", "--from", "old", "--to", "new", "--no-cutover", point="database:mid",
+                             meanwhile=write_rows, seconds=3)
     assert result.code == 0, result
     database = next(s for s in result.envelope["data"]["steps"] if s["step"] == "database")
     assert "snapshot" in database["verified"], database

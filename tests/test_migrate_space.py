@@ -4,7 +4,6 @@ there is room, --resume completes. The target's state lives on a real, small tmp
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import LIFEBOAT, CliResult, chirp_stack, run_cli
+from .conftest import chirp_stack, run_cli, run_cli_stalled
 from .test_migrate_local import objects, rows
 
 LARGE_MB = 40
@@ -77,25 +76,17 @@ def test_a_disk_that_fills_up_mid_copy_stops_cleanly_and_resume_completes(stack)
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     mount = stack.parent / "roomy"
     filler = mount / "filler"
-    proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "old", "--to", "roomy"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LIFEBOAT_FAULT": "stall:media:mid", "LIFEBOAT_FAULT_SECONDS": "3"})
-    try:
-        for line in proc.stderr:
-            if "stalled at media:mid" in line:
-                break
-        with open(filler, "wb") as out:  # someone else fills the disk meanwhile
+    def fill_the_disk() -> None:  # someone else fills the disk meanwhile
+        with open(filler, "wb") as out:
             while shutil.disk_usage(mount).free > (256 << 10):
                 try:
                     out.write(b"\0" * (1 << 20))
                     out.flush()
                 except OSError:
                     break
-        out_text, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    failed = CliResult(proc.returncode, out_text, "")
+
+    failed = run_cli_stalled(*lb, "migrate", "--from", "old", "--to", "roomy", point="media:mid",
+                             meanwhile=fill_the_disk, seconds=3)
     assert failed.code == 1, failed
     problem = failed.envelope["errors"][0]
     assert problem["code"] == "migrate.no_space" and "ran out of space" in problem["message"], problem
