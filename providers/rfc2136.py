@@ -76,13 +76,15 @@ class Rfc2136Dns(DnsService):
     """One zone's records through RFC 2136 updates and direct queries to its authoritative servers."""
 
     def __init__(self, *, label: str, server: str, port: int, keyring: dict, key_name: str,
-                 check_servers: list[tuple[str, int]], managed: list[tuple[str, str]], timeout: float):
+                 check_servers: list[tuple[str, int]], managed: list[tuple[str, str]], timeout: float,
+                 confirm_seconds: float = 300.0):
         self.label = label
         self.server, self.port = server, port
         self.keyring, self.key_name = keyring, key_name
         self.check_servers = check_servers
         self.managed = managed
         self.timeout = timeout
+        self.confirm_seconds = confirm_seconds
 
     @staticmethod
     def _fqdn(zone: str, name: str) -> str:
@@ -218,8 +220,9 @@ class Rfc2136Dns(DnsService):
     def delete(self, zone, name, type):
         self._update(zone, lambda u: u.delete(name, type))
 
-    def confirm(self, zone: str, record: Record, *, timeout: float) -> list[str]:
+    def confirm(self, zone: str, record: Record, *, timeout: float | None = None) -> list[str]:
         """Poll every authoritative server until it answers ``record`` (values and TTL)."""
+        timeout = self.confirm_seconds if timeout is None else timeout
         want = (record.ttl, tuple(sorted(record.values)))
         pending = list(self.check_servers)
         deadline = time.monotonic() + timeout
@@ -323,7 +326,8 @@ class Rfc2136Provider(Provider):
             keyring, name = self._keyring()
             self._dns = Rfc2136Dns(label=self.label, server=server, port=port, keyring=keyring, key_name=name,
                                    check_servers=checks, managed=managed,
-                                   timeout=float(self.settings.get("timeout") or 10))
+                                   timeout=float(self.settings.get("timeout") or 10),
+                                   confirm_seconds=float(self.settings.get("confirm_seconds") or 300))
         return self._dns
 
     def check(self) -> dict:
@@ -335,9 +339,6 @@ class Rfc2136Provider(Provider):
             serial, primary = service.soa(zone)
             out.update(zone=zone, serial=serial, primary=primary)
         return out
-
-    def confirm_seconds(self) -> int:
-        return int(self.settings.get("confirm_seconds") or 300)
 
     # A DNS-only target holds no resources of the stack; the engine refuses to deploy on it.
     def observe(self):

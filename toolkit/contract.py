@@ -164,7 +164,8 @@ class DatabaseService(ABC):
         ``snapshot``: an id from :meth:`snapshot`, so the dump sees exactly what that snapshot sees;
         ``part``: one part of a parallel copy (toolkit.pgcommands.Part), None for everything."""
 
-    def snapshot(self) -> AbstractContextManager[tuple[str, Callable[[], dict[str, TableDigest]]]]:
+    def snapshot(self) -> AbstractContextManager[tuple[str, Callable[[], dict[str, TableDigest]],
+                                                       Callable[[], list[tuple[str, str, int]]]]]:
         """Hold a repeatable-read transaction open and yield (snapshot id, digests, tables): ``digests()``
         computes :meth:`table_digests` in that same snapshot, ``tables()`` lists (schema, table, bytes)
         largest first. A dump taken with the id and those digests describe the same rows even while the
@@ -246,11 +247,16 @@ class DnsService(ABC):
     @abstractmethod
     def delete(self, zone: str, name: str, type: str) -> None: ...
 
-    def confirm(self, zone: str, record: Record, *, timeout: float) -> list[str]:
-        """Wait until ``record`` is what the zone serves; return where that was confirmed. This default reads
-        it back through the service's own API; services that can ask the authoritative servers do so."""
+    #: seconds :meth:`confirm` waits by default
+    confirm_seconds: float = 300.0
+
+    def confirm(self, zone: str, record: Record, *, timeout: float | None = None) -> list[str]:
+        """Wait until ``record`` is what the zone serves (up to ``timeout``, default the service's own);
+        return where that was confirmed. This default reads it back through the service's own API;
+        services that can ask the authoritative servers do so."""
         import time
 
+        timeout = self.confirm_seconds if timeout is None else timeout
         want = (record.ttl, tuple(sorted(record.values)))
         deadline = time.monotonic() + timeout
         while True:

@@ -91,14 +91,10 @@ class Migration:
             info = self.source.database().info()
             out["database"] = {"version": info.version, "size_bytes": info.size_bytes,
                                "tables": len(self.source.database().table_digests())}
-        objects = total = 0
-        for bucket in self.stack.buckets:
-            for obj in self.source.objects().list(bucket):
-                objects += 1
-                total += obj.size
+        space = self.space()  # lists the source's objects once, for the media totals too
+        objects, total = space["source_objects"], space["source_bytes"]
         out["media"] = {"objects": objects, "bytes": total}
         out["secrets"] = sorted(self.stack.secrets)
-        space = self.space()
         out["space"] = {"rooms": space["rooms"], "enough": not space["short"], "short": space["short"]}
         target_plan = self.engine.plan(self.target_name, warnings=[])
         out["target_plan"] = target_plan.summary()
@@ -171,20 +167,23 @@ class Migration:
         if self.cutover and dns and dns.records and dns.provider not in (self.source_name, self.target_name):
             self.engine.preflight(dns.provider)
 
-    def _switching(self) -> list:
-        """The stack's records that follow a service role (they move in the cutover)."""
+    def _switching(self, service) -> list[tuple]:
+        """The stack's records that follow a service role (they move in the cutover), each with what the
+        zone serves for it now (None when it does not exist yet)."""
         dns = self.stack.dns
-        return [r for r in (dns.records if dns else ()) if r.target]
+        switching = [r for r in (dns.records if dns else ()) if r.target]
+        if not switching:
+            return []
+        existing = {(r.name, r.type): r for r in service.records(dns.zone)}
+        return [(r, existing.get((r.name, r.type))) for r in switching]
 
     def _dns_plan(self, estimates: dict) -> dict:
         dns = self.stack.dns
-        switching = self._switching()
+        switching = self._switching(self.engine.dns_provider().dns()) if dns else []
         if not switching:
             return {"records": []}
-        existing = {(r.name, r.type): r for r in self.engine.dns_provider().dns().records(dns.zone)}
         records, wait = [], 0
-        for rec in switching:
-            now = existing.get((rec.name, rec.type))
+        for rec, now in switching:
             ttl = now.ttl if now else None
             records.append({"record": f"{rec.name} {rec.type}", "ttl_now": ttl,
                             "lowered_to": dns.cutover_ttl if ttl and ttl > dns.cutover_ttl else None})
@@ -238,15 +237,18 @@ class Migration:
             if running is not None and running.attrs.get("running"):  # asked only then: reading changes nothing
                 size -= self.target.database().info().size_bytes  # replaced by the restore
             need["database"] = max(0, int(size * 1.25)) + (64 << 20)
+        objects = total = missing = 0
+        for bucket in self.stack.buckets:
+            try:
+                there = {o.key: o.size for o in self.target.objects().list(bucket)}
+            except Exception:  # noqa: BLE001 - the bucket does not exist yet
+                there = {}
+            for obj in self.source.objects().list(bucket):
+                objects += 1
+                total += obj.size
+                missing += obj.size if there.get(obj.key) != obj.size else 0
         if self.stack.buckets:
-            total = 0
-            for bucket in self.stack.buckets:
-                try:
-                    there = {o.key: o.size for o in self.target.objects().list(bucket)}
-                except Exception:  # noqa: BLE001 - the bucket does not exist yet
-                    there = {}
-                total += sum(o.size for o in self.source.objects().list(bucket) if there.get(o.key) != o.size)
-            need["objects"] = total + (16 << 20)
+            need["objects"] = missing + (16 << 20)
         rooms, short = [], []
         for room in self.target.free_space():
             wanted = sum(need.get(k, 0) for k in room["kinds"])
@@ -254,7 +256,7 @@ class Migration:
             if wanted > room["free"]:
                 short.append(f"{room['where']} has {human_bytes(room['free'])} free, the copy needs about "
                              f"{human_bytes(wanted)} ({' + '.join(f'{k} {human_bytes(need[k])}' for k in room['kinds'] if k in need)})")
-        return {"needed": need, "rooms": rooms, "short": short}
+        return {"needed": need, "rooms": rooms, "short": short, "source_objects": objects, "source_bytes": total}
 
     def _step_preflight(self) -> dict:
         out: dict = {}
@@ -274,14 +276,13 @@ class Migration:
         return out
 
     def _step_lower_ttl(self) -> dict:
-        dns, switching = self.stack.dns, self._switching()
+        dns = self.stack.dns
+        service = self.engine.dns_provider().dns() if dns else None
+        switching = self._switching(service) if dns else []
         if not switching:
             return {"skipped": "no dns records follow the services"}
-        service = self.engine.dns_provider().dns()
         low = dns.cutover_ttl
-        existing = {(r.name, r.type): r for r in service.records(dns.zone)}
-        ttls = {f"{r.name} {r.type}": existing[(r.name, r.type)].ttl for r in switching
-                if (r.name, r.type) in existing}
+        ttls = {f"{r.name} {r.type}": now.ttl for r, now in switching if now is not None}
         # Resolvers may cache what was served before the first attempt lowered anything: a resumed run keeps
         # the TTLs and the time the first attempt saw (journalled before any change).
         first = self.journal.last("lower_ttl", "seen")
@@ -289,13 +290,12 @@ class Migration:
             first = self.journal.record("lower_ttl", "seen", ttls=ttls, at_epoch=time.time())
         old = max([t for t in (*ttls.values(), *first["ttls"].values()) if t > low], default=0)
         lowered, confirmed = {}, set()
-        for rec in switching:
-            now = existing.get((rec.name, rec.type))
+        for rec, now in switching:
             if now is None or now.ttl <= low:
                 continue
             record = Record(now.name, now.type, low, tuple(now.values))
             service.upsert(dns.zone, record)
-            confirmed.update(service.confirm(dns.zone, record, timeout=_confirm_seconds(self.engine)))
+            confirmed.update(service.confirm(dns.zone, record))
             lowered[f"{rec.name} {rec.type}"] = now.ttl
         for name, ttl in first["ttls"].items():  # lowered by the attempt that crashed
             if ttl > low:
@@ -441,7 +441,7 @@ class Migration:
             record = Record(name, rtype, ttl, tuple(change.after.attrs["values"]))
             service.upsert(dns.zone, record)
             _fault("cutover:mid")
-            confirmed.update(service.confirm(dns.zone, record, timeout=_confirm_seconds(self.engine)))
+            confirmed.update(service.confirm(dns.zone, record))
             switched.append({"record": change.name, "values": list(record.values), "ttl": ttl})
         out: dict = {"records": switched, "confirmed_on": sorted(confirmed)}
         if lowered:
@@ -473,11 +473,6 @@ class Migration:
         except Unsupported:
             pass
         return out
-
-
-def _confirm_seconds(engine: Engine) -> float:
-    provider = engine.dns_provider()
-    return float(provider.confirm_seconds()) if hasattr(provider, "confirm_seconds") else 300.0
 
 
 FAULT_POINTS = ["database:mid", "media:mid", "deploy:mid", "freeze:mid", "cutover:mid"]
