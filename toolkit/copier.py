@@ -64,7 +64,8 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         if wrote:
             with src.open_read(bucket, obj.key) as stream:
                 if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
-                    stream = _Tripwire(stream, obj.size // 2, lambda: fault("media:mid"))
+                    stream = _Watched(stream, _Tally(), lambda sent, half=obj.size // 2:
+                                      fault("media:mid") if sent >= half else None)
                 info = dst.write(bucket, obj.key, stream, size=obj.size)
             check(bucket, obj, info, want)
         counted(bucket, obj, wrote)
@@ -84,15 +85,17 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     # per object); the others one by one, in parallel where the stores allow.
     batches: list[tuple[str, list]] = []
     if hasattr(dst, "write_batch"):
-        singles = []
+        singles, filled = [], 0
         for bucket, obj in work:
             if obj.size >= BATCH_OBJECT_MAX:
                 singles.append((bucket, obj))
                 continue
             if not batches or batches[-1][0] != bucket or len(batches[-1][1]) >= BATCH_COUNT or \
-                    sum(o.size for o in batches[-1][1]) + obj.size > BATCH_BYTES:
+                    filled + obj.size > BATCH_BYTES:
                 batches.append((bucket, []))
+                filled = 0
             batches[-1][1].append(obj)
+            filled += obj.size
     else:
         singles = work
 
@@ -148,12 +151,19 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
                 except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
                     result["error"] = exc
 
+            # In the snapshot, so alongside the copy (whichever starts first).
             worker = threading.Thread(target=compute, name="lifeboat-digests", daemon=True)
-        progress = _Progress(None, events, "database", fault)
+            worker.start()
+        moved = _Tally()  # bytes of every part, for progress
 
-        def move(part) -> None:
+        def passed(total: int) -> None:
+            events.progress("database", total, None, unit="bytes")
+            if fault is not None:
+                fault("database:mid")
+
+        def move(part=None) -> None:
             with src.dump(snapshot=snapshot, part=part) as stream:
-                dst.restore(progress.wrap(stream), clean=True, part=part)
+                dst.restore(_Watched(stream, moved, passed), clean=True, part=part)
 
         if jobs > 1:
             try:
@@ -163,16 +173,11 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
                 # the schema part alone cannot drop: that pass goes as one stream, which replaces all.
                 jobs = 1
         if jobs > 1:
-            if worker is not None:
-                worker.start()
             run_parallel(move, [(("table", schema, table),) for schema, table, _ in listed], jobs)
             move("sequences")
             move("post-data")
         else:
-            with src.dump(snapshot=snapshot) as stream:
-                if worker is not None:
-                    worker.start()
-                dst.restore(progress.wrap(stream), clean=True)
+            move()
         if worker is not None:
             worker.join()
             if "error" in result:
@@ -217,44 +222,27 @@ def run_parallel(func, items: list[tuple], workers: int) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _Progress:
-    """Counts bytes of one or more streams (parallel parts) and reports them; fires the fault point
-    ``<task>:mid`` once data flows."""
+class _Tally:
+    """A byte count several streams add to (parallel parts)."""
 
-    def __init__(self, stream, events: Events, task: str, fault: Callable[[str], None] | None):
-        self.stream, self.events, self.task, self.fault, self.count = stream, events, task, fault, 0
+    def __init__(self):
+        self.count = 0
         self.lock = threading.Lock()
 
-    def wrap(self, stream) -> _Progress:
-        part = _Progress(stream, self.events, self.task, self.fault)
-        part.parent = self
-        return part
-
-    parent: _Progress | None = None
-
-    def add(self, n: int) -> None:
+    def add(self, n: int) -> int:
         with self.lock:
             self.count += n
-            total = self.count
-        self.events.progress(self.task, total, None, unit="bytes")
+            return self.count
+
+
+class _Watched:
+    """Reads through; adds what each read gave to ``tally`` and tells ``seen`` the new total."""
+
+    def __init__(self, stream, tally: _Tally, seen: Callable[[int], None]):
+        self.stream, self.tally, self.seen = stream, tally, seen
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
-        (self.parent or self).add(len(data))
-        if self.fault is not None and data:
-            self.fault(f"{self.task}:mid")
-        return data
-
-
-class _Tripwire:
-    """Reads through; calls ``trip`` once ``at`` bytes have passed."""
-
-    def __init__(self, stream, at: int, trip: Callable[[], None]):
-        self.stream, self.at, self.trip, self.count = stream, at, trip, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.count += len(data)
-        if self.count >= self.at:
-            self.trip()
+        if data:
+            self.seen(self.tally.add(len(data)))
         return data

@@ -23,8 +23,8 @@ SESSION_TIMEOUT = 600.0  # seconds a session waits for the host before the opera
 class RemoteDirectoryStore(ObjectStore):
     NATIVE_CHECKSUMS = ("sha256",)
     # One object at a time: paramiko's channels on one connection are not reliable under concurrent heavy
-    # transfers (sessions dropped mid-write, stalls were seen with 4). Batching small objects into one
-    # stream per host is the planned way to go faster (issue 8).
+    # transfers (sessions dropped mid-write, stalls were seen with 4). Small objects go in batches instead
+    # (write_batch: one stream per batch).
     PARALLEL = 1
 
     def __init__(self, conn: SSHConnection, root: str):
@@ -269,9 +269,8 @@ class RemoteDirectoryStore(ObjectStore):
         return infos
 
     def sweep_partial(self) -> int:
-        sftp = self.conn.sftp()
         removed = 0
-        try:
+        with self._sftp() as sftp:
             try:
                 entries = sftp.listdir_attr(f"{self.root}/.tmp")
             except FileNotFoundError:
@@ -283,8 +282,6 @@ class RemoteDirectoryStore(ObjectStore):
                         removed += 1
                     except FileNotFoundError:
                         pass
-        finally:
-            sftp.close()
         return removed
 
     def delete(self, bucket: str, key: str) -> None:
