@@ -18,25 +18,17 @@ from contextlib import contextmanager
 
 from .contract import TableDigest
 
-TABLES_SQL = """
-SELECT n.nspname, c.relname
+USER_TABLES = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%'
   AND n.nspname NOT LIKE 'pg_temp%'
-ORDER BY 1, 2
 """
 
-TABLE_SIZES_SQL = """
-SELECT n.nspname, c.relname, pg_table_size(c.oid)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%'
-  AND n.nspname NOT LIKE 'pg_temp%'
-ORDER BY 3 DESC, 1, 2
-"""
+TABLES_SQL = f"SELECT n.nspname, c.relname {USER_TABLES} ORDER BY 1, 2"  # noqa: S608 - constant text
+
+TABLE_SIZES_SQL = f"SELECT n.nspname, c.relname, pg_table_size(c.oid) {USER_TABLES} ORDER BY 3 DESC, 1, 2"  # noqa: S608
 
 SEQUENCES_SQL = """
 SELECT schemaname, sequencename, coalesce(last_value, 0) FROM pg_sequences

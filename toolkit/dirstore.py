@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote
 
 from .contract import ObjectInfo, ObjectStore
 from .errors import BadInput, ProviderError
+from .locks import gone_here
 
 CHUNK = 1 << 20
 MAX_NAME = 240
@@ -48,18 +49,9 @@ def stale_partial(name: str, mtime: float) -> bool:
         return True
     try:
         host, pid, _ = name[2:].rsplit("-", 2)
-        pid_n = int(pid)
+        return gone_here(host, int(pid))
     except ValueError:
         return False
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid_n, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def encode_key(key: str) -> str:

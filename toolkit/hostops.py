@@ -22,6 +22,7 @@ from pathlib import Path
 from . import pgcommands
 from .connection import Connection
 from .errors import CommandFailed, LockHeld, ProviderError, ToolkitError
+from .locks import gone_here
 
 SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py")
 
@@ -547,25 +548,12 @@ class HostLock:
         except ValueError:
             return {"owner": "unknown", "since": "unknown"}
 
-    @staticmethod
-    def _dead(held: dict) -> bool:
-        """The holder ran on this machine and its process is gone (killed, crashed): nobody holds it."""
-        if held.get("machine") != socket.gethostname() or not isinstance(held.get("pid"), int):
-            return False
-        try:
-            os.kill(held["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
     def acquire(self, owner: str, command: str) -> None:
         sh(self.conn, 'mkdir -p "$(dirname "$1")"', self.path)
         took = self.conn.run(["mkdir", self.path], check=False).ok
         if not took:
             held = self.holder() or {}
-            if self._dead(held):  # left by a run that was killed here: take it over, atomically again
+            if gone_here(held.get("machine"), held.get("pid")):  # left by a run killed here: take it over
                 self.conn.run(["rm", "-rf", self.path])
                 took = self.conn.run(["mkdir", self.path], check=False).ok
         if not took:

@@ -9,12 +9,27 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LockHeld, ProviderError
+
+
+def gone_here(machine: object, pid: object) -> bool:
+    """Whether a holder recorded as (machine, pid) ran on this machine and its process no longer exists
+    (killed, crashed). Anything else - another machine, a live or unknowable process - counts as alive."""
+    if machine != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another account
+        pass
+    return False
 
 
 class FileLock:
