@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,26 @@ secrets:
     path = directory / "lifeboat.yml"
     path.write_text(text)
     return path
+
+
+@contextmanager
+def seeded_chirp(root: Path, extra_target: str, *, users: int, posts: int, media: int, large_mb: int,
+                 dns: bool = True, targets: tuple[str, ...] = ("new",)):
+    """chirp up on a local target "old" and seeded there (``extra_target``: more providers: entries, or
+    a dns: section when ``dns`` is False); yields the stack file; destroys ``targets`` and "old" after."""
+    path = chirp_stack(root, target="old", extra_target=extra_target, dns=dns)
+    lb = ["-c", str(path), "-o", "json", "--yes"]
+    try:
+        up = run_cli(*lb, "up", "--on", "old")
+        assert up.code == 0, up
+        seed = run_cli("-c", str(path), "exec", "--on", "old", "web", "--", "python", "-m", "chirp", "seed",
+                       "--users", str(users), "--posts", str(posts), "--media", str(media),
+                       "--large-mb", str(large_mb))
+        assert seed.code == 0, seed
+        yield path
+    finally:
+        for name in (*targets, "old"):
+            run_cli(*lb, "destroy", "--on", name)
 
 
 TINY_APP = """import http.server, os, time

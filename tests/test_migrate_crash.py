@@ -12,7 +12,7 @@ from toolkit import stackfile
 from toolkit.engine import Engine
 from toolkit.migrate import FAULT_POINTS
 
-from .conftest import chirp_stack, run_cli, run_cli_stalled
+from .conftest import run_cli, run_cli_stalled, seeded_chirp
 from .test_migrate_local import objects, rows
 
 NEW = """  new:
@@ -24,16 +24,9 @@ NEW = """  new:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("migrate-crash")
-    path = chirp_stack(root, target="old", extra_target=NEW)
-    lb = ["-c", str(path), "-o", "json", "--yes"]
-    assert run_cli(*lb, "up", "--on", "old").code == 0
-    seed = run_cli("-c", str(path), "exec", "--on", "old", "web", "--", "python", "-m", "chirp", "seed",
-                   "--users", "40", "--posts", "500", "--media", "8", "--large-mb", "3")
-    assert seed.code == 0, seed
-    yield path
-    run_cli(*lb, "destroy", "--on", "new")
-    run_cli(*lb, "destroy", "--on", "old")
+    with seeded_chirp(tmp_path_factory.mktemp("migrate-crash"), NEW, users=40, posts=500, media=8,
+                      large_mb=3) as path:
+        yield path
 
 
 def journal_events(stack) -> list[dict]:

@@ -15,7 +15,7 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import chirp_stack, require, run_cli
+from .conftest import require, run_cli, seeded_chirp
 
 TTL, CUTOVER_TTL = 12, 3
 
@@ -52,16 +52,8 @@ dns:
   records:
     - {{name: chirp, type: A, target: web}}
 """
-    path = chirp_stack(root, target="old", extra_target=extra, dns=False)
-    lb = ["-c", str(path), "-o", "json", "--yes"]
-    up = run_cli(*lb, "up", "--on", "old")
-    assert up.code == 0, up
-    seed = run_cli("-c", str(path), "exec", "--on", "old", "web", "--", "python", "-m", "chirp", "seed",
-                   "--users", "30", "--posts", "300", "--media", "6", "--large-mb", "1")
-    assert seed.code == 0, seed
-    yield path
-    run_cli(*lb, "destroy", "--on", "new")
-    run_cli(*lb, "destroy", "--on", "old")
+    with seeded_chirp(root, extra, users=30, posts=300, media=6, large_mb=1, dns=False) as path:
+        yield path
 
 
 def test_dry_run_says_how_long_the_freeze_waits_and_changes_nothing(stack, dns_lab):

@@ -13,7 +13,7 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import chirp_stack, run_cli
+from .conftest import run_cli, seeded_chirp
 
 NEW = """  new:
     type: local
@@ -45,16 +45,9 @@ def rows(provider) -> dict:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("migrate-local")
-    path = chirp_stack(root, target="old", extra_target=NEW)
-    lb = ["-c", str(path), "-o", "json", "--yes"]
-    assert run_cli(*lb, "up", "--on", "old").code == 0
-    seed = run_cli("-c", str(path), "exec", "--on", "old", "web", "--", "python", "-m", "chirp", "seed",
-                   "--users", "80", "--posts", "1200", "--media", "15", "--large-mb", "3")
-    assert seed.code == 0, seed
-    yield path
-    run_cli(*lb, "destroy", "--on", "new")
-    run_cli(*lb, "destroy", "--on", "old")
+    with seeded_chirp(tmp_path_factory.mktemp("migrate-local"), NEW, users=80, posts=1200, media=15,
+                      large_mb=3) as path:
+        yield path
 
 
 def source_state(stack) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
-from .conftest import chirp_stack, run_cli, run_cli_stalled
+from .conftest import run_cli, run_cli_stalled, seeded_chirp
 from .test_migrate_local import objects, rows
 
 LARGE_MB = 40
@@ -43,19 +43,15 @@ def stack(tmp_path_factory):
     state_dir: roomy/state
     address: 127.0.0.24
 """
-    path = chirp_stack(root, target="old", extra_target=extra)
-    lb = ["-c", str(path), "-o", "json", "--yes"]
-    assert run_cli(*lb, "up", "--on", "old").code == 0
-    seed = run_cli("-c", str(path), "exec", "--on", "old", "web", "--", "python", "-m", "chirp", "seed",
-                   "--users", "30", "--posts", "300", "--media", "6", "--large-mb", str(LARGE_MB))
-    assert seed.code == 0, seed
-    mount_tmpfs(root / "tiny", 96)
-    mount_tmpfs(root / "roomy", 400)
-    yield path
-    for name in ("tiny", "roomy", "old"):
-        run_cli(*lb, "destroy", "--on", name)
-    unmount(root / "tiny")
-    unmount(root / "roomy")
+    try:
+        with seeded_chirp(root, extra, users=30, posts=300, media=6, large_mb=LARGE_MB,
+                          targets=("tiny", "roomy")) as path:
+            mount_tmpfs(root / "tiny", 96)
+            mount_tmpfs(root / "roomy", 400)
+            yield path
+    finally:
+        unmount(root / "tiny")
+        unmount(root / "roomy")
 
 
 def test_too_small_a_target_is_refused_before_anything_is_copied(stack):
