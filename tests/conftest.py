@@ -123,10 +123,10 @@ secrets:
 
 @contextmanager
 def seeded_chirp(root: Path, extra_target: str, *, users: int, posts: int, media: int, large_mb: int,
-                 dns: bool = True, targets: tuple[str, ...] = ("new",)):
+                 dns: bool = True, targets: tuple[str, ...] = ("new",), **stack_options):
     """chirp up on a local target "old" and seeded there (``extra_target``: more providers: entries, or
     a dns: section when ``dns`` is False); yields the stack file; destroys ``targets`` and "old" after."""
-    path = chirp_stack(root, target="old", extra_target=extra_target, dns=dns)
+    path = chirp_stack(root, target="old", extra_target=extra_target, dns=dns, **stack_options)
     lb = ["-c", str(path), "-o", "json", "--yes"]
     try:
         up = run_cli(*lb, "up", "--on", "old")
@@ -138,7 +138,7 @@ def seeded_chirp(root: Path, extra_target: str, *, users: int, posts: int, media
         yield path
     finally:
         for name in (*targets, "old"):
-            run_cli(*lb, "destroy", "--on", name)
+            run_cli(*lb, "destroy", "--on", name, "--delete-backups")
 
 
 TINY_APP = """import http.server, os, time

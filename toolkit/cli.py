@@ -385,17 +385,19 @@ def status(session: Session, on):
 # ---------------------------------------------------------------------------------------------- destroy
 @cli.command()
 @click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")
+@click.option("--delete-backups", is_flag=True, help="Also when TARGET keeps the stack's backups (they go too).")
 @envelope_command("destroy")
-def destroy(session: Session, on):
+def destroy(session: Session, on, delete_backups):
     """Stop and remove everything the stack has on TARGET, data included (asks first)."""
     from .output import Outcome
 
     engine = session.engine()
+    engine.keep_backups(on, delete_backups)
     preview = engine.destroy_plan(on)
     if preview.pending:
         session.confirm(f"Destroy stack {engine.stack.name} on {on}: {len(preview.pending)} resources, "
                         "their data included?")
-    applied = engine.destroy(on)
+    applied = engine.destroy(on, delete_backups=delete_backups)
 
     def human(console):
         console.line(f"{on}: destroyed {len(applied.applied)} resources in {applied.seconds:.1f}s; "
@@ -486,6 +488,138 @@ def rollback_(session: Session):
     return Outcome(done, human=lambda c: c.line(
         f"Traffic is back on {done['to']} (DNS: {', '.join(done['records']) or 'no records'}); "
         f"{done['from']} is paused with its data."))
+
+
+# ---------------------------------------------------------------------------------------------- backups
+@cli.command("backup")
+@click.option("--from", "source", required=True, metavar="TARGET", help="Where the stack runs now.")
+@click.option("--to", "to", metavar="TARGET", help="Whose object store keeps the backup (default: backup: to:).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted backup from its journal.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Objects stored at once.")
+@envelope_command("backup")
+def backup_(session: Session, source, to, resume, parallel):
+    """Ship an encrypted, verified backup of the stack off-host: database, new media, secrets, stack file."""
+    from .backup import Backup
+    from .output import Outcome
+
+    done = Backup(session.engine(), source, to, parallel=parallel).run(resume=resume)
+
+    def human(console):
+        for step in done["steps"]:
+            extra = ", ".join(f"{k}={v}" for k, v in step.items()
+                              if k in ("objects", "uploaded", "already_held", "removed_blobs", "kept", "names"))
+            mark = " (done before)" if step.get("resumed") else ""
+            console.line(f"  {step['step']:<10} {step.get('seconds', 0):>7.1f}s{mark} {extra}")
+        console.line(f"Backup {done['backup']} of {source} is in {done['at']} ({done['seconds']:.1f}s).")
+
+    return Outcome(done, human=human)
+
+
+@cli.group()
+def backups():
+    """The backups a target keeps: list them, verify them."""
+
+
+@backups.command("list")
+@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@envelope_command("backups list")
+def backups_list(session: Session, at):
+    """Each backup with its time, size and whether all of it is there (verify opens every byte)."""
+    from .backup import list_backups
+    from .output import Outcome, human_bytes
+
+    found = list_backups(session.engine(), at)
+
+    def human(console):
+        console.line(f"Backups in {found['at']}:")
+        for b in found["backups"]:
+            if "taken_at" not in b:
+                console.line(f"  {b['id']}  [red]{'; '.join(b['problems'])}[/]")
+                continue
+            state = "complete" if b["complete"] else f"[red]{'; '.join(b['problems'])}[/]"
+            console.line(f"  {b['id']}  {b['taken_at']}  {human_bytes(b['sealed_bytes']):>9}  "
+                         f"{b['objects']} objects  {state}")
+        if not found["backups"]:
+            console.line("  none")
+
+    return Outcome(found, human=human)
+
+
+@backups.command("verify")
+@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--backup", "backup_id", metavar="ID", help="Only this backup (default: every one kept).")
+@envelope_command("backups verify")
+def backups_verify(session: Session, at, backup_id):
+    """Open every part and media object of the backups and check each against its manifest (exit 4 if any
+    fails)."""
+    from .backup import verify_backups
+    from .errors import EXIT_VERIFY, Problem
+    from .output import Outcome
+
+    found = verify_backups(session.engine(), at, backup_id)
+
+    def human(console):
+        for b in found["backups"]:
+            mark = "verified" if b["ok"] else "[red]FAILED[/]"
+            console.line(f"  {b['id']}  {mark}  {b['objects']} objects")
+            for problem in b["problems"]:
+                console.line(f"      {problem}")
+
+    if found["failed"]:
+        problems = [Problem("backup.tampered", f"backup {b['id']} does not verify: {'; '.join(b['problems'])}",
+                            "failover --backup ID restores one that verifies.")
+                    for b in found["backups"] if not b["ok"]]
+        return Outcome(found, status="error", exit_code=EXIT_VERIFY, human=human, errors=problems)
+    return Outcome(found, human=human)
+
+
+@cli.command("failover")
+@click.option("--to", "to", required=True, metavar="TARGET", help="Where the stack should run now.")
+@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (default: the newest).")
+@click.option("--before", metavar="TIME", help="Restore the newest backup taken at or before TIME (ISO 8601, UTC).")
+@click.option("--no-cutover", is_flag=True, help="Leave DNS as it is.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted failover from its journal.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Objects restored at once.")
+@envelope_command("failover")
+def failover_(session: Session, to, at, backup_id, before, no_cutover, resume, parallel):
+    """Bring the stack up on TARGET from its newest backup, needing nothing from where it ran: restore,
+    verify, deploy, switch DNS; report the recovery point (RPO) and time (RTO)."""
+    from .backup import Failover
+    from .output import Outcome
+
+    when = _parse_time(before) if before else None
+    engine = session.engine()
+    session.confirm(f"Fail stack {engine.stack.name} over to {to} from its backups"
+                    + ("" if no_cutover else ", switching DNS") + "?")
+    done = Failover(engine, to, at=at, backup_id=backup_id, before=when, cutover=not no_cutover,
+                    parallel=parallel).run(resume=resume)
+
+    def human(console):
+        for step in done["steps"]:
+            mark = " (done before)" if step.get("resumed") else ""
+            console.line(f"  {step['step']:<10} {step.get('seconds', 0):>7.1f}s{mark}")
+        console.line(f"Failed over to {to} from backup {done['backup']}: recovery point {done['recovery_point']} "
+                     f"(RPO {done['rpo_seconds']:.0f} s), recovery time {done['rto_seconds']:.1f} s.")
+
+    return Outcome(done, human=human)
+
+
+def _parse_time(text: str) -> float:
+    from datetime import UTC, datetime
+
+    from .errors import BadInput
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"--before {text!r} is not a time (ISO 8601, e.g. 2026-11-25T21:00:00Z).",
+                       code="usage") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 # ---------------------------------------------------------------------------------------------- exec

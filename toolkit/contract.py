@@ -226,6 +226,11 @@ class ObjectStore(ABC):
     #: objects a copy may move at once through this store (per-connection limits of its transport)
     PARALLEL: int = 16
 
+    def create_bucket(self, bucket: str) -> None:
+        """Make ``bucket`` outside the stack's plan (a backup repository); making one that exists is not an
+        error. Stores whose buckets only their infrastructure code makes do not offer it."""
+        raise Unsupported("this object store makes buckets only through the stack's plan")
+
     def release(self) -> None:  # noqa: B027 - optional hook
         """Close connections or sessions the store keeps between operations."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from . import planner, registry
 from .contract import Provider, Record, Resource, SecretValue, Unsupported
-from .errors import BadInput, ProviderUnreachable, ToolkitError
+from .errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
 from .events import Events
 from .model import Stack
 
@@ -36,6 +36,22 @@ def operator() -> str:
     except Exception:
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def operator_secret(ref) -> SecretValue:
+    """The value of a secret the operator holds (``from: env`` or ``from: file``)."""
+    if ref.source == "env":
+        value = os.environ.get(ref.var)
+        if value is None:
+            raise BadInput(f'secret {ref.name}: the environment variable {ref.var} is not set.',
+                           hint=f"export {ref.var} before running Lifeboat (its value is never printed).",
+                           code="secret.missing")
+        return SecretValue(value)
+    try:
+        return SecretValue(ref.path.read_bytes().rstrip(b"\n"))
+    except OSError as exc:
+        raise BadInput(f"secret {ref.name}: cannot read {ref.path} ({exc.strerror}).",
+                       code="secret.missing") from None
 
 
 class Engine:
@@ -85,34 +101,51 @@ class Engine:
         secret_changes = self._secret_changes(provider)
         values = {c.name: c.after.attrs["value"] for c in secret_changes}
         desired = provider.desired(planner.stack_resources(self.stack), values)
-        observed = provider.observe()
+        observed = self._observed(provider)
         plan = planner.compute(on, desired, observed)
         plan.changes[:0] = secret_changes
         plan.changes.extend(self._record_changes(provider, take_dns, warnings))
         plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
         return plan
 
+    def _observed(self, provider: Provider) -> list[Resource]:
+        """What the provider observes, less the backup repository's bucket: not the stack's to plan or
+        destroy (`destroy --delete-backups` removes it with everything else)."""
+        kept = self.stack.backup.repository_bucket if self.stack.backup else None
+        return [r for r in provider.observe() if not (r.kind == "bucket" and r.name == kept)]
+
+    def holds_backups(self, on: str) -> bool:
+        """Whether the target's object store holds this stack's backup repository."""
+        backup = self.stack.backup
+        provider = self.provider(on)
+        if backup is None or "objects" not in provider.SERVICES:
+            return False
+        try:
+            return provider.objects().head(backup.repository_bucket, f"{self.stack.name}/repository.json") is not None
+        except ProviderError as exc:
+            if exc.code == "objects.no_bucket":
+                return False
+            raise
+
+    def keep_backups(self, on: str, delete_backups: bool) -> None:
+        """Refuse (exit 2) to destroy a target that keeps the stack's backups unless told to."""
+        if not delete_backups and self.holds_backups(on):
+            raise BadInput(f"{self.provider(on).label} keeps the backups of stack {self.stack.name} (bucket "
+                           f"{self.stack.backup.repository_bucket}); destroying it would delete them. Nothing was "
+                           "changed.", hint="move backup: to: elsewhere and back up there first, or pass "
+                           "--delete-backups.", code="destroy.holds_backups")
+
     def _secret_changes(self, provider: Provider) -> list[planner.Change]:
-        if not self.stack.secrets:
+        refs = [ref for ref in self.stack.secrets.values() if ref.name != self.stack.backup_key]
+        if not refs:
             return []
         store = provider.secrets()
         changes = []
-        for ref in self.stack.secrets.values():
+        for ref in refs:
             current = store.read(ref.name)
             now = Resource("secret", ref.name, {"value": current}) if current is not None else None
-            if ref.source == "env":
-                value = os.environ.get(ref.var)
-                if value is None:
-                    raise BadInput(f'secret {ref.name}: the environment variable {ref.var} is not set.',
-                                   hint=f"export {ref.var} before running Lifeboat (its value is never printed).",
-                                   code="secret.missing")
-                want = SecretValue(value)
-            elif ref.source == "file":
-                try:
-                    want = SecretValue(ref.path.read_bytes().rstrip(b"\n"))
-                except OSError as exc:
-                    raise BadInput(f"secret {ref.name}: cannot read {ref.path} ({exc.strerror}).",
-                                   code="secret.missing") from None
+            if ref.source in ("env", "file"):
+                want = operator_secret(ref)
             elif ref.source == "store":
                 if current is None:
                     raise BadInput(f"secret {ref.name} comes from the secret store of {provider.label}, "
@@ -231,7 +264,7 @@ class Engine:
     # ------------------------------------------------------------------ destroy
     def destroy_plan(self, on: str) -> planner.Plan:
         provider = self.runner(on)
-        observed = provider.observe()
+        observed = self._observed(provider)
         plan = planner.destroy(on, observed)
         try:
             store = provider.secrets()
@@ -249,8 +282,9 @@ class Engine:
         plan.changes.sort(key=planner.order_key, reverse=True)
         return plan
 
-    def destroy(self, on: str) -> Applied:
+    def destroy(self, on: str, *, delete_backups: bool = False) -> Applied:
         provider = self.runner(on)
+        self.keep_backups(on, delete_backups)
         start = time.monotonic()
         with provider.lock(operator()):
             plan = self.destroy_plan(on)

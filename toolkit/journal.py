@@ -36,14 +36,14 @@ class Journal:
         return state / "migrations"
 
     @classmethod
-    def start(cls, state: Path, meta: dict) -> Journal:
+    def start(cls, state: Path, meta: dict, *, run: str = "migration") -> Journal:
         ident = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
         folder = cls.root(state) / ident
         folder.mkdir(parents=True, mode=0o700)
         for parent in (cls.root(state), state):
             os.chmod(parent, 0o700)
         journal = cls(folder / "journal.jsonl")
-        journal.record("migration", "start", id=ident, **meta)
+        journal.record(run, "start", id=ident, **meta)
         write_private(cls.root(state) / "current", ident.encode())
         return journal
 
@@ -83,7 +83,7 @@ class Journal:
 
     @property
     def complete(self) -> bool:
-        return self.finished("migration") is not None
+        return self.finished(self.meta.get("step", "migration")) is not None
 
     # ------------------------------------------------------------------ writing
     def record(self, step: str, event: str, **data) -> dict:

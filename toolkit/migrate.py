@@ -94,7 +94,7 @@ class Migration:
         space = self.space()  # lists the source's objects once, for the media totals too
         objects, total = space["source_objects"], space["source_bytes"]
         out["media"] = {"objects": objects, "bytes": total}
-        out["secrets"] = sorted(self.stack.secrets)
+        out["secrets"] = sorted(n for n in self.stack.secrets if n != self.stack.backup_key)
         out["space"] = {"rooms": space["rooms"], "enough": not space["short"], "short": space["short"]}
         target_plan = self.engine.plan(self.target_name, warnings=[])
         out["target_plan"] = target_plan.summary()
@@ -304,7 +304,7 @@ class Migration:
                 "wait_until_epoch": round(first["at_epoch"] + old, 3) if old else 0}
 
     def _step_secrets(self) -> dict:
-        names = sorted(self.stack.secrets)
+        names = sorted(n for n in self.stack.secrets if n != self.stack.backup_key)
         if not names:
             return {"secrets": []}
         src, dst = self.source.secrets(), self.target.secrets()

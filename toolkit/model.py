@@ -98,6 +98,11 @@ class Backup:
     every: int
     keep: int
     encrypt_with: str | None = None
+    bucket: str | None = None  # default: "lifeboat-backups"
+
+    @property
+    def repository_bucket(self) -> str:
+        return self.bucket or "lifeboat-backups"
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,11 @@ class Stack:
 
     def target(self, name: str) -> Target:
         return self.targets[name]
+
+    @property
+    def backup_key(self) -> str | None:
+        """The secret that seals backups: held by the operator, never given to a target."""
+        return self.backup.encrypt_with if self.backup else None
 
     def web_services(self) -> list[Service]:
         return [s for s in self.services.values() if s.is_web]

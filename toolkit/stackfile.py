@@ -272,6 +272,8 @@ BACKUP = Map(
         "every": Field(Duration(min_seconds=60), default=3600),
         "keep": Field(Int(min=1, max=10000), default=24),
         "encrypt_with": Field(Str(pattern=SECRET_NAME, expected="a secret name (the key you hold)")),
+        "bucket": Field(Str(pattern=BUCKET, expected="a bucket name (3-63 lowercase letters, digits, -)"),
+                        doc="the bucket of the backup target's object store that holds the backups"),
     }
 )
 
@@ -326,8 +328,19 @@ def _stack_checks(top: dict, where: Where, report: Report, raw: Any) -> None:
             near = closest(backup["to"], list(targets))
             report.add(at("backup", "to"), f'"{backup["to"]}" is not a target under providers:.',
                        f'did you mean "{near}"?' if near else None)
-        if backup["encrypt_with"] and backup["encrypt_with"] not in declared:
-            report.add(at("backup", "encrypt_with"), f'secret "{backup["encrypt_with"]}" is not declared under secrets:.')
+        elif "objects" not in registry.services_of(targets[backup["to"]]["type"]):
+            report.add(at("backup", "to"), f'target "{backup["to"]}" (type {targets[backup["to"]]["type"]}) offers no '
+                       "object store to keep backups in.", "`lifeboat providers` shows which types offer objects.")
+        key = backup["encrypt_with"]
+        if key and key not in declared:
+            report.add(at("backup", "encrypt_with"), f'secret "{key}" is not declared under secrets:.')
+        elif key and isinstance(declared[key], dict) and declared[key]["from"] not in ("env", "file"):
+            report.add(at("backup", "encrypt_with"), f'the backup key "{key}" comes from {declared[key]["from"]}: a '
+                       "provider would hold it, next to the backups.",
+                       "give it from: env or from: file, so only the operator holds it.")
+        if backup["bucket"] and backup["bucket"] in top["buckets"]:
+            report.add(at("backup", "bucket"), f'"{backup["bucket"]}" is one of the stack\'s own buckets.',
+                       "backups need a bucket of their own.")
 
 
 STACK = Map(

@@ -1,0 +1,770 @@
+"""Off-host backups and failover: ``lifeboat backup``, ``backups list|verify`` and ``failover``.
+
+A *repository* is one bucket of the backup target's object store (``backup: bucket:``, default
+``lifeboat-backups``); a stack's backups sit under ``<stack>/``:
+
+- ``repository.json``: the format, the scrypt salt and parameters, and a check value that tells a wrong
+  key from a tampered part. No key is ever stored: the operator holds it (``backup: encrypt_with:``, a
+  secret ``from: env`` or ``from: file``, never given to a target);
+- ``backups/<id>/``: sealed parts (toolkit.sealed): ``database.dump`` (pg_dump custom format, taken in an
+  exported snapshot), ``media.json`` (every object: bucket, key, size, SHA-256), ``secrets.json``,
+  ``stack.yml``, and last ``manifest.json``, which lists the others with their sizes and SHA-256 and the
+  database's row counts and digests. A backup exists once its manifest does;
+- ``blobs/<HMAC of the SHA-256>``: each distinct media object once, sealed. A backup uploads only the
+  objects no earlier backup holds (incremental), and a blob's name reveals nothing of its content.
+
+Every part is read back by the store (size and SHA-256 of what landed) as it is written; ``backups
+verify`` opens every part and blob and checks what it holds. ``failover`` needs nothing from the source:
+it restores a backup on the target, verifies it there, deploys, switches DNS and reports the recovery
+point (RPO: how old the restored data is) and the recovery time (RTO).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from .contract import ObjectStore, Provider, SecretValue, Unsupported
+from .engine import Engine, operator, operator_secret
+from .errors import BadInput, ProviderError, VerificationFailed
+from .journal import Journal
+from .sealed import Opening, RepositoryKey, Sealing, Tampered, new_params, open_bytes, sealed_size
+
+FORMAT = 1
+PARTS = ("database.dump", "media.json", "secrets.json", "stack.yml")
+
+
+def _epoch_text(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _new_id() -> str:
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+
+
+# ---------------------------------------------------------------------------------------------- repository
+@dataclass
+class Written:
+    plain_bytes: int
+    plain_sha256: str
+    sealed_bytes: int
+    sealed_sha256: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Repository:
+    """The stack's backups in one bucket of an object store, sealed with the operator's key."""
+
+    def __init__(self, store: ObjectStore, bucket: str, stack_name: str, key: RepositoryKey, where: str):
+        self.store, self.bucket, self.prefix, self.key, self.where = store, bucket, f"{stack_name}/", key, where
+
+    @classmethod
+    def open(cls, provider: Provider, stack, *, create: bool = False) -> Repository:
+        if not stack.backup or not stack.backup.encrypt_with:
+            raise BadInput(f"{stack.path.name}: backups need a key: the backup: section names no encrypt_with.",
+                           hint="add `encrypt_with: NAME` under backup:, with NAME a secret `from: env` or "
+                                "`from: file` that only you hold.", code="backup.no_key")
+        secret = operator_secret(stack.secrets[stack.backup.encrypt_with]).reveal()
+        store, bucket = provider.objects(), stack.backup.repository_bucket
+        where = f"bucket {bucket} of {provider.label}"
+        config = f"{stack.name}/repository.json"
+        raw = _read_small(store, bucket, config)
+        if raw is None:
+            if not create:
+                raise BadInput(f"no backups of stack {stack.name} in {where}.",
+                               hint=f"make one: lifeboat backup --from TARGET --to {provider.target.name}.",
+                               code="backup.none")
+            try:
+                store.create_bucket(bucket)
+            except Unsupported as exc:
+                raise BadInput(f"{provider.label} cannot make the backup bucket {bucket} ({exc}).",
+                               hint="create it there and name it under backup: bucket:.",
+                               code="backup.no_bucket") from None
+            params = new_params()
+            key = RepositoryKey(secret, params)
+            params.update(format=FORMAT, check=key.check_value())
+            body = json.dumps(params, indent=1).encode()
+            store.write(bucket, config, _bytes_stream(body), size=len(body), content_type="application/json")
+            return cls(store, bucket, stack.name, key, where)
+        try:
+            params = json.loads(raw)
+            key = RepositoryKey(secret, params)
+        except (ValueError, KeyError) as exc:
+            raise VerificationFailed(f"{where}: {config} is damaged ({exc}).", code="backup.damaged") from None
+        if key.check_value() != params.get("check"):
+            raise BadInput(f"the key in secret {stack.backup.encrypt_with} does not open the backups in {where}.",
+                           hint="give the key these backups were made with (its value is never printed).",
+                           code="backup.wrong_key")
+        return cls(store, bucket, stack.name, key, where)
+
+    # -- names
+    def part(self, backup_id: str, name: str) -> str:
+        return f"{self.prefix}backups/{backup_id}/{name}"
+
+    def blob(self, sha256: str) -> str:
+        return f"{self.prefix}blobs/{self.key.mac('blob:' + sha256)}"
+
+    # -- writing and reading sealed parts
+    def put(self, name: str, stream, *, size: int | None = None) -> Written:
+        sealing = Sealing(stream, self.key, name)
+        info = self.store.write(self.bucket, name, sealing, size=sealed_size(size) if size is not None else None)
+        sealed = sealing.sealed_sha256.hexdigest()
+        landed = info.sha256 or self.store.checksum(self.bucket, name)
+        if info.size != sealing.sealed_bytes or landed != sealed:
+            raise VerificationFailed(f"{self.where}: {name} arrived with size {info.size} and SHA-256 {landed}, "
+                                     f"sent {sealing.sealed_bytes} bytes with SHA-256 {sealed}.")
+        return Written(sealing.plain_bytes, sealing.plain_sha256.hexdigest(), sealing.sealed_bytes, sealed)
+
+    def put_bytes(self, name: str, data: bytes) -> Written:
+        return self.put(name, _bytes_stream(data), size=len(data))
+
+    @contextmanager
+    def reading(self, name: str):
+        """An :class:`Opening` of a sealed part; Tampered while reading becomes VerificationFailed."""
+        try:
+            with self.store.open_read(self.bucket, name) as stream:
+                yield Opening(stream, self.key, name)
+        except Tampered as exc:
+            raise VerificationFailed(f"{self.where}: {exc}; this backup cannot be trusted.",
+                                     code="backup.tampered") from None
+
+    def read_bytes(self, name: str) -> bytes:
+        raw = _read_small(self.store, self.bucket, name)
+        if raw is None:
+            raise VerificationFailed(f"{self.where}: {name} is missing.", code="backup.incomplete")
+        try:
+            return open_bytes(raw, self.key, name)
+        except Tampered as exc:
+            raise VerificationFailed(f"{self.where}: {exc}; this backup cannot be trusted.",
+                                     code="backup.tampered") from None
+
+    # -- what is there
+    def listing(self) -> dict[str, dict[str, object]]:
+        """backup id -> {part name: ObjectInfo} for every backup folder, complete or not."""
+        out: dict[str, dict[str, object]] = {}
+        base = f"{self.prefix}backups/"
+        for info in self.store.list(self.bucket, base):
+            ident, _, name = info.key[len(base):].partition("/")
+            out.setdefault(ident, {})[name] = info
+        return out
+
+    def complete_ids(self) -> list[str]:
+        return sorted(i for i, parts in self.listing().items() if "manifest.json" in parts)
+
+    def manifest(self, backup_id: str) -> dict:
+        return json.loads(self.read_bytes(self.part(backup_id, "manifest.json")))
+
+    def media_index(self, backup_id: str) -> list[list]:
+        return json.loads(self.read_bytes(self.part(backup_id, "media.json")))
+
+    def blobs(self) -> dict[str, object]:
+        return {info.key: info for info in self.store.list(self.bucket, f"{self.prefix}blobs/")}
+
+
+def _read_small(store: ObjectStore, bucket: str, key: str) -> bytes | None:
+    try:
+        if store.head(bucket, key) is None:
+            return None
+    except ProviderError as exc:
+        if exc.code == "objects.no_bucket":
+            return None
+        raise
+    with store.open_read(bucket, key) as stream:
+        return stream.read()
+
+
+def _bytes_stream(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+# ---------------------------------------------------------------------------------------------- backup
+BACKUP_STEPS = ["database", "media", "secrets", "stack", "manifest", "retention"]
+
+
+class Backup:
+    """One run of ``lifeboat backup --from SOURCE --to TARGET``: journalled, resumable, under the source's lock."""
+
+    def __init__(self, engine: Engine, source: str, to: str | None = None, *, parallel: int = 8):
+        stack = engine.stack
+        self.engine, self.stack, self.events = engine, stack, engine.events
+        to = to or (stack.backup.to if stack.backup else None)
+        if to is None:
+            raise BadInput(f"{stack.path.name} has no backup: section; say where with --to.", code="backup.no_target")
+        if to == source:
+            raise BadInput(f"backup: --from and --to both name {source}; a backup on the host it protects is lost "
+                           "with it.", hint="back up to another target (backup: to:).", code="backup.same_target")
+        self.source_name, self.to_name = source, to
+        self.source = engine.runner(source)
+        self.to = engine.provider(to)
+        self.parallel = max(1, parallel)
+        self.state = stack.root / ".lifeboat" / f"backup-{source}-{to}"
+        self.repo: Repository | None = None
+        self.journal: Journal | None = None
+
+    def run(self, *, resume: bool = False) -> dict:
+        began = time.monotonic()
+        journal = Journal.current(self.state) if resume else None
+        if resume and (journal is None or journal.complete):
+            raise BadInput(f"backup: nothing to resume from {self.source_name} to {self.to_name}.",
+                           hint="start it without --resume.", code="backup.nothing_to_resume")
+        self.engine.preflight(self.source_name)
+        self.engine.preflight(self.to_name)
+        self.repo = Repository.open(self.to, self.stack, create=True)
+        with self.source.lock(f"{operator()} (backup to {self.to_name})"):
+            if journal is None:
+                journal = Journal.start(self.state, {"from": self.source_name, "to": self.to_name,
+                                                     "backup": _new_id()}, run="backup")
+            self.journal = journal
+            self.id = journal.meta["backup"]
+            steps = []
+            for step in BACKUP_STEPS:
+                done = journal.finished(step)
+                if done is not None:
+                    steps.append({**_public(done), "resumed": True})
+                    continue
+                self.events.step(f"backup: {step}")
+                journal.record(step, "begin")
+                t0 = time.monotonic()
+                _fault(step)
+                data = getattr(self, f"_step_{step}")() or {}
+                seconds = round(time.monotonic() - t0, 3)
+                steps.append(_public(journal.record(step, "done", seconds=seconds, **data)))
+                self.events.done(f"backup: {step}", seconds)
+            journal.record("backup", "done")
+        manifest = journal.finished("manifest") or {}
+        return {"backup": self.id, "from": self.source_name, "to": self.to_name, "at": self.repo.where,
+                "taken_at": manifest.get("taken_at"), "seconds": round(time.monotonic() - began, 3),
+                "steps": steps}
+
+    def _step_database(self) -> dict:
+        if not self.stack.postgres:
+            return {"skipped": "no postgres", "taken_at": time.time()}
+        db = self.source.database()
+        name = self.repo.part(self.id, "database.dump")
+        with ExitStack() as held:
+            try:
+                snapshot, digests, _tables = held.enter_context(db.snapshot())
+            except Unsupported:
+                snapshot = digests = None
+            taken_at = time.time()
+            result: dict = {}
+            worker = None
+            if digests is not None:
+                import threading
+
+                def compute() -> None:
+                    try:
+                        result["digests"] = digests()
+                    except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+                        result["error"] = exc
+
+                worker = threading.Thread(target=compute, name="lifeboat-digests", daemon=True)
+                worker.start()
+            with db.dump(snapshot=snapshot) as stream:
+                written = self.repo.put(name, _Progress(stream, self.events, "database"))
+            if worker is not None:
+                worker.join()
+                if "error" in result:
+                    raise result["error"]
+                found = result["digests"]
+            else:
+                found = db.table_digests()  # after the dump: exact only on a source nobody writes to
+        return {"part": written.as_dict(), "taken_at": round(taken_at, 3), "version": db.info().version,
+                "exact": snapshot is not None,
+                "digests": {t: [d.rows, d.digest] for t, d in sorted(found.items())}}
+
+    def _step_media(self) -> dict:
+        from .copier import run_parallel
+
+        src, repo = self.source.objects(), self.repo
+        entries = [(b, o) for b in sorted(self.stack.buckets) for o in src.list(b)]
+        held = repo.blobs()
+        total = sum(o.size for _, o in entries)
+        tally = {"done": 0, "uploaded": 0, "bytes_uploaded": 0}
+        index: dict[int, list] = {}
+        import threading
+
+        guard = threading.Lock()
+
+        def save(n: int, bucket: str, obj) -> None:
+            sha = obj.sha256 or src.checksum(bucket, obj.key)
+            blob = repo.blob(sha)
+            if blob not in held:
+                with src.open_read(bucket, obj.key) as stream:
+                    written = repo.put(blob, stream, size=obj.size)
+                if written.plain_sha256 != sha or written.plain_bytes != obj.size:
+                    raise VerificationFailed(f"backup: object {obj.key!r} of {bucket} changed while it was read "
+                                             f"(expected {obj.size} bytes, SHA-256 {sha}).",
+                                             hint="run the backup again.")
+                with guard:
+                    tally["uploaded"] += 1
+                    tally["bytes_uploaded"] += obj.size
+            with guard:
+                index[n] = [bucket, obj.key, obj.size, sha]
+                tally["done"] += obj.size
+                self.events.progress("media", tally["done"], total, unit="bytes")
+
+        workers = max(1, min(self.parallel, src.PARALLEL, repo.store.PARALLEL))
+        try:
+            run_parallel(save, [(n, b, o) for n, (b, o) in enumerate(entries)], workers)
+        finally:
+            src.release()
+        listing = json.dumps([index[n] for n in range(len(entries))], ensure_ascii=False).encode()
+        written = repo.put_bytes(repo.part(self.id, "media.json"), listing)
+        return {"part": written.as_dict(), "objects": len(entries), "bytes": total,
+                "uploaded": tally["uploaded"], "bytes_uploaded": tally["bytes_uploaded"],
+                "already_held": len(entries) - tally["uploaded"]}
+
+    def _step_secrets(self) -> dict:
+        import base64
+
+        names = sorted(n for n in self.stack.secrets if n != self.stack.backup_key)
+        values: dict[str, str] = {}
+        if names:
+            store = self.source.secrets()
+            for name in names:
+                value = store.read(name)
+                if value is None:
+                    raise ProviderError(f"backup: secret {name} is missing on {self.source.label}.",
+                                        code="backup.secret_missing")
+                values[name] = base64.b64encode(value.reveal()).decode()
+        written = self.repo.put_bytes(self.repo.part(self.id, "secrets.json"), json.dumps(values).encode())
+        values.clear()
+        return {"part": written.as_dict(), "names": names}
+
+    def _step_stack(self) -> dict:
+        written = self.repo.put_bytes(self.repo.part(self.id, "stack.yml"), self.stack.path.read_bytes())
+        releases: dict[str, list[str]] = {}
+        try:
+            for inst in self.source.compute().instances():
+                if inst.release:
+                    releases.setdefault(inst.service, [])
+                    if inst.release not in releases[inst.service]:
+                        releases[inst.service].append(inst.release)
+        except Unsupported:
+            pass
+        return {"part": written.as_dict(), "releases": releases}
+
+    def _step_manifest(self) -> dict:
+        j = self.journal
+        db, media, secrets, stack = (j.finished(s) for s in ("database", "media", "secrets", "stack"))
+        manifest = {
+            "format": FORMAT, "id": self.id, "stack": self.stack.name, "source": self.source_name,
+            "taken_at": db["taken_at"], "made_by": operator(),
+            "database": {k: db[k] for k in ("part", "version", "exact", "digests") if k in db} if "part" in db
+            else None,
+            "media": {"part": media["part"], "objects": media["objects"], "bytes": media["bytes"]},
+            "secrets": {"part": secrets["part"], "names": secrets["names"]},
+            "stack_file": {"part": stack["part"]}, "releases": stack["releases"],
+        }
+        written = self.repo.put_bytes(self.repo.part(self.id, "manifest.json"), json.dumps(manifest).encode())
+        sealed = sum(p["part"]["sealed_bytes"] for p in (db, media, secrets, stack) if "part" in p)
+        return {"taken_at": db["taken_at"], "sealed_bytes": sealed + written.sealed_bytes,
+                "objects": media["objects"]}
+
+    def _step_retention(self) -> dict:
+        keep = self.stack.backup.keep if self.stack.backup else 24
+        return prune(self.repo, keep, current=self.id)
+
+
+def prune(repo: Repository, keep: int, *, current: str | None = None) -> dict:
+    """Keep the newest ``keep`` complete backups; remove older ones, unfinished ones older than the newest
+    complete one (never ``current``), and blobs no kept backup lists."""
+    listing = repo.listing()
+    complete = sorted(i for i, parts in listing.items() if "manifest.json" in parts)
+    kept = set(complete[-keep:])
+    newest = complete[-1] if complete else ""
+    gone = [i for i in listing if i not in kept and i != current and (i in complete or i < newest)]
+    for ident in gone:
+        for name in ("manifest.json", *PARTS):  # the manifest first: a half-removed backup is not listed
+            if name in listing[ident]:
+                repo.store.delete(repo.bucket, repo.part(ident, name))
+    wanted: set[str] = set()
+    for ident in kept:
+        wanted.update(repo.blob(entry[3]) for entry in repo.media_index(ident))
+    if current is not None and current not in kept and "media.json" in listing.get(current, {}):
+        wanted.update(repo.blob(entry[3]) for entry in repo.media_index(current))
+    removed_blobs = 0
+    for name in repo.blobs():
+        if name not in wanted:
+            repo.store.delete(repo.bucket, name)
+            removed_blobs += 1
+    return {"kept": len(kept), "removed_backups": sorted(gone), "removed_blobs": removed_blobs}
+
+
+# ---------------------------------------------------------------------------------------------- list, verify
+def list_backups(engine: Engine, at: str | None = None) -> dict:
+    provider = _repository_target(engine, at)
+    repo = Repository.open(provider, engine.stack)
+    blobs = repo.blobs()
+    now = time.time()
+    out = []
+    for ident, parts in sorted(repo.listing().items()):
+        if "manifest.json" not in parts:
+            out.append({"id": ident, "complete": False, "problems": ["unfinished (no manifest)"]})
+            continue
+        try:
+            manifest = repo.manifest(ident)
+        except VerificationFailed as exc:
+            out.append({"id": ident, "complete": False, "problems": [exc.message]})
+            continue
+        problems, sealed = [], parts["manifest.json"].size
+        for name, entry in _parts(manifest):
+            info = parts.get(name.rsplit("/", 1)[1])
+            if info is None or info.size != entry["sealed_bytes"]:
+                found = "missing" if info is None else f"{info.size} bytes, not {entry['sealed_bytes']}"
+                problems.append(f"{name} is {found}")
+            else:
+                sealed += info.size
+        missing = sum(1 for e in repo.media_index(ident) if repo.blob(e[3]) not in blobs) if not problems else 0
+        if missing:
+            problems.append(f"{missing} media objects missing")
+        out.append({"id": ident, "taken_at": _epoch_text(manifest["taken_at"]),
+                    "age_seconds": round(now - manifest["taken_at"]), "source": manifest["source"],
+                    "database_bytes": (manifest["database"] or {}).get("part", {}).get("plain_bytes", 0),
+                    "objects": manifest["media"]["objects"], "media_bytes": manifest["media"]["bytes"],
+                    "sealed_bytes": sealed, "complete": not problems, "problems": problems})
+    return {"at": repo.where, "backups": out}
+
+
+def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None = None) -> dict:
+    """Open every part and every media blob of each backup (or of ``backup_id``) and check what they hold
+    against the manifest: sizes and SHA-256 of the plaintext. The result lists every backup with what
+    failed, and the ids that failed under ``failed``."""
+    provider = _repository_target(engine, at)
+    repo = Repository.open(provider, engine.stack)
+    ids = repo.complete_ids()
+    if backup_id is not None:
+        if backup_id not in ids:
+            raise BadInput(f"no complete backup {backup_id} in {repo.where}.",
+                           hint="`lifeboat backups list` shows them.", code="backup.unknown")
+        ids = [backup_id]
+    checked_blobs: dict[str, str | None] = {}  # blob -> problem (None: fine), checked once across backups
+    results, failed = [], []
+    for ident in ids:
+        problems: list[str] = []
+        objects = 0
+        try:
+            manifest = repo.manifest(ident)
+            for name, entry in _parts(manifest):
+                problem = _check_part(repo, name, entry["plain_bytes"], entry["plain_sha256"])
+                if problem:
+                    problems.append(problem)
+            if not any("media.json" in p for p in problems):
+                for bucket, key, size, sha in repo.media_index(ident):
+                    objects += 1
+                    blob = repo.blob(sha)
+                    if blob not in checked_blobs:
+                        checked_blobs[blob] = _check_part(repo, blob, size, sha)
+                    if checked_blobs[blob]:
+                        problems.append(f"object {key!r} of {bucket}: {checked_blobs[blob]}")
+        except VerificationFailed as exc:
+            problems.append(exc.message)
+        entry = {"id": ident, "ok": not problems, "objects": objects, "problems": problems}
+        results.append(entry)
+        if problems:
+            failed.append(ident)
+        engine.events.step(f"backup {ident}: {'verified' if not problems else 'FAILED'}")
+    return {"at": repo.where, "backups": results, "failed": failed}
+
+
+def _parts(manifest: dict) -> list[tuple[str, dict]]:
+    ident = manifest["id"]
+    prefix = f"{manifest['stack']}/backups/{ident}/"
+    out = []
+    if manifest.get("database"):
+        out.append((prefix + "database.dump", manifest["database"]["part"]))
+    out.append((prefix + "media.json", manifest["media"]["part"]))
+    out.append((prefix + "secrets.json", manifest["secrets"]["part"]))
+    out.append((prefix + "stack.yml", manifest["stack_file"]["part"]))
+    return out
+
+
+def _check_part(repo: Repository, name: str, size: int, sha: str) -> str | None:
+    try:
+        with repo.reading(name) as opening:
+            opening.drain()
+    except VerificationFailed as exc:
+        return exc.message
+    except Exception as exc:  # noqa: BLE001 - missing or unreadable: that is the finding
+        return f"{name} cannot be read ({exc})"
+    if opening.plain_bytes != size or opening.plain_sha256.hexdigest() != sha:
+        return f"{name} holds {opening.plain_bytes} bytes with another SHA-256 than recorded"
+    return None
+
+
+def _repository_target(engine: Engine, at: str | None) -> Provider:
+    stack = engine.stack
+    at = at or (stack.backup.to if stack.backup else None)
+    if at is None:
+        raise BadInput(f"{stack.path.name} has no backup: section; say where the backups are with --at.",
+                       code="backup.no_target")
+    engine.preflight(at)
+    return engine.provider(at)
+
+
+# ---------------------------------------------------------------------------------------------- failover
+FAILOVER_STEPS = ["secrets", "prepare", "database", "media", "deploy", "cutover", "verify"]
+
+
+class Failover:
+    """``lifeboat failover --to TARGET``: a backup restored and verified on TARGET, the services deployed,
+    DNS switched. Reads nothing from the source."""
+
+    def __init__(self, engine: Engine, to: str, *, at: str | None = None, backup_id: str | None = None,
+                 before: float | None = None, cutover: bool = True, parallel: int = 8):
+        self.engine, self.stack, self.events = engine, engine.stack, engine.events
+        self.to_name = to
+        self.target = engine.runner(to)
+        self.at = at
+        self.backup_id, self.before, self.cutover = backup_id, before, cutover
+        self.parallel = max(1, parallel)
+        self.state = self.stack.root / ".lifeboat" / f"failover-{to}"
+
+    def choose(self, repo: Repository) -> str:
+        ids = repo.complete_ids()
+        if self.backup_id is not None:
+            if self.backup_id not in ids:
+                raise BadInput(f"failover: no complete backup {self.backup_id} in {repo.where}.",
+                               hint="`lifeboat backups list` shows them.", code="backup.unknown")
+            return self.backup_id
+        if self.before is not None:
+            ids = [i for i in ids if repo.manifest(i)["taken_at"] <= self.before]
+        if not ids:
+            raise BadInput(f"failover: no complete backup of stack {self.stack.name} in {repo.where}"
+                           + (f" taken at or before {_epoch_text(self.before)}" if self.before else "") + ".",
+                           code="backup.none")
+        return ids[-1]
+
+    def run(self, *, resume: bool = False) -> dict:
+        began_epoch = time.time()
+        journal = Journal.current(self.state) if resume else None
+        if resume and (journal is None or journal.complete):
+            raise BadInput(f"failover: nothing to resume on {self.to_name}.", hint="start it without --resume.",
+                           code="failover.nothing_to_resume")
+        self.engine.preflight(self.to_name)
+        repo = Repository.open(_repository_target(self.engine, self.at), self.stack)
+        self.repo = repo
+        ident = journal.meta["backup"] if journal is not None else self.choose(repo)
+        self.id = ident
+        self.manifest = repo.manifest(ident)
+        with self.target.lock(f"{operator()} (failover from backup {ident})"):
+            if journal is None:
+                journal = Journal.start(self.state, {"to": self.to_name, "backup": ident, "began": began_epoch},
+                                        run="failover")
+            self.journal = journal
+            steps = []
+            for step in FAILOVER_STEPS:
+                done = journal.finished(step)
+                if done is not None:
+                    steps.append({**_public(done), "resumed": True})
+                    continue
+                self.events.step(f"failover: {step}")
+                journal.record(step, "begin")
+                t0 = time.monotonic()
+                _fault(step)
+                try:
+                    data = getattr(self, f"_step_{step}")() or {}
+                except VerificationFailed as exc:
+                    journal.record(step, "failed", reason=exc.message)
+                    raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message}",
+                                             hint="nothing was switched; restore an older one: lifeboat failover "
+                                                  f"--to {self.to_name} --backup ID (`lifeboat backups list`).",
+                                             code=exc.code) from None
+                seconds = round(time.monotonic() - t0, 3)
+                steps.append(_public(journal.record(step, "done", seconds=seconds, **data)))
+                self.events.done(f"failover: {step}", seconds)
+            first = journal.meta.get("began", began_epoch)
+            finished = time.time()
+            taken = self.manifest["taken_at"]
+            journal.record("failover", "done", rto_seconds=round(finished - first, 3),
+                           rpo_seconds=round(first - taken, 3))
+        return {"backup": ident, "to": self.to_name, "from_repository": repo.where,
+                "recovery_point": _epoch_text(taken), "rpo_seconds": round(first - taken, 3),
+                "rto_seconds": round(finished - first, 3), "steps": steps}
+
+    def _step_secrets(self) -> dict:
+        import base64
+
+        part = self.repo.part(self.id, "secrets.json")
+        values = json.loads(self.repo.read_bytes(part))
+        if not values:
+            return {"secrets": []}
+        store = self.target.secrets()
+        for name in sorted(values):
+            value = SecretValue(base64.b64decode(values[name]))
+            if store.read(name) != value:
+                store.write(name, value)
+            if store.read(name) != value:
+                raise ProviderError(f"failover: secret {name} reads back differently on {self.target.label}.")
+        names = sorted(values)
+        values.clear()
+        return {"secrets": names}
+
+    def _step_prepare(self) -> dict:
+        from .migrate import DATA_KINDS
+
+        applied = self.engine.up(self.to_name, kinds=DATA_KINDS, locked=True)
+        return {"applied": [a["resource"] for a in applied.applied]}
+
+    def _step_database(self) -> dict:
+        db = self.manifest.get("database")
+        if not db:
+            return {"skipped": "the backup holds no database"}
+        target = self.target.database()
+        name = self.repo.part(self.id, "database.dump")
+        with self.repo.reading(name) as opening:
+            tampered: list[Tampered] = []
+            try:
+                target.restore(_Guarded(_Progress(opening, self.events, "database"), tampered), clean=True)
+            except Exception:
+                if tampered:
+                    raise VerificationFailed(f"{self.repo.where}: {tampered[0]}.", code="backup.tampered") from None
+                raise
+            opening.drain()
+        if opening.plain_sha256.hexdigest() != db["part"]["plain_sha256"]:
+            raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
+        out = {"bytes": opening.plain_bytes}
+        if db.get("exact"):
+            after = {t: [d.rows, d.digest] for t, d in sorted(target.table_digests().items())}
+            differ = sorted(t for t in set(after) | set(db["digests"]) if after.get(t) != db["digests"].get(t))
+            if differ:
+                raise VerificationFailed(f"tables differ from the backup after the restore: {', '.join(differ)}.")
+            out["verified"] = "row counts and per-table digests equal to the backup's"
+        else:
+            out["verified"] = "the dump's SHA-256 (the source could not export a snapshot for exact digests)"
+        out["tables"] = sum(1 for t in db["digests"] if not t.startswith("sequence:"))
+        out["rows"] = sum(r for r, _ in db["digests"].values())
+        return out
+
+    def _step_media(self) -> dict:
+        from .copier import run_parallel
+
+        index = self.repo.media_index(self.id)
+        dst = self.target.objects()
+        buckets = sorted({e[0] for e in index})
+        held = {}
+        for bucket in buckets:
+            try:
+                held.update(((bucket, o.key), o) for o in dst.list(bucket))
+            except ProviderError as exc:
+                if exc.code != "objects.no_bucket":
+                    raise
+        total = sum(e[2] for e in index)
+        tally = {"done": 0, "written": 0}
+        import threading
+
+        guard = threading.Lock()
+
+        def restore(bucket: str, key: str, size: int, sha: str) -> None:
+            there = held.get((bucket, key))
+            same = there is not None and there.size == size and \
+                (there.sha256 or dst.checksum(bucket, key)) == sha
+            if not same:
+                tampered: list[Tampered] = []
+                with self.repo.reading(self.repo.blob(sha)) as opening:
+                    try:
+                        info = dst.write(bucket, key, _Guarded(opening, tampered), size=size)
+                    except Exception:
+                        if tampered:
+                            raise VerificationFailed(f"object {key!r} of {bucket}: {tampered[0]}.",
+                                                     code="backup.tampered") from None
+                        raise
+                if info.size != size or info.sha256 != sha or opening.plain_sha256.hexdigest() != sha:
+                    raise VerificationFailed(f"object {key!r} of {bucket} restored with size {info.size} and "
+                                             f"SHA-256 {info.sha256}, the backup records {size} and {sha}.",
+                                             code="backup.tampered")
+            with guard:
+                tally["done"] += size
+                tally["written"] += 0 if same else 1
+                self.events.progress("media", tally["done"], total, unit="bytes")
+
+        workers = max(1, min(self.parallel, dst.PARALLEL, self.repo.store.PARALLEL))
+        try:
+            run_parallel(restore, [tuple(e) for e in index], workers)
+        finally:
+            dst.release()
+        return {"objects": len(index), "written": tally["written"], "already_there": len(index) - tally["written"],
+                "bytes": total, "verified": "size and SHA-256 of every object"}
+
+    def _step_deploy(self) -> dict:
+        applied = self.engine.up(self.to_name, locked=True)
+        return {"applied": [a["resource"] for a in applied.applied]}
+
+    def _step_cutover(self) -> dict:
+        dns = self.stack.dns
+        if not self.cutover:
+            return {"skipped": "--no-cutover"}
+        if not dns or not dns.records:
+            return {"skipped": "no dns records"}
+        try:
+            self.engine.preflight(dns.provider, fresh=True)
+        except Exception as exc:  # noqa: BLE001 - DNS served by the host that is gone: say so, keep serving
+            message = getattr(exc, "message", str(exc))
+            self.events.warn(f"DNS is served by {dns.provider}, which does not answer ({message}); point "
+                             f"{dns.zone} at {self.to_name} where it is served now.")
+            return {"skipped": f"the DNS provider {dns.provider} does not answer"}
+        service = self.engine.dns_provider().dns()
+        plan = self.engine.plan(self.to_name, take_dns=True, warnings=[])
+        switched, confirmed = [], set()
+        from .contract import Record
+
+        for change in plan.changes:
+            if change.kind != "record" or change.action not in ("create", "update"):
+                continue
+            name, rtype = change.name.rsplit(" ", 1)
+            record = Record(name, rtype, change.after.attrs["ttl"], tuple(change.after.attrs["values"]))
+            service.upsert(dns.zone, record)
+            confirmed.update(service.confirm(dns.zone, record))
+            switched.append({"record": change.name, "values": list(record.values), "ttl": record.ttl})
+        return {"records": switched, "confirmed_on": sorted(confirmed)}
+
+    def _step_verify(self) -> dict:
+        status = self.engine.status(self.to_name)
+        if not status.get("healthy"):
+            raise ProviderError(f"failover: {self.target.label} is not healthy after the restore: "
+                                f"{'; '.join(status.get('problems') or [])}.", code="failover.unhealthy")
+        return {"target_healthy": True}
+
+
+class _Progress:
+    def __init__(self, stream, events, what: str):
+        self.stream, self.events, self.what, self.count = stream, events, what, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.count += len(data)
+        self.events.progress(self.what, self.count, None, unit="bytes")
+        return data
+
+
+class _Guarded:
+    """Reads through; remembers a :class:`Tampered` raised while reading (a consumer such as a subprocess
+    pipe may report it as something else)."""
+
+    def __init__(self, stream, seen: list):
+        self.stream, self.seen = stream, seen
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.stream.read(n)
+        except Tampered as exc:
+            self.seen.append(exc)
+            raise
+
+
+def _fault(point: str) -> None:
+    from .migrate import _fault as fault
+
+    fault(point)
+
+
+def _public(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in ("event",)}
