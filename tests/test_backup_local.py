@@ -53,8 +53,8 @@ NEW_OBJECTS = {"later/ünïcode name ☃.txt": b"written after the first backup\
                "later/bin": os.urandom(300_000)}
 
 
-def lb(stack: Path, *args: str, key: str | None = KEY, **kw):
-    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={KEY_VAR: key}, **kw)
+def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
+    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={KEY_VAR: key, **(env or {})})
 
 
 def rows(provider) -> dict:
@@ -122,9 +122,13 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
                 "secret": old.secrets().read("CHIRP_SECRET_KEY").reveal_text()}
     world["secret"] = expected["secret"]
 
-    second = lb(stack, "backup", "--from", "old")
+    # Killed as it stores the media, then resumed: the same backup, completed.
+    killed = lb(stack, "backup", "--from", "old", env={"LIFEBOAT_FAULT": "kill:media"})
+    assert killed.code == -9, killed
+    second = lb(stack, "backup", "--from", "old", "--resume")
     outputs.append(second)
     assert second.code == 0, second
+    assert [s["step"] for s in second.envelope["data"]["steps"] if s.get("resumed")] == ["database"]
     steps = {s["step"]: s for s in second.envelope["data"]["steps"]}
     # Incremental: only content no earlier backup holds is stored (the seed has an empty object too).
     fresh = {hashlib.sha256(d).hexdigest() for d in NEW_OBJECTS.values()} - held
@@ -148,9 +152,12 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     assert not (stack.parent / "state" / "old").exists()
 
     began = time.time()
-    over = lb(stack, "failover", "--to", "new")
+    killed = lb(stack, "failover", "--to", "new", env={"LIFEBOAT_FAULT": "kill:database:mid"})
+    assert killed.code == -9, killed
+    over = lb(stack, "failover", "--to", "new", "--resume")
     outputs.append(over)
     assert over.code == 0, over
+    assert [s["step"] for s in over.envelope["data"]["steps"] if s.get("resumed")] == ["secrets", "prepare"]
     data = over.envelope["data"]
     assert data["backup"] == second_id
     manifest_taken = calendar.timegm(time.strptime(data["recovery_point"], "%Y-%m-%dT%H:%M:%SZ"))

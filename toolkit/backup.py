@@ -742,6 +742,8 @@ class _Progress:
         data = self.stream.read(n)
         self.count += len(data)
         self.events.progress(self.what, self.count, None, unit="bytes")
+        if data:
+            _fault(f"{self.what}:mid")  # the crash tests stop here, with the dump begun
         return data
 
 
