@@ -1,5 +1,6 @@
 """`make demo`: deploy chirp on the local provider, seed it, show status, fetch a page and a media file
-from the running app, and tear it all down. Runs the `lifeboat` CLI exactly as a user would."""
+from the running app, migrate it to a second target, back that up, lose it, fail over from the backup,
+and tear it all down. Runs the `lifeboat` CLI exactly as a user would."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -39,13 +41,15 @@ def fetch(url: str) -> bytes:
 
 def main() -> int:
     started = time.monotonic()
+    # The key that seals backups: the operator's, in the environment (never in argv or the stack file).
+    os.environ.setdefault("LIFEBOAT_BACKUP_KEY", secrets.token_urlsafe(32))
     say("Lifeboat demo: chirp (a small social app) on the local provider")
     lifeboat("validate")
     for target in ("here", "spare"):
         leftover = lifeboat("--output", "json", "status", "--on", target, capture=True, check=False)
         if json.loads(leftover.stdout)["data"].get("deployed"):
             say(f"a previous demo left chirp running on {target}: tearing it down first")
-            lifeboat("--yes", "destroy", "--on", target)
+            lifeboat("--yes", "destroy", "--on", target, "--delete-backups")
     try:
         say("plan, then up: PostgreSQL, Redis, media store, secrets, web and worker, DNS zone")
         lifeboat("plan", "--on", "here")
@@ -81,11 +85,28 @@ def main() -> int:
         print(f"GET {url}/api/stats -> {moved}", file=sys.stderr)
         if moved != stats:
             raise SystemExit(f"demo: the migrated copy says {moved}, the source said {stats}")
+
+        say("backup: spare's database, media, secrets and stack file, sealed, into here's object store")
+        lifeboat("--yes", "backup", "--from", "spare")
+        lifeboat("backups", "list")
+        say("spare is gone (destroyed with everything on it): fail over to here from the backup alone")
+        lifeboat("--yes", "destroy", "--on", "spare")
+        over = json.loads(lifeboat("--yes", "--output", "json", "failover", "--to", "here", capture=True).stdout)
+        data = over["data"]
+        print(f"failover from backup {data['backup']}: RPO {data['rpo_seconds']:.0f} s, RTO {data['rto_seconds']:.1f} s",
+              file=sys.stderr)
+        status = json.loads(lifeboat("--output", "json", "status", "--on", "here", capture=True).stdout)
+        url = next(s["url"] for s in status["data"]["services"] if s["service"] == "web")
+        restored = json.loads(fetch(url + "/api/stats"))
+        print(f"GET {url}/api/stats -> {restored}", file=sys.stderr)
+        if restored != stats:
+            raise SystemExit(f"demo: the restored copy says {restored}, the backup was of {stats}")
     finally:
         say("destroy: stop every process, remove every file")
         for target in ("spare", "here"):
-            lifeboat("--yes", "destroy", "--on", target, check=False)
-        shutil.rmtree(STACK.parent / ".lifeboat" / "migrate-here-spare", ignore_errors=True)
+            lifeboat("--yes", "destroy", "--on", target, "--delete-backups", check=False)
+        for name in ("migrate-here-spare", "backup-spare-here", "failover-here"):
+            shutil.rmtree(STACK.parent / ".lifeboat" / name, ignore_errors=True)
         try:
             (STACK.parent / ".lifeboat").rmdir()
         except OSError:

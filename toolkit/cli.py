@@ -538,7 +538,8 @@ def backups_list(session: Session, at):
                 console.line(f"  {b['id']}  [red]{'; '.join(b['problems'])}[/]")
                 continue
             state = "complete" if b["complete"] else f"[red]{'; '.join(b['problems'])}[/]"
-            console.line(f"  {b['id']}  {b['taken_at']}  {human_bytes(b['sealed_bytes']):>9}  "
+            console.line(f"  {b['id']}  {b['taken_at']}  from {b['source']}  database "
+                         f"{human_bytes(b['database_bytes'])}, media {human_bytes(b['media_bytes'])} in "
                          f"{b['objects']} objects  {state}")
         if not found["backups"]:
             console.line("  none")
