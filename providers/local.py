@@ -429,6 +429,10 @@ class LocalProvider(KindDispatch, Provider):
         root = (stack.root / configured) if configured else stack.root / ".lifeboat" / target.name
         self.state = LocalState(root.resolve(), stack.name, target.name)
 
+    def scratch_settings(self, name: str) -> dict:
+        root = self.state.root.parent / name
+        return {**self.settings, "state_dir": os.path.relpath(root, self.stack.root), "http_port": 0}
+
     # ------------------------------------------------------------------ helpers
     @property
     def address(self) -> str:

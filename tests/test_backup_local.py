@@ -146,6 +146,26 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     verified = lb(stack, "backups", "verify")
     assert verified.code == 0 and verified.envelope["data"]["failed"] == [], verified
 
+    # A drill: the newest backup restored into a scratch copy of "new", compared with the live source, torn
+    # down; DNS untouched; the report's RTO agrees with the step timings of its journal.
+    names = engine_of(stack).provider("names")
+    dns_before = names.dns().records("lifeboat.test")
+    drill = lb(stack, "drill", "--to", "new", "--against", "old")
+    outputs.append(drill)
+    assert drill.code == 0, drill
+    report = drill.envelope["data"]
+    assert report["ok"] and report["torn_down"] and report["backup"] == second_id, report
+    assert report["against_source"]["database"]["changed_since_backup"] == {}, report["against_source"]
+    assert report["against_source"]["media"]["written_since_backup"] == 0
+    timings = [json.loads(line) for line in Path(report["journal"]).read_text().splitlines()]
+    spent = sum(e.get("seconds", 0) for e in timings if e.get("event") == "done" and e["step"] != "failover")
+    assert spent <= report["rto_seconds"] <= spent + 10, (spent, report["rto_seconds"])
+    assert 0 < report["rpo_seconds"] < 600
+    assert f"RTO {report['rto_seconds']:.1f} s" in Path(report["report"]["markdown"]).read_text()
+    assert json.loads(Path(report["report"]["json"]).read_text())["rto_seconds"] == report["rto_seconds"]
+    assert not (stack.parent / "state" / "drill-new").exists()
+    assert names.dns().records("lifeboat.test") == dns_before
+
     # The source is gone: destroyed, nothing of it left to read.
     gone = lb(stack, "destroy", "--on", "old")
     assert gone.code == 0, gone

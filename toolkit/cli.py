@@ -608,6 +608,34 @@ def failover_(session: Session, to, at, backup_id, before, no_cutover, resume, p
     return Outcome(done, human=human)
 
 
+@cli.command("drill")
+@click.option("--to", "to", required=True, metavar="TARGET", help="Rehearse a failover onto a scratch copy of it.")
+@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (default: the newest).")
+@click.option("--against", metavar="TARGET", help="The live source to compare the restored data with.")
+@click.option("--report-dir", type=click.Path(file_okay=False), help="Where the report goes "
+              "(default .lifeboat/drills next to the stack file).")
+@envelope_command("drill")
+def drill_(session: Session, to, at, backup_id, against, report_dir):
+    """Rehearse a failover: restore the newest backup into a scratch copy of TARGET, verify it (and compare it
+    with the live source), tear it down, and write a report with the measured RTO and RPO. DNS and the live
+    stack are not touched."""
+    from pathlib import Path
+
+    from .backup import Drill
+    from .output import Outcome
+
+    done = Drill(session.engine(), to, at=at, backup_id=backup_id, against=against,
+                 report_dir=Path(report_dir) if report_dir else None).run()
+
+    def human(console):
+        console.line(f"Drill on {to} from backup {done['backup']}: RTO {done['rto_seconds']:.1f} s, RPO "
+                     f"{done['rpo_seconds']:.0f} s; scratch copy {'torn down' if done['torn_down'] else 'LEFT'}.")
+        console.line(f"Report: {done['report']['markdown']}")
+
+    return Outcome(done, human=human)
+
+
 def _parse_time(text: str) -> float:
     from datetime import UTC, datetime
 

@@ -374,6 +374,11 @@ class Provider(ABC):
     def secrets(self) -> SecretStore:
         raise Unsupported(f"{self.label} offers no secret store")
 
+    def scratch_settings(self, name: str) -> dict:
+        """Settings of a throwaway copy of this target named ``name`` that shares nothing with it (its own
+        state, data services and ports): where ``lifeboat drill`` rehearses a failover."""
+        raise Unsupported(f"{self.label} cannot hold a scratch copy of the stack yet")
+
     def free_space(self) -> list[dict]:
         """Room for data on this target, per filesystem: ``{"where": ..., "kinds": ["database", "objects"],
         "free": bytes}``. Kinds absent from every entry are unbounded or unknown (not checked)."""
