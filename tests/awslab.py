@@ -63,17 +63,24 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
 
+    def restart(self) -> None:
+        """Start the server again on the same port after :meth:`stop` (moto: with empty state)."""
+        if self.proc.poll() is None:
+            return
+        fresh = start_moto(self.log.parent, port=int(self.url.rsplit(":", 1)[1]))
+        self.proc = fresh.proc
+
     def reset(self) -> None:
         req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
         urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback
 
 
-def start_moto(directory: Path) -> Server:
-    port = free_port()
+def start_moto(directory: Path, port: int | None = None) -> Server:
+    port = port or free_port()
     binary = Path(sys.executable).parent / "moto_server"
     assert binary.exists(), "moto_server is missing: pip install 'moto[server]' (make install does)"
     log = directory / "moto.log"
-    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("wb"),
+    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/moto-api/")

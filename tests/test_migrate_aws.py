@@ -49,6 +49,7 @@ secrets:
   # the app's own S3 credentials (on real AWS the instance role serves; the emulator needs keys)
   AWS_ACCESS_KEY_ID: {{from: env, var: CHIRP_S3_KEY}}
   AWS_SECRET_ACCESS_KEY: {{from: env, var: CHIRP_S3_SECRET}}
+  BACKUP_KEY: {{from: env, var: CHIRPA_BACKUP_KEY}}
 providers:
   cloud:
     type: aws
@@ -75,6 +76,7 @@ dns:
   zone: chirpa.test
   records:
     - {{name: chirp, type: A, target: web, ttl: 60}}
+backup: {{to: colo, encrypt_with: BACKUP_KEY}}
 """
 
 
@@ -94,7 +96,8 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
     stack.write_text(STACK.format(chirp=CHIRP, endpoint=moto_server.url, known_hosts=lab.known_hosts, roots=roots,
                                   p1=lab.hosts[0].port, p3=lab.hosts[2].port, user=lab.user, key=lab.client_key,
                                   pg_address=rds.address, pg_port=rds.port))
-    env = {**aws_environment(terraform_rc), "CHIRP_S3_KEY": "chirp-app", "CHIRP_S3_SECRET": "chirp-app-secret"}
+    env = {**aws_environment(terraform_rc), "CHIRP_S3_KEY": "chirp-app", "CHIRP_S3_SECRET": "chirp-app-secret",
+           "CHIRPA_BACKUP_KEY": "the operator's key for chirpa"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     lb = ["-c", str(stack), "-o", "json", "--yes"]
@@ -168,16 +171,43 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
 
         assert get(f"http://{address}:8000/media/{quote('back/unicode ☕ naïve.txt')}") == \
             extra["back/unicode ☕ naïve.txt"]
-        cloud.close_tunnel()
 
-        # The source is kept (paused) until destroyed; both go cleanly.
-        for target in ("colo", "cloud"):
-            gone = run_cli(*lb, "destroy", "--on", target, timeout=900)
-            assert gone.code == 0, gone
+        # The Parler case: chirp on AWS is backed up off AWS (sealed, onto the bare-metal storage host); AWS
+        # then deletes everything and its endpoint goes away for real (the emulator is shut down). `failover
+        # --to colo` brings chirp up there from the backup alone; Route53 went with AWS, so DNS is reported
+        # as not switched.
+        with psycopg.connect(cloud.database().connection_url().reveal_text(), autocommit=True) as conn:
+            conn.execute("INSERT INTO posts (user_id, body) SELECT id, 'only on AWS ✓' FROM users ORDER BY id LIMIT 3")
+        last = b"posted just before the drop\n"
+        cloud.objects().write("media", "only-on-aws/last words.txt", io.BytesIO(last), size=len(last))
+        expected = {"rows": rows(cloud), "objects": objects(cloud.objects())}
+        cloud.close_tunnel()
+        saved_backup = run_cli(*lb, "backup", "--from", "cloud", timeout=900)
+        assert saved_backup.code == 0, saved_backup
+        gone = run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
+        assert gone.code == 0, gone
         assert not [b for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("chirpa-")]
+        moto_server.stop()
+        try:
+            over = run_cli(*lb, "failover", "--to", "colo", timeout=900)
+            assert over.code == 0, over
+        finally:
+            moto_server.restart()
+        steps = {s["step"]: s for s in over.envelope["data"]["steps"]}
+        assert "cloud" in steps["cutover"]["skipped"], steps["cutover"]
+        assert steps["media"]["written"] >= 1
+        colo = Engine(stackfile.load(stack)).provider("colo")
+        assert rows(colo) == expected["rows"] and rows(colo)["posts"][0] == 708
+        assert objects(colo.objects()) == expected["objects"]
+        assert json.loads(get("http://127.0.0.4:8000/api/stats"))["posts"] == 708
+
+        kept = run_cli(*lb, "destroy", "--on", "colo", timeout=900)  # it keeps the backups
+        assert kept.code == 2, kept
+        gone = run_cli(*lb, "destroy", "--on", "colo", "--delete-backups", timeout=900)
+        assert gone.code == 0, gone
         assert not list(roots.iterdir())
     finally:
-        run_cli(*lb, "destroy", "--on", "colo", timeout=900)
+        run_cli(*lb, "destroy", "--on", "colo", "--delete-backups", timeout=900)
         run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
         for k, v in saved.items():
             if v is None:

@@ -611,7 +611,7 @@ class Failover:
     def _step_prepare(self) -> dict:
         from .migrate import DATA_KINDS
 
-        applied = self.engine.up(self.to_name, kinds=DATA_KINDS, locked=True)
+        applied = self.engine.up(self.to_name, kinds=DATA_KINDS, locked=True, records=False)
         return {"applied": [a["resource"] for a in applied.applied]}
 
     def _step_database(self) -> dict:
@@ -695,7 +695,7 @@ class Failover:
                 "bytes": total, "verified": "size and SHA-256 of every object"}
 
     def _step_deploy(self) -> dict:
-        applied = self.engine.up(self.to_name, locked=True)
+        applied = self.engine.up(self.to_name, locked=True, records=False)  # DNS: the next step, if it answers
         return {"applied": [a["resource"] for a in applied.applied]}
 
     def _step_cutover(self) -> dict:

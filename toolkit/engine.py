@@ -95,7 +95,10 @@ class Engine:
             raise ProviderUnreachable(f"{provider.label}: {exc}") from None
 
     # ------------------------------------------------------------------ plan
-    def plan(self, on: str, *, take_dns: bool = False, warnings: list[str] | None = None) -> planner.Plan:
+    def plan(self, on: str, *, take_dns: bool = False, warnings: list[str] | None = None,
+             records: bool = True) -> planner.Plan:
+        """What ``up`` would change on ``on``. ``records=False`` leaves DNS out (not even read: a failover
+        deploys while the DNS provider may be the host that is gone)."""
         provider = self.runner(on)
         warnings = warnings if warnings is not None else []
         secret_changes = self._secret_changes(provider)
@@ -104,7 +107,8 @@ class Engine:
         observed = self._observed(provider)
         plan = planner.compute(on, desired, observed)
         plan.changes[:0] = secret_changes
-        plan.changes.extend(self._record_changes(provider, take_dns, warnings))
+        if records:
+            plan.changes.extend(self._record_changes(provider, take_dns, warnings))
         plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
         return plan
 
@@ -202,7 +206,7 @@ class Engine:
 
     # ------------------------------------------------------------------ apply
     def up(self, on: str, *, take_dns: bool = False, kinds: set[str] | None = None,
-           locked: bool = False) -> Applied:
+           locked: bool = False, records: bool = True) -> Applied:
         """Apply the plan for ``on``. ``kinds`` limits it to some resource kinds (a migration prepares the
         data services before the apps); ``locked`` says the caller already holds the target's lock."""
         provider = self.runner(on)
@@ -211,7 +215,7 @@ class Engine:
         self.events.step(f"checking {provider.label}")
         self.preflight(on)
         with nullcontext() if locked else provider.lock(operator()):
-            plan = self.plan(on, take_dns=take_dns, warnings=warnings)
+            plan = self.plan(on, take_dns=take_dns, warnings=warnings, records=records)
             if kinds is not None:
                 plan.changes = [c for c in plan.changes if c.kind in kinds]
             for message in warnings:
