@@ -265,6 +265,30 @@ class S3Store(ObjectStore):
     def head(self, bucket, key):
         return self._head(bucket, key)
 
+    def create_bucket(self, bucket: str) -> None:
+        """A bucket outside the stack's Terraform (a backup repository): private, encrypted at rest. Bucket
+        names are global on S3: name it under ``backup: bucket:``."""
+        import botocore.exceptions
+
+        real = self.real(bucket)
+        try:
+            self.s3.head_bucket(Bucket=real)
+            return
+        except botocore.exceptions.ClientError as exc:
+            if not self._missing(exc):
+                raise self._fail(f"head bucket {real}", exc) from None
+        region = self.api.region or "us-east-1"
+        try:
+            self.s3.create_bucket(Bucket=real, **({} if region == "us-east-1" else
+                                                   {"CreateBucketConfiguration": {"LocationConstraint": region}}))
+            self.s3.put_public_access_block(Bucket=real, PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True})
+            self.s3.put_bucket_encryption(Bucket=real, ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        except botocore.exceptions.ClientError as exc:
+            raise self._fail(f"create bucket {real}", exc) from None
+
     @contextmanager
     def open_read(self, bucket, key):
         import botocore.exceptions

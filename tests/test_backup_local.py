@@ -26,7 +26,14 @@ from .conftest import run_cli, seeded_chirp
 KEY_VAR = "LB_TEST_BACKUP_KEY"
 KEY = "correct horse battery staple, but longer: 7f1c9a"
 
-EXTRA = """  new:
+EXTRA = """  vault:
+    type: aws
+    region: eu-west-3
+    ami: ami-12c6146b
+    endpoint_url: {endpoint}
+    instances:
+      - {{name: web-1, roles: [web, worker, db]}}
+  new:
     type: local
     state_dir: state/new
     address: 127.0.0.21
@@ -39,7 +46,7 @@ dns:
   ttl: 4
   cutover_ttl: 2
   records:
-    - {name: chirp, type: A, target: web}
+    - {{name: chirp, type: A, target: web}}
 backup:
   to: new
   keep: 5
@@ -54,7 +61,9 @@ NEW_OBJECTS = {"later/ünïcode name ☃.txt": b"written after the first backup\
 
 
 def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
-    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={KEY_VAR: key, **(env or {})})
+    from .awslab import AWS_ENV
+
+    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={**AWS_ENV, KEY_VAR: key, **(env or {})})
 
 
 def rows(provider) -> dict:
@@ -74,8 +83,8 @@ def objects(store) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    with seeded_chirp(tmp_path_factory.mktemp("backup-local"), EXTRA, users=40, posts=600, media=10, large_mb=2,
+def world(tmp_path_factory, moto_server):
+    with seeded_chirp(tmp_path_factory.mktemp("backup-local"), EXTRA.format(endpoint=moto_server.url), users=40, posts=600, media=10, large_mb=2,
                       dns=False, targets=("new", "names"), secrets=SECRETS) as path:
         yield {"stack": path, "outputs": []}
 
@@ -89,6 +98,27 @@ def test_up_and_migrate_never_need_or_store_the_backup_key(world):
     assert "BACKUP_KEY" not in old.secrets().names()
     plan = run_cli("-c", str(world["stack"]), "-o", "json", "plan", "--on", "old", env={KEY_VAR: None})
     assert plan.code == 0, plan
+
+
+def test_backup_into_an_s3_repository(world, moto_server):
+    """The repository in a bucket of an S3 API (moto): made private and encrypted at rest; every part sealed."""
+    import boto3
+
+    stack = world["stack"]
+    saved = lb(stack, "backup", "--from", "old", "--to", "vault")
+    assert saved.code == 0, saved
+    world["outputs"].append(saved)
+    listed = lb(stack, "backups", "list", "--at", "vault")
+    assert listed.code == 0 and [b["complete"] for b in listed.envelope["data"]["backups"]] == [True], listed
+    verified = lb(stack, "backups", "verify", "--at", "vault")
+    assert verified.code == 0 and verified.envelope["data"]["backups"][0]["objects"] == 10, verified
+    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="eu-west-3",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 - moto
+    block = s3.get_public_access_block(Bucket="lifeboat-backups")["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    ident = saved.envelope["data"]["backup"]
+    dump = s3.get_object(Bucket="lifeboat-backups", Key=f"chirp/backups/{ident}/database.dump")["Body"].read()
+    assert dump.startswith(b"LBX1") and b"PGDMP" not in dump and b"CREATE" not in dump
 
 
 def test_backup_twice_then_failover_after_the_source_is_gone(world):
@@ -118,6 +148,11 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
         conn.execute("INSERT INTO users (handle, display_name, avatar) VALUES ('late-comer', 'Lätè', '\\x00ff00')")
     for key, data in NEW_OBJECTS.items():
         old.objects().write("media", key, io.BytesIO(data), size=len(data))
+    import redis
+
+    cache = redis.Redis.from_url(old.cache().connection_url().reveal_text())
+    cache.set("session:ünï", b"\x00logged-in", ex=3600)
+    cache.rpush("timeline:1", "3", "2", "1")
     expected = {"rows": rows(old), "objects": objects(old.objects()),
                 "secret": old.secrets().read("CHIRP_SECRET_KEY").reveal_text()}
     world["secret"] = expected["secret"]
@@ -128,7 +163,7 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     second = lb(stack, "backup", "--from", "old", "--resume")
     outputs.append(second)
     assert second.code == 0, second
-    assert [s["step"] for s in second.envelope["data"]["steps"] if s.get("resumed")] == ["database"]
+    assert [s["step"] for s in second.envelope["data"]["steps"] if s.get("resumed")] == ["database", "cache"]
     steps = {s["step"]: s for s in second.envelope["data"]["steps"]}
     # Incremental: only content no earlier backup holds is stored (the seed has an empty object too).
     fresh = {hashlib.sha256(d).hexdigest() for d in NEW_OBJECTS.values()} - held
@@ -190,6 +225,9 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     assert rows(new) == expected["rows"]
     assert objects(new.objects()) == expected["objects"]
     assert new.secrets().read("CHIRP_SECRET_KEY").reveal_text() == expected["secret"]
+    cache = redis.Redis.from_url(new.cache().connection_url().reveal_text())
+    assert cache.get("session:ünï") == b"\x00logged-in" and 0 < cache.ttl("session:ünï") <= 3600
+    assert cache.lrange("timeline:1", 0, -1) == [b"3", b"2", b"1"]
     assert "BACKUP_KEY" not in new.secrets().names()
     records = {(r.name, r.type): r for r in engine_of(stack).provider("names").dns().records("lifeboat.test")}
     assert records[("chirp", "A")].values == ("127.0.0.21",)

@@ -33,7 +33,7 @@ from .journal import Journal
 from .sealed import Opening, RepositoryKey, Sealing, Tampered, new_params, open_bytes, sealed_size
 
 FORMAT = 1
-PARTS = ("database.dump", "media.json", "secrets.json", "stack.yml")
+PARTS = ("database.dump", "cache.jsonl", "media.json", "secrets.json", "stack.yml")
 
 
 def _epoch_text(epoch: float) -> str:
@@ -185,7 +185,7 @@ def _bytes_stream(data: bytes):
 
 
 # ---------------------------------------------------------------------------------------------- backup
-BACKUP_STEPS = ["database", "media", "secrets", "stack", "manifest", "retention"]
+BACKUP_STEPS = ["database", "cache", "media", "secrets", "stack", "manifest", "retention"]
 
 
 class Backup:
@@ -280,6 +280,19 @@ class Backup:
                 "exact": snapshot is not None,
                 "digests": {t: [d.rows, d.digest] for t, d in sorted(found.items())}}
 
+    def _step_cache(self) -> dict:
+        spec = self.stack.redis
+        if spec is None:
+            return {"skipped": "no redis"}
+        if spec.disposable:
+            return {"skipped": "the stack marks the cache as disposable"}
+        import redis
+
+        client = redis.Redis.from_url(self.source.cache().connection_url().reveal_text(), socket_timeout=30)
+        dump = _CacheDump(client)
+        written = self.repo.put(self.repo.part(self.id, "cache.jsonl"), dump)
+        return {"part": written.as_dict(), "keys": dump.keys}
+
     def _step_media(self) -> dict:
         from .copier import run_parallel
 
@@ -354,18 +367,19 @@ class Backup:
 
     def _step_manifest(self) -> dict:
         j = self.journal
-        db, media, secrets, stack = (j.finished(s) for s in ("database", "media", "secrets", "stack"))
+        db, cache, media, secrets, stack = (j.finished(s) for s in ("database", "cache", "media", "secrets", "stack"))
         manifest = {
             "format": FORMAT, "id": self.id, "stack": self.stack.name, "source": self.source_name,
             "taken_at": db["taken_at"], "made_by": operator(),
             "database": {k: db[k] for k in ("part", "version", "exact", "digests") if k in db} if "part" in db
             else None,
+            "cache": {"part": cache["part"], "keys": cache["keys"]} if "part" in cache else None,
             "media": {"part": media["part"], "objects": media["objects"], "bytes": media["bytes"]},
             "secrets": {"part": secrets["part"], "names": secrets["names"]},
             "stack_file": {"part": stack["part"]}, "releases": stack["releases"],
         }
         written = self.repo.put_bytes(self.repo.part(self.id, "manifest.json"), json.dumps(manifest).encode())
-        sealed = sum(p["part"]["sealed_bytes"] for p in (db, media, secrets, stack) if "part" in p)
+        sealed = sum(p["part"]["sealed_bytes"] for p in (db, cache, media, secrets, stack) if "part" in p)
         return {"taken_at": db["taken_at"], "sealed_bytes": sealed + written.sealed_bytes,
                 "objects": media["objects"]}
 
@@ -481,6 +495,8 @@ def _parts(manifest: dict) -> list[tuple[str, dict]]:
     out = []
     if manifest.get("database"):
         out.append((prefix + "database.dump", manifest["database"]["part"]))
+    if manifest.get("cache"):
+        out.append((prefix + "cache.jsonl", manifest["cache"]["part"]))
     out.append((prefix + "media.json", manifest["media"]["part"]))
     out.append((prefix + "secrets.json", manifest["secrets"]["part"]))
     out.append((prefix + "stack.yml", manifest["stack_file"]["part"]))
@@ -511,7 +527,7 @@ def _repository_target(engine: Engine, at: str | None) -> Provider:
 
 
 # ---------------------------------------------------------------------------------------------- failover
-FAILOVER_STEPS = ["secrets", "prepare", "database", "media", "deploy", "cutover", "verify"]
+FAILOVER_STEPS = ["secrets", "prepare", "database", "cache", "media", "deploy", "cutover", "verify"]
 
 
 class Failover:
@@ -643,6 +659,33 @@ class Failover:
         out["tables"] = sum(1 for t in db["digests"] if not t.startswith("sequence:"))
         out["rows"] = sum(r for r, _ in db["digests"].values())
         return out
+
+    def _step_cache(self) -> dict:
+        cache = self.manifest.get("cache")
+        if not cache:
+            return {"skipped": "the backup holds no cache"}
+        import base64
+
+        import redis
+
+        client = redis.Redis.from_url(self.target.cache().connection_url().reveal_text(), socket_timeout=30)
+        restored = 0
+        with self.repo.reading(self.repo.part(self.id, "cache.jsonl")) as opening:
+            pending = b""
+            while True:
+                data = opening.read(1 << 20)
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    key, ttl, dumped = json.loads(line)
+                    client.restore(base64.b64decode(key), max(0, ttl), base64.b64decode(dumped), replace=True)
+                    restored += 1
+                if not data:
+                    break
+        if opening.plain_sha256.hexdigest() != cache["part"]["plain_sha256"] or restored != cache["keys"]:
+            raise VerificationFailed(f"the cache part holds {restored} keys, the manifest records {cache['keys']}.",
+                                     code="backup.tampered")
+        return {"keys": restored}
 
     def _step_media(self) -> dict:
         from .copier import run_parallel
@@ -870,6 +913,40 @@ def _markdown(report: dict) -> str:
             lines.append(f"- media: {m['in_both']} objects in both, {m['written_since_backup']} written since, "
                          f"{m['gone_from_source']} gone from the source, {len(m['differ'])} differ")
     return "\n".join(lines) + "\n"
+
+
+class _CacheDump:
+    """Every Redis key as a line of JSON (key, milliseconds to live or 0, DUMP payload; base64), read as a
+    stream while the keys are scanned: nothing whole in memory."""
+
+    def __init__(self, client):
+        self.client = client
+        self.keys = 0
+        self._scan = client.scan_iter(count=1000)
+        self._out = bytearray()
+        self._ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        import base64
+
+        while not self._ended and (n < 0 or len(self._out) < n):
+            key = next(self._scan, None)
+            if key is None:
+                self._ended = True
+                break
+            dumped = self.client.dump(key)
+            if dumped is None:
+                continue  # expired meanwhile
+            ttl = self.client.pttl(key)
+            self._out += json.dumps([base64.b64encode(key).decode(), ttl if ttl and ttl > 0 else 0,
+                                     base64.b64encode(dumped).decode()]).encode() + b"\n"
+            self.keys += 1
+        if n < 0 or n >= len(self._out):
+            data, self._out = bytes(self._out), bytearray()
+        else:
+            data = bytes(self._out[:n])
+            del self._out[:n]
+        return data
 
 
 class _Progress:
