@@ -151,3 +151,51 @@ def test_local_as_other_user_and_umask(tmp_path):
     with pytest.raises(CommandFailed) as info:
         LocalConnection().run(["no-such-binary-lifeboat"])
     assert info.value.returncode == 127
+
+
+def test_bulk_streams_through_openssh_pinned_to_the_verified_key(lab, tmp_path):
+    """Bulk data goes through the system OpenSSH client, trusting exactly the key paramiko verified: data
+    round trips, and a host whose key changes between the two (an interceptor) is refused, exit 5."""
+    host = lab.hosts[1]
+    conn = ssh(lab, host)
+    try:
+        argv = conn.openssh()
+        assert argv is not None and "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+        known = next(a.split("=", 1)[1] for a in argv if a.startswith("UserKnownHostsFile="))
+        assert oct(os.stat(known).st_mode & 0o777) == "0o600"
+        assert open(known).read().split() == host.public_key_line.split()
+        data = os.urandom(3 << 20)
+        answer = bytearray()
+        with conn.bulk_write(["sha256sum"], output=answer) as sink:
+            sink.write(data)
+        assert answer.decode().split()[0] == hashlib.sha256(data).hexdigest()
+        with conn.bulk_read(["head", "-c", "1000", "/dev/zero"]) as stream:
+            assert stream.read() == b"\0" * 1000
+        with pytest.raises(CommandFailed):
+            with conn.bulk_read(["cat", "/nonexistent"]) as stream:
+                stream.read()
+
+        host.stop()  # same address and port, another key: paramiko's session is gone too
+        host.regenerate_host_key()
+        host.start(lab.authorized_keys)
+        with pytest.raises(ProviderUnreachable) as info:
+            with conn.bulk_write(["cat"]) as sink:
+                sink.write(b"must not arrive")
+        assert info.value.exit_code == 5
+    finally:
+        conn.close()
+        lab.write_known_hosts()
+    assert not os.path.exists(known)  # the pinned known_hosts goes with the connection
+
+
+def test_bulk_falls_back_to_paramiko_without_a_key_file(lab, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_BULK_SSH", "paramiko")
+    conn = ssh(lab, lab.hosts[0])
+    try:
+        assert conn.openssh() is None
+        answer = bytearray()
+        with conn.bulk_write(["wc", "-c"], output=answer) as sink:
+            sink.write(b"x" * 5000)
+        assert answer.decode().strip() == "5000"
+    finally:
+        conn.close()

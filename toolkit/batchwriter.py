@@ -1,25 +1,27 @@
-"""Many small objects written on a host through one SSH channel: the host half runs as ``python3 -c
-BATCH_WRITER ROOT BUCKET PREFIX`` (constant code; names and sizes come on stdin, never in argv) and the
-client half streams frames to it.
+"""Many objects written on a host through one SSH stream: the host half runs as ``python3 -c BATCH_WRITER
+ROOT BUCKET PREFIX`` (constant code; names and sizes come on stdin, never in argv) and the client half
+streams frames to it.
 
 Frame per object, on the writer's stdin:
     {"name": <encoded file name>, "key": <key>, "size": n, "content_type": ...}\\n
     <n bytes>
     {"sha256": <SHA-256 of the n bytes as the client sent them>}\\n
-For each object the host writes a partial file under .tmp/, fsyncs it, hashes what landed, and renames it
-into place only if that hash is the client's (then writes its meta); it answers one JSON line per object
-on stdout: {"name", "size", "sha256"} or {"name", "error", "sha256"}. A stream cut short (the client died)
-leaves nothing but the partial file being written, which the writer removes.
+The host writes each object to a partial file under .tmp/, hashing what it receives. At the end of the
+stream it makes every partial file durable at once (one syncfs of the filesystem, or an fsync per file
+where syncfs is missing), then renames into place each one whose hash is the client's, writes its meta,
+and syncs the folders; it answers one JSON line per object on stdout: {"name", "size", "sha256"} or
+{"name", "error", "sha256"}. A stream cut short (the client died) renames nothing: the partial files are
+removed.
 """
 
 BATCH_WRITER = r'''
-import hashlib, json, os, sys
+import ctypes, hashlib, json, os, sys
 root, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 data_dir, meta_dir, tmp_dir = root + "/" + bucket, root + "/.meta/" + bucket, root + "/.tmp"
 for d in (meta_dir, tmp_dir):
     os.makedirs(d, mode=0o700, exist_ok=True)
 src, out = sys.stdin.buffer, sys.stdout
-count, tmp = 0, None
+count, landed = 0, []
 try:
     while True:
         line = src.readline()
@@ -31,6 +33,7 @@ try:
             raise SystemExit("batch writer: refusing file name " + repr(name))
         count += 1
         tmp = tmp_dir + "/" + prefix + "." + str(count)
+        landed.append([head, tmp, None, None])
         sha, left = hashlib.sha256(), size
         with open(tmp, "wb") as f:
             while left:
@@ -40,28 +43,47 @@ try:
                 sha.update(chunk)
                 f.write(chunk)
                 left -= len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        want = json.loads(src.readline())["sha256"]
-        got = sha.hexdigest()
+        landed[-1][2] = sha.hexdigest()
+        landed[-1][3] = json.loads(src.readline())["sha256"]
+    # Everything received: durable first, then renamed into place.
+    synced = False
+    if landed:
+        try:
+            fd = os.open(tmp_dir, os.O_RDONLY)
+            try:
+                synced = ctypes.CDLL(None, use_errno=True).syncfs(fd) == 0
+            finally:
+                os.close(fd)
+        except (OSError, AttributeError):
+            synced = False
+    for index, (head, tmp, got, want) in enumerate(landed):
+        if not synced:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        name = head["name"]
         if got != want:
             os.unlink(tmp)
-            tmp = None
             out.write(json.dumps({"name": name, "error": "sha256 differs", "sha256": got}) + "\n")
             continue
         path = data_dir + "/" + name
         os.replace(tmp, path)
-        tmp = None
-        meta = {"key": head["key"], "size": size, "mtime_s": int(os.stat(path).st_mtime), "sha256": got,
-                "content_type": head.get("content_type")}
-        mtmp = meta_dir + "/.m-" + prefix + "." + str(count)
+        meta = {"key": head["key"], "size": int(head["size"]), "mtime_s": int(os.stat(path).st_mtime),
+                "sha256": got, "content_type": head.get("content_type")}
+        mtmp = meta_dir + "/.m-" + prefix + "." + str(index)
         with open(mtmp, "w") as f:
             f.write(json.dumps(meta))
         os.replace(mtmp, meta_dir + "/" + name)
-        out.write(json.dumps({"name": name, "size": size, "sha256": got}) + "\n")
+        out.write(json.dumps({"name": name, "size": int(head["size"]), "sha256": got}) + "\n")
+    for d in (data_dir, meta_dir):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     out.flush()
 except BaseException:
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
+    for entry in landed:
+        if os.path.exists(entry[1]):
+            os.unlink(entry[1])
     raise
 '''

@@ -14,9 +14,9 @@ from .contract import ObjectStore
 from .errors import ToolkitError, VerificationFailed
 from .events import Events
 
-BATCH_OBJECT_MAX = 1 << 20  # objects below this go in batches to stores that take them
+BATCH_OBJECT_MAX = 16 << 20  # objects below this go in batches to stores that take them
 BATCH_COUNT = 500
-BATCH_BYTES = 64 << 20
+BATCH_BYTES = 32 << 20
 
 
 def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, parallel: int = 8,
@@ -100,9 +100,13 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         singles = work
 
     workers = max(1, min(parallel, src.PARALLEL, dst.PARALLEL))
+    # One queue, largest first (a large object started last would run alone at the end): batches and
+    # single objects share the workers.
+    tasks = [(copy_batch, bucket, objs, sum(o.size for o in objs)) for bucket, objs in batches]
+    tasks += [(copy, bucket, obj, obj.size) for bucket, obj in singles]
+    tasks.sort(key=lambda t: -t[3])
     try:
-        run_parallel(copy_batch, batches, workers)
-        run_parallel(copy, singles, workers)
+        run_parallel(lambda func, bucket, what, _size: func(bucket, what), tasks, workers)
     finally:
         src.release()
         dst.release()
