@@ -281,13 +281,20 @@ class S3Store(ObjectStore):
         try:
             self.s3.create_bucket(Bucket=real, **({} if region == "us-east-1" else
                                                    {"CreateBucketConfiguration": {"LocationConstraint": region}}))
-            self.s3.put_public_access_block(Bucket=real, PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True})
-            self.s3.put_bucket_encryption(Bucket=real, ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
         except botocore.exceptions.ClientError as exc:
             raise self._fail(f"create bucket {real}", exc) from None
+        # Buckets are private by default; these harden it where the service has them (S3-compatible
+        # servers often do not: NotImplemented is not a failure).
+        for call, args in ((self.s3.put_public_access_block, {"PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True}}),
+                           (self.s3.put_bucket_encryption, {"ServerSideEncryptionConfiguration": {
+                               "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}})):
+            try:
+                call(Bucket=real, **args)
+            except botocore.exceptions.ClientError as exc:
+                if client_error(exc)[0] not in ("NotImplemented", "MethodNotAllowed", "InvalidRequest"):
+                    raise self._fail(f"securing bucket {real}", exc) from None
 
     @contextmanager
     def open_read(self, bucket, key):

@@ -87,6 +87,21 @@ def start_moto(directory: Path, port: int | None = None) -> Server:
     return Server(url, proc, log)
 
 
+def start_s3rver(directory: Path) -> Server:
+    """s3rver (npm), an S3-compatible server that is not AWS's own emulator; it accepts any secret key."""
+    binary = shutil.which("s3rver")
+    assert binary, "s3rver is missing: npm install -g s3rver (.ci/run does)"
+    port = free_port()
+    data = directory / "s3rver"
+    data.mkdir(parents=True, exist_ok=True)
+    log = directory / "s3rver.log"
+    proc = subprocess.Popen([binary, "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--silent"],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/")
+    return Server(url, proc, log)
+
+
 def start_localstack(directory: Path) -> Server:
     python = LOCALSTACK_VENV / "bin" / "python"
     assert python.exists(), (f"LocalStack is not installed in {LOCALSTACK_VENV} (.ci/run installs "

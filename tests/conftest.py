@@ -296,6 +296,16 @@ def moto_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def s3rver(tmp_path_factory):
+    """s3rver (npm) on loopback: an S3-compatible server that is not AWS's emulator."""
+    from .awslab import start_s3rver
+
+    server = start_s3rver(tmp_path_factory.mktemp("s3rver"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def localstack(tmp_path_factory):
     """LocalStack (community, host mode) on loopback: what users run for CI dry runs."""
     from .awslab import start_localstack

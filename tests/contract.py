@@ -86,18 +86,14 @@ class DnsContract:
             dns.delete(self.zone, "confirmed", "A")
 
 
-class ProviderContract(DnsContract):
+class ObjectStoreContract:
+    """The object-store part of the contract, on its own for object-store-only providers."""
+
     bucket = "media"
     #: keys the awkward-keys test writes; a backend narrows it only for a limit of an emulator, named there
     awkward_keys = AWKWARD_KEYS
-    zone = "lifeboat.test"
     large_size = 12 << 20
 
-    @pytest.fixture
-    def provider(self) -> Provider:  # pragma: no cover - each backend overrides
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ declarations
     def test_declares_services(self, provider):
         assert provider.TYPE and provider.DESCRIPTION
         assert provider.SERVICES <= {"compute", "database", "cache", "objects", "dns", "secrets"}
@@ -181,6 +177,15 @@ class ProviderContract(DnsContract):
         with pytest.raises(ToolkitError):
             with store.open_read(self.bucket, "no/such/key"):
                 pass
+
+
+
+class ProviderContract(DnsContract, ObjectStoreContract):
+    zone = "lifeboat.test"
+
+    @pytest.fixture
+    def provider(self) -> Provider:  # pragma: no cover - each backend overrides
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ secrets
     def test_secrets_roundtrip(self, provider):

@@ -26,7 +26,12 @@ from .conftest import run_cli, seeded_chirp
 KEY_VAR = "LB_TEST_BACKUP_KEY"
 KEY = "correct horse battery staple, but longer: 7f1c9a"
 
-EXTRA = """  vault:
+EXTRA = """  spaces:
+    type: s3
+    endpoint_url: {s3rver}
+    access_key_env: LB_TEST_S3_KEY
+    secret_key_env: LB_TEST_S3_SECRET
+  vault:
     type: aws
     region: eu-west-3
     ami: ami-12c6146b
@@ -63,7 +68,8 @@ NEW_OBJECTS = {"later/ünïcode name ☃.txt": b"written after the first backup\
 def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
     from .awslab import AWS_ENV
 
-    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={**AWS_ENV, KEY_VAR: key, **(env or {})})
+    return run_cli("-c", str(stack), "-o", "json", "--yes", *args,
+                   env={**AWS_ENV, KEY_VAR: key, "LB_TEST_S3_KEY": "S3RVER", "LB_TEST_S3_SECRET": "S3RVER", **(env or {})})
 
 
 def rows(provider) -> dict:
@@ -83,8 +89,9 @@ def objects(store) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, moto_server):
-    with seeded_chirp(tmp_path_factory.mktemp("backup-local"), EXTRA.format(endpoint=moto_server.url), users=40, posts=600, media=10, large_mb=2,
+def world(tmp_path_factory, moto_server, s3rver):
+    extra = EXTRA.format(endpoint=moto_server.url, s3rver=s3rver.url)
+    with seeded_chirp(tmp_path_factory.mktemp("backup-local"), extra, users=40, posts=600, media=10, large_mb=2,
                       dns=False, targets=("new", "names"), secrets=SECRETS) as path:
         yield {"stack": path, "outputs": []}
 
@@ -119,6 +126,12 @@ def test_backup_into_an_s3_repository(world, moto_server):
     ident = saved.envelope["data"]["backup"]
     dump = s3.get_object(Bucket="lifeboat-backups", Key=f"chirp/backups/{ident}/database.dump")["Body"].read()
     assert dump.startswith(b"LBX1") and b"PGDMP" not in dump and b"CREATE" not in dump
+
+    # And into any S3-compatible store (type: s3, on s3rver).
+    spaces = lb(stack, "backup", "--from", "old", "--to", "spaces")
+    assert spaces.code == 0, spaces
+    verified = lb(stack, "backups", "verify", "--at", "spaces")
+    assert verified.code == 0 and verified.envelope["data"]["failed"] == [], verified
 
 
 def test_backup_twice_then_failover_after_the_source_is_gone(world):

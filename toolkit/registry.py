@@ -16,6 +16,7 @@ BUILTIN: dict[str, str] = {
     "baremetal": "providers.baremetal:BaremetalProvider",
     "aws": "providers.aws:AwsProvider",
     "rfc2136": "providers.rfc2136:Rfc2136Provider",
+    "s3": "providers.s3:S3CompatibleProvider",
 }
 
 
