@@ -47,11 +47,12 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | os.PathLike | None =
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def run_cli_stalled(*args: str, point: str, meanwhile, seconds: float = 4, timeout: float = 300) -> CliResult:
+def run_cli_stalled(*args: str, point: str, meanwhile, seconds: float = 4, timeout: float = 300,
+                    env: dict | None = None) -> CliResult:
     """Run lifeboat with LIFEBOAT_FAULT=stall:<point>; once it says it stalled there, call ``meanwhile()``
     (crash a host, fill a disk, write rows), then let it go on. Its stderr is consumed, not returned."""
     proc = subprocess.Popen([*LIFEBOAT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LIFEBOAT_FAULT": f"stall:{point}",
+                            env={**os.environ, **(env or {}), "LIFEBOAT_FAULT": f"stall:{point}",
                                  "LIFEBOAT_FAULT_SECONDS": str(seconds)})
     try:
         for line in proc.stderr:

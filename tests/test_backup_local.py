@@ -65,11 +65,14 @@ NEW_OBJECTS = {"later/ünïcode name ☃.txt": b"written after the first backup\
                "later/bin": os.urandom(300_000)}
 
 
-def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
+def _lb_env() -> dict:
     from .awslab import AWS_ENV
 
-    return run_cli("-c", str(stack), "-o", "json", "--yes", *args,
-                   env={**AWS_ENV, KEY_VAR: key, "LB_TEST_S3_KEY": "S3RVER", "LB_TEST_S3_SECRET": "S3RVER", **(env or {})})
+    return {**AWS_ENV, KEY_VAR: KEY, "LB_TEST_S3_KEY": "S3RVER", "LB_TEST_S3_SECRET": "S3RVER"}
+
+
+def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
+    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={**_lb_env(), KEY_VAR: key, **(env or {})})
 
 
 def rows(provider) -> dict:
@@ -132,6 +135,48 @@ def test_backup_into_an_s3_repository(world, moto_server):
     assert spaces.code == 0, spaces
     verified = lb(stack, "backups", "verify", "--at", "spaces")
     assert verified.code == 0 and verified.envelope["data"]["failed"] == [], verified
+
+
+def test_retention_removes_old_backups_and_unreferenced_media(world, monkeypatch):
+    """keep=1: the older backup goes, and with it the media blob no kept backup lists; a backup running
+    holds the source's lock: a second one is exit 3."""
+    from toolkit.backup import Repository, prune
+
+    from .conftest import run_cli_stalled
+
+    stack = world["stack"]
+    engine = engine_of(stack)
+    old = engine.provider("old")
+    old.objects().write("media", "gone/soon.txt", io.BytesIO(b"only in the older backup"), size=24)
+    first = lb(stack, "backup", "--from", "old", "--to", "spaces")
+    assert first.code == 0, first
+    old.objects().delete("media", "gone/soon.txt")
+
+    second_holder = {}
+
+    def meanwhile():
+        second_holder["result"] = lb(stack, "backup", "--from", "old", "--to", "spaces")
+
+    held = run_cli_stalled("-c", str(stack), "-o", "json", "--yes", "backup", "--from", "old", "--to", "spaces",
+                           point="media", meanwhile=meanwhile, seconds=3,
+                           env={**_lb_env(), "LIFEBOAT_FAULT": "stall:media"})
+    assert held.code == 0, held
+    assert second_holder["result"].code == 3, second_holder["result"]
+
+    for name, value in _lb_env().items():
+        monkeypatch.setenv(name, value)
+    repo = Repository.open(engine.provider("spaces"), engine.stack)
+    ids = repo.complete_ids()
+    assert len(ids) >= 3  # the earlier test's, first, the one that held the lock
+    doomed = repo.blob(hashlib.sha256(b"only in the older backup").hexdigest())
+    assert doomed in repo.blobs()
+    pruned = prune(repo, 1)
+    assert pruned["kept"] == 1 and sorted(pruned["removed_backups"]) == ids[:-1]
+    assert repo.complete_ids() == ids[-1:] and doomed not in repo.blobs() and pruned["removed_blobs"] >= 1
+    kept = {repo.blob(e[3]) for e in repo.media_index(ids[-1])}
+    assert kept <= set(repo.blobs())
+    verified = lb(stack, "backups", "verify", "--at", "spaces")
+    assert verified.code == 0 and [b["id"] for b in verified.envelope["data"]["backups"]] == ids[-1:], verified
 
 
 def test_backup_twice_then_failover_after_the_source_is_gone(world):
