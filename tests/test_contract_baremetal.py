@@ -100,5 +100,25 @@ class TestBaremetalContract(ProviderContract):
             sink.write(frame)
         assert json.loads(answer.decode())["error"] == "sha256 differs"
         assert store.head("media", "batch/liar") is None
-        for key in [*bodies, "batch/liar"]:
+
+        # With the digest the source records, a file-backed stream goes by sendfile, unhashed by the client:
+        # the host still checks it, so a source whose bytes no longer match its record is refused.
+        import tempfile
+
+        from toolkit.errors import VerificationFailed
+
+        with tempfile.NamedTemporaryFile() as held:
+            held.write(b"file-backed body " * 5000)
+            held.flush()
+            body = open(held.name, "rb").read()
+            infos = store.write_batch("media", [("batch/sent", lambda: open(held.name, "rb"), len(body), None,
+                                                 hashlib.sha256(body).hexdigest())])
+            assert (infos[0].size, infos[0].sha256) == (len(body), hashlib.sha256(body).hexdigest())
+            with store.open_read("media", "batch/sent") as stream:
+                assert stream.read() == body
+            with pytest.raises(VerificationFailed):
+                store.write_batch("media", [("batch/rotten", lambda: open(held.name, "rb"), len(body), None,
+                                             hashlib.sha256(b"what the source once held").hexdigest())])
+            assert store.head("media", "batch/rotten") is None
+        for key in [*bodies, "batch/liar", "batch/sent"]:
             store.delete("media", key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from .contract import ObjectStore
 from .errors import ToolkitError, VerificationFailed
@@ -66,7 +67,10 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
                 if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
                     stream = _Watched(stream, _Tally(), lambda sent, half=obj.size // 2:
                                       fault("media:mid") if sent >= half else None)
-                info = dst.write(bucket, obj.key, stream, size=obj.size)
+                if batching:  # one object through the batch writer: it takes the source's digest
+                    info = dst.write_batch(bucket, [(obj.key, lambda s=stream: nullcontext(s), obj.size, None, want)])[0]
+                else:
+                    info = dst.write(bucket, obj.key, stream, size=obj.size)
             check(bucket, obj, info, want)
         counted(bucket, obj, wrote)
 
@@ -75,7 +79,8 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         todo = [(obj, want) for obj, wrote, want in plan if wrote]
         if todo:
             infos = dst.write_batch(bucket, [
-                (obj.key, (lambda key=obj.key: src.open_read(bucket, key)), obj.size, None) for obj, _ in todo])
+                (obj.key, (lambda key=obj.key: src.open_read(bucket, key)), obj.size, None, want)
+                for obj, want in todo])
             for (obj, want), info in zip(todo, infos, strict=True):
                 check(bucket, obj, info, want)
         for obj, wrote, _ in plan:
@@ -84,7 +89,8 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     # Small objects go to a store that can take them in batches (SSH hosts: one stream, no round trip
     # per object); the others one by one, in parallel where the stores allow.
     batches: list[tuple[str, list]] = []
-    if hasattr(dst, "write_batch"):
+    batching = hasattr(dst, "write_batch")
+    if batching:
         singles, filled = [], 0
         for bucket, obj in work:
             if obj.size >= BATCH_OBJECT_MAX:
