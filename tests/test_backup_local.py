@@ -22,6 +22,7 @@ from toolkit.dirstore import DirectoryStore
 from toolkit.engine import Engine
 
 from .conftest import run_cli, seeded_chirp
+from .test_migrate_local import objects, rows
 
 KEY_VAR = "LB_TEST_BACKUP_KEY"
 KEY = "correct horse battery staple, but longer: 7f1c9a"
@@ -73,22 +74,6 @@ def _lb_env() -> dict:
 
 def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
     return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={**_lb_env(), KEY_VAR: key, **(env or {})})
-
-
-def rows(provider) -> dict:
-    import psycopg
-
-    with psycopg.connect(provider.database().connection_url().reveal_text()) as conn:
-        return {t: conn.execute(f"SELECT count(*), md5(string_agg(x::text, '' ORDER BY x::text)) FROM {t} x")  # noqa: S608
-                .fetchone() for t in ("users", "posts", "follows", "media")}
-
-
-def objects(store) -> dict[str, str]:
-    out = {}
-    for obj in store.list("media"):
-        with store.open_read("media", obj.key) as stream:
-            out[obj.key] = hashlib.sha256(stream.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

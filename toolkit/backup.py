@@ -30,7 +30,7 @@ from .contract import ObjectStore, Provider, SecretValue, Unsupported
 from .engine import Engine, operator, operator_secret
 from .errors import BadInput, ProviderError, VerificationFailed
 from .journal import Journal
-from .sealed import Opening, RepositoryKey, Sealing, Tampered, new_params, open_bytes, sealed_size
+from .sealed import Opening, Produced, RepositoryKey, Sealing, Tampered, new_params, open_bytes, sealed_size
 
 FORMAT = 1
 PARTS = ("database.dump", "cache.jsonl", "media.json", "secrets.json", "stack.yml")
@@ -184,6 +184,32 @@ def _bytes_stream(data: bytes):
     return io.BytesIO(data)
 
 
+# ---------------------------------------------------------------------------------------------- steps
+def run_steps(runner, journal: Journal, steps: list[str], label: str) -> list[dict]:
+    """``runner._step_<name>()`` for each step the journal does not show as done, each journalled before
+    and after (a failure as "failed" with its reason); the report of every step, earlier ones marked
+    resumed."""
+    out = []
+    for step in steps:
+        done = journal.finished(step)
+        if done is not None:
+            out.append({**_public(done), "resumed": True})
+            continue
+        runner.events.step(f"{label}: {step}")
+        journal.record(step, "begin")
+        t0 = time.monotonic()
+        _fault(step)
+        try:
+            data = getattr(runner, f"_step_{step}")() or {}
+        except Exception as exc:
+            journal.record(step, "failed", reason=getattr(exc, "message", None) or type(exc).__name__)
+            raise
+        seconds = round(time.monotonic() - t0, 3)
+        out.append(_public(journal.record(step, "done", seconds=seconds, **data)))
+        runner.events.done(f"{label}: {step}", seconds)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- backup
 BACKUP_STEPS = ["database", "cache", "media", "secrets", "stack", "manifest", "retention"]
 
@@ -223,20 +249,7 @@ class Backup:
                                                      "backup": _new_id()}, run="backup")
             self.journal = journal
             self.id = journal.meta["backup"]
-            steps = []
-            for step in BACKUP_STEPS:
-                done = journal.finished(step)
-                if done is not None:
-                    steps.append({**_public(done), "resumed": True})
-                    continue
-                self.events.step(f"backup: {step}")
-                journal.record(step, "begin")
-                t0 = time.monotonic()
-                _fault(step)
-                data = getattr(self, f"_step_{step}")() or {}
-                seconds = round(time.monotonic() - t0, 3)
-                steps.append(_public(journal.record(step, "done", seconds=seconds, **data)))
-                self.events.done(f"backup: {step}", seconds)
+            steps = run_steps(self, journal, BACKUP_STEPS, "backup")
             journal.record("backup", "done")
         manifest = journal.finished("manifest") or {}
         return {"backup": self.id, "from": self.source_name, "to": self.to_name, "at": self.repo.where,
@@ -244,6 +257,8 @@ class Backup:
                 "steps": steps}
 
     def _step_database(self) -> dict:
+        from .copier import Alongside
+
         if not self.stack.postgres:
             return {"skipped": "no postgres", "taken_at": time.time()}
         db = self.source.database()
@@ -254,28 +269,11 @@ class Backup:
             except Unsupported:
                 snapshot = digests = None
             taken_at = time.time()
-            result: dict = {}
-            worker = None
-            if digests is not None:
-                import threading
-
-                def compute() -> None:
-                    try:
-                        result["digests"] = digests()
-                    except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
-                        result["error"] = exc
-
-                worker = threading.Thread(target=compute, name="lifeboat-digests", daemon=True)
-                worker.start()
+            worker = Alongside(digests, "lifeboat-digests") if digests is not None else None
             with db.dump(snapshot=snapshot) as stream:
                 written = self.repo.put(name, _Progress(stream, self.events, "database"))
-            if worker is not None:
-                worker.join()
-                if "error" in result:
-                    raise result["error"]
-                found = result["digests"]
-            else:
-                found = db.table_digests()  # after the dump: exact only on a source nobody writes to
+            # Without a snapshot the digests come after the dump: exact only on a source nobody writes to.
+            found = worker.result() if worker is not None else db.table_digests()
         return {"part": written.as_dict(), "taken_at": round(taken_at, 3), "version": db.info().version,
                 "exact": snapshot is not None,
                 "digests": {t: [d.rows, d.digest] for t, d in sorted(found.items())}}
@@ -576,27 +574,13 @@ class Failover:
                 journal = Journal.start(self.state, {"to": self.to_name, "backup": ident, "began": began_epoch},
                                         run="failover")
             self.journal = journal
-            steps = []
-            for step in FAILOVER_STEPS:
-                done = journal.finished(step)
-                if done is not None:
-                    steps.append({**_public(done), "resumed": True})
-                    continue
-                self.events.step(f"failover: {step}")
-                journal.record(step, "begin")
-                t0 = time.monotonic()
-                _fault(step)
-                try:
-                    data = getattr(self, f"_step_{step}")() or {}
-                except VerificationFailed as exc:
-                    journal.record(step, "failed", reason=exc.message)
-                    raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message}",
-                                             hint="nothing was switched; restore an older one: lifeboat failover "
-                                                  f"--to {self.to_name} --backup ID (`lifeboat backups list`).",
-                                             code=exc.code) from None
-                seconds = round(time.monotonic() - t0, 3)
-                steps.append(_public(journal.record(step, "done", seconds=seconds, **data)))
-                self.events.done(f"failover: {step}", seconds)
+            try:
+                steps = run_steps(self, journal, FAILOVER_STEPS, "failover")
+            except VerificationFailed as exc:
+                raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message}",
+                                         hint="nothing was switched; restore an older one: lifeboat failover "
+                                              f"--to {self.to_name} --backup ID (`lifeboat backups list`).",
+                                         code=exc.code) from None
             first = journal.meta.get("began", began_epoch)
             finished = time.time()
             taken = self.manifest["taken_at"]
@@ -915,38 +899,30 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _CacheDump:
+class _CacheDump(Produced):
     """Every Redis key as a line of JSON (key, milliseconds to live or 0, DUMP payload; base64), read as a
     stream while the keys are scanned: nothing whole in memory."""
 
     def __init__(self, client):
+        super().__init__()
         self.client = client
         self.keys = 0
         self._scan = client.scan_iter(count=1000)
-        self._out = bytearray()
-        self._ended = False
 
-    def read(self, n: int = -1) -> bytes:
+    def _fill(self) -> None:
         import base64
 
-        while not self._ended and (n < 0 or len(self._out) < n):
-            key = next(self._scan, None)
-            if key is None:
-                self._ended = True
-                break
-            dumped = self.client.dump(key)
-            if dumped is None:
-                continue  # expired meanwhile
-            ttl = self.client.pttl(key)
-            self._out += json.dumps([base64.b64encode(key).decode(), ttl if ttl and ttl > 0 else 0,
-                                     base64.b64encode(dumped).decode()]).encode() + b"\n"
-            self.keys += 1
-        if n < 0 or n >= len(self._out):
-            data, self._out = bytes(self._out), bytearray()
-        else:
-            data = bytes(self._out[:n])
-            del self._out[:n]
-        return data
+        key = next(self._scan, None)
+        if key is None:
+            self._ended = True
+            return
+        dumped = self.client.dump(key)
+        if dumped is None:
+            return  # expired meanwhile
+        ttl = self.client.pttl(key)
+        self._out += json.dumps([base64.b64encode(key).decode(), ttl if ttl and ttl > 0 else 0,
+                                 base64.b64encode(dumped).decode()]).encode() + b"\n"
+        self.keys += 1
 
 
 class _Progress:

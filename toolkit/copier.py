@@ -152,18 +152,8 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
         if jobs == "auto":
             jobs = 4 if len(listed) > 1 and sum(b for _, _, b in listed) >= PARALLEL_DB_BYTES else 1
         jobs = int(jobs) if snapshot is not None else 1
-        result: dict = {}
-        worker = None
-        if digests is not None:
-            def compute() -> None:
-                try:
-                    result["digests"] = digests()
-                except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
-                    result["error"] = exc
-
-            # In the snapshot, so alongside the copy (whichever starts first).
-            worker = threading.Thread(target=compute, name="lifeboat-digests", daemon=True)
-            worker.start()
+        # In the snapshot, so alongside the copy (whichever starts first).
+        worker = Alongside(digests, "lifeboat-digests") if digests is not None else None
         moved = _Tally()  # bytes of every part, for progress
 
         def passed(total: int) -> None:
@@ -188,13 +178,7 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
             move("post-data")
         else:
             move()
-        if worker is not None:
-            worker.join()
-            if "error" in result:
-                raise result["error"]
-            before = result["digests"]
-        else:
-            before = src.table_digests()
+        before = worker.result() if worker is not None else src.table_digests()
     after = dst.table_digests()
     out = {"tables": len(before), "rows": sum(d.rows for d in before.values()), "jobs": jobs}
     differ = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
@@ -230,6 +214,29 @@ def run_parallel(func, items: list[tuple], workers: int) -> None:
                 raise future.exception()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Alongside:
+    """``func()`` on a thread of its own; :meth:`result` waits for it and returns its value, or raises what
+    it raised, in the caller's thread."""
+
+    def __init__(self, func: Callable[[], object], name: str):
+        self._out: dict = {}
+
+        def run() -> None:
+            try:
+                self._out["value"] = func()
+            except BaseException as exc:  # noqa: BLE001 - raised in result()
+                self._out["error"] = exc
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
 
 
 class _Tally:

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import struct
+from abc import ABC, abstractmethod
 
 MAGIC = b"LBX1"
 SALT = 16
@@ -72,18 +73,40 @@ def sealed_size(plain: int) -> int:
     return len(MAGIC) + SALT + (plain // CHUNK + 1) * TAG + plain
 
 
-class Sealing:
+class Produced(ABC):
+    """A readable stream of bytes a subclass makes on demand: ``_fill()`` appends to ``_out`` (or sets
+    ``_ended``); ``read(n)`` gives them out as asked."""
+
+    def __init__(self):
+        self._out = bytearray()
+        self._ended = False
+
+    @abstractmethod
+    def _fill(self) -> None: ...
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._ended and (n < 0 or len(self._out) < n):
+            self._fill()
+        if n < 0 or n >= len(self._out):
+            data, self._out = bytes(self._out), bytearray()
+        else:
+            data = bytes(self._out[:n])
+            del self._out[:n]
+        return data
+
+
+class Sealing(Produced):
     """Reads ``stream`` (plaintext) and gives the sealed bytes; counts and hashes the plaintext it read."""
 
     def __init__(self, stream, key: RepositoryKey, name: str):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        super().__init__()
         salt = os.urandom(SALT)
         self._aead = AESGCM(key.stream_key(salt, name))
         self._stream = stream
-        self._out = bytearray(MAGIC + salt)
+        self._out += MAGIC + salt
         self._index = 0
-        self._ended = False
         self.plain_bytes = 0
         self.plain_sha256 = hashlib.sha256()
         self.sealed_bytes = 0
@@ -99,33 +122,26 @@ class Sealing:
         self._ended = last
 
     def read(self, n: int = -1) -> bytes:
-        while not self._ended and (n < 0 or len(self._out) < n):
-            self._fill()
-        if n < 0 or n >= len(self._out):
-            data, self._out = bytes(self._out), bytearray()
-        else:
-            data = bytes(self._out[:n])
-            del self._out[:n]
+        data = super().read(n)
         self.sealed_bytes += len(data)
         self.sealed_sha256.update(data)
         return data
 
 
-class Opening:
+class Opening(Produced):
     """Reads a sealed ``stream`` and gives the plaintext, raising :class:`Tampered` at the first chunk that
     does not authenticate (before any of its bytes are given out) and at an early end."""
 
     def __init__(self, stream, key: RepositoryKey, name: str):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        super().__init__()
         self._stream, self._name = stream, name
         head = _read_full(stream, len(MAGIC) + SALT)
         if len(head) < len(MAGIC) + SALT or not head.startswith(MAGIC):
             raise Tampered(f"{name}: not a sealed Lifeboat stream")
         self._aead = AESGCM(key.stream_key(head[len(MAGIC):], name))
-        self._out = bytearray()
         self._index = 0
-        self._ended = False
         self._pending = _read_full(stream, CHUNK + TAG)
         self.plain_bytes = 0
         self.plain_sha256 = hashlib.sha256()
@@ -148,16 +164,6 @@ class Opening:
         self.plain_bytes += len(chunk)
         self.plain_sha256.update(chunk)
         self._out += chunk
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._ended and (n < 0 or len(self._out) < n):
-            self._fill()
-        if n < 0 or n >= len(self._out):
-            data, self._out = bytes(self._out), bytearray()
-        else:
-            data = bytes(self._out[:n])
-            del self._out[:n]
-        return data
 
     def drain(self) -> None:
         """Read to the end (authenticating every chunk), discarding the plaintext."""
