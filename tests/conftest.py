@@ -307,6 +307,16 @@ def s3rver(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite (npm), Microsoft's Azure Storage emulator: the blob service on loopback."""
+    from .azurelab import start_azurite
+
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def localstack(tmp_path_factory):
     """LocalStack (community, host mode) on loopback: what users run for CI dry runs."""
     from .awslab import start_localstack

@@ -27,7 +27,12 @@ from .test_migrate_local import objects, rows
 KEY_VAR = "LB_TEST_BACKUP_KEY"
 KEY = "correct horse battery staple, but longer: 7f1c9a"
 
-EXTRA = """  spaces:
+EXTRA = """  blobs:
+    type: azure-blob
+    account: devstoreaccount1
+    endpoint_url: {azurite}
+    key_env: LB_TEST_AZURE_KEY
+  spaces:
     type: s3
     endpoint_url: {s3rver}
     access_key_env: LB_TEST_S3_KEY
@@ -68,8 +73,10 @@ NEW_OBJECTS = {"later/ünïcode name ☃.txt": b"written after the first backup\
 
 def _lb_env() -> dict:
     from .awslab import AWS_ENV
+    from .azurelab import KEY as AZURITE_KEY
 
-    return {**AWS_ENV, KEY_VAR: KEY, "LB_TEST_S3_KEY": "S3RVER", "LB_TEST_S3_SECRET": "S3RVER"}
+    return {**AWS_ENV, KEY_VAR: KEY, "LB_TEST_S3_KEY": "S3RVER", "LB_TEST_S3_SECRET": "S3RVER",
+            "LB_TEST_AZURE_KEY": AZURITE_KEY}
 
 
 def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
@@ -77,8 +84,8 @@ def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, moto_server, s3rver):
-    extra = EXTRA.format(endpoint=moto_server.url, s3rver=s3rver.url)
+def world(tmp_path_factory, moto_server, s3rver, azurite):
+    extra = EXTRA.format(endpoint=moto_server.url, s3rver=s3rver.url, azurite=azurite.url)
     with seeded_chirp(tmp_path_factory.mktemp("backup-local"), extra, users=40, posts=600, media=10, large_mb=2,
                       dns=False, targets=("new", "names"), secrets=SECRETS) as path:
         yield {"stack": path, "outputs": []}
@@ -115,11 +122,12 @@ def test_backup_into_an_s3_repository(world, moto_server):
     dump = s3.get_object(Bucket="lifeboat-backups", Key=f"chirp/backups/{ident}/database.dump")["Body"].read()
     assert dump.startswith(b"LBX1") and b"PGDMP" not in dump and b"CREATE" not in dump
 
-    # And into any S3-compatible store (type: s3, on s3rver).
-    spaces = lb(stack, "backup", "--from", "old", "--to", "spaces")
-    assert spaces.code == 0, spaces
-    verified = lb(stack, "backups", "verify", "--at", "spaces")
-    assert verified.code == 0 and verified.envelope["data"]["failed"] == [], verified
+    # And into any S3-compatible store (type: s3, on s3rver) and Azure Blob Storage (on Azurite).
+    for where in ("spaces", "blobs"):
+        saved = lb(stack, "backup", "--from", "old", "--to", where)
+        assert saved.code == 0, saved
+        verified = lb(stack, "backups", "verify", "--at", where)
+        assert verified.code == 0 and verified.envelope["data"]["failed"] == [], verified
 
 
 def test_retention_removes_old_backups_and_unreferenced_media(world, monkeypatch):

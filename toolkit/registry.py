@@ -17,6 +17,7 @@ BUILTIN: dict[str, str] = {
     "aws": "providers.aws:AwsProvider",
     "rfc2136": "providers.rfc2136:Rfc2136Provider",
     "s3": "providers.s3:S3CompatibleProvider",
+    "azure-blob": "providers.azureblob:AzureBlobProvider",
 }
 
 
