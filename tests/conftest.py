@@ -317,6 +317,16 @@ def azurite(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """fake-gcs-server: the Google Cloud Storage JSON API on loopback."""
+    from .gcslab import start_fake_gcs
+
+    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def localstack(tmp_path_factory):
     """LocalStack (community, host mode) on loopback: what users run for CI dry runs."""
     from .awslab import start_localstack

@@ -27,7 +27,11 @@ from .test_migrate_local import objects, rows
 KEY_VAR = "LB_TEST_BACKUP_KEY"
 KEY = "correct horse battery staple, but longer: 7f1c9a"
 
-EXTRA = """  blobs:
+EXTRA = """  gcs:
+    type: gcs
+    project: lifeboat-test
+    endpoint_url: {fake_gcs}
+  blobs:
     type: azure-blob
     account: devstoreaccount1
     endpoint_url: {azurite}
@@ -84,8 +88,8 @@ def lb(stack: Path, *args: str, key: str | None = KEY, env: dict | None = None):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, moto_server, s3rver, azurite):
-    extra = EXTRA.format(endpoint=moto_server.url, s3rver=s3rver.url, azurite=azurite.url)
+def world(tmp_path_factory, moto_server, s3rver, azurite, fake_gcs):
+    extra = EXTRA.format(endpoint=moto_server.url, s3rver=s3rver.url, azurite=azurite.url, fake_gcs=fake_gcs.url)
     with seeded_chirp(tmp_path_factory.mktemp("backup-local"), extra, users=40, posts=600, media=10, large_mb=2,
                       dns=False, targets=("new", "names"), secrets=SECRETS) as path:
         yield {"stack": path, "outputs": []}
@@ -122,8 +126,9 @@ def test_backup_into_an_s3_repository(world, moto_server):
     dump = s3.get_object(Bucket="lifeboat-backups", Key=f"chirp/backups/{ident}/database.dump")["Body"].read()
     assert dump.startswith(b"LBX1") and b"PGDMP" not in dump and b"CREATE" not in dump
 
-    # And into any S3-compatible store (type: s3, on s3rver) and Azure Blob Storage (on Azurite).
-    for where in ("spaces", "blobs"):
+    # And into any S3-compatible store (type: s3, on s3rver), Azure Blob Storage (on Azurite) and Google
+    # Cloud Storage (on fake-gcs-server).
+    for where in ("spaces", "blobs", "gcs"):
         saved = lb(stack, "backup", "--from", "old", "--to", where)
         assert saved.code == 0, saved
         verified = lb(stack, "backups", "verify", "--at", where)

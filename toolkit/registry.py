@@ -18,6 +18,7 @@ BUILTIN: dict[str, str] = {
     "rfc2136": "providers.rfc2136:Rfc2136Provider",
     "s3": "providers.s3:S3CompatibleProvider",
     "azure-blob": "providers.azureblob:AzureBlobProvider",
+    "gcs": "providers.gcs:GcsProvider",
 }
 
 
