@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "s3": "providers.s3:S3CompatibleProvider",
     "azure-blob": "providers.azureblob:AzureBlobProvider",
     "gcs": "providers.gcs:GcsProvider",
+    "terraform": "providers.tfmodule:TerraformModuleProvider",
 }
 
 

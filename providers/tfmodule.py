@@ -1,0 +1,329 @@
+"""``type: terraform``: your own Terraform module as a provider. The module makes the machines (on any cloud
+Terraform reaches: Hetzner, DigitalOcean, OVH, ...); its outputs say how to reach them; Lifeboat then runs
+the stack on them over SSH with the bare-metal machinery (PostgreSQL and Redis on the db host, media on the
+storage host, processes or containers, the TLS proxy).
+
+The contract (docs: README "Your own Terraform module"):
+
+- the stack file names the hosts and their roles under the target (``hosts: [{name, roles}]``), so a plan
+  can place the services before any machine exists;
+- the module takes the variables given under ``variables:`` (strings), plus ``lifeboat_name`` (a prefix
+  for what it names) and ``lifeboat_ssh_public_key`` (Lifeboat's login key, to authorise on the machines);
+- it has an output ``lifeboat_hosts``: a map from host name to ``{address, port?, user?, private_address?,
+  host_keys?, root?}``; ``host_keys`` (``"ssh-ed25519 AAAA..."``) pin the machines' keys, otherwise they
+  must be in ``known_hosts``.
+
+``up`` plans and applies the module (the saved plan is what applies), then configures the hosts;
+``destroy`` cleans the hosts and destroys the module's resources.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from providers.baremetal import BaremetalProvider
+from toolkit.contract import Provider, Resource, SecretStore, SecretValue
+from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
+from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
+from toolkit.paths import write_private
+from toolkit.schema import DictOf, Field, ListOf, Map, Scalar, Str
+
+MODULE_HOST = Map({
+    "name": HOST.fields["name"],
+    "roles": HOST.fields["roles"],
+    "root": HOST.fields["root"],
+})
+
+
+class TerraformModuleProvider(BaremetalProvider):
+    TYPE = "terraform"
+    DESCRIPTION = "your own Terraform module makes the machines (any cloud); Lifeboat runs the stack on them over SSH"
+    SERVICES = BaremetalProvider.SERVICES
+    FEATURES = {**BaremetalProvider.FEATURES, "terraform": True}
+    SETTINGS = {
+        "module": Field(Str(expected="a directory holding the module's .tf files (relative to the stack file)"),
+                        required=True),
+        "variables": Field(DictOf(Scalar()), default=dict, doc="values for the module's variables (strings)"),
+        "state_dir": Field(Str(expected="a directory for this target's state (relative to the stack file)"),
+                           doc="default .lifeboat/<target>: Terraform state and Lifeboat's login key (0700)"),
+        "hosts": Field(ListOf(MODULE_HOST, min_items=1), required=True,
+                       doc="the machines the module makes: name and roles (addresses come from its outputs)"),
+        "ssh_user": Field(Str(expected="the machines' login user"), default="root"),
+        "key": Field(Str(expected="a private key file"),
+                     doc="log in with this key (one the module authorises); default a key Lifeboat makes, "
+                         "given to the module as lifeboat_ssh_public_key"),
+        **{k: v for k, v in SSH_SETTINGS.items() if k != "hosts"},
+        **{k: v for k, v in BaremetalProvider.SETTINGS.items()
+           if k in ("postgres_port", "redis_port", "account", "app_account", "runtime", "docker", "proxy")},
+    }
+
+    def __init__(self, stack, target):
+        Provider.__init__(self, stack, target)
+        configured = self.settings.get("state_dir")
+        self.state_root = ((stack.root / configured) if configured else stack.root / ".lifeboat" / target.name).resolve()
+        self.module_dir = (stack.root / os.path.expanduser(self.settings["module"])).resolve()
+        self.prefix = re.sub(r"[^a-z0-9-]", "-", f"{stack.name}-{target.name}".lower())[:40].strip("-")
+        self.parallel = self.settings.get("parallel", True)
+        self.runtime_kind = self.settings.get("runtime") or "process"
+        self._facts = {}
+        self._outputs: dict | None = None
+        self._planned = False
+        self._infra_done = False
+        self.specs = self._specs({})
+        self.directory = self._directory()
+
+    # ------------------------------------------------------------------ hosts from the module's outputs
+    def _specs(self, outputs: dict) -> list[HostSpec]:
+        found_all = (outputs or {}).get("lifeboat_hosts") or {}
+        own = self.settings.get("key")
+        key = str((self.stack.root / os.path.expanduser(own)).resolve()) if own else \
+            str(self.state_root / "ssh" / "id_ed25519")
+        out = []
+        for host in self.settings["hosts"]:
+            found = found_all.get(host["name"]) or {}
+            out.append(HostSpec(name=host["name"], address=str(found.get("address") or ""),
+                                roles=tuple(host["roles"]),
+                                root=found.get("root") or host.get("root") or self.settings.get("root") or "/srv/lifeboat",
+                                port=int(found["port"]) if found.get("port") else None,
+                                user=found.get("user") or self.settings.get("ssh_user") or "root", key=key,
+                                private_address=found.get("private_address") or None,
+                                host_keys=tuple(found.get("host_keys") or ())))
+        return out
+
+    def _directory(self) -> SshDirectory:
+        return SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
+                            ssh_config=self.settings.get("ssh_config"), base=self.stack.root,
+                            connect_timeout=self.settings.get("connect_timeout") or 10, target=self.target.name)
+
+    def outputs(self, *, fresh: bool = False) -> dict:
+        if self._outputs is None or fresh:
+            self._outputs = self.workspace().outputs() if (self.state_root / "terraform").is_dir() else {}
+            self.specs = self._specs(self._outputs)
+            self.directory = self._directory()
+        return self._outputs
+
+    def conn(self, name: str):
+        if not self.spec(name).address:
+            self.outputs()
+            if not self.spec(name).address:
+                raise ProviderError(f"{self.label}: the module gives no address for host {name} (not applied yet, or "
+                                    "no lifeboat_hosts output for it).",
+                                    hint=f"run `lifeboat up --on {self.target.name}`.", code="terraform.no_host")
+        return self.directory.connection(name)
+
+    def listen_address(self, spec: HostSpec) -> str:
+        if not spec.address and not spec.private_address:
+            self.outputs()
+            spec = self.spec(spec.name)
+        return spec.private_address or spec.address
+
+    # ------------------------------------------------------------------ Lifeboat's login key (0700 state)
+    def login_key(self) -> str:
+        from providers.aws import _ed25519_pair
+
+        if self.settings.get("key"):
+            path = Path(self.spec(self.specs[0].name).key)
+            public = path.with_suffix(".pub")
+            return public.read_text().strip() if public.exists() else ""
+        path = self.state_root / "ssh" / "id_ed25519"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.state_root, 0o700)
+            private, public = _ed25519_pair(f"lifeboat@{self.prefix}")
+            write_private(path, private)
+            write_private(path.with_suffix(".pub"), public.encode())
+        return path.with_suffix(".pub").read_text().strip()
+
+    def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
+        """Lifeboat's own secrets for this target (database passwords, the release key) live with the
+        Terraform state on this machine (0600 in a 0700 folder): a plan needs them before any host exists."""
+        import secrets as pysecrets
+
+        path = self.state_root / "internal" / name
+        try:
+            return SecretValue(path.read_bytes())
+        except FileNotFoundError:
+            if not create:
+                return None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = pysecrets.token_urlsafe(32).encode()
+        write_private(path, value)
+        return SecretValue(value)
+
+    def secrets(self) -> SecretStore:
+        return _SecretsOnHosts(self)
+
+    # The lock lives with the Terraform state on this machine: before the first apply there is no host to
+    # hold it (as with the aws provider).
+    def _file_lock(self):
+        from toolkit.locks import FileLock
+
+        return FileLock(self.state_root / "lock", self.label, self.stack.name)
+
+    def lock(self, owner: str):
+        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self._file_lock().held(owner)
+
+    def lock_status(self) -> dict | None:
+        return self._file_lock().holder()
+
+    def lock_release(self) -> None:
+        self._file_lock().release()
+
+    # ------------------------------------------------------------------ Terraform
+    def workspace(self):
+        from toolkit.terraform import Workspace
+
+        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Workspace(self.state_root / "terraform", self.module_dir, label=f"{self.label} terraform")
+
+    def terraform_variables(self) -> dict:
+        return {**dict(self.settings.get("variables") or {}), "lifeboat_name": self.prefix,
+                "lifeboat_ssh_public_key": self.login_key()}
+
+    def check(self) -> dict:
+        if not self.module_dir.is_dir() or not list(self.module_dir.glob("*.tf")):
+            raise BadInput(f"{self.label}: module: {self.settings['module']} is not a directory holding .tf files "
+                           f"({self.module_dir}).", code="terraform.no_module")
+        if shutil.which("terraform") is None:
+            raise ProviderUnreachable(f"{self.label}: the terraform binary is not on PATH.",
+                                      hint="install Terraform >= 1.5.", code="terraform.missing")
+        for svc in self.stack.services.values():
+            self.placement(svc)
+        facts = {"module": str(self.module_dir), "state_dir": str(self.state_root)}
+        if self.outputs():
+            facts["hosts"] = BaremetalProvider.check(self).get("hosts")
+        return facts
+
+    def observe(self) -> list[Resource]:
+        ws = self.workspace()
+        out: list[Resource] = []
+        if ws.initialised:
+            out.extend(Resource("infra", r["address"], {}, {"id": r["id"]}) for r in ws.resources())
+        if out:
+            self.outputs()
+            out.extend(BaremetalProvider.observe(self))
+        return out
+
+    def desired(self, resources, secrets=None):
+        ws = self.workspace()
+        ws.prepare({}, self.terraform_variables())
+        summary = ws.plan()
+        self._planned = True
+        out = []
+        for change in summary.changes:
+            if change.action in ("delete", "read"):
+                continue
+            attrs = {"changed": list(change.changed), "replace": change.action == "replace"} \
+                if change.action in ("update", "replace") else {}
+            out.append(Resource("infra", change.address, attrs))
+        out.extend(BaremetalProvider.desired(self, resources, secrets))
+        return out
+
+    def hosts_made(self) -> bool:
+        return bool(self.primary_spec().address or (self.outputs().get("lifeboat_hosts") or {}))
+
+    def make_hosts(self) -> None:
+        """Apply the module now (a plan first unless this run planned it): what needs a host before the
+        plan's infrastructure step comes (a migration copies secrets before it prepares the target)."""
+        if not self._planned:
+            ws = self.workspace()
+            ws.prepare({}, self.terraform_variables())
+            ws.plan()
+            self._planned = True
+        self._apply_infra(None, None)
+
+    def free_space(self) -> list[dict]:
+        return BaremetalProvider.free_space(self) if self.hosts_made() else []  # unknown until they exist
+
+    def _apply_infra(self, before, after) -> None:
+        if self._infra_done:
+            return
+        self.events.step(f"terraform apply ({self.module_dir.name})")
+        self.workspace().apply()
+        self._infra_done = True
+        self.outputs(fresh=True)
+
+    def _delete_infra(self, resource) -> None:
+        if self._infra_done:
+            return
+        if self._planned:  # part of an `up`: the saved plan holds the deletions
+            return self._apply_infra(None, resource)
+        self._clean_hosts()
+        ws = self.workspace()
+        ws.prepare({}, self.terraform_variables())
+        self.events.step(f"terraform destroy ({self.module_dir.name})")
+        ws.destroy()
+        self._infra_done = True
+        self._outputs = {}
+
+    def _clean_hosts(self) -> None:
+        from toolkit.hostops import ProcessRuntime, on_hosts
+
+        self.outputs()
+
+        def clean(name: str) -> None:
+            ProcessRuntime(self.conn(name), self.root(name)).stop()
+            if self.runtime_kind == "docker":
+                docker = self.docker(name)
+                docker.remove_all()
+                docker.remove_images(list(self.stack.services))
+            self.conn(name).run(["rm", "-rf", self.root(name)])
+
+        try:
+            on_hosts([s.name for s in self.specs if s.address], clean, parallel=self.parallel)
+        except ToolkitError as exc:
+            self.events.warn(f"could not clean every host before destroying it: {exc.message}")
+
+    def finish_destroy(self) -> None:
+        if self.workspace().resources():
+            raise ProviderError(f"{self.label}: Terraform still lists resources after destroy.",
+                                code="terraform.destroy_incomplete")
+        shutil.rmtree(self.state_root, ignore_errors=True)
+
+
+def module_contract(module: Path) -> list[str]:
+    """What a module lacks of the contract, read from its .tf files (variables and outputs by name)."""
+    text = "\n".join(p.read_text() for p in sorted(module.glob("*.tf")))
+    problems = []
+    for variable in ("lifeboat_name", "lifeboat_ssh_public_key"):
+        if not re.search(rf'variable\s+"{variable}"', text):
+            problems.append(f'variable "{variable}" is not declared')
+    if not re.search(r'output\s+"lifeboat_hosts"', text):
+        problems.append('output "lifeboat_hosts" is missing')
+    return problems
+
+
+class _SecretsOnHosts(SecretStore):
+    """The bare-metal secret store on the primary host, once the module has made it: before that it holds
+    nothing, and the first write applies the module first (secrets come before infrastructure in a plan
+    and a migration, and here they live on what the infrastructure makes)."""
+
+    def __init__(self, provider: TerraformModuleProvider):
+        self.p = provider
+
+    def _store(self, *, writing: bool):
+        if not self.p.hosts_made():
+            if not writing:
+                return None
+            self.p.make_hosts()
+        return BaremetalProvider.secrets(self.p)
+
+    def names(self) -> list[str]:
+        store = self._store(writing=False)
+        return store.names() if store else []
+
+    def read(self, name: str) -> SecretValue | None:
+        store = self._store(writing=False)
+        return store.read(name) if store else None
+
+    def write(self, name: str, value: SecretValue) -> None:
+        self._store(writing=True).write(name, value)
+
+    def delete(self, name: str) -> None:
+        store = self._store(writing=False)
+        if store:
+            store.delete(name)
