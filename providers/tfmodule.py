@@ -292,8 +292,11 @@ def module_contract(module: Path) -> list[str]:
     for variable in ("lifeboat_name", "lifeboat_ssh_public_key"):
         if not re.search(rf'variable\s+"{variable}"', text):
             problems.append(f'variable "{variable}" is not declared')
-    if not re.search(r'output\s+"lifeboat_hosts"', text):
+    found = re.search(r'output\s+"lifeboat_hosts"\s*\{(.*?)\n\}', text, re.S)
+    if not found:
         problems.append('output "lifeboat_hosts" is missing')
+    elif not re.search(r"\baddress\s*=", found.group(1)):
+        problems.append('output "lifeboat_hosts" gives no address for the hosts')
     return problems
 
 

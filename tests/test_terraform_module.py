@@ -90,3 +90,21 @@ def test_module_contract_is_checked():
 
     assert module_contract(MODULE) == []
     assert module_contract(REPO / "tests" / "tfmodule")  # a module that is not a Lifeboat provider
+
+
+def test_shipped_cloud_modules_are_formatted_and_follow_the_contract(terraform_rc):
+    """Hetzner and DigitalOcean modules: their providers cannot be downloaded here, so they are checked by
+    `terraform fmt -check` and against the contract, not applied (the README says so)."""
+    import subprocess
+
+    from providers.tfmodule import module_contract
+
+    for cloud in ("hetzner", "digitalocean"):
+        module = REPO / "templates" / "terraform" / cloud
+        fmt = subprocess.run(["terraform", "fmt", "-check", "-diff", str(module)], capture_output=True, text=True)
+        assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+        assert module_contract(module) == [], cloud
+        text = (module / "main.tf").read_text()
+        for variable in ("hosts", "db_hosts", "admin_cidrs"):
+            assert f'variable "{variable}"' in text, (cloud, variable)
+        assert "host_keys" in text and "ssh_deletekeys" in text  # keys pinned, not trusted on first use
