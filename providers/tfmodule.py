@@ -165,6 +165,7 @@ class TerraformModuleProvider(BaremetalProvider):
 
     def lock(self, owner: str):
         self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._planned = self._infra_done = False  # each locked operation (up, destroy, migrate) starts afresh
         return self._file_lock().held(owner)
 
     def lock_status(self) -> dict | None:
@@ -212,7 +213,7 @@ class TerraformModuleProvider(BaremetalProvider):
         ws = self.workspace()
         ws.prepare({}, self.terraform_variables())
         summary = ws.plan()
-        self._planned = True
+        self._planned, self._infra_done = True, False  # a new saved plan, not applied yet
         out = []
         for change in summary.changes:
             if change.action in ("delete", "read"):
