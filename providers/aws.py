@@ -413,16 +413,12 @@ class S3Store(ObjectStore):
     def checksum(self, bucket, key):
         """The SHA-256 recorded when the object was written; objects written by others (no record) are read
         and hashed here, since S3 cannot hash a whole object on request."""
-        head = self._head(bucket, key)
-        if head is None:
-            raise ProviderError(f"{self.api.label}: no object {key!r} in bucket {bucket}.", code="objects.missing")
-        if head.sha256:
-            return head.sha256
-        sha = hashlib.sha256()
-        with self.open_read(bucket, key) as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                sha.update(chunk)
-        return sha.hexdigest()
+        return self._recorded_or_read_sha256(bucket, key, self.api.label)
+
+    def remove_bucket(self, bucket: str) -> None:
+        """Every object version, then the bucket (for a bucket made outside Terraform)."""
+        self.purge(bucket)
+        self.s3.delete_bucket(Bucket=self.real(bucket))
 
 
 def _b64(sha) -> str:

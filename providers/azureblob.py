@@ -26,7 +26,7 @@ import hashlib
 import os
 from contextlib import contextmanager
 
-from toolkit.contract import ObjectInfo, ObjectStore, Provider, Resource
+from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Str
 
@@ -125,7 +125,7 @@ class AzureBlobStore(ObjectStore):
         sha, md5, total, blocks = hashlib.sha256(), hashlib.md5(), 0, []  # noqa: S324 - Content-MD5 is MD5
         try:
             while True:
-                chunk = _read_full(stream, BLOCK)
+                chunk = read_full(stream, BLOCK)
                 if not chunk and blocks:
                     break
                 if size is not None and total + len(chunk) > size:
@@ -159,16 +159,7 @@ class AzureBlobStore(ObjectStore):
             pass
 
     def checksum(self, bucket, key):
-        head = self.head(bucket, key)
-        if head is None:
-            raise ProviderError(f"{self.label}: no object {key!r} in bucket {bucket}.", code="objects.missing")
-        if head.sha256:
-            return head.sha256
-        sha = hashlib.sha256()
-        with self.open_read(bucket, key) as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                sha.update(chunk)
-        return sha.hexdigest()
+        return self._recorded_or_read_sha256(bucket, key, self.label)
 
     def create_bucket(self, bucket: str) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -210,22 +201,12 @@ class _Chunks:
         self._held = bytearray()
 
 
-def _read_full(stream, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        data = stream.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-class AzureBlobProvider(Provider):
+class AzureBlobProvider(BucketsOnly, Provider):
     TYPE = "azure-blob"
     DESCRIPTION = "Azure Blob Storage: containers and backups only"
     SERVICES = frozenset({"objects"})
     FEATURES = {"checksums.md5": True, "runs_services": False}
+    PREFIX_SETTING = "container_prefix"
     SETTINGS = {
         "account": Field(Str(pattern=r"[a-z0-9]{3,24}", expected="a storage account name"), required=True,
                          doc="the storage account"),
@@ -260,10 +241,6 @@ class AzureBlobProvider(Provider):
                 max_single_get_size=BLOCK, max_chunk_get_size=BLOCK)  # reads hold one block, not 32 MiB
         return self._service
 
-    def names(self) -> dict[str, str]:
-        prefix = self.settings.get("container_prefix") or f"{self.stack.name}-{self.target.name}-"
-        return {b: f"{prefix}{b}" for b in self.stack.buckets}
-
     def objects(self) -> AzureBlobStore:
         return AzureBlobStore(self.service(), self.names(), self.label)
 
@@ -285,25 +262,5 @@ class AzureBlobProvider(Provider):
             raise
         return {"endpoint": self.endpoint, "containers": found}
 
-    def observe(self) -> list[Resource]:
-        there = {c.name for c in self.service().list_containers()}
-        return [Resource("bucket", name, {}) for name, real in sorted(self.names().items()) if real in there]
-
-    def desired(self, resources, secrets=None) -> list[Resource]:
-        return [Resource("bucket", r.name, {}) for r in resources if r.kind == "bucket"]
-
-    def create(self, resource: Resource) -> None:
-        self._bucket_only(resource)
-        self.objects().create_bucket(resource.name)
-
-    def update(self, before: Resource, after: Resource) -> None:
-        self._bucket_only(after)
-
-    def delete(self, resource: Resource) -> None:
-        self._bucket_only(resource)
-        self.objects().remove_bucket(resource.name)
-
-    def _bucket_only(self, resource: Resource) -> None:
-        if resource.kind != "bucket":
-            raise ProviderError(f"{self.label} holds containers only, not {resource.kind} {resource.name}.",
-                                code="azure.not_a_bucket")
+    def bucket_names_there(self) -> set[str]:
+        return {c.name for c in self.service().list_containers()}

@@ -27,7 +27,7 @@ import io
 import os
 from contextlib import contextmanager
 
-from toolkit.contract import ObjectInfo, ObjectStore, Provider, Resource
+from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Str
 
@@ -100,7 +100,7 @@ class GcsStore(ObjectStore):
 
         blob = self._bucket(bucket).blob(key, chunk_size=CHUNK)
         counted = _Counted(stream, size)
-        head = _read_full(counted, SIMPLE_MAX + 1)
+        head = read_full(counted, SIMPLE_MAX + 1)
         try:
             if len(head) <= SIMPLE_MAX:
                 counted.check_end()
@@ -129,16 +129,7 @@ class GcsStore(ObjectStore):
             pass
 
     def checksum(self, bucket, key):
-        head = self.head(bucket, key)
-        if head is None:
-            raise ProviderError(f"{self.label}: no object {key!r} in bucket {bucket}.", code="objects.missing")
-        if head.sha256:
-            return head.sha256
-        sha = hashlib.sha256()
-        with self.open_read(bucket, key) as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                sha.update(chunk)
-        return sha.hexdigest()
+        return self._recorded_or_read_sha256(bucket, key, self.label)
 
     def create_bucket(self, bucket: str) -> None:
         from google.api_core.exceptions import Conflict
@@ -192,7 +183,7 @@ class _Joined:
         if n is None or n < 0:
             data += self.rest.read()
         elif len(data) < n:
-            data += _read_full(self.rest, n - len(data))
+            data += read_full(self.rest, n - len(data))
         if n is None or n < 0 or len(data) < n:  # the end: it must be where the size said
             self.rest.check_end()
         self.given += len(data)
@@ -202,18 +193,7 @@ class _Joined:
         return self.given
 
 
-def _read_full(stream, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        data = stream.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-class GcsProvider(Provider):
+class GcsProvider(BucketsOnly, Provider):
     TYPE = "gcs"
     DESCRIPTION = "Google Cloud Storage: buckets and backups only"
     SERVICES = frozenset({"objects"})
@@ -261,10 +241,6 @@ class GcsProvider(Provider):
                                           client_options=options)
         return self._client
 
-    def names(self) -> dict[str, str]:
-        prefix = self.settings.get("bucket_prefix") or f"{self.stack.name}-{self.target.name}-"
-        return {b: f"{prefix}{b}" for b in self.stack.buckets}
-
     def objects(self) -> GcsStore:
         return GcsStore(self.client(), self.names(), self.label)
 
@@ -287,25 +263,5 @@ class GcsProvider(Provider):
             raise
         return {"project": self.settings["project"], "buckets": found}
 
-    def observe(self) -> list[Resource]:
-        there = {b.name for b in self.client().list_buckets()}
-        return [Resource("bucket", name, {}) for name, real in sorted(self.names().items()) if real in there]
-
-    def desired(self, resources, secrets=None) -> list[Resource]:
-        return [Resource("bucket", r.name, {}) for r in resources if r.kind == "bucket"]
-
-    def create(self, resource: Resource) -> None:
-        self._bucket_only(resource)
-        self.objects().create_bucket(resource.name)
-
-    def update(self, before: Resource, after: Resource) -> None:
-        self._bucket_only(after)
-
-    def delete(self, resource: Resource) -> None:
-        self._bucket_only(resource)
-        self.objects().remove_bucket(resource.name)
-
-    def _bucket_only(self, resource: Resource) -> None:
-        if resource.kind != "bucket":
-            raise ProviderError(f"{self.label} holds buckets only, not {resource.kind} {resource.name}.",
-                                code="gcs.not_a_bucket")
+    def bucket_names_there(self) -> set[str]:
+        return {b.name for b in self.client().list_buckets()}

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 
-from toolkit.contract import ObjectStore, Provider, Resource
-from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
+from toolkit.contract import BucketsOnly, ObjectStore, Provider
+from toolkit.errors import BadInput, ProviderUnreachable
 from toolkit.schema import Field, Str
 
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
@@ -65,7 +65,7 @@ class S3CompatibleApi:
         return self._client
 
 
-class S3CompatibleProvider(Provider):
+class S3CompatibleProvider(BucketsOnly, Provider):
     TYPE = "s3"
     DESCRIPTION = "any S3-compatible object store (Spaces, Hetzner, B2, R2, Wasabi, MinIO): buckets and backups only"
     SERVICES = frozenset({"objects"})
@@ -89,13 +89,6 @@ class S3CompatibleProvider(Provider):
         super().__init__(stack, target)
         self.api = S3CompatibleApi(self.settings, self.label)
 
-    @property
-    def prefix(self) -> str:
-        return self.settings.get("bucket_prefix") or f"{self.stack.name}-{self.target.name}-"
-
-    def names(self) -> dict[str, str]:
-        return {b: f"{self.prefix}{b}" for b in self.stack.buckets}
-
     def objects(self) -> ObjectStore:
         from providers.aws import S3Store
 
@@ -116,27 +109,5 @@ class S3CompatibleProvider(Provider):
                                       code="s3.unreachable") from None
         return {"endpoint": self.api.endpoint_url, "buckets": len(found)}
 
-    def observe(self) -> list[Resource]:
-        there = {b["Name"] for b in self.api.client().list_buckets().get("Buckets", [])}
-        return [Resource("bucket", name, {}) for name, real in sorted(self.names().items()) if real in there]
-
-    def desired(self, resources, secrets=None) -> list[Resource]:
-        return [Resource("bucket", r.name, {}) for r in resources if r.kind == "bucket"]
-
-    def create(self, resource: Resource) -> None:
-        self._bucket_only(resource)
-        self.objects().create_bucket(resource.name)
-
-    def update(self, before: Resource, after: Resource) -> None:
-        self._bucket_only(after)
-
-    def delete(self, resource: Resource) -> None:
-        self._bucket_only(resource)
-        store = self.objects()
-        store.purge(resource.name)
-        self.api.client().delete_bucket(Bucket=store.real(resource.name))
-
-    def _bucket_only(self, resource: Resource) -> None:
-        if resource.kind != "bucket":
-            raise ProviderError(f"{self.label} holds buckets only, not {resource.kind} {resource.name}.",
-                                code="s3.not_a_bucket")
+    def bucket_names_there(self) -> set[str]:
+        return {b["Name"] for b in self.api.client().list_buckets().get("Buckets", [])}

@@ -226,6 +226,24 @@ class ObjectStore(ABC):
     #: objects a copy may move at once through this store (per-connection limits of its transport)
     PARALLEL: int = 16
 
+    def _recorded_or_read_sha256(self, bucket: str, key: str, where: str) -> str:
+        """For :meth:`checksum` on stores that cannot hash on request: the SHA-256 recorded when Lifeboat
+        wrote the object, else the object read and hashed here (objects written by others)."""
+        import hashlib
+
+        head = self.head(bucket, key)
+        if head is None:
+            from .errors import ProviderError
+
+            raise ProviderError(f"{where}: no object {key!r} in bucket {bucket}.", code="objects.missing")
+        if head.sha256:
+            return head.sha256
+        sha = hashlib.sha256()
+        with self.open_read(bucket, key) as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                sha.update(chunk)
+        return sha.hexdigest()
+
     def create_bucket(self, bucket: str) -> None:
         """Make ``bucket`` outside the stack's plan (a backup repository); making one that exists is not an
         error. Stores whose buckets only their infrastructure code makes do not offer it."""
@@ -238,6 +256,18 @@ class ObjectStore(ABC):
         """Remove what writes killed mid-way left behind (a killed writer cannot clean up after itself);
         return how many. Never touches a write that may still be running."""
         return 0
+
+
+def read_full(stream, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream``, fewer only at its end (streams may return short reads)."""
+    parts, got = [], 0
+    while got < n:
+        data = stream.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
 
 
 class DnsService(ABC):
@@ -395,6 +425,48 @@ class Provider(ABC):
     def lock_release(self) -> None:
         """Break the lock (after its holder died)."""
         raise Unsupported(f"{self.label} offers no lock")
+
+
+class BucketsOnly(ABC):
+    """Mixin for providers that offer only an object store: the stack's buckets are their resources, named
+    ``<prefix><bucket>`` there (the prefix from the setting ``PREFIX_SETTING``, default
+    ``<stack>-<target>-``). A provider gives ``objects()`` (a store with create_bucket/remove_bucket) and
+    ``bucket_names_there()``."""
+
+    PREFIX_SETTING = "bucket_prefix"
+
+    def names(self) -> dict[str, str]:
+        prefix = self.settings.get(self.PREFIX_SETTING) or f"{self.stack.name}-{self.target.name}-"
+        return {b: f"{prefix}{b}" for b in self.stack.buckets}
+
+    @abstractmethod
+    def bucket_names_there(self) -> set[str]:
+        """The names of the buckets that exist at the provider now."""
+
+    def observe(self) -> list[Resource]:
+        there = self.bucket_names_there()
+        return [Resource("bucket", name, {}) for name, real in sorted(self.names().items()) if real in there]
+
+    def desired(self, resources, secrets=None) -> list[Resource]:
+        return [Resource("bucket", r.name, {}) for r in resources if r.kind == "bucket"]
+
+    def create(self, resource: Resource) -> None:
+        self._bucket_only(resource)
+        self.objects().create_bucket(resource.name)
+
+    def update(self, before: Resource, after: Resource) -> None:
+        self._bucket_only(after)
+
+    def delete(self, resource: Resource) -> None:
+        self._bucket_only(resource)
+        self.objects().remove_bucket(resource.name)
+
+    def _bucket_only(self, resource: Resource) -> None:
+        if resource.kind != "bucket":
+            from .errors import ProviderError
+
+            raise ProviderError(f"{self.label} holds buckets only, not {resource.kind} {resource.name}.",
+                                code=f"{self.TYPE}.not_a_bucket")
 
 
 class KindDispatch:

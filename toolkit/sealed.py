@@ -20,6 +20,8 @@ import os
 import struct
 from abc import ABC, abstractmethod
 
+from .contract import read_full
+
 MAGIC = b"LBX1"
 SALT = 16
 CHUNK = 1 << 20
@@ -113,7 +115,7 @@ class Sealing(Produced):
         self.sealed_sha256 = hashlib.sha256()
 
     def _fill(self) -> None:
-        chunk = _read_full(self._stream, CHUNK)
+        chunk = read_full(self._stream, CHUNK)
         last = len(chunk) < CHUNK
         self.plain_bytes += len(chunk)
         self.plain_sha256.update(chunk)
@@ -137,12 +139,12 @@ class Opening(Produced):
 
         super().__init__()
         self._stream, self._name = stream, name
-        head = _read_full(stream, len(MAGIC) + SALT)
+        head = read_full(stream, len(MAGIC) + SALT)
         if len(head) < len(MAGIC) + SALT or not head.startswith(MAGIC):
             raise Tampered(f"{name}: not a sealed Lifeboat stream")
         self._aead = AESGCM(key.stream_key(head[len(MAGIC):], name))
         self._index = 0
-        self._pending = _read_full(stream, CHUNK + TAG)
+        self._pending = read_full(stream, CHUNK + TAG)
         self.plain_bytes = 0
         self.plain_sha256 = hashlib.sha256()
 
@@ -150,7 +152,7 @@ class Opening(Produced):
         from cryptography.exceptions import InvalidTag
 
         sealed = self._pending
-        self._pending = _read_full(self._stream, CHUNK + TAG)
+        self._pending = read_full(self._stream, CHUNK + TAG)
         last = not self._pending
         if len(sealed) < TAG:
             raise Tampered(f"{self._name}: cut short")
@@ -176,15 +178,3 @@ def open_bytes(data: bytes, key: RepositoryKey, name: str) -> bytes:
     import io
 
     return Opening(io.BytesIO(data), key, name).read()
-
-
-def _read_full(stream, n: int) -> bytes:
-    """Up to ``n`` bytes, fewer only at the end of the stream (streams may return short reads)."""
-    parts, got = [], 0
-    while got < n:
-        data = stream.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
