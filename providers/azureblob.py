@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Str
+from toolkit.sealed import Produced
 
 BLOCK = 4 << 20
 SHA_META = "lifeboat_sha256"
@@ -178,27 +179,19 @@ class AzureBlobStore(ObjectStore):
             pass
 
 
-class _Chunks:
-    """A read(n) stream over the SDK's chunk iterator (one chunk in memory at a time)."""
+class _Chunks(Produced):
+    """A read(n) stream over an iterator of byte chunks (one chunk in memory at a time)."""
 
     def __init__(self, chunks):
-        self._chunks, self._held = chunks, bytearray()
+        super().__init__()
+        self._chunks = chunks
 
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._held) < n:
-            more = next(self._chunks, None)
-            if more is None:
-                break
-            self._held += more
-        if n < 0 or n >= len(self._held):
-            data, self._held = bytes(self._held), bytearray()
+    def _fill(self) -> None:
+        more = next(self._chunks, None)
+        if more is None:
+            self._ended = True
         else:
-            data = bytes(self._held[:n])
-            del self._held[:n]
-        return data
-
-    def close(self) -> None:
-        self._held = bytearray()
+            self._out += more
 
 
 class AzureBlobProvider(BucketsOnly, Provider):
