@@ -119,13 +119,33 @@ def start_localstack(directory: Path) -> Server:
     deadline = time.time() + 120
     while time.time() < deadline:
         if b"Ready." in log.read_bytes():
-            return Server(f"http://127.0.0.1:{port}", proc, log)
+            server = Server(f"http://127.0.0.1:{port}", proc, log)
+            warm_up(server.url)
+            return server
         if proc.poll() is not None:
             break
         time.sleep(0.2)
     tail = log.read_text(errors="replace")[-3000:]
     Server("", proc, log).stop()
     raise RuntimeError(f"LocalStack did not start:\n{tail}")
+
+
+def warm_up(url: str) -> None:
+    """Load the services the tests use now (LocalStack loads each on its first request): the first
+    Terraform apply then does not meet a slow first answer, which once made the aws provider retry a
+    CreateRoute that had in fact succeeded (RouteAlreadyExists)."""
+    import boto3
+
+    def client(name: str):
+        return boto3.client(name, endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+                            aws_secret_access_key="test")
+
+    client("sts").get_caller_identity()
+    client("ec2").describe_route_tables()
+    client("s3").list_buckets()
+    client("route53").list_hosted_zones()
+    client("secretsmanager").list_secrets()
+    client("iam").list_roles()
 
 
 def terraform_cli_config(directory: Path) -> Path:
