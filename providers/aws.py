@@ -47,6 +47,7 @@ from toolkit.contract import (
     Resource,
     SecretStore,
     SecretValue,
+    bucket_var,
 )
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
 from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
@@ -736,7 +737,7 @@ class AwsProvider(BaremetalProvider):
         "dns_wait_seconds": Field(Int(min=0, max=3600), default=300),
         **_SSH,
         **{k: v for k, v in BaremetalProvider.SETTINGS.items()
-           if k in ("redis_port", "app_account", "runtime", "docker", "proxy")},
+           if k in ("redis_port", "app_account", "runtime", "process_manager", "docker", "proxy")},
     }
 
     def __init__(self, stack, target):
@@ -965,6 +966,9 @@ class AwsProvider(BaremetalProvider):
         return ws, secrets
 
     # ------------------------------------------------------------------ preflight
+    def media_on_hosts(self) -> bool:
+        return False  # the buckets are S3 buckets
+
     def free_space(self) -> list[dict]:
         """S3 has no ceiling; RDS has the storage the stack allocates (growing it is a plan change)."""
         if not self.stack.postgres:
@@ -1068,12 +1072,12 @@ class AwsProvider(BaremetalProvider):
     def _clean_hosts(self) -> None:
         """Before the instances go: stop what Lifeboat runs there and remove its root (this matters where
         ``reach:`` points at hosts that outlive the instances, and costs nothing otherwise)."""
-        from toolkit.hostops import ProcessRuntime, on_hosts
+        from toolkit.hostops import on_hosts
 
         self.outputs()
 
         def clean(name: str) -> None:
-            ProcessRuntime(self.conn(name), self.root(name)).stop()
+            self.runtime(name).stop()
             self.conn(name).run(["rm", "-rf", self.root(name)])
 
         reachable = [s.name for s in self.specs if s.address]
@@ -1186,9 +1190,9 @@ class AwsProvider(BaremetalProvider):
         env = super().service_env(svc, spec, replica=replica, release=release)
         names = self.outputs().get("buckets") or {}
         for bucket in self.stack.buckets:
-            env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = f"s3://{names.get(bucket, bucket)}"
+            env[bucket_var(bucket, "URL")] = f"s3://{names.get(bucket, bucket)}"
             if self.api.endpoint("s3"):
-                env[f"BUCKET_{bucket.upper().replace('-', '_')}_ENDPOINT"] = self.api.endpoint("s3")
+                env[bucket_var(bucket, "ENDPOINT")] = self.api.endpoint("s3")
         env["AWS_REGION"] = self.api.region or ""
         return env
 

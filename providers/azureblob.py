@@ -26,7 +26,7 @@ import hashlib
 import os
 from contextlib import contextmanager
 
-from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, read_full
+from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, bucket_var, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Str
 from toolkit.sealed import Produced
@@ -219,17 +219,20 @@ class AzureBlobProvider(BucketsOnly, Provider):
     def endpoint(self) -> str:
         return self.settings.get("endpoint_url") or f"https://{self.settings['account']}.blob.core.windows.net"
 
+    def account_key(self) -> str:
+        name = self.settings.get("key_env") or "AZURE_STORAGE_KEY"
+        key = os.environ.get(name)
+        if not key:
+            raise BadInput(f"{self.label}: the environment variable {name} holding the account key is not set.",
+                           hint="export it before running Lifeboat (its value is never printed).",
+                           code="azure.no_key")
+        return key
+
     def service(self):
         if self._service is None:
             sdk = _sdk()
-            name = self.settings.get("key_env") or "AZURE_STORAGE_KEY"
-            key = os.environ.get(name)
-            if not key:
-                raise BadInput(f"{self.label}: the environment variable {name} holding the account key is not set.",
-                               hint="export it before running Lifeboat (its value is never printed).",
-                               code="azure.no_key")
             self._service = sdk.BlobServiceClient(self.endpoint, credential={
-                "account_name": self.settings["account"], "account_key": key}, retry_total=5,
+                "account_name": self.settings["account"], "account_key": self.account_key()}, retry_total=5,
                 connection_timeout=10, read_timeout=120,
                 max_single_get_size=BLOCK, max_chunk_get_size=BLOCK)  # reads hold one block, not 32 MiB
         return self._service
@@ -257,3 +260,7 @@ class AzureBlobProvider(BucketsOnly, Provider):
 
     def bucket_names_there(self) -> set[str]:
         return {c.name for c in self.service().list_containers()}
+
+    def app_env(self, bucket: str) -> dict[str, str]:
+        return {bucket_var(bucket, "URL"): f"az://{self.names()[bucket]}", bucket_var(bucket, "ENDPOINT"): self.endpoint,
+                bucket_var(bucket, "ACCOUNT"): self.settings["account"], bucket_var(bucket, "KEY"): self.account_key()}

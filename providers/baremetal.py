@@ -37,11 +37,13 @@ from toolkit.contract import (
     Resource,
     SecretStore,
     SecretValue,
+    bucket_var,
     data_resource,
 )
 from toolkit.dockercmd import image_tag
 from toolkit.errors import BadInput, ProviderError, ToolkitError
 from toolkit.hostops import (
+    MEDIASERVER_SOURCE,
     DockerRuntime,
     HostFacts,
     HostLock,
@@ -49,6 +51,7 @@ from toolkit.hostops import (
     ProcessRuntime,
     RedisHost,
     Releases,
+    SystemdRuntime,
     on_hosts,
     one_host_at_a_time,
     sh,
@@ -183,7 +186,7 @@ class BaremetalCompute(ComputeService):
         hosts = sorted({h for svc in services.values() for h in svc.get("hosts", [])} | set(proxy_hosts))
 
         def look(host: str) -> tuple[list[Instance], list[Instance]]:
-            runtime = ProcessRuntime(self.p.conn(host), self.p.root(host))
+            runtime = self.p.runtime(host)
             status = self.p.programs_status(host, services)  # read once per host
             address = self.p.listen_address(self.p.spec(host))
             out = []
@@ -276,6 +279,12 @@ class BaremetalProvider(KindDispatch, Provider):
         "app_account": Field(Str(pattern=r"[a-z_][a-z0-9_-]{0,31}", expected="a system account name"),
                              default="lifeboat-app",
                              doc="process runtime: the unprivileged account app processes run as (created)"),
+        "media_port": Field(Int(min=1, max=65535), default=8790,
+                            doc="the media gateway's port on the storage host's private address (apps on the "
+                                "other hosts reach the buckets through it)"),
+        "process_manager": Field(Str(choices=["auto", "systemd", "supervisor"]), default="auto",
+                                 doc="process runtime: systemd units where systemd runs and Lifeboat logs in as "
+                                     "root (auto), always (systemd), or Lifeboat's supervisor everywhere"),
         "runtime": Field(Str(choices=["process", "docker"]), default="process",
                          doc="process: Lifeboat's supervisor; docker: containers built on the hosts"),
         "docker": Field(Map({
@@ -325,13 +334,110 @@ class BaremetalProvider(KindDispatch, Provider):
     def hosts_with(self, role: str) -> list[HostSpec]:
         return [s for s in self.specs if s.has(role)]
 
+    def media_on_hosts(self) -> bool:
+        """Whether the stack's buckets live on the storage host (a subclass may keep them elsewhere)."""
+        return bool(self.stack.buckets)
+
+    def bucket_env(self, spec: HostSpec) -> dict[str, str]:
+        """The ``BUCKET_<NAME>_*`` variables of the apps on host ``spec`` (docs/app-contract.md): the
+        storage host's directories (file://) on that host, what ``remote_bucket_env`` says elsewhere."""
+        storage = self.hosts_with("storage")
+        if self.media_on_hosts() and storage and storage[0].name == spec.name:
+            return {bucket_var(b, "URL"): f"file://{spec.root}/objects/{b}" for b in self.stack.buckets}
+        return self.remote_bucket_env()
+
+    def remote_bucket_env(self, *, create: bool = True) -> dict[str, str]:
+        """The buckets for apps on hosts other than the storage host: the media gateway there."""
+        if not self.gateway_needed():
+            return {}
+        from urllib.parse import quote
+
+        spec = self.first("storage", "an object store")
+        token = self.internal_secret("media_token", create=create)
+        env = {}
+        for bucket in sorted(self.stack.buckets):
+            env[bucket_var(bucket, "URL")] = f"http://{self.listen_address(spec)}:{self.media_port}/{quote(bucket)}"
+            env[bucket_var(bucket, "TOKEN")] = token.reveal_text() if token is not None else ""
+        return env
+
+    # ------------------------------------------------------------------ the media gateway
+    @property
+    def media_port(self) -> int:
+        return int(self.settings.get("media_port") or 8790)
+
+    def gateway_needed(self) -> bool:
+        """Whether apps run on a host other than the storage host (they then reach the buckets through the
+        media gateway there, toolkit/mediaserver.py)."""
+        storage = self.hosts_with("storage")
+        if not self.media_on_hosts() or not storage:
+            return False
+        return any(h != storage[0].name for svc in self.stack.services.values() for h in self.placement(svc))
+
+    def gateway_id(self) -> str:
+        spec = self.first("storage", "an object store")
+        digest = hashlib.sha256(MEDIASERVER_SOURCE.read_bytes())
+        digest.update(json.dumps([spec.name, self.listen_address(spec), self.media_port, self.runtime_kind]).encode())
+        return digest.hexdigest()[:16]
+
+    def _apply_media(self, before, after) -> None:
+        host = after.attrs["host"]
+        spec, conn = self.spec(host), self.conn(host)
+        account = self.app_account(host) if self.runtime_kind == "process" else None
+        base = f"{spec.root}/media"
+        sh(conn, 'mkdir -p "$1" && chmod 755 "$1"', base)
+        conn.write_bytes(f"{base}/mediaserver.py", MEDIASERVER_SOURCE.read_bytes(), mode=0o644)
+        conn.write_bytes(f"{base}/token", self.internal_secret("media_token").reveal(), mode=0o600)
+        if account:
+            conn.run(["chown", f"{account}:{account}", f"{base}/token"])
+        runtime = self.runtime(host)
+        runtime.prepare()
+        address, config = self.listen_address(spec), after.attrs["config"]
+        program = {"name": "media.0", "host": host, "cwd": base, "generation": config, "user": account,
+                   "argv": ["python3", f"{base}/mediaserver.py", "--bind", address, "--port", str(self.media_port),
+                            "--root", f"{spec.root}/objects", "--token-file", f"{base}/token"],
+                   "env_file": runtime.write_env("media.0", {"PATH": "/usr/local/bin:/usr/bin:/bin"}),
+                   "log": f"{runtime.dir}/logs/media.0.log"}
+        state = self.state()
+        state["media"] = {"config": config, "host": host, "confirmed": False, "programs": [program]}
+        self.save_state(state)
+        runtime.apply(self._host_programs(host, state))
+        url = f"http://{address}:{self.media_port}/healthz"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            status = runtime.status().get("media.0", {})
+            if status.get("generation") == config and status.get("state") == "running" and runtime.http_ok(url):
+                return self._confirm("media")
+            if status.get("generation") == config and status.get("state") == "crashed":
+                break
+            time.sleep(0.3)
+        raise ProviderError(f"{host}: the media gateway did not answer on {address}:{self.media_port}. Its log ends "
+                            f"with:\n{runtime.log_tail('media.0')}", hint="is the port free on that host? "
+                            "(setting media_port)", code="host.media_gateway")
+
+    def _delete_media(self, resource) -> None:
+        state = self.state()
+        media = state.pop("media", None)
+        self.save_state(state)
+        if not media:
+            return
+        host = media["host"]
+        runtime = self.runtime(host)
+        remaining = self._host_programs(host, state)
+        if remaining and runtime.running():
+            runtime.apply(remaining)
+        elif not remaining:
+            runtime.stop()
+        else:
+            runtime.reap(["media.0"])
+        self.conn(host).run(["rm", "-rf", f"{self.root(host)}/media"])
+
     def free_space(self) -> list[dict]:
         """Free bytes on the filesystems holding the db host's root (PostgreSQL) and the storage host's
         (objects), asked with df on the hosts; one entry when both are the same."""
         wanted = []
         if self.stack.postgres:
             wanted.append(("database", self.first("db", "PostgreSQL")))
-        if self.stack.buckets:
+        if self.media_on_hosts():
             wanted.append(("objects", self.first("storage", "an object store")))
         out: dict[tuple[str, str], dict] = {}
         for kind, spec in wanted:
@@ -414,11 +520,24 @@ class BaremetalProvider(KindDispatch, Provider):
     def programs_status(self, host: str, services: dict) -> dict:
         """What runs on ``host``, by program name: the supervisor's programs and, where a service uses the
         docker runtime there, the stack's containers."""
-        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        runtime = self.runtime(host)
         status = runtime.status() if runtime.running() else {}
         if any(svc.get("runtime") == "docker" and host in svc.get("hosts", []) for svc in services.values()):
             status.update(self.docker(host).programs())
         return status
+
+    def runtime(self, host: str) -> ProcessRuntime:
+        """What keeps the programs on ``host`` running: systemd units where systemd is the init system and
+        Lifeboat logs in as root (setting process_manager), otherwise Lifeboat's supervisor."""
+        chosen = self.settings.get("process_manager") or "auto"
+        facts = self.facts(host).get() if chosen != "supervisor" else {}
+        if chosen == "systemd" and not (facts.get("systemd") and facts.get("uid") == 0):
+            raise BadInput(f"{self.label}: process_manager: systemd, but {host} does not run systemd or Lifeboat "
+                           "does not log in there as root.", hint="use process_manager: auto or supervisor.",
+                           code="host.no_systemd")
+        if chosen != "supervisor" and facts.get("systemd") and facts.get("uid") == 0:
+            return SystemdRuntime(self.conn(host), self.root(host))
+        return ProcessRuntime(self.conn(host), self.root(host))
 
     def facts(self, name: str) -> HostFacts:
         if name not in self._facts:
@@ -487,7 +606,7 @@ class BaremetalProvider(KindDispatch, Provider):
         needs = []
         if self.stack.postgres or self.stack.redis is not None:
             needs.append("db")
-        if self.stack.buckets:
+        if self.media_on_hosts():
             needs.append("storage")
         for role in needs:
             self.first(role, {"db": "PostgreSQL or Redis", "storage": "an object store"}[role])
@@ -554,6 +673,12 @@ class BaremetalProvider(KindDispatch, Provider):
             out.append(Resource("cache", "redis", {"running": running}, {"host": state["redis"].get("host")}))
         for name, info in sorted(state.get("buckets", {}).items()):
             out.append(Resource("bucket", name, {}, {"host": info.get("host")}))
+        media = state.get("media")
+        if media:
+            status = self.runtime(media["host"]).status().get("media.0", {})
+            out.append(Resource("media", "gateway", {"config": media["config"] if media.get("confirmed") else None,
+                                                     "host": media["host"],
+                                                     "running": status.get("state") == "running"}))
         services = state.get("services", {})
         proxy = state.get("proxy")
         if services or proxy:
@@ -590,6 +715,10 @@ class BaremetalProvider(KindDispatch, Provider):
                     "replicas": svc.replicas, "hosts": self.placement(svc), "running": True}))
             else:
                 out.append(res)
+        if self.gateway_needed():
+            out.append(Resource("media", "gateway", {"config": self.gateway_id(),
+                                                     "host": self.first("storage", "an object store").name,
+                                                     "running": True}))
         if self.stack.tls is not None and self.stack.web_services():
             out.append(Resource("proxy", "caddy", {"config": self.proxy_id(secrets),
                                                    "hosts": [s.name for s in self.hosts_with("web")],
@@ -598,7 +727,7 @@ class BaremetalProvider(KindDispatch, Provider):
 
     def finish_destroy(self) -> None:
         def clean(name: str) -> None:
-            runtime = ProcessRuntime(self.conn(name), self.root(name))
+            runtime = self.runtime(name)
             runtime.stop()
             if self.runtime_kind == "docker" and any(name in self.placement(s) for s in self.stack.services.values()):
                 docker = self.docker(name)
@@ -701,8 +830,11 @@ class BaremetalProvider(KindDispatch, Provider):
         for name in svc.secrets:
             value = (secrets or {}).get(name) or store.read(name)
             env[name] = value.reveal_text() if value is not None else ""
-        blob = json.dumps({"env": env, "replicas": svc.replicas, "port": svc.port,
-                           "buckets": sorted(self.stack.buckets)}, sort_keys=True).encode()
+        doc = {"env": env, "replicas": svc.replicas, "port": svc.port, "buckets": sorted(self.stack.buckets)}
+        remote = self.remote_bucket_env(create=create)
+        if remote:
+            doc["store"] = remote  # a new key, endpoint or gateway port restarts the services
+        blob = json.dumps(doc, sort_keys=True).encode()
         return hmac.new(key_bytes, blob, hashlib.sha256).hexdigest()[:16]
 
     def service_env(self, svc, spec: HostSpec, *, replica: int, release: str) -> dict[str, str]:
@@ -724,10 +856,7 @@ class BaremetalProvider(KindDispatch, Provider):
             env["DATABASE_URL"] = self.database_url().reveal_text()
         if self.stack.redis is not None:
             env["REDIS_URL"] = self.redis_url().reveal_text()
-        storage = self.hosts_with("storage")
-        if storage and storage[0].name == spec.name:
-            for bucket in self.stack.buckets:
-                env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = f"file://{spec.root}/objects/{bucket}"
+        env.update(self.bucket_env(spec))
         store = self.secrets()
         for name in svc.secrets:
             value = store.read(name)
@@ -744,6 +873,7 @@ class BaremetalProvider(KindDispatch, Provider):
             if host in info.get("hosts", []) and name not in paused:
                 programs.extend(p for p in info.get("programs", []) if p["host"] == host)
         programs.extend(p for p in (state.get("proxy") or {}).get("programs", []) if p["host"] == host)
+        programs.extend(p for p in (state.get("media") or {}).get("programs", []) if p["host"] == host)
         return programs
 
     def _volumes(self, host: str) -> tuple[str, ...]:
@@ -784,7 +914,7 @@ class BaremetalProvider(KindDispatch, Provider):
             spec = self.spec(host)
             runtime = self.docker(host)
             envs = [self.service_env(svc, spec, replica=i, release=release) for i in range(svc.replicas)]
-            probe = ProcessRuntime(self.conn(host), spec.root)
+            probe = self.runtime(host)
             address = self.listen_address(spec)
 
             def healthy(replica: int) -> bool:
@@ -819,7 +949,7 @@ class BaremetalProvider(KindDispatch, Provider):
             self.events.step(f"{host}: uploading {svc.name} release {release}")
             cwd = releases.upload(svc.name, release, svc.build, SKIP_IN_BUILD)
             releases.venv(requirements, events=self.events, host=host)
-            runtime = ProcessRuntime(conn, self.root(host))
+            runtime = self.runtime(host)
             runtime.prepare()
             programs = []
             for replica in range(svc.replicas):
@@ -842,7 +972,7 @@ class BaremetalProvider(KindDispatch, Provider):
         self.save_state(state)
 
         def start(host: str) -> None:
-            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            runtime = self.runtime(host)
             old = {p["name"]: p for p in previous if p["host"] == host}
             new = [p for p in prepared.get(host, [])]
             if svc.is_web and len(new) > 1 and old:
@@ -864,7 +994,7 @@ class BaremetalProvider(KindDispatch, Provider):
         self._confirm("services", svc.name)
 
     def _wait_healthy(self, host: str, svc, generation: str, timeout: float = 90.0) -> None:
-        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        runtime = self.runtime(host)
         state = self.state()
         info = state.get("services", {}).get(svc.name)
         wanted = {f"{svc.name}.{i}" for i in range(svc.replicas)} if info and host in info["hosts"] else set()
@@ -888,7 +1018,7 @@ class BaremetalProvider(KindDispatch, Provider):
                             hint=f"logs are in {runtime.dir}/logs on {host}.", code="host.unhealthy")
 
     def _wait_replica(self, host: str, svc, replica: int, generation: str, timeout: float = 90.0) -> None:
-        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        runtime = self.runtime(host)
         name = f"{svc.name}.{replica}"
         url = f"http://{self.listen_address(self.spec(host))}:{svc.port + replica}{svc.health or '/'}"
         deadline = time.time() + timeout
@@ -916,7 +1046,7 @@ class BaremetalProvider(KindDispatch, Provider):
                 self.docker(host).remove_service(resource.name)
                 self.conn(host).run(["rm", "-rf", f"{self.root(host)}/releases/{resource.name}"])
                 return
-            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            runtime = self.runtime(host)
             remaining = self._host_programs(host, state)
             if remaining:
                 if runtime.running():
@@ -943,7 +1073,7 @@ class BaremetalProvider(KindDispatch, Provider):
         hosts = sorted({h for n in services for h in deployed.get(n, {}).get("hosts", [])})
 
         def apply(host: str) -> None:
-            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            runtime = self.runtime(host)
             programs = self._host_programs(host, state)
             if programs:
                 runtime.apply(programs)
@@ -971,7 +1101,7 @@ class BaremetalProvider(KindDispatch, Provider):
         def apply(host: str) -> None:
             runtime = self.docker(host)
             spec = self.spec(host)
-            probe = ProcessRuntime(self.conn(host), spec.root)
+            probe = self.runtime(host)
             address = self.listen_address(spec)
             for name in services:
                 if host not in deployed[name].get("hosts", []):
@@ -1119,7 +1249,7 @@ class BaremetalProvider(KindDispatch, Provider):
                         raise BadInput(f"secret {name} (tls) is not in the secret store of {self.label}.",
                                        code="secret.missing")
                     conn.write_bytes(path, value.reveal(), mode=0o600)
-            runtime = ProcessRuntime(conn, spec.root)
+            runtime = self.runtime(host)
             runtime.prepare()
             env = {"HOME": base, "XDG_DATA_HOME": f"{base}/data", "XDG_CONFIG_HOME": f"{base}/config",
                    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -1139,7 +1269,7 @@ class BaremetalProvider(KindDispatch, Provider):
         self.save_state(state)
 
         def start(host: str) -> None:
-            ProcessRuntime(self.conn(host), self.root(host)).apply(self._host_programs(host, state))
+            self.runtime(host).apply(self._host_programs(host, state))
             self._wait_proxy(host, config_id)
 
         # With ACME, the first web host obtains the certificate; the others get a copy of it in their
@@ -1170,12 +1300,12 @@ class BaremetalProvider(KindDispatch, Provider):
             if any(n.endswith(".crt") for n in names) and any(n.endswith(".key") for n in names):
                 return {n: conn.read_bytes(f"{base}/{n}") or b"" for n in names}
             time.sleep(0.5)
-        log = ProcessRuntime(conn, self.root(host)).log_tail("proxy.0")
+        log = self.runtime(host).log_tail("proxy.0")
         raise ProviderError(f"{host}: no certificate for {self.stack.domain} from the ACME server within "
                             f"{timeout:.0f} s. Caddy's log ends with:\n{log}", code="host.acme")
 
     def _wait_proxy(self, host: str, config_id: str, timeout: float = 90.0) -> None:
-        runtime = ProcessRuntime(self.conn(host), self.root(host))
+        runtime = self.runtime(host)
         address = self.listen_address(self.spec(host))
         port = self.proxy_settings()["https_port"]
         deadline = time.time() + timeout
@@ -1197,7 +1327,7 @@ class BaremetalProvider(KindDispatch, Provider):
         self.save_state(state)
 
         def stop(host: str) -> None:
-            runtime = ProcessRuntime(self.conn(host), self.root(host))
+            runtime = self.runtime(host)
             remaining = self._host_programs(host, state)
             if remaining and runtime.running():
                 runtime.apply(remaining)

@@ -27,7 +27,7 @@ import io
 import os
 from contextlib import contextmanager
 
-from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, read_full
+from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, bucket_var, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Str
 
@@ -214,12 +214,22 @@ class GcsProvider(BucketsOnly, Provider):
         super().__init__(stack, target)
         self._client = None
 
+    def key_file(self) -> str | None:
+        """The service-account key file the target's variable names; None with an emulator endpoint."""
+        name = self.settings.get("credentials_env") or "GOOGLE_APPLICATION_CREDENTIALS"
+        key_file = os.environ.get(name)
+        if not key_file and not self.settings.get("endpoint_url"):
+            raise BadInput(f"{self.label}: the environment variable {name} (the path of a service-account "
+                           "key file) is not set.", hint="export it before running Lifeboat.",
+                           code="gcs.no_credentials")
+        return key_file or None
+
     def client(self):
         if self._client is None:
             storage = _sdk()
             endpoint = self.settings.get("endpoint_url")
             name = self.settings.get("credentials_env") or "GOOGLE_APPLICATION_CREDENTIALS"
-            key_file = os.environ.get(name)
+            key_file = self.key_file()
             options = {"api_endpoint": endpoint} if endpoint else None
             if key_file:
                 from google.oauth2 import service_account
@@ -229,14 +239,10 @@ class GcsProvider(BucketsOnly, Provider):
                 except (OSError, ValueError) as exc:
                     raise BadInput(f"{self.label}: cannot read the service-account key named by {name} ({exc}).",
                                    code="gcs.credentials") from None
-            elif endpoint:
+            else:
                 from google.auth.credentials import AnonymousCredentials
 
                 credentials = AnonymousCredentials()  # an emulator
-            else:
-                raise BadInput(f"{self.label}: the environment variable {name} (the path of a service-account "
-                               "key file) is not set.", hint="export it before running Lifeboat.",
-                               code="gcs.no_credentials")
             self._client = storage.Client(project=self.settings["project"], credentials=credentials,
                                           client_options=options)
         return self._client
@@ -265,3 +271,17 @@ class GcsProvider(BucketsOnly, Provider):
 
     def bucket_names_there(self) -> set[str]:
         return {b.name for b in self.client().list_buckets()}
+
+    def app_env(self, bucket: str) -> dict[str, str]:
+        env = {bucket_var(bucket, "URL"): f"gs://{self.names()[bucket]}",
+               bucket_var(bucket, "PROJECT"): self.settings["project"]}
+        if self.settings.get("endpoint_url"):
+            env[bucket_var(bucket, "ENDPOINT")] = self.settings["endpoint_url"]
+        key_file = self.key_file()
+        if key_file:
+            try:
+                env[bucket_var(bucket, "CREDENTIALS")] = open(key_file, encoding="utf-8").read()
+            except OSError as exc:
+                raise BadInput(f"{self.label}: cannot read the service-account key file ({exc.strerror}).",
+                               code="gcs.credentials") from None
+        return env

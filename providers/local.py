@@ -47,6 +47,7 @@ from toolkit.contract import (
     Resource,
     SecretStore,
     SecretValue,
+    bucket_var,
     data_resource,
 )
 from toolkit.dirstore import DirectoryStore
@@ -844,7 +845,7 @@ class LocalProvider(KindDispatch, Provider):
             if self.stack.redis is not None:
                 env["REDIS_URL"] = self.redis_url().reveal_text()
         for bucket in self.stack.buckets:
-            env[f"BUCKET_{bucket.upper().replace('-', '_')}_URL"] = (self.state.objects / bucket).as_uri()
+            env[bucket_var(bucket, "URL")] = (self.state.objects / bucket).as_uri()
         store = self.secrets()
         for name in svc.secrets:
             value = (secrets or {}).get(name) or store.read(name)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from toolkit.contract import BucketsOnly, ObjectStore, Provider
+from toolkit.contract import BucketsOnly, ObjectStore, Provider, bucket_var
 from toolkit.errors import BadInput, ProviderUnreachable
 from toolkit.schema import Field, Str
 
@@ -111,3 +111,9 @@ class S3CompatibleProvider(BucketsOnly, Provider):
 
     def bucket_names_there(self) -> set[str]:
         return {b["Name"] for b in self.api.client().list_buckets().get("Buckets", [])}
+
+    def app_env(self, bucket: str) -> dict[str, str]:
+        key, secret = self.api.credentials()
+        return {bucket_var(bucket, "URL"): f"s3://{self.names()[bucket]}",
+                bucket_var(bucket, "ENDPOINT"): self.api.endpoint_url, bucket_var(bucket, "REGION"): self.api.region,
+                bucket_var(bucket, "ACCESS_KEY_ID"): key, bucket_var(bucket, "SECRET_ACCESS_KEY"): secret}

@@ -11,7 +11,13 @@ The contract (docs: README "Your own Terraform module"):
   for what it names) and ``lifeboat_ssh_public_key`` (Lifeboat's login key, to authorise on the machines);
 - it has an output ``lifeboat_hosts``: a map from host name to ``{address, port?, user?, private_address?,
   host_keys?, root?}``; ``host_keys`` (``"ssh-ed25519 AAAA..."``) pin the machines' keys, otherwise they
-  must be in ``known_hosts``.
+  must be in ``known_hosts``;
+- with ``object_store: module``, an output ``lifeboat_object_store`` says where the stack's buckets live
+  instead of the storage host: ``{type, ...}`` where type is ``s3``, ``azure-blob`` or ``gcs`` and the rest
+  are that target type's settings (endpoint, account or project, and the *names* of the environment
+  variables holding the credentials on the operator's machine, never the credentials). Lifeboat makes the
+  buckets there and gives every app host the ``BUCKET_<NAME>_*`` variables to reach them
+  (docs/app-contract.md).
 
 ``up`` plans and applies the module (the saved plan is what applies), then configures the hosts;
 ``destroy`` cleans the hosts and destroys the module's resources.
@@ -25,7 +31,7 @@ import shutil
 from pathlib import Path
 
 from providers.baremetal import BaremetalProvider
-from toolkit.contract import Provider, Resource, SecretStore, SecretValue
+from toolkit.contract import ObjectStore, Provider, Resource, SecretStore, SecretValue
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
 from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
 from toolkit.paths import write_private
@@ -52,12 +58,16 @@ class TerraformModuleProvider(BaremetalProvider):
         "hosts": Field(ListOf(MODULE_HOST, min_items=1), required=True,
                        doc="the machines the module makes: name and roles (addresses come from its outputs)"),
         "ssh_user": Field(Str(expected="the machines' login user"), default="root"),
+        "object_store": Field(Str(choices=["storage-host", "module"]), default="storage-host",
+                              doc="where the buckets live: files on the storage-role host, or the object store the "
+                                  "module's lifeboat_object_store output names (s3, azure-blob, gcs)"),
         "key": Field(Str(expected="a private key file"),
                      doc="log in with this key (one the module authorises); default a key Lifeboat makes, "
                          "given to the module as lifeboat_ssh_public_key"),
         **{k: v for k, v in SSH_SETTINGS.items() if k != "hosts"},
         **{k: v for k, v in BaremetalProvider.SETTINGS.items()
-           if k in ("postgres_port", "redis_port", "account", "app_account", "runtime", "docker", "proxy")},
+           if k in ("postgres_port", "redis_port", "media_port", "account", "app_account", "runtime",
+                    "process_manager", "docker", "proxy")},
     }
 
     def __init__(self, stack, target):
@@ -70,6 +80,7 @@ class TerraformModuleProvider(BaremetalProvider):
         self.runtime_kind = self.settings.get("runtime") or "process"
         self._facts = {}
         self._outputs: dict | None = None
+        self._store: Provider | None = None
         self._planned = False
         self._infra_done = False
         self.specs = self._specs({})
@@ -101,6 +112,7 @@ class TerraformModuleProvider(BaremetalProvider):
     def outputs(self, *, fresh: bool = False) -> dict:
         if self._outputs is None or fresh:
             self._outputs = self.workspace().outputs() if (self.state_root / "terraform").is_dir() else {}
+            self._store = None
             self.specs = self._specs(self._outputs)
             self.directory = self._directory()
         return self._outputs
@@ -119,6 +131,58 @@ class TerraformModuleProvider(BaremetalProvider):
             self.outputs()
             spec = self.spec(spec.name)
         return spec.private_address or spec.address
+
+    # ------------------------------------------------------------------ buckets in the module's object store
+    def media_on_hosts(self) -> bool:
+        return bool(self.stack.buckets) and self.settings.get("object_store") != "module"
+
+    def module_store(self) -> Provider:
+        """The objects-only target the module's ``lifeboat_object_store`` output describes (validated like
+        a target of that type in the stack file), under this target's name (so its default bucket prefix is
+        ``<stack>-<target>-``)."""
+        if self._store is None:
+            found = self.outputs().get("lifeboat_object_store")
+            if not found:
+                raise ProviderError(f"{self.label}: object_store: module, but the module has no lifeboat_object_store "
+                                    "output (or it is not applied yet).",
+                                    hint=f"add the output to {self.module_dir}, then run `lifeboat up --on "
+                                         f"{self.target.name}`.", code="terraform.no_object_store")
+            self._store = store_from_output(self, found)
+        return self._store
+
+    def objects(self) -> ObjectStore:
+        if self.media_on_hosts() or not self.stack.buckets:
+            return BaremetalProvider.objects(self)
+        return self.module_store().objects()
+
+    def remote_bucket_env(self, *, create: bool = True) -> dict[str, str]:
+        if self.media_on_hosts() or not self.stack.buckets:
+            return BaremetalProvider.remote_bucket_env(self, create=create)
+        if not create and not self.outputs().get("lifeboat_object_store"):
+            return {}  # a plan before the module is applied: known once it is
+        store = self.module_store()
+        env: dict[str, str] = {}
+        for bucket in sorted(self.stack.buckets):
+            env.update(store.app_env(bucket))
+        return env
+
+    def _apply_bucket(self, before, after) -> None:
+        if self.media_on_hosts():
+            return BaremetalProvider._apply_bucket(self, before, after)
+        store = self.module_store()
+        store.objects().create_bucket(after.name)
+        state = self.state()
+        state.setdefault("buckets", {})[after.name] = {"store": store.TYPE}
+        self.save_state(state)
+
+    def _delete_bucket(self, resource) -> None:
+        if self.media_on_hosts():
+            return BaremetalProvider._delete_bucket(self, resource)
+        if self.outputs().get("lifeboat_object_store"):
+            self.module_store().objects().remove_bucket(resource.name)
+        state = self.state()
+        state.get("buckets", {}).pop(resource.name, None)
+        self.save_state(state)
 
     # ------------------------------------------------------------------ Lifeboat's login key (0700 state)
     def login_key(self) -> str:
@@ -197,6 +261,8 @@ class TerraformModuleProvider(BaremetalProvider):
         facts = {"module": str(self.module_dir), "state_dir": str(self.state_root)}
         if self.outputs():
             facts["hosts"] = BaremetalProvider.check(self).get("hosts")
+            if not self.media_on_hosts() and self.stack.buckets:
+                facts["object_store"] = {"type": self.module_store().TYPE, **self.module_store().check()}
         return facts
 
     def observe(self) -> list[Resource]:
@@ -262,12 +328,12 @@ class TerraformModuleProvider(BaremetalProvider):
         self._outputs = {}
 
     def _clean_hosts(self) -> None:
-        from toolkit.hostops import ProcessRuntime, on_hosts
+        from toolkit.hostops import on_hosts
 
         self.outputs()
 
         def clean(name: str) -> None:
-            ProcessRuntime(self.conn(name), self.root(name)).stop()
+            self.runtime(name).stop()
             if self.runtime_kind == "docker":
                 docker = self.docker(name)
                 docker.remove_all()
@@ -286,6 +352,34 @@ class TerraformModuleProvider(BaremetalProvider):
         shutil.rmtree(self.state_root, ignore_errors=True)
 
 
+STORE_TYPES = ("s3", "azure-blob", "gcs")
+
+
+def store_from_output(provider: TerraformModuleProvider, found) -> Provider:
+    """An objects-only target made from the module's ``lifeboat_object_store`` output; its keys are checked
+    like that type's settings in a stack file, and a problem names the module and the key."""
+    from toolkit import registry
+    from toolkit.model import Target
+    from toolkit.schema import Map, Report, Where
+
+    where = f"{provider.module_dir} (output lifeboat_object_store)"
+    kind = found.get("type") if isinstance(found, dict) else None
+    if kind not in STORE_TYPES:
+        raise BadInput(f"{where}: type: expected one of {', '.join(STORE_TYPES)}, got {kind!r}.",
+                       code="terraform.bad_object_store")
+    report = Report(where)
+    settings = Map({"type": Field(Str(), required=True), **registry.settings_spec(kind)},
+                   expected=f"the settings of a {kind} store").check(found, Where("lifeboat_object_store", None),
+                                                                     report)
+    if report.problems:
+        raise BadInput(" ".join(p.message for p in report.problems), hint=report.problems[0].hint,
+                       code="terraform.bad_object_store")
+    settings = {k: v for k, v in settings.items() if k != "type" and v is not None}
+    store = registry.load(kind)(provider.stack, Target(provider.target.name, kind, settings))
+    store.events = provider.events
+    return store
+
+
 def module_contract(module: Path) -> list[str]:
     """What a module lacks of the contract, read from its .tf files (variables and outputs by name)."""
     text = "\n".join(p.read_text() for p in sorted(module.glob("*.tf")))
@@ -298,6 +392,20 @@ def module_contract(module: Path) -> list[str]:
         problems.append('output "lifeboat_hosts" is missing')
     elif not re.search(r"\baddress\s*=", found.group(1)):
         problems.append('output "lifeboat_hosts" gives no address for the hosts')
+    store = re.search(r'output\s+"lifeboat_object_store"\s*\{(.*?)\n\}', text, re.S)
+    if store and "jsondecode" not in store.group(1):  # a literal object: its type and keys are checked
+        from toolkit import registry
+
+        kind = re.search(r'\btype\s*=\s*"([^"]*)"', store.group(1))
+        if not kind or kind.group(1) not in STORE_TYPES:
+            problems.append(f'output "lifeboat_object_store" needs type = one of {", ".join(STORE_TYPES)}')
+        else:
+            allowed = set(registry.settings_spec(kind.group(1))) | {"type"}
+            body = store.group(1).split("{", 1)[1] if "{" in store.group(1) else ""
+            for key in re.findall(r"^\s*(\w+)\s*=", body, re.M):
+                if key not in allowed:
+                    problems.append(f'output "lifeboat_object_store": "{key}" is not a setting of a '
+                                    f"{kind.group(1)} store")
     return problems
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -115,10 +117,25 @@ def test_deploy_serve_and_rerun(colo):
     assert rows["posts"].rows == 1500 and rows["users"].rows == 120
     listed = {o.key: o for o in provider.objects().list("media")}
     assert len(listed) == 12 and any(o.size == 3 << 20 for o in listed.values())
-    for key, info in listed.items():
-        _, body, _ = fetch_verified("127.0.0.2", 8443, "chirp.lifeboat.test", roots,  # the storage host
-                                    "/media/" + urllib.parse.quote(key))
-        assert len(body) == info.size and hashlib.sha256(body).hexdigest() == info.sha256
+    for key, info in listed.items():  # web1 reads the files, web2 goes through the media gateway on web1
+        for address in ("127.0.0.2", "127.0.0.3"):
+            code, body, _ = fetch_verified(address, 8443, "chirp.lifeboat.test", roots,
+                                           "/media/" + urllib.parse.quote(key))
+            assert code == 200 and len(body) == info.size and hashlib.sha256(body).hexdigest() == info.sha256
+    # An upload to web2 (not the storage host) lands on the storage host, whole, and web1 serves it.
+    upload = os.urandom((2 << 20) + 17)
+    request = urllib.request.Request("http://127.0.0.3:8000/api/media?name=from%20web2.bin", data=upload,
+                                     method="POST", headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - lab host on loopback
+        stored = json.loads(resp.read())
+    assert stored["sha256"] == hashlib.sha256(upload).hexdigest()
+    assert provider.objects().head("media", stored["key"]).sha256 == stored["sha256"]
+    assert fetch_verified("127.0.0.2", 8443, "chirp.lifeboat.test", roots,
+                          "/media/" + urllib.parse.quote(stored["key"]))[1] == upload
+    gateway = urllib.request.Request(f"http://127.0.0.2:8790/media/{urllib.parse.quote(stored['key'], safe='')}")
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the gateway wants the token
+        urllib.request.urlopen(gateway, timeout=10)  # noqa: S310
+    assert refused.value.code == 401
 
     again = lb(colo, "up", "--on", "colo")
     assert again.code == 0 and again.envelope["data"]["applied"] == []

@@ -427,6 +427,11 @@ class Provider(ABC):
         raise Unsupported(f"{self.label} offers no lock")
 
 
+def bucket_var(bucket: str, suffix: str) -> str:
+    """``BUCKET_<NAME>_<SUFFIX>``: the variable an app reads for a bucket of the stack."""
+    return f"BUCKET_{bucket.upper().replace('-', '_')}_{suffix}"
+
+
 class BucketsOnly(ABC):
     """Mixin for providers that offer only an object store: the stack's buckets are their resources, named
     ``<prefix><bucket>`` there (the prefix from the setting ``PREFIX_SETTING``, default
@@ -442,6 +447,13 @@ class BucketsOnly(ABC):
     @abstractmethod
     def bucket_names_there(self) -> set[str]:
         """The names of the buckets that exist at the provider now."""
+
+    @abstractmethod
+    def app_env(self, bucket: str) -> dict[str, str]:
+        """What an app needs to use ``bucket`` here, as ``BUCKET_<NAME>_*`` variables (docs/app-contract.md):
+        ``_URL`` (``s3://``, ``az://`` or ``gs://`` and the real name), ``_ENDPOINT`` and the credentials,
+        read from the variables the target names on this machine (the values are secrets: they go into the
+        services' environment only)."""
 
     def observe(self) -> list[Resource]:
         there = self.bucket_names_there()

@@ -25,6 +25,7 @@ from .errors import CommandFailed, LockHeld, ProviderError, ToolkitError
 from .locks import gone_here
 
 SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py")
+MEDIASERVER_SOURCE = Path(__file__).with_name("mediaserver.py")
 
 
 def sh(conn: Connection, script: str, *args, check: bool = True, **kw):
@@ -526,6 +527,115 @@ class ProcessRuntime:
     def log_tail(self, program: str) -> str:
         raw = self.conn.read_bytes(f"{self.dir}/logs/{program}.log") or b""
         return raw.decode(errors="replace")[-1500:]
+
+
+def systemd_quote(arg: str) -> str:
+    """One ExecStart= word: double-quoted with C escapes, ``%`` and ``$`` doubled (no specifiers, no
+    variable expansion: the value is passed as given)."""
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("%", "%%")
+    return '"' + escaped.replace("$", "$$") + '"'
+
+
+class SystemdRuntime(ProcessRuntime):
+    """Services as systemd units, where systemd runs and Lifeboat logs in as root: one unit per program
+    (``lifeboat-<id of root>-<program>.service``, enabled, Restart=always), so they come back after a
+    reboot. The unit starts the supervisor script in ``--exec`` mode as root, which reads the program's
+    0600 environment file, switches to the program's account and execs it (values never appear in the
+    unit or on a command line). Same program definitions, status, logs and rollouts as ProcessRuntime."""
+
+    UNIT_DIR = "/etc/systemd/system"
+
+    def __init__(self, conn: Connection, root: str):
+        super().__init__(conn, root)
+        self.prefix = f"lifeboat-{hashlib.sha256(root.encode()).hexdigest()[:8]}-"
+
+    def unit(self, program: str) -> str:
+        return f"{self.prefix}{program}.service"
+
+    def _units(self) -> list[str]:
+        listing = sh(self.conn, 'cd "$1" && for f in "$2"*.service; do [ -e "$f" ] && echo "$f"; done; true',
+                     self.UNIT_DIR, self.prefix).text.split()
+        return sorted(listing)
+
+    def running(self) -> bool:
+        return bool(self._units())
+
+    def status(self) -> dict:
+        units = self._units()
+        if not units:
+            return {}
+        generations = json.loads(self.conn.read_bytes(f"{self.dir}/units.json") or b"{}")
+        shown = self.conn.run(["systemctl", "show", "--property=Id,ActiveState,SubState,MainPID,NRestarts",
+                               *units], timeout=30).text
+        out = {}
+        for block in shown.strip().split("\n\n"):
+            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            name = props.get("Id", "")[len(self.prefix):-len(".service")]
+            active, sub, restarts = props.get("ActiveState"), props.get("SubState"), int(props.get("NRestarts") or 0)
+            if active == "active" and sub == "running":
+                state = "running"
+            elif active == "failed" or (sub == "auto-restart" and restarts >= 3):
+                state = "crashed"
+            elif active == "activating" or sub == "auto-restart":
+                state = "restarting"
+            else:
+                state = "stopped"
+            out[name] = {"pid": int(props.get("MainPID") or 0) or None, "state": state, "restarts": restarts,
+                         "generation": generations.get(name)}
+        return out
+
+    def _unit_text(self, program: dict, python: str) -> str:
+        env = (self.conn.read_bytes(program["env_file"]) or b"") if program.get("env_file") else b""
+        argv = [python, f"{self.dir}/supervisor.py", "--exec", program.get("env_file") or "",
+                program.get("user") or "", program.get("cwd") or "/", *program["argv"]]
+        return "\n".join([
+            "# Written by Lifeboat; `lifeboat destroy` removes it.",
+            f"# generation {program.get('generation')}; environment {hashlib.sha256(env).hexdigest()[:16]}",
+            "[Unit]", f"Description=Lifeboat {self.root}: {program['name']}",
+            "After=network-online.target", "StartLimitIntervalSec=0", "",
+            "[Service]", "Type=simple", "ExecStart=" + " ".join(systemd_quote(a) for a in argv),
+            "Restart=always", "RestartSec=2", "KillMode=control-group", "TimeoutStopSec=10",
+            f"StandardOutput=append:{program['log']}", "StandardError=inherit", "",
+            "[Install]", "WantedBy=multi-user.target", ""])
+
+    def apply(self, programs: list[dict]) -> None:
+        self.prepare()
+        if ProcessRuntime.running(self):  # the supervisor ran these before: hand them over
+            ProcessRuntime.stop(self)
+        python = sh(self.conn, "command -v python3").text.strip() or "/usr/bin/python3"
+        wanted = {self.unit(p["name"]): self._unit_text(p, python) for p in programs}
+        doomed = [u for u in self._units() if u not in wanted]
+        changed = []
+        for unit, text in wanted.items():
+            if self.conn.read_bytes(f"{self.UNIT_DIR}/{unit}") != text.encode():
+                self.conn.write_bytes(f"{self.UNIT_DIR}/{unit}", text.encode(), mode=0o644)
+                changed.append(unit)
+        if doomed:
+            self.conn.run(["systemctl", "disable", "--now", "--quiet", *doomed], check=False, timeout=120)
+            self.conn.run(["rm", "-f", *[f"{self.UNIT_DIR}/{u}" for u in doomed]])
+        self.conn.run(["systemctl", "daemon-reload"], timeout=60)
+        self.conn.write_bytes(f"{self.dir}/units.json",
+                              json.dumps({p["name"]: p.get("generation") for p in programs}).encode(), mode=0o600)
+        if wanted:
+            self.conn.run(["systemctl", "enable", "--quiet", *wanted], timeout=60)
+        if changed:
+            self.conn.run(["systemctl", "restart", *changed], timeout=120)
+        unchanged = [u for u in wanted if u not in changed]
+        if unchanged:
+            self.conn.run(["systemctl", "start", *unchanged], timeout=120)
+
+    def reap(self, names: list[str] | None = None) -> None:
+        units = [self.unit(n) for n in names] if names else self._units()
+        if units:
+            self.conn.run(["systemctl", "stop", *units], check=False, timeout=120)
+
+    def stop(self) -> None:
+        units = self._units()
+        if units:
+            self.conn.run(["systemctl", "disable", "--now", "--quiet", *units], check=False, timeout=120)
+            self.conn.run(["rm", "-f", *[f"{self.UNIT_DIR}/{u}" for u in units]])
+            self.conn.run(["systemctl", "daemon-reload"], timeout=60)
+        ProcessRuntime.stop(self)
 
 
 # ------------------------------------------------------------------------------------------------ lock

@@ -12,7 +12,7 @@ from typing import Any
 from .contract import Resource, SecretValue
 from .model import Stack
 
-KIND_ORDER = ["secret", "infra", "database", "cache", "bucket", "service", "proxy", "record"]
+KIND_ORDER = ["secret", "infra", "database", "cache", "bucket", "media", "service", "proxy", "record"]
 REDACTED = "<redacted>"
 
 

@@ -9,6 +9,9 @@ Each program runs in its own process group (as ``user`` when given and the super
 never appear on a command line). A program that exits is restarted with exponential backoff (1 s up to
 30 s); one that keeps dying within 2 s of starting is reported as "crashed" while it is retried.
 
+``--exec ENV_FILE USER CWD ARGV...`` is what a systemd unit runs instead (toolkit.hostops.SystemdRuntime):
+read the environment file as root, switch to USER, exec ARGV; systemd then keeps it running.
+
 Signals: SIGHUP re-reads SPEC and restarts only programs whose definition changed; SIGTERM stops every
 program (SIGTERM to its group, SIGKILL after 10 s) and exits. The supervisor writes ``status.json`` next
 to SPEC (pid, state, restarts, start time per program) whenever something changes.
@@ -279,8 +282,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def exec_program(env_file: str, user: str, cwd: str, argv: list[str]) -> None:
+    """``--exec``: what a systemd unit runs (toolkit.hostops.SystemdRuntime): as root, read the program's
+    environment file, switch to its account, and become the program (systemd then watches it directly)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    env.update(read_env_file(env_file or None))
+    if user and os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        env.setdefault("HOME", entry.pw_dir)
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    os.chdir(cwd or "/")
+    os.execvpe(argv[0], argv, env)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
+    if args and args[0] == "--exec":
+        if len(args) < 5:
+            print("usage: supervisor.py --exec ENV_FILE USER CWD ARGV...", file=sys.stderr)
+            return 2
+        exec_program(args[1], args[2], args[3], args[4:])
     if args and args[0] == "--reap":
         if len(args) < 2:
             print("usage: supervisor.py --reap STATUS [PROGRAM...]", file=sys.stderr)

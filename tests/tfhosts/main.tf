@@ -25,6 +25,11 @@ variable "db1" {
   type = string
 }
 
+variable "object_store" {
+  type    = string # JSON of a lifeboat_object_store value, or "" for media on the storage host
+  default = ""
+}
+
 locals {
   hosts = { web1 = var.web1, web2 = var.web2, db1 = var.db1 }
 }
@@ -47,4 +52,8 @@ output "lifeboat_hosts" {
       user    = var.user
     }
   }
+}
+
+output "lifeboat_object_store" {
+  value = var.object_store == "" ? null : jsondecode(var.object_store)
 }

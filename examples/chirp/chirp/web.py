@@ -132,8 +132,8 @@ def get_media(key):
         stream, size = storage.media().open(key)
     except (FileNotFoundError, OSError):
         abort(404)
-    except Exception as exc:  # S3 NoSuchKey and friends
-        if "NoSuchKey" in type(exc).__name__ or "404" in str(exc):
+    except Exception as exc:  # S3 NoSuchKey, Azure ResourceNotFoundError, GCS NotFound
+        if any(word in type(exc).__name__ for word in ("NoSuchKey", "NotFound")) or "404" in str(exc):
             abort(404)
         raise
 

@@ -1,8 +1,8 @@
 # DigitalOcean for Lifeboat's `type: terraform` provider: one droplet per host of the target in a VPC, a
 # cloud firewall (SSH from admin_cidrs, HTTP/HTTPS from anywhere, everything inside the VPC), a volume per
 # db host, and the lifeboat_hosts output Lifeboat reaches them by. The droplets' SSH host keys are made
-# here and pinned (host_keys). Media can live on the storage host or, for backups, in Spaces through a
-# `type: s3` target. Not exercised against DigitalOcean from Lifeboat's CI (its provider cannot be
+# here and pinned (host_keys). Media lives on the storage host, or in Spaces with `object_store: module`
+# (the lifeboat_object_store output). Not exercised against DigitalOcean from Lifeboat's CI (its provider cannot be
 # downloaded there): checked with `terraform fmt -check` and for the contract's variables and outputs.
 terraform {
   required_version = ">= 1.5"
@@ -162,5 +162,27 @@ output "lifeboat_hosts" {
       private_address = droplet.ipv4_address_private
       host_keys       = [trimspace(tls_private_key.host[name].public_key_openssh)]
     }
+  }
+}
+
+# Used with `object_store: module`: the stack's buckets in Spaces (S3-compatible) in the droplets' region.
+# Spaces access keys are read from the two environment variables named here, never from Terraform state.
+variable "object_store_key_env" {
+  type    = string
+  default = "SPACES_ACCESS_KEY_ID"
+}
+
+variable "object_store_secret_env" {
+  type    = string
+  default = "SPACES_SECRET_ACCESS_KEY"
+}
+
+output "lifeboat_object_store" {
+  value = {
+    type           = "s3"
+    endpoint_url   = "https://${var.region}.digitaloceanspaces.com"
+    region         = var.region
+    access_key_env = var.object_store_key_env
+    secret_key_env = var.object_store_secret_env
   }
 }

@@ -1,7 +1,7 @@
 # Hetzner Cloud for Lifeboat's `type: terraform` provider: one server per host of the target, a firewall
 # (SSH from admin_cidrs, HTTP/HTTPS from anywhere, everything between the servers on the private
-# network), a private network, a volume per db host, and the lifeboat_hosts output Lifeboat reaches
-# them by. The servers' SSH host keys are made here and pinned (host_keys), so the first connection is
+# network), a private network, a volume per db host, the lifeboat_hosts output Lifeboat reaches them
+# by, and the lifeboat_object_store output (Hetzner Object Storage, for `object_store: module`). The servers' SSH host keys are made here and pinned (host_keys), so the first connection is
 # already verified. Not exercised against Hetzner from Lifeboat's CI (its provider cannot be downloaded
 # there): checked with `terraform fmt -check` and for the contract's variables and outputs.
 terraform {
@@ -154,5 +154,28 @@ output "lifeboat_hosts" {
       private_address = one(server.network[*].ip)
       host_keys       = [trimspace(tls_private_key.host[name].public_key_openssh)]
     }
+  }
+}
+
+# Used with `object_store: module`: the stack's buckets in Hetzner Object Storage (S3-compatible) in the
+# servers' location. Its S3 credentials are made in the Hetzner Console (the hcloud provider cannot make
+# them); Lifeboat reads them from the two environment variables named here, never from Terraform.
+variable "object_store_key_env" {
+  type    = string
+  default = "HETZNER_S3_ACCESS_KEY"
+}
+
+variable "object_store_secret_env" {
+  type    = string
+  default = "HETZNER_S3_SECRET_KEY"
+}
+
+output "lifeboat_object_store" {
+  value = {
+    type           = "s3"
+    endpoint_url   = "https://${var.location}.your-objectstorage.com"
+    region         = var.location
+    access_key_env = var.object_store_key_env
+    secret_key_env = var.object_store_secret_env
   }
 }
