@@ -966,6 +966,10 @@ class AwsProvider(BaremetalProvider):
         return ws, secrets
 
     # ------------------------------------------------------------------ preflight
+    def scratch_settings(self, name: str) -> dict:
+        """Not supported: its machines are instances Terraform makes: a scratch copy would need new ones."""
+        return Provider.scratch_settings(self, name)
+
     def media_on_hosts(self) -> bool:
         return False  # the buckets are S3 buckets
 

@@ -262,5 +262,5 @@ class AzureBlobProvider(BucketsOnly, Provider):
         return {c.name for c in self.service().list_containers()}
 
     def app_env(self, bucket: str) -> dict[str, str]:
-        return {bucket_var(bucket, "URL"): f"az://{self.names()[bucket]}", bucket_var(bucket, "ENDPOINT"): self.endpoint,
-                bucket_var(bucket, "ACCOUNT"): self.settings["account"], bucket_var(bucket, "KEY"): self.account_key()}
+        return {bucket_var(bucket, "URL"): f"az://{self.names()[bucket]}",
+                bucket_var(bucket, "ENDPOINT"): self.endpoint, bucket_var(bucket, "ACCOUNT"): self.settings["account"], bucket_var(bucket, "KEY"): self.account_key()}

@@ -37,6 +37,7 @@ from toolkit.contract import (
     Resource,
     SecretStore,
     SecretValue,
+    Unsupported,
     bucket_var,
     data_resource,
 )
@@ -200,7 +201,7 @@ class BaremetalCompute(ComputeService):
                     url = None
                     healthy = alive
                     if service is not None and service.is_web:
-                        url = f"http://{address}:{service.port + replica}"
+                        url = f"http://{address}:{self.p.app_port(service, replica)}"
                         healthy = alive and runtime.http_ok(url + (service.health or "/"))
                     out.append(Instance(name, replica, host, "running" if alive else ps.get("state") or "stopped",
                                         healthy, url, (ps.get("generation") or "").split(":")[0] or None,
@@ -282,6 +283,9 @@ class BaremetalProvider(KindDispatch, Provider):
         "media_port": Field(Int(min=1, max=65535), default=8790,
                             doc="the media gateway's port on the storage host's private address (apps on the "
                                 "other hosts reach the buckets through it)"),
+        "port_offset": Field(Int(min=0, max=50000), default=0,
+                             doc="added to every web service's port on these hosts (a drill's scratch copy runs "
+                                 "beside the target this way)"),
         "process_manager": Field(Str(choices=["auto", "systemd", "supervisor"]), default="auto",
                                  doc="process runtime: systemd units where systemd runs and Lifeboat logs in as "
                                      "root (auto), always (systemd), or Lifeboat's supervisor everywhere"),
@@ -360,6 +364,36 @@ class BaremetalProvider(KindDispatch, Provider):
             env[bucket_var(bucket, "TOKEN")] = token.reveal_text() if token is not None else ""
         return env
 
+    def app_port(self, svc, replica: int) -> int:
+        """Where replica ``replica`` of web service ``svc`` listens on its host."""
+        return svc.port + replica + int(self.settings.get("port_offset") or 0)
+
+    SCRATCH_OFFSET = 10000
+
+    def scratch_settings(self, name: str) -> dict:
+        """The same hosts with everything of the copy apart: each host's root gets the suffix ``-<name>``
+        (state, secrets, lock, releases, PostgreSQL and Redis data, objects), and every port moves up by
+        SCRATCH_OFFSET (PostgreSQL, Redis, the media gateway, the web services, the proxy), so a drill can
+        run beside a deployment on the very hosts it rehearses."""
+        if self.runtime_kind == "docker":
+            raise Unsupported(f"{self.label} runs containers named after the stack; a scratch copy beside them "
+                              "is not supported yet (process runtime only)")
+        offset = self.SCRATCH_OFFSET
+        proxy = {**{"http_port": 80, "https_port": 443}, **(self.settings.get("proxy") or {})}
+        ports = {"postgres_port": self.settings.get("postgres_port") or 5432,
+                 "redis_port": self.settings.get("redis_port") or 6379, "media_port": self.media_port}
+        highest = max([*ports.values(), proxy["http_port"], proxy["https_port"],
+                       *[self.app_port(s, s.replicas - 1) for s in self.stack.web_services()]])
+        if highest + offset > 65535:
+            raise Unsupported(f"{self.label}: port {highest} + {offset} is past 65535, so a scratch copy cannot "
+                              "sit beside it")
+        hosts = [{**host, "root": f"{spec.root}-{name}"} for host, spec in zip(self.settings["hosts"], self.specs,
+                                                                               strict=True)]
+        return {**self.settings, "hosts": hosts, **{k: v + offset for k, v in ports.items()},
+                "port_offset": int(self.settings.get("port_offset") or 0) + offset,
+                "proxy": {**proxy, "http_port": proxy["http_port"] + offset,
+                          "https_port": proxy["https_port"] + offset}}
+
     # ------------------------------------------------------------------ the media gateway
     @property
     def media_port(self) -> int:
@@ -420,7 +454,11 @@ class BaremetalProvider(KindDispatch, Provider):
         self.save_state(state)
         if not media:
             return
-        host = media["host"]
+        self._retire(media["host"], state, "media.0", "media")
+
+    def _retire(self, host: str, state: dict, program: str, folder: str) -> None:
+        """Stop ``program`` on ``host`` (no longer in ``state``), keep the host's others running, and remove
+        its folder under the host's root."""
         runtime = self.runtime(host)
         remaining = self._host_programs(host, state)
         if remaining and runtime.running():
@@ -428,8 +466,8 @@ class BaremetalProvider(KindDispatch, Provider):
         elif not remaining:
             runtime.stop()
         else:
-            runtime.reap(["media.0"])
-        self.conn(host).run(["rm", "-rf", f"{self.root(host)}/media"])
+            runtime.reap([program])
+        self.conn(host).run(["rm", "-rf", f"{self.root(host)}/{folder}"])
 
     def free_space(self) -> list[dict]:
         """Free bytes on the filesystems holding the db host's root (PostgreSQL) and the storage host's
@@ -650,7 +688,7 @@ class BaremetalProvider(KindDispatch, Provider):
                 if not svc.is_web or not spec.has(svc.role):
                     continue
                 for replica in range(svc.replicas):
-                    port = svc.port + replica
+                    port = self.app_port(svc, replica)
                     if port in taken:
                         raise BadInput(f"{self.label}: on host {spec.name}, {svc.name}.{replica} would listen on "
                                        f"port {port}, already used by {taken[port]} (replica i listens on "
@@ -830,7 +868,8 @@ class BaremetalProvider(KindDispatch, Provider):
         for name in svc.secrets:
             value = (secrets or {}).get(name) or store.read(name)
             env[name] = value.reveal_text() if value is not None else ""
-        doc = {"env": env, "replicas": svc.replicas, "port": svc.port, "buckets": sorted(self.stack.buckets)}
+        doc = {"env": env, "replicas": svc.replicas, "port": self.app_port(svc, 0) if svc.is_web else svc.port,
+               "buckets": sorted(self.stack.buckets)}
         remote = self.remote_bucket_env(create=create)
         if remote:
             doc["store"] = remote  # a new key, endpoint or gateway port restarts the services
@@ -863,7 +902,7 @@ class BaremetalProvider(KindDispatch, Provider):
             if value is not None:
                 env[name] = value.reveal_text()
         if svc.is_web:
-            env["PORT"] = str(svc.port + replica)
+            env["PORT"] = str(self.app_port(svc, replica))
         return env
 
     def _host_programs(self, host: str, state: dict) -> list[dict]:
@@ -920,7 +959,7 @@ class BaremetalProvider(KindDispatch, Provider):
             def healthy(replica: int) -> bool:
                 if not svc.is_web:
                     return True
-                return probe.http_ok(f"http://{address}:{svc.port + replica}{svc.health or '/'}")
+                return probe.http_ok(f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}")
 
             runtime.deploy(svc.name, image=tag, command=list(svc.command), envs=envs, generation=generation,
                            healthy=healthy, volumes=self._volumes(host))
@@ -1008,7 +1047,7 @@ class BaremetalProvider(KindDispatch, Provider):
                 break  # it keeps dying right after it starts: waiting longer will not help
             if mine == wanted and all(status[n].get("generation") == generation and
                                       status[n].get("state") == "running" for n in wanted):
-                if not svc.is_web or all(runtime.http_ok(f"http://{address}:{svc.port + i}{svc.health or '/'}")
+                if not svc.is_web or all(runtime.http_ok(f"http://{address}:{self.app_port(svc, i)}{svc.health or '/'}")
                                          for i in range(svc.replicas)):
                     return
             time.sleep(0.5)
@@ -1020,7 +1059,7 @@ class BaremetalProvider(KindDispatch, Provider):
     def _wait_replica(self, host: str, svc, replica: int, generation: str, timeout: float = 90.0) -> None:
         runtime = self.runtime(host)
         name = f"{svc.name}.{replica}"
-        url = f"http://{self.listen_address(self.spec(host))}:{svc.port + replica}{svc.health or '/'}"
+        url = f"http://{self.listen_address(self.spec(host))}:{self.app_port(svc, replica)}{svc.health or '/'}"
         deadline = time.time() + timeout
         while time.time() < deadline:
             status = runtime.status().get(name, {})
@@ -1112,7 +1151,8 @@ class BaremetalProvider(KindDispatch, Provider):
                     continue
 
                 def healthy(replica: int, svc=svc) -> bool:
-                    return not svc.is_web or probe.http_ok(f"http://{address}:{svc.port + replica}{svc.health or '/'}")
+                    url = f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}"
+                    return not svc.is_web or probe.http_ok(url)
 
                 runtime.resume_service(name, healthy)
 
@@ -1198,7 +1238,7 @@ class BaremetalProvider(KindDispatch, Provider):
             svc = main[0] if main else web[0]  # the first web service without a path serves the rest
 
             def ups(service) -> tuple[str, ...]:
-                return tuple(f"{address}:{service.port + i}" for i in range(service.replicas))
+                return tuple(f"{address}:{self.app_port(service, i)}" for i in range(service.replicas))
 
             routes = tuple(ProxyRoute(s.path, ups(s), s.health) for s in web if s.path and s is not svc)
             sites.append(ProxySite(self.stack.domain, ups(svc), svc.health, routes))
@@ -1326,18 +1366,8 @@ class BaremetalProvider(KindDispatch, Provider):
         proxy = state.pop("proxy", None)
         self.save_state(state)
 
-        def stop(host: str) -> None:
-            runtime = self.runtime(host)
-            remaining = self._host_programs(host, state)
-            if remaining and runtime.running():
-                runtime.apply(remaining)
-            elif not remaining:
-                runtime.stop()
-            else:
-                runtime.reap(["proxy.0"])
-            self.conn(host).run(["rm", "-rf", f"{self.root(host)}/proxy"])
-
-        on_hosts((proxy or {}).get("hosts", []), stop, parallel=self.parallel)
+        on_hosts((proxy or {}).get("hosts", []), lambda host: self._retire(host, state, "proxy.0", "proxy"),
+                 parallel=self.parallel)
 
     # ------------------------------------------------------------------ accessors and lock
     def compute(self) -> BaremetalCompute:

@@ -133,6 +133,10 @@ class TerraformModuleProvider(BaremetalProvider):
         return spec.private_address or spec.address
 
     # ------------------------------------------------------------------ buckets in the module's object store
+    def scratch_settings(self, name: str) -> dict:
+        """Not supported: the module makes the machines: a scratch copy would need the module applied again."""
+        return Provider.scratch_settings(self, name)
+
     def media_on_hosts(self) -> bool:
         return bool(self.stack.buckets) and self.settings.get("object_store") != "module"
 

@@ -40,6 +40,18 @@ def test_failover_from_dead_hosts(tmp_path, ssh_lab):
         saved = run_cli(*lb, "backup", "--from", "colo", env=env)
         assert saved.code == 0, saved
 
+        # A drill on the very hosts that run the stack: the scratch copy sits beside it (own roots, ports
+        # moved up), is compared with it, torn down, and the live deployment is untouched.
+        drill = run_cli(*lb, "drill", "--to", "colo", "--against", "colo", env=env)
+        assert drill.code == 0, drill
+        report = drill.envelope["data"]
+        assert report["ok"] and report["torn_down"] and report["backup"] == saved.envelope["data"]["backup"]
+        assert report["against_source"]["database"]["changed_since_backup"] == {}, report["against_source"]
+        assert not [p for p in roots.iterdir() if "drill" in p.name], list(roots.iterdir())
+        assert rows(colo) == expected["rows"] and objects(colo.objects()) == expected["objects"]
+        with urllib.request.urlopen("http://127.0.0.2:8000/api/stats", timeout=10) as resp:  # noqa: S310
+            assert json.loads(resp.read())["posts"] == 400
+
         for host in ssh_lab.hosts:  # the hosts are gone
             host.crash()
         status = run_cli(*lb, "status", "--on", "colo", env=env)
@@ -69,3 +81,25 @@ def test_failover_from_dead_hosts(tmp_path, ssh_lab):
         run_cli(*lb, "destroy", "--on", "colo", "--delete-backups", env=env)
         run_cli(*lb, "destroy", "--on", "here", "--delete-backups", env=env)
         shutil.rmtree(roots, ignore_errors=True)
+
+
+def test_scratch_copy_settings_share_no_folder_or_port(tmp_path):
+    """What a drill's scratch copy of a bare-metal target is (data only: no host is contacted)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from toolkit.contract import Unsupported
+
+    lab = SimpleNamespace(hosts=[SimpleNamespace(address=f"127.0.0.{i}", port=22) for i in (2, 3, 4)],
+                          known_hosts=tmp_path / "known_hosts", user="root", client_key=tmp_path / "id")
+    stack = chirp_stack(tmp_path, target="here", extra_target=baremetal_target(lab, tmp_path / "roots"))
+    colo = Engine(stackfile.load(stack)).provider("colo")
+    settings = colo.scratch_settings("drill-colo")
+    assert [h["root"] for h in settings["hosts"]] == [f"{s.root}-drill-colo" for s in colo.specs]
+    assert (settings["postgres_port"], settings["redis_port"], settings["media_port"]) == (15433, 16380, 18790)
+    assert settings["port_offset"] == 10000 and settings["proxy"]["https_port"] == 10443
+    docker = chirp_stack(tmp_path, target="here", extra_target=baremetal_target(lab, tmp_path / "roots") +
+                         "    runtime: docker\n")
+    with pytest.raises(Unsupported):
+        Engine(stackfile.load(docker)).provider("colo").scratch_settings("drill-colo")

@@ -5,7 +5,6 @@ is written into a unit; destroy removes the units."""
 
 from __future__ import annotations
 
-import time
 import urllib.request
 
 import pytest
@@ -15,6 +14,7 @@ from toolkit.engine import Engine
 
 from .awslab import free_port
 from .conftest import run_cli
+from .test_supervisor import wait_for
 
 STACK = """version: 1
 name: sysd
@@ -68,16 +68,6 @@ def get(url: str) -> bytes:
         return resp.read()
 
 
-def wait_for(check, timeout: float = 60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError("timed out")
-
-
 def test_services_run_as_systemd_units(tmp_path, box):
     app = tmp_path / "app"
     app.mkdir()
@@ -114,7 +104,8 @@ def test_services_run_as_systemd_units(tmp_path, box):
 
         # systemd, not Lifeboat, restarts a service that dies.
         box.run("kill", "-9", str(web["pid"]))
-        again = wait_for(lambda: (s := status()["web"])["pid"] not in (None, web["pid"]) and s["healthy"] and s)
+        again = wait_for(lambda: (s := status()["web"])["pid"] not in (None, web["pid"]) and s["healthy"] and s,
+                         timeout=60)
         assert again["restarts"] >= 1
         assert get(f"http://{box.address}:8610/") == b"one"
 
@@ -124,7 +115,7 @@ def test_services_run_as_systemd_units(tmp_path, box):
         # A reboot: the units are enabled, so the services come back with no Lifeboat run.
         box.shutdown()
         box.boot()
-        assert wait_for(lambda: _answers(f"http://{box.address}:8610/")) == b"one"
+        assert wait_for(lambda: _answers(f"http://{box.address}:8610/"), timeout=60) == b"one"
         assert all(s["healthy"] for s in status().values())
 
         # A new release restarts the unit with the new code.

@@ -785,11 +785,13 @@ class Drill:
         try:
             settings = self.base.scratch_settings(name)
         except Unsupported as exc:
-            raise BadInput(f"drill: {exc}.", hint="drill into a local target, or run a failover on a spare one.",
+            raise BadInput(f"drill: {exc}.", hint="drill into a local or bare-metal target, or run a failover on a "
+                                                  "spare one.",
                            code="drill.unsupported") from None
         if self.against is not None:
             self.engine.runner(self.against)  # a typo fails before anything starts
-        scratch = dataclasses.replace(self.stack, dns=None,  # a rehearsal never touches DNS
+        # A rehearsal never touches DNS, and asks no CA for certificates (the TLS proxy is not rehearsed).
+        scratch = dataclasses.replace(self.stack, dns=None, tls=None,
                                       targets={**self.stack.targets, name: Target(name, self.base.TYPE, settings)})
         engine = Engine(scratch, self.events)
         failover = Failover(engine, name, at=self.at or (self.stack.backup.to if self.stack.backup else None),
