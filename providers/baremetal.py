@@ -290,7 +290,8 @@ class BaremetalProvider(KindDispatch, Provider):
                                  doc="process runtime: systemd units where systemd runs and Lifeboat logs in as "
                                      "root (auto), always (systemd), or Lifeboat's supervisor everywhere"),
         "runtime": Field(Str(choices=["process", "docker"]), default="process",
-                         doc="process: Lifeboat's supervisor; docker: containers built on the hosts"),
+                         doc="process: programs under systemd or Lifeboat's supervisor (process_manager); "
+                             "docker: containers built on the hosts"),
         "docker": Field(Map({
             "base_image": Field(Str(expected="an image the Dockerfiles build FROM (passed as build arg BASE)")),
         }), doc="docker runtime settings"),
@@ -1151,8 +1152,9 @@ class BaremetalProvider(KindDispatch, Provider):
                     continue
 
                 def healthy(replica: int, svc=svc) -> bool:
-                    url = f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}"
-                    return not svc.is_web or probe.http_ok(url)
+                    if not svc.is_web:
+                        return True
+                    return probe.http_ok(f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}")
 
                 runtime.resume_service(name, healthy)
 

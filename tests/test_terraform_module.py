@@ -1,7 +1,8 @@
 """`type: terraform`: a Terraform module of the user's as a provider. The test module (tests/tfhosts) is
 built on the builtin terraform_data resource (no provider download) and reports real OpenSSH hosts on
-loopback through the output contract; chirp migrates from this machine onto it (the module applied by the
-migration's prepare step), runs there healthy, and `destroy` cleans the hosts and destroys the module."""
+loopback through the output contract, and (object_store: module) an Azurite or fake-gcs-server store for
+the buckets; chirp migrates from this machine onto one such target (the module applied by the migration's
+prepare step), then to the other, and `destroy` cleans the hosts and destroys the modules."""
 
 from __future__ import annotations
 
@@ -41,49 +42,6 @@ def target(lab, roots: Path) -> str:
       - {{name: web2, roles: [web], root: {roots}/tf-web2}}
       - {{name: db1, roles: [db], root: {roots}/tf-db1}}
 """
-
-
-def test_migrate_onto_a_terraform_module_then_destroy(tmp_path, ssh_lab, terraform_rc):
-    from .conftest import aws_environment
-
-    roots = make_host_roots()
-    stack = chirp_stack(tmp_path, target="here", extra_target=target(ssh_lab, roots))
-    env = {"TF_CLI_CONFIG_FILE": aws_environment(terraform_rc)["TF_CLI_CONFIG_FILE"], "TF_IN_AUTOMATION": "1"}
-    lb = ["-c", str(stack), "-o", "json", "--yes"]
-    try:
-        assert run_cli(*lb, "up", "--on", "here").code == 0
-        seed = run_cli("-c", str(stack), "exec", "--on", "here", "web", "--", "python", "-m", "chirp", "seed",
-                       "--users", "20", "--posts", "200", "--media", "4", "--large-mb", "1")
-        assert seed.code == 0, seed
-        plan = run_cli(*lb, "plan", "--on", "tf", env=env)
-        assert plan.code == 0, plan
-        planned = {(c["kind"], c["name"]) for c in plan.envelope["data"]["changes"] if c["action"] == "create"}
-        assert {("infra", 'terraform_data.host["web1"]'), ("infra", 'terraform_data.host["db1"]'),
-                ("service", "web"), ("database", "chirp")} <= planned, planned
-
-        moved = run_cli(*lb, "migrate", "--from", "here", "--to", "tf", env=env)
-        assert moved.code == 0, moved
-        engine = Engine(stackfile.load(stack))
-        here, tf = engine.provider("here"), engine.provider("tf")
-        assert rows(here) == rows(tf) and objects(here.objects()) == objects(tf.objects())
-        status = run_cli(*lb, "status", "--on", "tf", env=env)
-        assert status.code == 0 and status.envelope["data"]["healthy"], status
-        hosts = {s["host"] for s in status.envelope["data"]["services"]}
-        assert hosts == {"web1", "web2"}
-        web1 = ssh_lab.hosts[0]
-        with urllib.request.urlopen(f"http://{web1.address}:8000/api/stats", timeout=10) as resp:  # noqa: S310
-            assert json.loads(resp.read())["posts"] == 200
-        state = stack.parent / "state" / "tf" / "terraform"
-        assert (state / "terraform.tfstate").exists()
-
-        gone = run_cli(*lb, "destroy", "--on", "tf", env=env)
-        assert gone.code == 0, gone
-        assert not (stack.parent / "state" / "tf").exists()
-        assert not [p for p in roots.iterdir() if p.name.startswith("tf-")]
-    finally:
-        run_cli(*lb, "destroy", "--on", "tf", env=env)
-        run_cli(*lb, "destroy", "--on", "here")
-        shutil.rmtree(roots, ignore_errors=True)
 
 
 def test_module_contract_is_checked():
@@ -136,12 +94,13 @@ def cloud_target(name: str, lab, roots: Path, *, web: str, pg_port: int, redis_p
 """
 
 
-def test_media_moves_from_an_azure_backed_module_to_a_gcs_backed_one(tmp_path, ssh_lab, terraform_rc, azurite,
+def test_chirp_moves_onto_an_azure_backed_module_then_to_a_gcs_backed_one(tmp_path, ssh_lab, terraform_rc, azurite,
                                                                     fake_gcs, monkeypatch):
     """Two module targets whose buckets live in their clouds' object stores (Azurite, fake-gcs-server):
-    chirp runs on the first (its media in an Azure container, written and read by chirp itself), migrates
-    to the second (services and database between their SSH hosts, media Azure -> GCS), and rclone, with its
-    own Azure and GCS code, downloads every object on both sides and finds them equal."""
+    chirp migrates from this machine onto the first (the plan shows the module's resources; the migration
+    applies it), takes an upload through its own Azure code there, then migrates to the second (services
+    and database between their SSH hosts, media Azure -> GCS); rclone, with its own Azure and GCS code,
+    downloads every object on both sides and finds them equal; both are destroyed, module and state too."""
     from .azurelab import ACCOUNT, KEY
     from .conftest import CHIRP, aws_environment
     from .rclonelab import rclone, write_config
@@ -164,11 +123,23 @@ def test_media_moves_from_an_azure_backed_module_to_a_gcs_backed_one(tmp_path, s
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     web1, web2 = ssh_lab.hosts[0], ssh_lab.hosts[1]
     try:
-        up = run_cli(*lb, "up", "--on", "azcloud", env=env)
-        assert up.code == 0, up
-        seed = run_cli("-c", str(stack), "exec", "--on", "azcloud", "web", "--", "python", "-m", "chirp", "seed",
-                       "--users", "20", "--posts", "150", "--media", "9", "--large-mb", "5", env=env)
+        assert run_cli(*lb, "up", "--on", "here").code == 0
+        seed = run_cli("-c", str(stack), "exec", "--on", "here", "web", "--", "python", "-m", "chirp", "seed",
+                       "--users", "20", "--posts", "150", "--media", "9", "--large-mb", "3")
         assert seed.code == 0, seed
+        plan = run_cli(*lb, "plan", "--on", "azcloud", env=env)
+        assert plan.code == 0, plan
+        planned = {(c["kind"], c["name"]) for c in plan.envelope["data"]["changes"] if c["action"] == "create"}
+        assert {("infra", 'terraform_data.host["web1"]'), ("infra", 'terraform_data.host["db1"]'),
+                ("service", "web"), ("database", "chirp"), ("bucket", "media")} <= planned, planned
+
+        # Onto the first module target (the module applied by the migration's prepare step).
+        onto = run_cli(*lb, "migrate", "--from", "here", "--to", "azcloud", env=env)
+        assert onto.code == 0, onto
+        assert (stack.parent / "state" / "azcloud" / "terraform" / "terraform.tfstate").exists()
+        status = run_cli(*lb, "status", "--on", "azcloud", env=env)
+        assert status.code == 0 and status.envelope["data"]["healthy"], status
+        assert run_cli(*lb, "destroy", "--on", "here").code == 0
         upload = urllib.request.Request(f"http://{web1.address}:8000/api/media?name=caf%C3%A9%20upload.bin",
                                         data=bytes(range(256)) * 4099, method="POST",
                                         headers={"Content-Type": "application/octet-stream"})
@@ -222,11 +193,12 @@ def test_media_moves_from_an_azure_backed_module_to_a_gcs_backed_one(tmp_path, s
         for name in ("gcloud", "azcloud"):
             gone = run_cli(*lb, "destroy", "--on", name, env=env)
             assert gone.code == 0, gone
+            assert not (stack.parent / "state" / name).exists()  # module destroyed, its state folder gone
         assert not [p for p in roots.iterdir() if p.name.startswith(("azcloud-", "gcloud-"))]
         assert container not in old.module_store().bucket_names_there()
         assert bucket not in new.module_store().bucket_names_there()
     finally:
-        for name in ("gcloud", "azcloud"):
+        for name in ("gcloud", "azcloud", "here"):
             run_cli(*lb, "destroy", "--on", name, env=env)
         shutil.rmtree(roots, ignore_errors=True)
 
