@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from providers.baremetal import BaremetalCompute, BaremetalProvider
+from providers.terraformhosts import TerraformHosts
 from toolkit.contract import (
     DatabaseInfo,
     DatabaseService,
@@ -49,9 +50,8 @@ from toolkit.contract import (
     SecretValue,
     bucket_var,
 )
-from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
-from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
-from toolkit.locks import FileLock
+from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
+from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec
 from toolkit.paths import templates_dir, write_private
 from toolkit.schema import DictOf, Field, Int, ListOf, Map, Str
 
@@ -697,7 +697,7 @@ class AwsCompute(BaremetalCompute):
 # The provider
 
 
-class AwsProvider(BaremetalProvider):
+class AwsProvider(TerraformHosts, BaremetalProvider):
     TYPE = "aws"
     DESCRIPTION = "Amazon Web Services: Terraform-made VPC, EC2, RDS, S3, Route53; Secrets Manager; SSH deploys"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "dns", "secrets"})
@@ -746,6 +746,7 @@ class AwsProvider(BaremetalProvider):
         self.state_root = ((stack.root / configured) if configured else stack.root / ".lifeboat" / target.name).resolve()
         self.api = AwsApi(self.settings, self.label)
         self.prefix = re.sub(r"[^a-z0-9-]", "-", f"{stack.name}-{target.name}".lower())[:40].strip("-")
+        self.infra_label = self.prefix
         self.parallel = self.settings.get("parallel", True)
         self.runtime_kind = self.settings.get("runtime") or "process"
         self._facts = {}
@@ -790,18 +791,6 @@ class AwsProvider(BaremetalProvider):
                                 host_keys=pinned, jump=over.get("jump")))
         return out
 
-    def _directory(self) -> SshDirectory:
-        return SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
-                            ssh_config=self.settings.get("ssh_config"), base=self.stack.root,
-                            connect_timeout=self.settings.get("connect_timeout") or 10, target=self.target.name)
-
-    def outputs(self, *, fresh: bool = False) -> dict:
-        if self._outputs is None or fresh:
-            self._outputs = self.workspace().outputs() if (self.state_root / "terraform").is_dir() else {}
-            self.specs = self._specs(self._outputs)
-            self.directory = self._directory()
-        return self._outputs
-
     def conn(self, name: str):
         spec = self.spec(name)
         if not spec.address:
@@ -812,21 +801,10 @@ class AwsProvider(BaremetalProvider):
                                     hint=f"run `lifeboat up --on {self.target.name}`.", code="aws.no_instance")
         return self.directory.connection(name)
 
-    def listen_address(self, spec: HostSpec) -> str:
-        if not spec.address and not spec.private_address:
-            self.outputs()
-            spec = self.spec(spec.name)
-        return spec.private_address or spec.address
-
     def host_postgres_version(self) -> int | None:
         return None  # PostgreSQL is RDS, not on an instance
 
     # ------------------------------------------------------------------ local state (0700 directory)
-    def _private_dir(self, path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
-        return path
-
     def state(self) -> dict:
         try:
             return json.loads((self.state_root / "state.json").read_text())
@@ -836,21 +814,6 @@ class AwsProvider(BaremetalProvider):
     def save_state(self, data: dict) -> None:
         self._private_dir(self.state_root)
         write_private(self.state_root / "state.json", json.dumps(data, indent=1, sort_keys=True).encode())
-
-    def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
-        path = self.state_root / "internal" / name
-        try:
-            return SecretValue(path.read_bytes())
-        except FileNotFoundError:
-            if not create:
-                return None
-        import secrets as pysecrets
-
-        self._private_dir(self.state_root)
-        self._private_dir(path.parent)
-        value = pysecrets.token_urlsafe(32).encode()
-        write_private(path, value)
-        return SecretValue(value)
 
     def login_key(self) -> str:
         """The public half of the key Lifeboat logs in with (made once, private half 0600 here)."""
@@ -1035,67 +998,19 @@ class AwsProvider(BaremetalProvider):
 
     def desired(self, resources, secrets=None):
         ws, tf_secrets = self._terraform_plan()
-        summary = ws.plan(tf_secrets)
-        self._planned = True
-        out: list[Resource] = []
-        for change in summary.changes:
-            if change.action in ("delete", "read"):
-                continue
-            attrs = {"changed": list(change.changed), "replace": change.action == "replace"} \
-                if change.action in ("update", "replace") else {}
-            out.append(Resource("infra", change.address, attrs))
+        out = self._planned_infra(ws.plan(tf_secrets))
         # Buckets are Terraform resources here; the rest is planned as on bare metal.
         out.extend(BaremetalProvider.desired(self, [r for r in resources if r.kind != "bucket"], secrets))
         return out
 
-    def _apply_infra(self, before, after) -> None:
-        if self._infra_done:
-            return
-        ws = self.workspace()
-        self.events.step(f"terraform apply ({self.prefix})")
-        ws.apply()
-        self._infra_done = True
-        self.outputs(fresh=True)
-
-    def _delete_infra(self, resource) -> None:
-        if self._infra_done:
-            return
-        if self._planned:  # part of an `up`: the saved plan holds the deletions
-            return self._apply_infra(None, resource)
-        self._clean_hosts()
+    def _destroy_infra(self) -> None:
         store = self.objects()
         for bucket in (self.outputs().get("buckets") or {}):
             removed = store.purge(bucket)
             self.events.step(f"emptied bucket {store.real(bucket)} ({removed} object versions)")
         ws, tf_secrets = self._terraform_plan()
-        self.events.step(f"terraform destroy ({self.prefix})")
+        self.events.step(f"terraform destroy ({self.infra_label})")
         ws.destroy(tf_secrets)
-        self._infra_done = True
-        self._outputs = {}
-
-    def _clean_hosts(self) -> None:
-        """Before the instances go: stop what Lifeboat runs there and remove its root (this matters where
-        ``reach:`` points at hosts that outlive the instances, and costs nothing otherwise)."""
-        from toolkit.hostops import on_hosts
-
-        self.outputs()
-
-        def clean(name: str) -> None:
-            self.runtime(name).stop()
-            self.conn(name).run(["rm", "-rf", self.root(name)])
-
-        reachable = [s.name for s in self.specs if s.address]
-        try:
-            on_hosts(reachable, clean, parallel=self.parallel)
-        except ToolkitError as exc:
-            self.events.warn(f"could not clean every instance before destroying it: {exc.message}")
-
-    def finish_destroy(self) -> None:
-        ws = self.workspace()
-        if ws.resources():
-            raise ProviderError(f"{self.label}: Terraform still lists resources after destroy.",
-                                code="aws.destroy_incomplete")
-        shutil.rmtree(self.state_root, ignore_errors=True)
 
     # ------------------------------------------------------------------ database on RDS
     def rds_address(self) -> tuple[str, int]:
@@ -1236,18 +1151,6 @@ class AwsProvider(BaremetalProvider):
         managed = dns.zone if dns and dns.provider == self.target.name else None
         return Route53Dns(self.api, self.settings.get("dns_wait_seconds", 300), managed_zone=managed)
 
-    def _file_lock(self) -> FileLock:
-        return FileLock(self.state_root / "lock", self.label, self.stack.name)
-
-    def lock(self, owner: str):
-        self._private_dir(self.state_root)
-        return self._file_lock().held(owner)
-
-    def lock_status(self) -> dict | None:
-        return self._file_lock().holder()
-
-    def lock_release(self) -> None:
-        self._file_lock().release()
 
 
 def _ed25519_pair(comment: str) -> tuple[bytes, str]:

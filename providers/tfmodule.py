@@ -31,9 +31,10 @@ import shutil
 from pathlib import Path
 
 from providers.baremetal import BaremetalProvider
+from providers.terraformhosts import TerraformHosts
 from toolkit.contract import ObjectStore, Provider, Resource, SecretStore, SecretValue
-from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
-from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec, SshDirectory
+from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
+from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec
 from toolkit.paths import write_private
 from toolkit.schema import DictOf, Field, ListOf, Map, Scalar, Str
 
@@ -44,7 +45,7 @@ MODULE_HOST = Map({
 })
 
 
-class TerraformModuleProvider(BaremetalProvider):
+class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
     TYPE = "terraform"
     DESCRIPTION = "your own Terraform module makes the machines (any cloud); Lifeboat runs the stack on them over SSH"
     SERVICES = BaremetalProvider.SERVICES
@@ -75,6 +76,7 @@ class TerraformModuleProvider(BaremetalProvider):
         configured = self.settings.get("state_dir")
         self.state_root = ((stack.root / configured) if configured else stack.root / ".lifeboat" / target.name).resolve()
         self.module_dir = (stack.root / os.path.expanduser(self.settings["module"])).resolve()
+        self.infra_label = self.module_dir.name
         self.prefix = re.sub(r"[^a-z0-9-]", "-", f"{stack.name}-{target.name}".lower())[:40].strip("-")
         self.parallel = self.settings.get("parallel", True)
         self.runtime_kind = self.settings.get("runtime") or "process"
@@ -104,18 +106,10 @@ class TerraformModuleProvider(BaremetalProvider):
                                 host_keys=tuple(found.get("host_keys") or ())))
         return out
 
-    def _directory(self) -> SshDirectory:
-        return SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
-                            ssh_config=self.settings.get("ssh_config"), base=self.stack.root,
-                            connect_timeout=self.settings.get("connect_timeout") or 10, target=self.target.name)
-
     def outputs(self, *, fresh: bool = False) -> dict:
         if self._outputs is None or fresh:
-            self._outputs = self.workspace().outputs() if (self.state_root / "terraform").is_dir() else {}
-            self._store = None
-            self.specs = self._specs(self._outputs)
-            self.directory = self._directory()
-        return self._outputs
+            self._store = None  # made from the outputs about to be read
+        return TerraformHosts.outputs(self, fresh=fresh)
 
     def conn(self, name: str):
         if not self.spec(name).address:
@@ -126,13 +120,6 @@ class TerraformModuleProvider(BaremetalProvider):
                                     hint=f"run `lifeboat up --on {self.target.name}`.", code="terraform.no_host")
         return self.directory.connection(name)
 
-    def listen_address(self, spec: HostSpec) -> str:
-        if not spec.address and not spec.private_address:
-            self.outputs()
-            spec = self.spec(spec.name)
-        return spec.private_address or spec.address
-
-    # ------------------------------------------------------------------ buckets in the module's object store
     def scratch_settings(self, name: str) -> dict:
         """Not supported: the module makes the machines: a scratch copy would need the module applied again."""
         return Provider.scratch_settings(self, name)
@@ -205,42 +192,8 @@ class TerraformModuleProvider(BaremetalProvider):
             write_private(path.with_suffix(".pub"), public.encode())
         return path.with_suffix(".pub").read_text().strip()
 
-    def internal_secret(self, name: str, *, create: bool = True) -> SecretValue | None:
-        """Lifeboat's own secrets for this target (database passwords, the release key) live with the
-        Terraform state on this machine (0600 in a 0700 folder): a plan needs them before any host exists."""
-        import secrets as pysecrets
-
-        path = self.state_root / "internal" / name
-        try:
-            return SecretValue(path.read_bytes())
-        except FileNotFoundError:
-            if not create:
-                return None
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        value = pysecrets.token_urlsafe(32).encode()
-        write_private(path, value)
-        return SecretValue(value)
-
     def secrets(self) -> SecretStore:
         return _SecretsOnHosts(self)
-
-    # The lock lives with the Terraform state on this machine: before the first apply there is no host to
-    # hold it (as with the aws provider).
-    def _file_lock(self):
-        from toolkit.locks import FileLock
-
-        return FileLock(self.state_root / "lock", self.label, self.stack.name)
-
-    def lock(self, owner: str):
-        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._planned = self._infra_done = False  # each locked operation (up, destroy, migrate) starts afresh
-        return self._file_lock().held(owner)
-
-    def lock_status(self) -> dict | None:
-        return self._file_lock().holder()
-
-    def lock_release(self) -> None:
-        self._file_lock().release()
 
     # ------------------------------------------------------------------ Terraform
     def workspace(self):
@@ -282,15 +235,7 @@ class TerraformModuleProvider(BaremetalProvider):
     def desired(self, resources, secrets=None):
         ws = self.workspace()
         ws.prepare({}, self.terraform_variables())
-        summary = ws.plan()
-        self._planned, self._infra_done = True, False  # a new saved plan, not applied yet
-        out = []
-        for change in summary.changes:
-            if change.action in ("delete", "read"):
-                continue
-            attrs = {"changed": list(change.changed), "replace": change.action == "replace"} \
-                if change.action in ("update", "replace") else {}
-            out.append(Resource("infra", change.address, attrs))
+        out = self._planned_infra(ws.plan())
         out.extend(BaremetalProvider.desired(self, resources, secrets))
         return out
 
@@ -310,50 +255,11 @@ class TerraformModuleProvider(BaremetalProvider):
     def free_space(self) -> list[dict]:
         return BaremetalProvider.free_space(self) if self.hosts_made() else []  # unknown until they exist
 
-    def _apply_infra(self, before, after) -> None:
-        if self._infra_done:
-            return
-        self.events.step(f"terraform apply ({self.module_dir.name})")
-        self.workspace().apply()
-        self._infra_done = True
-        self.outputs(fresh=True)
-
-    def _delete_infra(self, resource) -> None:
-        if self._infra_done:
-            return
-        if self._planned:  # part of an `up`: the saved plan holds the deletions
-            return self._apply_infra(None, resource)
-        self._clean_hosts()
+    def _destroy_infra(self) -> None:
         ws = self.workspace()
         ws.prepare({}, self.terraform_variables())
-        self.events.step(f"terraform destroy ({self.module_dir.name})")
+        self.events.step(f"terraform destroy ({self.infra_label})")
         ws.destroy()
-        self._infra_done = True
-        self._outputs = {}
-
-    def _clean_hosts(self) -> None:
-        from toolkit.hostops import on_hosts
-
-        self.outputs()
-
-        def clean(name: str) -> None:
-            self.runtime(name).stop()
-            if self.runtime_kind == "docker":
-                docker = self.docker(name)
-                docker.remove_all()
-                docker.remove_images(list(self.stack.services))
-            self.conn(name).run(["rm", "-rf", self.root(name)])
-
-        try:
-            on_hosts([s.name for s in self.specs if s.address], clean, parallel=self.parallel)
-        except ToolkitError as exc:
-            self.events.warn(f"could not clean every host before destroying it: {exc.message}")
-
-    def finish_destroy(self) -> None:
-        if self.workspace().resources():
-            raise ProviderError(f"{self.label}: Terraform still lists resources after destroy.",
-                                code="terraform.destroy_incomplete")
-        shutil.rmtree(self.state_root, ignore_errors=True)
 
 
 STORE_TYPES = ("s3", "azure-blob", "gcs")
