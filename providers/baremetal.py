@@ -575,7 +575,7 @@ class BaremetalProvider(KindDispatch, Provider):
                            "does not log in there as root.", hint="use process_manager: auto or supervisor.",
                            code="host.no_systemd")
         if chosen != "supervisor" and facts.get("systemd") and facts.get("uid") == 0:
-            return SystemdRuntime(self.conn(host), self.root(host))
+            return SystemdRuntime(self.conn(host), self.root(host), facts["python3"] or "/usr/bin/python3")
         return ProcessRuntime(self.conn(host), self.root(host))
 
     def facts(self, name: str) -> HostFacts:

@@ -545,8 +545,9 @@ class SystemdRuntime(ProcessRuntime):
 
     UNIT_DIR = "/etc/systemd/system"
 
-    def __init__(self, conn: Connection, root: str):
+    def __init__(self, conn: Connection, root: str, python: str):
         super().__init__(conn, root)
+        self.python = python  # the host's python3 (HostFacts), which runs the exec helper
         self.prefix = f"lifeboat-{hashlib.sha256(root.encode()).hexdigest()[:8]}-"
 
     def unit(self, program: str) -> str:
@@ -584,9 +585,9 @@ class SystemdRuntime(ProcessRuntime):
                          "generation": generations.get(name)}
         return out
 
-    def _unit_text(self, program: dict, python: str) -> str:
+    def _unit_text(self, program: dict) -> str:
         env = (self.conn.read_bytes(program["env_file"]) or b"") if program.get("env_file") else b""
-        argv = [python, f"{self.dir}/supervisor.py", "--exec", program.get("env_file") or "",
+        argv = [self.python, f"{self.dir}/supervisor.py", "--exec", program.get("env_file") or "",
                 program.get("user") or "", program.get("cwd") or "/", *program["argv"]]
         return "\n".join([
             "# Written by Lifeboat; `lifeboat destroy` removes it.",
@@ -602,8 +603,7 @@ class SystemdRuntime(ProcessRuntime):
         self.prepare()
         if ProcessRuntime.running(self):  # the supervisor ran these before: hand them over
             ProcessRuntime.stop(self)
-        python = sh(self.conn, "command -v python3").text.strip() or "/usr/bin/python3"
-        wanted = {self.unit(p["name"]): self._unit_text(p, python) for p in programs}
+        wanted = {self.unit(p["name"]): self._unit_text(p) for p in programs}
         doomed = [u for u in self._units() if u not in wanted]
         changed = []
         for unit, text in wanted.items():
