@@ -649,11 +649,11 @@ class RdsDatabase(DatabaseService):
             with LocalConnection().write_stream(argv, env=self._env()) as sink:
                 shutil.copyfileobj(stream, sink, 1 << 20)
 
-    def table_digests(self):
+    def table_digests(self, method: str = "auto"):
         from toolkit.digests import table_digests
 
         with self.connect() as conn:
-            return table_digests(conn)
+            return table_digests(conn, method)
 
     def connection_url(self) -> SecretValue:
         """A URL that reaches the database from this machine (through the tunnel while this provider lives)."""

@@ -150,10 +150,10 @@ class BaremetalDatabase(DatabaseService):
                                    env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
 
-    def table_digests(self):
+    def table_digests(self, method: str = "auto"):
         from toolkit.digests import table_digests_with
 
-        return table_digests_with(self._query)
+        return table_digests_with(self._query, method)
 
     def connection_url(self) -> SecretValue:
         return self.p.database_url()

@@ -316,11 +316,11 @@ class LocalDatabase(DatabaseService):
         with LocalConnection().write_stream(argv, env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
 
-    def table_digests(self):
+    def table_digests(self, method: str = "auto"):
         from toolkit.digests import table_digests
 
         with self.p.pg_connect(self._pg().database, app=True) as conn:
-            return table_digests(conn)
+            return table_digests(conn, method)
 
     def connection_url(self) -> SecretValue:
         return self.p.database_url()

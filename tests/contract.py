@@ -228,19 +228,56 @@ class ProviderContract(DnsContract, ObjectStoreContract):
         assert set(provider.stack.postgres.extensions) <= set(info.extensions)
 
     def test_digest_sees_a_changed_value(self, provider):
+        """Both row hashes (toolkit.digests: r1 by column type, text of the whole row) see a change in any
+        kind of column, including values equal but written differently, and not the row order."""
         import psycopg
+
+        from toolkit.digests import method_of
 
         db = provider.database()
         url = db.connection_url().reveal_text()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS contract_d")
-            conn.execute("CREATE TABLE contract_d (id int, v text)")
-            conn.execute("INSERT INTO contract_d SELECT g, 'v' || g FROM generate_series(1, 100) g")
-            first = db.table_digests()["contract_d"]
-            conn.execute("UPDATE contract_d SET v = 'w' WHERE id = 50")
-            second = db.table_digests()["contract_d"]
-            conn.execute("DROP TABLE contract_d")
-        assert first.rows == second.rows == 100 and first.digest != second.digest
+        changes = [
+            "UPDATE contract_d SET v = 'W50' WHERE id = 50",  # text, bytewise
+            "UPDATE contract_d SET \"odd \"\"name\"\"\" = 'v51 ' WHERE id = 51",
+            "UPDATE contract_d SET n = 1.00 WHERE id = 52",  # numeric 1.0 -> 1.00: equal, written differently
+            "UPDATE contract_d SET j = '{\"a\": 1.00}' WHERE id = 53",
+            "UPDATE contract_d SET ts = ts + interval '1 microsecond' WHERE id = 54",
+            "UPDATE contract_d SET b = '\\x00' WHERE id = 55",
+            "UPDATE contract_d SET arr = '{1,2}' WHERE id = 56",
+            "UPDATE contract_d SET f = '-0' WHERE id = 57",  # float 0 -> -0
+            "UPDATE contract_d SET v = NULL WHERE id = 58",
+        ]
+        columns = ("id int, v text, \"odd \"\"name\"\"\" varchar, n numeric, j jsonb, ts timestamptz, "
+                   "b bytea, arr int[], f float8")
+        fill = ("SELECT g, 'v' || g, 'v' || g, 1.0, '{\"a\": 1.0}', '2026-01-01 12:00+00'::timestamptz + g * "
+                "interval '1 day', '\\x0001', '{1}', 0.0 FROM generate_series(1, 100) g")
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                for name in ("contract_d", "contract_r"):
+                    conn.execute(f"DROP TABLE IF EXISTS {name}")
+                    conn.execute(f"CREATE TABLE {name} ({columns})")
+                conn.execute(f"INSERT INTO contract_d {fill}")
+                conn.execute(f"INSERT INTO contract_r {fill} ORDER BY 1 DESC")  # same rows, other order
+                conn.execute("DROP TABLE IF EXISTS contract_z")
+                conn.execute("CREATE TABLE contract_z ()")
+                conn.execute("INSERT INTO contract_z DEFAULT VALUES")
+                for method in ("auto", "text"):
+                    first = db.table_digests(method)
+                    assert first["contract_d"].digest == first["contract_r"].digest
+                    assert first["contract_d"].rows == 100 and first["contract_z"].rows == 1
+                    assert method_of(first) == ("r1" if db.info().version >= 14 and method == "auto" else "text")
+                methods = ("r1", "text") if db.info().version >= 14 else ("text",)
+                seen = {method: {db.table_digests(method)["contract_d"].digest} for method in methods}
+                for change in changes:
+                    conn.execute(change)
+                    for method in methods:
+                        got = db.table_digests(method)["contract_d"]
+                        assert got.rows == 100
+                        assert got.digest not in seen[method], (method, change)
+                        seen[method].add(got.digest)
+        finally:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("DROP TABLE IF EXISTS contract_d, contract_r, contract_z")
 
     # ------------------------------------------------------------------ compute and lock
     def test_compute_reports_instances(self, provider):

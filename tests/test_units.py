@@ -129,3 +129,20 @@ def test_packages_per_role():
     assert packages_needed(("web",), postgres=15, redis=True, tls=True, runtime="docker", app=True) == \
         base + ["docker.io", "caddy"]
     assert packages_needed(("web",), postgres=None, redis=False, tls=False, runtime="process", app=True) == base
+
+
+def test_digest_method_of_old_and_new_digests():
+    """A manifest written before r1 (bare sums) is checked with the text method; sequences do not count."""
+    from toolkit.contract import TableDigest
+    from toolkit.digests import digest_sql, method_of
+
+    assert method_of({"posts": [3, "-123"], "sequence:posts_id_seq": [0, "3"]}) == "text"
+    assert method_of({"posts": [3, "r1:-123"], "sequence:posts_id_seq": [0, "3"]}) == "r1"
+    assert method_of({"a": TableDigest("a", 1, "r1:5"), "b": TableDigest("b", 1, "5")}) == "text"
+    assert method_of({}) == "text"
+    table = ("s p", 'we"ird', [("a", "bytes"), ("b", "exact"), ("c d", "text")])
+    sql = digest_sql([table], "r1")
+    assert 'hash_record_extended(ROW(t."a" COLLATE "C", t."b", t."c d"::text), 0)' in sql
+    assert 'FROM ONLY "s p"."we""ird" AS t' in sql and "'r1:' ||" in sql
+    assert "hashtextextended(t::text, 0)" in digest_sql([table], "text")
+    assert "hashtextextended(t::text, 0)" in digest_sql([("public", "z", [])], "r1")  # no columns

@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from .contract import ObjectStore, Provider, SecretValue, Unsupported
+from .digests import method_of
 from .engine import Engine, operator, operator_secret
 from .errors import BadInput, ProviderError, VerificationFailed
 from .journal import Journal
@@ -633,7 +634,8 @@ class Failover:
             raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
         out = {"bytes": opening.plain_bytes}
         if db.get("exact"):
-            after = {t: [d.rows, d.digest] for t, d in sorted(target.table_digests().items())}
+            found = target.table_digests(method_of(db["digests"]))
+            after = {t: [d.rows, d.digest] for t, d in sorted(found.items())}
             differ = sorted(t for t in set(after) | set(db["digests"]) if after.get(t) != db["digests"].get(t))
             if differ:
                 raise VerificationFailed(f"tables differ from the backup after the restore: {', '.join(differ)}.")
@@ -838,7 +840,7 @@ class Drill:
             live = self.engine.provider(self.against)
             if self.stack.postgres:
                 now = live.database().table_digests()
-                there = restored.database().table_digests()
+                there = restored.database().table_digests(method_of(now))
                 same = sorted(t for t in there if now.get(t) == there[t])
                 changed = {t: {"rows_backup": there[t].rows, "rows_source": now[t].rows if t in now else None}
                            for t in sorted(set(there) | set(now)) if now.get(t) != there.get(t)}

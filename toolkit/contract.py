@@ -167,7 +167,7 @@ class DatabaseService(ABC):
     def snapshot(self) -> AbstractContextManager[tuple[str, Callable[[], dict[str, TableDigest]],
                                                        Callable[[], list[tuple[str, str, int]]]]]:
         """Hold a repeatable-read transaction open and yield (snapshot id, digests, tables): ``digests()``
-        computes :meth:`table_digests` in that same snapshot, ``tables()`` lists (schema, table, bytes)
+        computes :meth:`table_digests` in that same snapshot (``digests(method)`` likewise), ``tables()`` lists (schema, table, bytes)
         largest first. A dump taken with the id and those digests describe the same rows even while the
         app keeps writing. Call ``tables()`` before ``digests()`` runs (one connection)."""
         raise Unsupported("this database service cannot export a snapshot")
@@ -177,8 +177,9 @@ class DatabaseService(ABC):
         """Load a custom-format dump read from ``stream`` into the database (``part``: as dumped)."""
 
     @abstractmethod
-    def table_digests(self) -> dict[str, TableDigest]:
-        """Row count and an order-independent content digest per table, computed where the data is."""
+    def table_digests(self, method: str = "auto") -> dict[str, TableDigest]:
+        """Row count and an order-independent content digest per table, computed where the data is
+        (``method``: toolkit.digests, "auto", "r1" or "text")."""
 
     @abstractmethod
     def connection_url(self) -> SecretValue:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 from .contract import ObjectStore
+from .digests import method_of
 from .errors import ToolkitError, VerificationFailed
 from .events import Events
 
@@ -179,7 +180,7 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
         else:
             move()
         before = worker.result() if worker is not None else src.table_digests()
-    after = dst.table_digests()
+    after = dst.table_digests(method_of(before))
     out = {"tables": len(before), "rows": sum(d.rows for d in before.values()), "jobs": jobs}
     differ = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
     if not differ:

@@ -39,6 +39,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .contract import Provider, Record, Unsupported
+from .digests import method_of
 from .engine import Engine, operator
 from .errors import BadInput, LockHeld, ProviderError, ToolkitError, VerificationFailed
 from .journal import Journal
@@ -456,7 +457,8 @@ class Migration:
                                      f"{'; '.join(status.get('problems') or [])}.")
         out = {"target_healthy": True}
         if self.stack.postgres:
-            if self.source.database().table_digests() != self.target.database().table_digests():
+            before = self.source.database().table_digests()
+            if before != self.target.database().table_digests(method_of(before)):
                 out["database"] = "changed on the source since the copy (no write freeze yet)"
             else:
                 out["database"] = "identical"
