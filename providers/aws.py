@@ -627,14 +627,14 @@ class RdsDatabase(DatabaseService):
             yield held
 
     @contextmanager
-    def dump(self, snapshot=None, part=None):
+    def dump(self, snapshot=None, part=None, compress=1):
         from toolkit import pgcommands
         from toolkit.connection import LocalConnection
 
         pg = self._pg()
         with self.endpoint() as (host, port):
             argv = pgcommands.pg_dump(client_bindir(pg.version), host=host, port=port, user=pg.user,
-                                      database=pg.database, snapshot=snapshot, part=part)
+                                      database=pg.database, snapshot=snapshot, part=part, compress=compress)
             with LocalConnection().read_stream(argv, env=self._env()) as stream:
                 yield stream
 

@@ -136,10 +136,10 @@ class BaremetalDatabase(DatabaseService):
             yield held
 
     @contextmanager
-    def dump(self, snapshot=None, part=None):
+    def dump(self, snapshot=None, part=None, compress=1):
         pg = self._pg()
         pgh = self.p.postgres()
-        argv = pgh.dump_argv(user=pg.user, database=pg.database, snapshot=snapshot, part=part)
+        argv = pgh.dump_argv(user=pg.user, database=pg.database, snapshot=snapshot, part=part, compress=compress)
         with pgh.conn.read_stream(argv, env=self._env()) as stream:
             yield stream
 

@@ -272,6 +272,7 @@ class ZoneFileDns(DnsService):
 
 
 class LocalDatabase(DatabaseService):
+    remote = False  # PostgreSQL on this machine
     def __init__(self, provider: LocalProvider):
         self.p = provider
 
@@ -302,10 +303,11 @@ class LocalDatabase(DatabaseService):
             yield held
 
     @contextmanager
-    def dump(self, snapshot=None, part=None):
+    def dump(self, snapshot=None, part=None, compress=1):
         pg = self._pg()
         argv = pgcommands.pg_dump(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
-                                  user=pg.user, database=pg.database, snapshot=snapshot, part=part)
+                                  user=pg.user, database=pg.database, snapshot=snapshot, part=part,
+                                  compress=compress)
         with LocalConnection().read_stream(argv, env=self._env()) as stream:
             yield stream
 

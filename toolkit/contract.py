@@ -155,12 +155,16 @@ class ComputeService(ABC):
 class DatabaseService(ABC):
     """The stack's PostgreSQL database."""
 
+    #: whether its dump and restore streams cross a network to reach this machine (compressing them pays)
+    remote: bool = True
+
     @abstractmethod
     def info(self) -> DatabaseInfo: ...
 
     @abstractmethod
-    def dump(self, snapshot: str | None = None, part=None) -> AbstractContextManager[BinaryIO]:
-        """A stream of the database in pg_dump's custom format; closed when the context exits.
+    def dump(self, snapshot: str | None = None, part=None, compress: int = 1) -> AbstractContextManager[BinaryIO]:
+        """A stream of the database in pg_dump's custom format (``compress``: its zlib level, 0 for none);
+        closed when the context exits.
         ``snapshot``: an id from :meth:`snapshot`, so the dump sees exactly what that snapshot sees;
         ``part``: one part of a parallel copy (toolkit.pgcommands.Part), None for everything."""
 

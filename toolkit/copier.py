@@ -162,8 +162,11 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
             if fault is not None:
                 fault("database:mid")
 
+        # Compressing costs both ends CPU and pays only where the stream crosses a network.
+        compress = 1 if src.remote or dst.remote else 0
+
         def move(part=None) -> None:
-            with src.dump(snapshot=snapshot, part=part) as stream:
+            with src.dump(snapshot=snapshot, part=part, compress=compress) as stream:
                 dst.restore(_Watched(stream, moved, passed), clean=True, part=part)
 
         if jobs > 1:

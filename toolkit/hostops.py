@@ -281,9 +281,10 @@ class PostgresHost:
         if theirs:
             self.psql(theirs, database=database, **su)
 
-    def dump_argv(self, *, user: str, database: str, snapshot: str | None = None, part=None) -> list[str]:
+    def dump_argv(self, *, user: str, database: str, snapshot: str | None = None, part=None,
+                  compress: int = 1) -> list[str]:
         return pgcommands.pg_dump(self.bindir, host=self.listen, port=self.port, user=user, database=database,
-                                  snapshot=snapshot, part=part)
+                                  snapshot=snapshot, part=part, compress=compress)
 
     def restore_argv(self, *, user: str, database: str, clean: bool = True, part=None) -> list[str]:
         return pgcommands.pg_restore(self.bindir, host=self.listen, port=self.port, user=user, database=database,
