@@ -16,6 +16,8 @@ BUILTIN: dict[str, str] = {
     "baremetal": "providers.baremetal:BaremetalProvider",
     "aws": "providers.aws:AwsProvider",
     "rfc2136": "providers.rfc2136:Rfc2136Provider",
+    "digitalocean-dns": "providers.clouddns:DigitalOceanDnsProvider",
+    "hetzner-dns": "providers.clouddns:HetznerDnsProvider",
     "s3": "providers.s3:S3CompatibleProvider",
     "azure-blob": "providers.azureblob:AzureBlobProvider",
     "gcs": "providers.gcs:GcsProvider",
