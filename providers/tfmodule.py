@@ -17,7 +17,11 @@ The contract (docs: README "Your own Terraform module"):
   are that target type's settings (endpoint, account or project, and the *names* of the environment
   variables holding the credentials on the operator's machine, never the credentials). Lifeboat makes the
   buckets there and gives every app host the ``BUCKET_<NAME>_*`` variables to reach them
-  (docs/app-contract.md).
+  (docs/app-contract.md);
+- optionally an output ``lifeboat_dns``: the DNS service of the cloud, ``{type, ...}`` where type is
+  ``digitalocean-dns``, ``hetzner-dns`` or ``rfc2136`` and the rest that type's settings (the token again
+  only as an environment variable's name). A stack then names this target under ``dns: provider:`` and
+  its records are kept at that service (the zone is the stack's ``dns: zone:``).
 
 ``up`` plans and applies the module (the saved plan is what applies), then configures the hosts;
 ``destroy`` cleans the hosts and destroys the module's resources.
@@ -48,7 +52,7 @@ MODULE_HOST = Map({
 class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
     TYPE = "terraform"
     DESCRIPTION = "your own Terraform module makes the machines (any cloud); Lifeboat runs the stack on them over SSH"
-    SERVICES = BaremetalProvider.SERVICES
+    SERVICES = BaremetalProvider.SERVICES | {"dns"}  # dns: where the module has a lifeboat_dns output
     FEATURES = {**BaremetalProvider.FEATURES, "terraform": True}
     SETTINGS = {
         "module": Field(Str(expected="a directory holding the module's .tf files (relative to the stack file)"),
@@ -83,6 +87,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         self._facts = {}
         self._outputs: dict | None = None
         self._store: Provider | None = None
+        self._dns: Provider | None = None
         self._planned = False
         self._infra_done = False
         self.specs = self._specs({})
@@ -108,7 +113,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
     def outputs(self, *, fresh: bool = False) -> dict:
         if self._outputs is None or fresh:
-            self._store = None  # made from the outputs about to be read
+            self._store = self._dns = None  # made from the outputs about to be read
         return TerraformHosts.outputs(self, fresh=fresh)
 
     def conn(self, name: str):
@@ -138,8 +143,21 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
                                     "output (or it is not applied yet).",
                                     hint=f"add the output to {self.module_dir}, then run `lifeboat up --on "
                                          f"{self.target.name}`.", code="terraform.no_object_store")
-            self._store = store_from_output(self, found)
+            self._store = target_from_output(self, "lifeboat_object_store", found, STORE_TYPES)
         return self._store
+
+    def dns(self):
+        """The DNS service the module's ``lifeboat_dns`` output describes."""
+        if self._dns is None:
+            found = self.outputs().get("lifeboat_dns")
+            if not found:
+                raise ProviderError(f"{self.label}: the module {self.module_dir} has no lifeboat_dns output (or it "
+                                    "is not applied yet), so this target serves no DNS.",
+                                    hint="add the output to the module and run `lifeboat up --on "
+                                         f"{self.target.name}`, or name another target under dns: provider:.",
+                                    code="terraform.no_dns")
+            self._dns = target_from_output(self, "lifeboat_dns", found, DNS_TYPES)
+        return self._dns.dns()
 
     def objects(self) -> ObjectStore:
         if self.media_on_hosts() or not self.stack.buckets:
@@ -263,31 +281,34 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
 
 STORE_TYPES = ("s3", "azure-blob", "gcs")
+DNS_TYPES = ("digitalocean-dns", "hetzner-dns", "rfc2136")
+OUTPUT_TYPES = {"lifeboat_object_store": STORE_TYPES, "lifeboat_dns": DNS_TYPES}
 
 
-def store_from_output(provider: TerraformModuleProvider, found) -> Provider:
-    """An objects-only target made from the module's ``lifeboat_object_store`` output; its keys are checked
-    like that type's settings in a stack file, and a problem names the module and the key."""
+def target_from_output(provider: TerraformModuleProvider, output: str, found, types: tuple[str, ...]) -> Provider:
+    """A one-service target (an object store, a DNS service) made from one of the module's outputs; its
+    keys are checked like that type's settings in a stack file, and a problem names the module and the key."""
     from toolkit import registry
     from toolkit.model import Target
     from toolkit.schema import Map, Report, Where
 
-    where = f"{provider.module_dir} (output lifeboat_object_store)"
+    where = f"{provider.module_dir} (output {output})"
+    code = f"terraform.bad_{output.removeprefix('lifeboat_')}"
     kind = found.get("type") if isinstance(found, dict) else None
-    if kind not in STORE_TYPES:
-        raise BadInput(f"{where}: type: expected one of {', '.join(STORE_TYPES)}, got {kind!r}.",
-                       code="terraform.bad_object_store")
+    if kind not in types:
+        raise BadInput(f"{where}: type: expected one of {', '.join(types)}, got {kind!r}.", code=code)
     report = Report(where)
     settings = Map({"type": Field(Str(), required=True), **registry.settings_spec(kind)},
-                   expected=f"the settings of a {kind} store").check(found, Where("lifeboat_object_store", None),
-                                                                     report)
+                   expected=f"the settings of a {kind} target").check(found, Where(output, None), report)
+    check = registry.settings_check(kind)
+    if check is not None and not report.problems:
+        check(settings, Where(output, None), report, found)
     if report.problems:
-        raise BadInput(" ".join(p.message for p in report.problems), hint=report.problems[0].hint,
-                       code="terraform.bad_object_store")
+        raise BadInput(" ".join(p.message for p in report.problems), hint=report.problems[0].hint, code=code)
     settings = {k: v for k, v in settings.items() if k != "type" and v is not None}
-    store = registry.load(kind)(provider.stack, Target(provider.target.name, kind, settings))
-    store.events = provider.events
-    return store
+    made = registry.load(kind)(provider.stack, Target(provider.target.name, kind, settings))
+    made.events = provider.events
+    return made
 
 
 def module_contract(module: Path) -> list[str]:
@@ -302,20 +323,20 @@ def module_contract(module: Path) -> list[str]:
         problems.append('output "lifeboat_hosts" is missing')
     elif not re.search(r"\baddress\s*=", found.group(1)):
         problems.append('output "lifeboat_hosts" gives no address for the hosts')
-    store = re.search(r'output\s+"lifeboat_object_store"\s*\{(.*?)\n\}', text, re.S)
-    if store and "jsondecode" not in store.group(1):  # a literal object: its type and keys are checked
-        from toolkit import registry
+    for output, types in OUTPUT_TYPES.items():
+        found = re.search(rf'output\s+"{output}"\s*\{{(.*?)\n\}}', text, re.S)
+        if found and "jsondecode" not in found.group(1):  # a literal object: its type and keys are checked
+            from toolkit import registry
 
-        kind = re.search(r'\btype\s*=\s*"([^"]*)"', store.group(1))
-        if not kind or kind.group(1) not in STORE_TYPES:
-            problems.append(f'output "lifeboat_object_store" needs type = one of {", ".join(STORE_TYPES)}')
-        else:
+            kind = re.search(r'\btype\s*=\s*"([^"]*)"', found.group(1))
+            if not kind or kind.group(1) not in types:
+                problems.append(f'output "{output}" needs type = one of {", ".join(types)}')
+                continue
             allowed = set(registry.settings_spec(kind.group(1))) | {"type"}
-            body = store.group(1).split("{", 1)[1] if "{" in store.group(1) else ""
+            body = found.group(1).split("{", 1)[1] if "{" in found.group(1) else ""
             for key in re.findall(r"^\s*(\w+)\s*=", body, re.M):
                 if key not in allowed:
-                    problems.append(f'output "lifeboat_object_store": "{key}" is not a setting of a '
-                                    f"{kind.group(1)} store")
+                    problems.append(f'output "{output}": "{key}" is not a setting of a {kind.group(1)} target')
     return problems
 
 

@@ -1,8 +1,11 @@
 """The `terraform` provider type passes the shared contract suite: the test module (tests/tfhosts, builtin
-terraform_data) reports three real OpenSSH hosts, `up` applies it and deploys a small stack on them."""
+terraform_data) reports three real OpenSSH hosts, `up` applies it and deploys a small stack on them. Its
+lifeboat_dns output names a hetzner-dns service: a FAKE of the Hetzner Cloud API (tests/clouddnslab.py),
+since the real one cannot be reached from here."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from toolkit import stackfile
 from toolkit.engine import Engine
 
+from .clouddnslab import FakeHetzner
 from .conftest import make_host_roots, tiny_app
 from .contract import ProviderContract
 from .test_contract_baremetal import STACK
@@ -21,10 +25,14 @@ def deployed(tmp_path_factory, ssh_lab, terraform_rc):
     root = tmp_path_factory.mktemp("contract-terraform")
     app = tiny_app(root)
     roots = make_host_roots()
+    fake_dns = FakeHetzner("contract-dns-token", ["lifeboat.test"]).__enter__()
+    dns = json.dumps({"type": "hetzner-dns", "token_env": "LB_TEST_TF_DNS_TOKEN", "endpoint": fake_dns.endpoint})
     text = target(ssh_lab, roots).replace("5451", "5452").replace("6402", "6403").replace("state/tf", str(root / "tf"))
+    text = text.replace("    hosts:\n", f"      dns: '{dns}'\n    hosts:\n")
     (root / "lifeboat.yml").write_text(STACK.format(app=app, target=text))
     saved = os.environ.get("TF_CLI_CONFIG_FILE")
     os.environ["TF_CLI_CONFIG_FILE"] = str(terraform_rc)
+    os.environ["LB_TEST_TF_DNS_TOKEN"] = "contract-dns-token"  # noqa: S105 - the fake's token
     engine = Engine(stackfile.load(root / "lifeboat.yml"))
     try:
         engine.up("tf")
@@ -33,6 +41,8 @@ def deployed(tmp_path_factory, ssh_lab, terraform_rc):
         try:
             engine.destroy("tf")
         finally:
+            os.environ.pop("LB_TEST_TF_DNS_TOKEN", None)
+            fake_dns.__exit__(None, None, None)
             if saved is None:
                 os.environ.pop("TF_CLI_CONFIG_FILE", None)
             else:

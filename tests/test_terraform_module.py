@@ -44,11 +44,24 @@ def target(lab, roots: Path) -> str:
 """
 
 
-def test_module_contract_is_checked():
+def test_module_contract_is_checked(tmp_path):
     from providers.tfmodule import module_contract
 
     assert module_contract(MODULE) == []
     assert module_contract(REPO / "tests" / "tfmodule")  # a module that is not a Lifeboat provider
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "main.tf").write_text((MODULE / "main.tf").read_text().split('output "lifeboat_dns"')[0] + """
+output "lifeboat_dns" {
+  value = {
+    type      = "hetzner-dns"
+    token     = "literal"
+  }
+}
+""")
+    assert module_contract(bad) == ['output "lifeboat_dns": "token" is not a setting of a hetzner-dns target']
+    (bad / "main.tf").write_text((bad / "main.tf").read_text().replace("hetzner-dns", "route66"))
+    assert module_contract(bad)[0].startswith('output "lifeboat_dns" needs type = one of digitalocean-dns')
 
 
 def test_shipped_cloud_modules_are_formatted_and_follow_the_contract(terraform_rc):
@@ -67,6 +80,7 @@ def test_shipped_cloud_modules_are_formatted_and_follow_the_contract(terraform_r
         for variable in ("hosts", "db_hosts", "admin_cidrs"):
             assert f'variable "{variable}"' in text, (cloud, variable)
         assert "host_keys" in text and "ssh_deletekeys" in text  # keys pinned, not trusted on first use
+        assert f'type      = "{cloud}-dns"' in text  # the cloud's DNS, through Lifeboat's API adapter
 
 
 def cloud_target(name: str, lab, roots: Path, *, web: str, pg_port: int, redis_port: int, store: dict) -> str:

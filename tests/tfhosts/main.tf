@@ -57,3 +57,12 @@ output "lifeboat_hosts" {
 output "lifeboat_object_store" {
   value = var.object_store == "" ? null : jsondecode(var.object_store)
 }
+
+variable "dns" {
+  type    = string # JSON of a lifeboat_dns value, or "" for no DNS service
+  default = ""
+}
+
+output "lifeboat_dns" {
+  value = var.dns == "" ? null : jsondecode(var.dns)
+}

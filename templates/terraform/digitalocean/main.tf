@@ -2,8 +2,8 @@
 # cloud firewall (SSH from admin_cidrs, HTTP/HTTPS from anywhere, everything inside the VPC), a volume per
 # db host, and the lifeboat_hosts output Lifeboat reaches them by. The droplets' SSH host keys are made
 # here and pinned (host_keys). Media lives on the storage host, or in Spaces with `object_store: module`
-# (the lifeboat_object_store output). Not exercised against DigitalOcean from Lifeboat's CI (its provider cannot be
-# downloaded there): checked with `terraform fmt -check` and for the contract's variables and outputs.
+# (the lifeboat_object_store output); DNS at DigitalOcean through the lifeboat_dns output. Not exercised
+# against DigitalOcean from Lifeboat's CI (its provider cannot be downloaded there): checked with `terraform fmt -check` and for the contract's variables and outputs.
 terraform {
   required_version = ">= 1.5"
   required_providers {
@@ -184,5 +184,22 @@ output "lifeboat_object_store" {
     region         = var.region
     access_key_env = var.object_store_key_env
     secret_key_env = var.object_store_secret_env
+  }
+}
+
+# DigitalOcean DNS, for a stack that names this target under `dns: provider:`: Lifeboat keeps the stack's
+# records in the domain (the stack's `dns: zone:`) through the DigitalOcean API, with the token in the
+# environment variable named here (the one this module's provider reads too). The domain itself is not
+# made here: it outlives any one target, and destroying this target must not take its DNS down
+# (`doctl compute domain create`, once, and the registrar's NS records pointing at DigitalOcean).
+variable "dns_token_env" {
+  type    = string
+  default = "DIGITALOCEAN_TOKEN"
+}
+
+output "lifeboat_dns" {
+  value = {
+    type      = "digitalocean-dns"
+    token_env = var.dns_token_env
   }
 }

@@ -1,8 +1,9 @@
 # Hetzner Cloud for Lifeboat's `type: terraform` provider: one server per host of the target, a firewall
 # (SSH from admin_cidrs, HTTP/HTTPS from anywhere, everything between the servers on the private
 # network), a private network, a volume per db host, the lifeboat_hosts output Lifeboat reaches them
-# by, and the lifeboat_object_store output (Hetzner Object Storage, for `object_store: module`). The servers' SSH host keys are made here and pinned (host_keys), so the first connection is
-# already verified. Not exercised against Hetzner from Lifeboat's CI (its provider cannot be downloaded
+# by, the lifeboat_object_store output (Hetzner Object Storage, for `object_store: module`) and the
+# lifeboat_dns output (Hetzner DNS). The servers' SSH host keys are made here and pinned (host_keys), so
+# the first connection is already verified. Not exercised against Hetzner from Lifeboat's CI (its provider cannot be downloaded
 # there): checked with `terraform fmt -check` and for the contract's variables and outputs.
 terraform {
   required_version = ">= 1.5"
@@ -177,5 +178,23 @@ output "lifeboat_object_store" {
     region         = var.location
     access_key_env = var.object_store_key_env
     secret_key_env = var.object_store_secret_env
+  }
+}
+
+# Hetzner DNS (zones in the Hetzner Cloud API), for a stack that names this target under `dns: provider:`:
+# Lifeboat keeps the stack's records in the zone (the stack's `dns: zone:`, a primary zone) through the
+# API, with the token in the environment variable named here (the one this module's provider reads too).
+# The zone itself is not made here: it outlives any one target, and destroying this target must not take
+# its DNS down (`hcloud zone create --name example.com --mode primary`, once, and the registrar's NS
+# records pointing at Hetzner).
+variable "dns_token_env" {
+  type    = string
+  default = "HCLOUD_TOKEN"
+}
+
+output "lifeboat_dns" {
+  value = {
+    type      = "hetzner-dns"
+    token_env = var.dns_token_env
   }
 }
