@@ -273,6 +273,7 @@ class ZoneFileDns(DnsService):
 
 class LocalDatabase(DatabaseService):
     remote = False  # PostgreSQL on this machine
+
     def __init__(self, provider: LocalProvider):
         self.p = provider
 
@@ -317,6 +318,27 @@ class LocalDatabase(DatabaseService):
                                      user=pg.user, database=pg.database, clean=clean, part=part)
         with LocalConnection().write_stream(argv, env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
+
+    def wal_source(self):
+        from toolkit.contract import Unsupported
+        from toolkit.walarchive import LocalWalSource, basebackup_argv
+
+        if not self.p.wal_wanted():
+            raise Unsupported(f"{self.p.label}: backup: wal: is off")
+        port = self.p.state.port("postgres")
+
+        def current() -> str:
+            with self.p.pg_connect("postgres") as conn:
+                return str(conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0])
+
+        @contextmanager
+        def base():
+            argv = basebackup_argv(self.p.pg_bindir(), host="127.0.0.1", port=port, user=PG_SUPERUSER)
+            env = {"PGPASSWORD": self.p.internal_secret("pg_superuser").reveal_text(), "PGCONNECT_TIMEOUT": "10"}
+            with LocalConnection().read_stream(argv, env=env) as stream:
+                yield stream
+
+        return LocalWalSource(self.p.wal_spool(), current=current, base=base)
 
     def table_digests(self, method: str = "auto"):
         from toolkit.digests import table_digests
@@ -448,6 +470,13 @@ class LocalProvider(KindDispatch, Provider):
     def pg_user(self) -> str | None:
         return self.settings.get("user") or "lifeboat" if self.as_root else None
 
+    def wal_wanted(self) -> bool:
+        """``backup: wal: true``: PostgreSQL archives its WAL into :meth:`wal_spool`."""
+        return bool(self.stack.postgres and self.stack.backup and self.stack.backup.wal)
+
+    def wal_spool(self) -> Path:
+        return self.pg_root() / "wal-archive"
+
     def pg_root(self) -> Path:
         recorded = self.state.load().get("pg_root")
         if recorded:
@@ -561,9 +590,10 @@ class LocalProvider(KindDispatch, Provider):
         pg_state = state.get("postgres")
         if pg_state:
             running = self._pg_running()
+            wal = {"wal_archive": True} if pg_state.get("wal_archive") else {}
             out.append(Resource("database", pg_state["database"],
                                 {"version": pg_state["version"], "extensions": sorted(pg_state.get("extensions", [])),
-                                 "running": running},
+                                 "running": running, **wal},
                                 {"port": state.get("ports", {}).get("postgres"), "data": str(self.pg_root())}))
         elif pg and (self.pg_root() / "data").exists():
             out.append(Resource("database", pg.database, {"version": pg.version, "extensions": [],
@@ -592,7 +622,9 @@ class LocalProvider(KindDispatch, Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
-            if data_resource(res) is not None:
+            if res.kind == "database" and self.wal_wanted():
+                out.append(Resource("database", res.name, {**res.attrs, "running": True, "wal_archive": True}))
+            elif data_resource(res) is not None:
                 out.append(data_resource(res))
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
@@ -676,23 +708,30 @@ class LocalProvider(KindDispatch, Provider):
             done.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         sockets.mkdir(exist_ok=True, mode=0o700)
         self._chown(sockets)
+        wal = self.wal_wanted()
+        if wal:
+            self.wal_spool().mkdir(exist_ok=True, mode=0o700)
+            self._chown(self.wal_spool())
         port = self.state.port("postgres")
-        if not self._pg_running():
-            if port_open(port):  # someone else took our port while we were down
-                self.state.forget_port("postgres")
-                port = self.state.port("postgres")
-            conf = data / "lifeboat.conf"
-            conf.write_text(pgcommands.postgres_conf(port=port, socket_dir=sockets))
+        conf = data / "lifeboat.conf"
+        running = self._pg_running()
+        if not running and port_open(port):  # someone else took our port while we were down
+            self.state.forget_port("postgres")
+            port = self.state.port("postgres")
+        text = pgcommands.postgres_conf(port=port, socket_dir=sockets, wal_spool=self.wal_spool() if wal else None)
+        if not running or not conf.exists() or conf.read_text() != text:
+            conf.write_text(text)
             self._chown(conf)
-            try:
-                conn.run(pgcommands.pg_ctl_start(bindir, data, log), timeout=90)
+            try:  # archive_mode takes a restart
+                conn.run(pgcommands.pg_ctl_restart(bindir, data, log) if running
+                         else pgcommands.pg_ctl_start(bindir, data, log), timeout=150)
             except CommandFailed as exc:
                 raise ProviderError(f"{self.label}: PostgreSQL did not start: {exc.message}\n"
                                     f"{tail(log.read_text(errors='replace')) if log.exists() else ''}",
                                     code="local.postgres_start") from None
         self._pg_setup(pg)
         self.state.update(postgres={"database": pg.database, "user": pg.user, "version": pg.version,
-                                    "extensions": sorted(pg.extensions)})
+                                    "extensions": sorted(pg.extensions), "wal_archive": wal})
 
     def pg_connect(self, database: str, *, app: bool = False):
         import psycopg

@@ -34,7 +34,7 @@ from .journal import Journal
 from .sealed import Opening, Produced, RepositoryKey, Sealing, Tampered, new_params, open_bytes, sealed_size
 
 FORMAT = 1
-PARTS = ("database.dump", "cache.jsonl", "media.json", "secrets.json", "stack.yml")
+PARTS = ("database.dump", "base.tar", "cache.jsonl", "media.json", "secrets.json", "stack.yml")
 
 
 def _epoch_text(epoch: float) -> str:
@@ -212,7 +212,7 @@ def run_steps(runner, journal: Journal, steps: list[str], label: str) -> list[di
 
 
 # ---------------------------------------------------------------------------------------------- backup
-BACKUP_STEPS = ["database", "cache", "media", "secrets", "stack", "manifest", "retention"]
+BACKUP_STEPS = ["database", "base", "wal", "cache", "media", "secrets", "stack", "manifest", "retention"]
 
 
 class Backup:
@@ -278,6 +278,52 @@ class Backup:
         return {"part": written.as_dict(), "taken_at": round(taken_at, 3), "version": db.info().version,
                 "exact": snapshot is not None,
                 "digests": {t: [d.rows, d.digest] for t, d in sorted(found.items())}}
+
+    def _wal_source(self):
+        """The source's WAL archive, or why there is none (``backup: wal:`` off, or a provider that does
+        not run PostgreSQL itself, such as RDS)."""
+        if not (self.stack.postgres and self.stack.backup and self.stack.backup.wal):
+            return None, "backup: wal: is off"
+        try:
+            return self.source.database().wal_source(), None
+        except Unsupported as exc:
+            return None, f"{self.source.label} archives no WAL ({exc})"
+
+    def _step_base(self) -> dict:
+        """A physical base backup (pg_basebackup) for point-in-time recovery from the archived WAL."""
+        source, why = self._wal_source()
+        if source is None:
+            return {"skipped": why}
+        start = source.current_segment()
+        with source.base_backup() as stream:
+            written = self.repo.put(self.repo.part(self.id, "base.tar"), _Progress(stream, self.events, "base backup"))
+        return {"part": written.as_dict(), "start_segment": start, "taken_at": round(time.time(), 3)}
+
+    def _step_wal(self) -> dict:
+        from . import walarchive
+
+        source, why = self._wal_source()
+        if source is None:
+            return {"skipped": why}
+        return walarchive.ship(self.repo, source, self.events)
+
+    def ship_wal(self) -> dict:
+        """``lifeboat backup --wal-only``: the spooled WAL into the repository, nothing else (no journal:
+        each file is removed from the spool only once it is in the repository, so a re-run is the resume)."""
+        from . import walarchive
+
+        began = time.monotonic()
+        source, why = self._wal_source()
+        if source is None:
+            raise BadInput(f"backup --wal-only: {why}.", hint="set backup: wal: true on a source whose PostgreSQL "
+                           "Lifeboat runs (local, baremetal, terraform).", code="backup.no_wal")
+        self.engine.preflight(self.source_name)
+        self.engine.preflight(self.to_name)
+        self.repo = Repository.open(self.to, self.stack, create=True)
+        with self.source.lock(f"{operator()} (WAL to {self.to_name})"):
+            out = walarchive.ship(self.repo, source, self.events)
+        return {"from": self.source_name, "to": self.to_name, "at": self.repo.where,
+                "seconds": round(time.monotonic() - began, 3), "wal": out}
 
     def _step_cache(self) -> dict:
         spec = self.stack.redis
@@ -367,18 +413,20 @@ class Backup:
     def _step_manifest(self) -> dict:
         j = self.journal
         db, cache, media, secrets, stack = (j.finished(s) for s in ("database", "cache", "media", "secrets", "stack"))
+        base = j.finished("base") or {}
         manifest = {
             "format": FORMAT, "id": self.id, "stack": self.stack.name, "source": self.source_name,
             "taken_at": db["taken_at"], "made_by": operator(),
             "database": {k: db[k] for k in ("part", "version", "exact", "digests") if k in db} if "part" in db
             else None,
+            "base": {k: base[k] for k in ("part", "start_segment", "taken_at")} if "part" in base else None,
             "cache": {"part": cache["part"], "keys": cache["keys"]} if "part" in cache else None,
             "media": {"part": media["part"], "objects": media["objects"], "bytes": media["bytes"]},
             "secrets": {"part": secrets["part"], "names": secrets["names"]},
             "stack_file": {"part": stack["part"]}, "releases": stack["releases"],
         }
         written = self.repo.put_bytes(self.repo.part(self.id, "manifest.json"), json.dumps(manifest).encode())
-        sealed = sum(p["part"]["sealed_bytes"] for p in (db, cache, media, secrets, stack) if "part" in p)
+        sealed = sum(p["part"]["sealed_bytes"] for p in (db, base, cache, media, secrets, stack) if "part" in p)
         return {"taken_at": db["taken_at"], "sealed_bytes": sealed + written.sealed_bytes,
                 "objects": media["objects"]}
 
@@ -409,7 +457,14 @@ def prune(repo: Repository, keep: int, *, current: str | None = None) -> dict:
         if name not in wanted:
             repo.store.delete(repo.bucket, name)
             removed_blobs += 1
-    return {"kept": len(kept), "removed_backups": sorted(gone), "removed_blobs": removed_blobs}
+    out = {"kept": len(kept), "removed_backups": sorted(gone), "removed_blobs": removed_blobs}
+    # Archived WAL older than every kept base backup can never be replayed.
+    starts = [m["base"]["start_segment"] for m in (repo.manifest(i) for i in sorted(kept)) if m.get("base")]
+    if starts:
+        from . import walarchive
+
+        out["removed_wal"] = walarchive.prune(repo, min(starts, key=walarchive.position))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- list, verify
@@ -460,6 +515,7 @@ def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None 
                            hint="`lifeboat backups list` shows them.", code="backup.unknown")
         ids = [backup_id]
     checked_blobs: dict[str, str | None] = {}  # blob -> problem (None: fine), checked once across backups
+    checked_wal: dict[str, tuple[int, list[str]]] = {}  # base start segment -> (files, problems)
     results, failed = [], []
     for ident in ids:
         problems: list[str] = []
@@ -470,6 +526,14 @@ def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None 
                 problem = _check_part(repo, name, entry["plain_bytes"], entry["plain_sha256"])
                 if problem:
                     problems.append(problem)
+            if manifest.get("base"):  # its point-in-time recovery: every archived WAL file after its base
+                from . import walarchive
+
+                start = manifest["base"]["start_segment"]
+                if start not in checked_wal:
+                    checked_wal[start] = walarchive.check(repo, start)
+                problems.extend(f"archived WAL (failover --no-wal restores the dump alone): {p}"
+                                for p in checked_wal[start][1])
             if not any("media.json" in p for p in problems):
                 for bucket, key, size, sha in repo.media_index(ident):
                     objects += 1
@@ -494,6 +558,8 @@ def _parts(manifest: dict) -> list[tuple[str, dict]]:
     out = []
     if manifest.get("database"):
         out.append((prefix + "database.dump", manifest["database"]["part"]))
+    if manifest.get("base"):
+        out.append((prefix + "base.tar", manifest["base"]["part"]))
     if manifest.get("cache"):
         out.append((prefix + "cache.jsonl", manifest["cache"]["part"]))
     out.append((prefix + "media.json", manifest["media"]["part"]))
@@ -534,8 +600,9 @@ class Failover:
     DNS switched. Reads nothing from the source."""
 
     def __init__(self, engine: Engine, to: str, *, at: str | None = None, backup_id: str | None = None,
-                 before: float | None = None, cutover: bool = True, parallel: int = 8):
+                 before: float | None = None, cutover: bool = True, parallel: int = 8, wal: bool = True):
         self.engine, self.stack, self.events = engine, engine.stack, engine.events
+        self.wal = wal  # replay the archived WAL where the backup has a base backup
         self.to_name = to
         self.target = engine.runner(to)
         self.at = at
@@ -578,13 +645,16 @@ class Failover:
             try:
                 steps = run_steps(self, journal, FAILOVER_STEPS, "failover")
             except VerificationFailed as exc:
+                wal = exc.code.startswith("backup.wal") or ("WAL" in exc.message and self.manifest.get("base"))
                 raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message}",
-                                         hint="nothing was switched; restore an older one: lifeboat failover "
-                                              f"--to {self.to_name} --backup ID (`lifeboat backups list`).",
+                                         hint="nothing was switched; restore "
+                                              + ("its dump alone (--no-wal) or " if wal else "")
+                                              + f"an older one: lifeboat failover --to {self.to_name} --backup ID "
+                                              "(`lifeboat backups list`).",
                                          code=exc.code) from None
             first = journal.meta.get("began", began_epoch)
             finished = time.time()
-            taken = self.manifest["taken_at"]
+            taken = (journal.finished("database") or {}).get("recovery_point") or self.manifest["taken_at"]
             journal.record("failover", "done", rto_seconds=round(finished - first, 3),
                            rpo_seconds=round(first - taken, 3))
         return {"backup": ident, "to": self.to_name, "from_repository": repo.where,
@@ -619,6 +689,8 @@ class Failover:
         db = self.manifest.get("database")
         if not db:
             return {"skipped": "the backup holds no database"}
+        if self.manifest.get("base") and self.wal:
+            return self._replay(db, self.manifest["base"])
         target = self.target.database()
         name = self.repo.part(self.id, "database.dump")
         with self.repo.reading(name) as opening:
@@ -645,6 +717,44 @@ class Failover:
         out["tables"] = sum(1 for t in db["digests"] if not t.startswith("sequence:"))
         out["rows"] = sum(r for r, _ in db["digests"].values())
         return out
+
+    def _replay(self, db: dict, base: dict) -> dict:
+        """Point-in-time recovery: the base backup and every archived WAL segment after it replayed in a
+        scratch cluster on this machine (up to --before when given), then copied into the target and
+        verified there table by table. The recovery point is the last transaction replayed."""
+        from . import walarchive
+        from .copier import copy_database
+
+        pg = self.stack.postgres
+        cluster = walarchive.ReplayCluster(walarchive.server_bindir(int(db["version"])),
+                                           os_user=walarchive.replay_account(), database=pg.database, user=pg.user)
+        try:
+            self.events.step(f"fetching the archived WAL from {base['start_segment']}")
+            fetched = walarchive.fetch(self.repo, base["start_segment"], cluster.wal_dir, self.events)
+            self.events.step("replaying the WAL in a scratch PostgreSQL")
+            name = self.repo.part(self.id, "base.tar")
+            with self.repo.reading(name) as opening:
+                replayed = cluster.restore(_Progress(opening, self.events, "base backup"), until=self.before)
+                opening.drain()
+            if opening.plain_sha256.hexdigest() != base["part"]["plain_sha256"]:
+                raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
+            reached = walarchive.lsn_position(replayed["lsn"])
+            if self.before is None and fetched["newest"] and reached < walarchive.position(fetched["newest"]) - 1:
+                raise VerificationFailed(f"the replay stopped at {replayed['lsn']}, before the newest archived segment "
+                                         f"{fetched['newest']}; the archive is damaged there.",
+                                         code="backup.wal_damaged")
+            copied = copy_database(cluster.database_service(), self.target.database(), events=self.events)
+        finally:
+            cluster.stop()
+        point = replayed["replayed_until"]
+        if point is None or point < base["taken_at"] - 1:  # nothing written after the base backup
+            point = base["taken_at"]
+        if self.before is not None:
+            point = min(point, self.before)
+        return {"replayed_wal_files": fetched["files"], "newest_segment": fetched["newest"], "lsn": replayed["lsn"],
+                "recovery_point": round(point, 3), "tables": copied["tables"], "rows": copied["rows"],
+                "verified": "base backup and archived WAL replayed (every segment unsealed and checked, no gap); "
+                            + copied["verified"] + " (replayed copy and target)"}
 
     def _step_cache(self) -> dict:
         cache = self.manifest.get("cache")

@@ -495,14 +495,21 @@ def rollback_(session: Session):
 @click.option("--from", "source", required=True, metavar="TARGET", help="Where the stack runs now.")
 @click.option("--to", "to", metavar="TARGET", help="Whose object store keeps the backup (default: backup: to:).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted backup from its journal.")
+@click.option("--wal-only", is_flag=True,
+              help="Only ship the archived PostgreSQL WAL (backup: wal: true); cheap enough for every minute.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Objects stored at once.")
 @envelope_command("backup")
-def backup_(session: Session, source, to, resume, parallel):
+def backup_(session: Session, source, to, resume, wal_only, parallel):
     """Ship an encrypted, verified backup of the stack off-host: database, new media, secrets, stack file."""
     from .backup import Backup
     from .output import Outcome
 
+    if wal_only:
+        shipped = Backup(session.engine(), source, to, parallel=parallel).ship_wal()
+        return Outcome(shipped, human=lambda console: console.line(
+            f"{shipped['wal']['files']} WAL file(s) of {source} shipped to {shipped['at']} "
+            f"({shipped['seconds']:.1f}s; newest segment {shipped['wal']['newest'] or '-'})."))
     done = Backup(session.engine(), source, to, parallel=parallel).run(resume=resume)
 
     def human(console):
@@ -581,11 +588,12 @@ def backups_verify(session: Session, at, backup_id):
 @click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (default: the newest).")
 @click.option("--before", metavar="TIME", help="Restore the newest backup taken at or before TIME (ISO 8601, UTC).")
 @click.option("--no-cutover", is_flag=True, help="Leave DNS as it is.")
+@click.option("--no-wal", is_flag=True, help="Restore the backup's dump alone, without replaying archived WAL.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted failover from its journal.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Objects restored at once.")
 @envelope_command("failover")
-def failover_(session: Session, to, at, backup_id, before, no_cutover, resume, parallel):
+def failover_(session: Session, to, at, backup_id, before, no_cutover, no_wal, resume, parallel):
     """Bring the stack up on TARGET from its newest backup, needing nothing from where it ran: restore,
     verify, deploy, switch DNS; report the recovery point (RPO) and time (RTO)."""
     from .backup import Failover
@@ -596,7 +604,7 @@ def failover_(session: Session, to, at, backup_id, before, no_cutover, resume, p
     session.confirm(f"Fail stack {engine.stack.name} over to {to} from its backups"
                     + ("" if no_cutover else ", switching DNS") + "?")
     done = Failover(engine, to, at=at, backup_id=backup_id, before=when, cutover=not no_cutover,
-                    parallel=parallel).run(resume=resume)
+                    parallel=parallel, wal=not no_wal).run(resume=resume)
 
     def human(console):
         for step in done["steps"]:

@@ -176,6 +176,11 @@ class DatabaseService(ABC):
         app keeps writing. Call ``tables()`` before ``digests()`` runs (one connection)."""
         raise Unsupported("this database service cannot export a snapshot")
 
+    def wal_source(self):
+        """Its WAL archive (toolkit.walarchive.WalSource), where the provider runs PostgreSQL with
+        ``backup: wal: true``."""
+        raise Unsupported("this database service archives no WAL")
+
     @abstractmethod
     def restore(self, stream: BinaryIO, *, clean: bool = True, part=None) -> None:
         """Load a custom-format dump read from ``stream`` into the database (``part``: as dumped)."""

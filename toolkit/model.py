@@ -99,6 +99,7 @@ class Backup:
     keep: int
     encrypt_with: str | None = None
     bucket: str | None = None  # default: "lifeboat-backups"
+    wal: bool = False  # archive PostgreSQL's write-ahead log too (where the source's provider runs PostgreSQL)
 
     @property
     def repository_bucket(self) -> str:

@@ -21,9 +21,11 @@ def initdb(bindir: Path, data_dir: Path, *, superuser: str, pwfile: Path) -> lis
             "--no-instructions"]
 
 
-def postgres_conf(*, port: int, socket_dir: Path, listen: str = "127.0.0.1") -> str:
-    """Settings Lifeboat owns, written to lifeboat.conf and included from postgresql.conf."""
-    return (
+def postgres_conf(*, port: int, socket_dir: Path, listen: str = "127.0.0.1", wal_spool: Path | None = None) -> str:
+    """Settings Lifeboat owns, written to lifeboat.conf and included from postgresql.conf. ``wal_spool``:
+    archive every finished WAL segment into that directory (a segment at least every minute while
+    anything is written), where ``lifeboat backup`` picks them up."""
+    text = (
         "# Written by Lifeboat; changes are overwritten on the next `lifeboat up`.\n"
         f"listen_addresses = {pg_conf_quote(listen)}\n"
         f"port = {int(port)}\n"
@@ -32,10 +34,31 @@ def postgres_conf(*, port: int, socket_dir: Path, listen: str = "127.0.0.1") -> 
         "wal_level = replica\n"
         "max_wal_senders = 3\n"
     )
+    if wal_spool is not None:
+        text += ("archive_mode = on\n"
+                 f"archive_command = {pg_conf_quote(archive_command(wal_spool))}\n"
+                 "archive_timeout = 60\n")
+    return text
+
+
+def archive_command(spool: Path) -> str:
+    """PostgreSQL's archive_command: copy the segment into ``spool`` durably under a temporary name, then
+    rename it. A segment already there with the same content counts as archived (a retry after a crash);
+    one with other content fails, so PostgreSQL keeps it and retries."""
+    import shlex
+
+    at = shlex.quote(str(spool))
+    return (f'if [ -f {at}/"%f" ]; then cmp -s "%p" {at}/"%f"; '
+            f'else cp "%p" {at}/"%f.part" && sync {at}/"%f.part" && mv {at}/"%f.part" {at}/"%f" && sync {at}; fi')
 
 
 def pg_ctl_start(bindir: Path, data_dir: Path, log_file: Path, *, timeout: int = 60) -> list[str]:
     return [str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_file), "-w", "-t", str(timeout), "start"]
+
+
+def pg_ctl_restart(bindir: Path, data_dir: Path, log_file: Path, *, timeout: int = 120) -> list[str]:
+    return [str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_file), "-m", "fast", "-w", "-t", str(timeout),
+            "restart"]
 
 
 def pg_ctl_stop(bindir: Path, data_dir: Path, *, mode: str = "fast", timeout: int = 60) -> list[str]:

@@ -274,6 +274,10 @@ BACKUP = Map(
         "encrypt_with": Field(Str(pattern=SECRET_NAME, expected="a secret name (the key you hold)")),
         "bucket": Field(Str(pattern=BUCKET, expected="a bucket name (3-63 lowercase letters, digits, -)"),
                         doc="the bucket of the backup target's object store that holds the backups"),
+        "wal": Field(Bool(), default=False,
+                     doc="also archive PostgreSQL's write-ahead log where Lifeboat runs PostgreSQL (a base backup "
+                         "with each backup, segments shipped by `lifeboat backup --wal-only`): a failover replays "
+                         "it, so the data lost is minutes, not the time since the last backup"),
     }
 )
 

@@ -1,0 +1,160 @@
+"""Continuous WAL archiving (`backup: wal: true`) on this machine, with real PostgreSQL servers: the source
+archives its WAL, a backup carries a base backup, `backup --wal-only` ships what was written after it;
+the source is destroyed; `failover` replays base + WAL in a scratch cluster and the target holds every
+row committed before the last shipped segment, with the recovery point at the last replayed transaction.
+`--before` stops the replay at that time; an altered or missing segment is refused (exit 4)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit import stackfile
+from toolkit.dirstore import DirectoryStore
+from toolkit.engine import Engine
+
+from .conftest import run_cli, tiny_app
+from .test_backup_local import flip
+
+KEY_VAR = "LB_TEST_WAL_KEY"
+KEY = "a key only the operator holds: 91c2e0"
+
+
+def lb(stack: Path, *args: str):
+    return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={KEY_VAR: KEY})
+
+
+def write_stack(root: Path) -> Path:
+    app = tiny_app(root)
+    path = root / "lifeboat.yml"
+    path.write_text(f"""version: 1
+name: walapp
+domain: walapp.lifeboat.test
+services:
+  web: {{role: web, build: {app}, command: ["python3", "serve.py"], port: 8000}}
+postgres: {{version: 15, database: walapp}}
+secrets:
+  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}
+providers:
+  old: {{type: local, state_dir: state/old}}
+  new: {{type: local, state_dir: state/new, address: 127.0.0.21}}
+backup: {{to: new, keep: 3, encrypt_with: BACKUP_KEY, wal: true}}
+""")
+    return path
+
+
+def connect(stack: Path, target: str):
+    import psycopg
+
+    url = Engine(stackfile.load(stack)).provider(target).database().connection_url().reveal_text()
+    return psycopg.connect(url, autocommit=True)
+
+
+def counted(stack: Path, target: str) -> tuple[int, int]:
+    with connect(stack, target) as conn:
+        return conn.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM notes").fetchone()
+
+
+def switch_and_wait(provider, spool: Path) -> None:
+    """Close the current WAL segment (as the superuser) and wait until the archiver has put it in the spool."""
+    with provider.pg_connect("postgres") as conn:
+        name = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        conn.execute("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + 30
+    while not (spool / name).exists():
+        assert time.monotonic() < deadline, f"{name} was not archived into {spool}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wal-local")
+    path = write_stack(root)
+    try:
+        yield path
+    finally:
+        for target in ("old", "new"):
+            lb(path, "destroy", "--on", target, "--delete-backups")
+
+
+def test_failover_replays_the_wal_shipped_after_the_backup(stack):
+    up = lb(stack, "up", "--on", "old")
+    assert up.code == 0, up
+    old = Engine(stackfile.load(stack)).provider("old")
+    spool = old.wal_spool()
+    with connect(stack, "old") as conn:
+        assert conn.execute("SHOW archive_mode").fetchone()[0] == "on"
+        conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL, at timestamptz DEFAULT now())")
+        conn.execute("INSERT INTO notes (body) SELECT 'before the backup ' || g || ' ☃' FROM generate_series(1, 1000) g")
+
+    backup = lb(stack, "backup", "--from", "old")
+    assert backup.code == 0, backup
+    steps = {s["step"]: s for s in backup.envelope["data"]["steps"]}
+    assert steps["base"]["part"]["plain_bytes"] > 1_000_000 and steps["base"]["start_segment"]
+
+    with connect(stack, "old") as conn:  # three more segments, each with new rows
+        for batch in range(3):
+            conn.execute(f"INSERT INTO notes (body) SELECT 'batch {batch} ' || g FROM generate_series(1, 300) g")  # noqa: S608
+            switch_and_wait(old, spool)
+        time.sleep(1.1)
+        middle = int(time.time())  # a whole second after the batches, before the last rows
+        time.sleep(1.1)
+        conn.execute("INSERT INTO notes (body) SELECT 'last, after --before ' || g FROM generate_series(1, 7) g")
+        last_commit = time.time()
+        switch_and_wait(old, spool)
+    expected = counted(stack, "old")
+    assert expected[0] == 1000 + 900 + 7
+
+    shipped = lb(stack, "backup", "--from", "old", "--wal-only")
+    assert shipped.code == 0, shipped
+    assert shipped.envelope["data"]["wal"]["files"] >= 4
+    assert not [p for p in spool.iterdir() if not p.name.endswith(".part")]  # the spool is emptied once shipped
+    again = lb(stack, "backup", "--from", "old", "--wal-only")
+    assert again.code == 0 and again.envelope["data"]["wal"]["files"] == 0, again
+
+    gone = lb(stack, "destroy", "--on", "old")  # the source is gone: nothing of it is read below
+    assert gone.code == 0, gone
+
+    store = DirectoryStore(stack.parent / "state" / "new" / "objects")
+    wal = sorted(o.key for o in store.list("lifeboat-backups", "walapp/wal/"))
+    segments = [k for k in wal if len(k.rsplit("/", 1)[1]) == 24]
+    assert len(segments) >= 4
+
+    # An altered segment is refused, and so is a missing one: replay would stop there without a word.
+    victim = store._paths("lifeboat-backups", segments[-2])[0]
+    flip(victim, 4000)
+    tampered = lb(stack, "failover", "--to", "new")
+    assert tampered.code == 4, tampered
+    assert tampered.envelope["errors"][0]["code"] == "backup.tampered"
+    assert "--no-wal" in tampered.envelope["errors"][0]["hint"]
+    flip(victim, 4000)
+    saved = victim.read_bytes()
+    victim.unlink()
+    gap = lb(stack, "failover", "--to", "new")
+    assert gap.code == 4 and gap.envelope["errors"][0]["code"] == "backup.wal_gap", gap
+    verify = lb(stack, "backups", "verify")  # the backup's dump is fine; its point-in-time recovery is not
+    assert verify.code == 4 and "gap" in verify.envelope["errors"][0]["message"], verify
+    dump_only = lb(stack, "failover", "--to", "new", "--no-wal")
+    assert dump_only.code == 0, dump_only
+    assert counted(stack, "new")[0] == 1000  # what the backup's dump holds
+    victim.write_bytes(saved)
+    assert lb(stack, "backups", "verify").code == 0
+
+    moved = lb(stack, "failover", "--to", "new")
+    assert moved.code == 0, moved
+    data = moved.envelope["data"]
+    database = {s["step"]: s for s in data["steps"]}["database"]
+    assert counted(stack, "new") == expected  # every row, those written after the backup too
+    assert database["replayed_wal_files"] >= 4 and "replayed" in database["verified"]
+    point = database["recovery_point"]
+    assert last_commit - 2 <= point <= last_commit + 1, (point, last_commit)
+    assert data["rpo_seconds"] < time.time() - steps["base"]["taken_at"]  # better than the backup alone
+
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(middle))
+    earlier = lb(stack, "failover", "--to", "new", "--before", until)
+    assert earlier.code == 0, earlier
+    assert counted(stack, "new")[0] == 1000 + 900  # stopped before the last rows
+    for result in (backup, shipped, moved, earlier):
+        assert KEY not in result.stdout + result.stderr

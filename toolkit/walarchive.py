@@ -1,0 +1,388 @@
+"""Continuous WAL archiving (``backup: wal: true``) and point-in-time recovery from it.
+
+Where Lifeboat runs PostgreSQL, the server archives every finished write-ahead-log segment into a spool
+directory next to its data (``archive_command``, a segment at least every minute while anything is
+written: ``archive_timeout = 60``). Then:
+
+- each ``lifeboat backup`` also takes a physical base backup (``pg_basebackup``, tar with the WAL it needs)
+  into the backup as the sealed part ``base.tar``, and ships the spool;
+- ``lifeboat backup --wal-only`` only ships the spool, cheap enough for cron every minute: each segment is
+  sealed into the repository as ``<stack>/wal/<segment>``, read back, and only then removed from the spool;
+- ``failover`` (and ``drill``) with a base backup fetches every segment from the base on, checks that none
+  is missing or altered (exit 4 otherwise), replays them in a scratch PostgreSQL cluster on this machine
+  (the same major version; up to ``--at`` when given) and copies the result into the target the usual way
+  (pg_dump into pg_restore, row counts and digests compared on both sides). The recovery point is the
+  last transaction replayed.
+
+Segment names are ``TTTTTTTTXXXXXXXXYYYYYYYY`` (timeline, log, segment; 16 MB segments), plus ``.history``
+and ``.backup`` files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from .contract import DatabaseInfo, DatabaseService, SecretValue, TableDigest, Unsupported
+from .errors import ProviderError, VerificationFailed
+
+SEGMENT = re.compile(r"[0-9A-F]{24}")
+WAL_FILE = re.compile(r"[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history")
+SEGMENTS_PER_LOG = 0x100  # 16 MB segments: 4 GB per log id
+
+
+def position(name: str) -> int:
+    """A segment's place in the WAL, whatever its timeline."""
+    return int(name[8:16], 16) * SEGMENTS_PER_LOG + int(name[16:24], 16)
+
+
+def lsn_position(lsn: str) -> int:
+    """The segment position of an LSN such as ``0/3000148``."""
+    high, _, low = lsn.partition("/")
+    return int(high, 16) * SEGMENTS_PER_LOG + (int(low, 16) >> 24)
+
+
+def server_bindir(version: int) -> Path:
+    """PostgreSQL ``version``'s server programs on this machine (Debian's layout, else PATH)."""
+    candidate = Path(f"/usr/lib/postgresql/{version}/bin")
+    if (candidate / "postgres").exists():
+        return candidate
+    found = shutil.which("pg_ctl")
+    if found and (Path(found).resolve().parent / "postgres").exists():
+        return Path(found).resolve().parent
+    raise ProviderError(f"replaying archived WAL needs PostgreSQL {version}'s server on this machine.",
+                        hint=f"Debian: apt-get install postgresql-{version}.", code="backup.no_postgres")
+
+
+def replay_account() -> str | None:
+    """The account the scratch cluster runs as: this one, or when root (which PostgreSQL refuses) the
+    system account ``lifeboat`` (made when missing, as the local provider does)."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+    import subprocess
+
+    try:
+        pwd.getpwnam("lifeboat")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+                        "/usr/sbin/nologin", "lifeboat"], check=True, capture_output=True)
+    return "lifeboat"
+
+
+class WalSource(ABC):
+    """A PostgreSQL that archives its WAL into a spool Lifeboat reads."""
+
+    @abstractmethod
+    def spooled(self) -> list[str]:
+        """Names of the finished files in the spool, oldest first."""
+
+    @abstractmethod
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]: ...
+
+    @abstractmethod
+    def size(self, name: str) -> int: ...
+
+    @abstractmethod
+    def remove(self, name: str) -> None: ...
+
+    @abstractmethod
+    def current_segment(self) -> str:
+        """The segment the server writes now (a base backup taken next starts at or after it)."""
+
+    @abstractmethod
+    def base_backup(self) -> AbstractContextManager[BinaryIO]:
+        """``pg_basebackup`` as a tar stream, with the WAL it needs to be consistent."""
+
+
+def basebackup_argv(bindir: Path, *, host: str, port: int, user: str) -> list[str]:
+    return [str(bindir / "pg_basebackup"), "--no-password", "-h", host, "-p", str(port), "-U", user,
+            "-D", "-", "-F", "tar", "-X", "fetch", "-c", "fast", "--no-manifest"]
+
+
+class LocalWalSource(WalSource):
+    """The spool of a PostgreSQL on this machine."""
+
+    def __init__(self, spool: Path, *, current, base):
+        self.spool = spool
+        self._current, self._base = current, base
+
+    def spooled(self) -> list[str]:
+        if not self.spool.is_dir():
+            return []
+        return sorted(p.name for p in self.spool.iterdir() if WAL_FILE.fullmatch(p.name))
+
+    @contextmanager
+    def open(self, name: str):
+        with open(self.spool / name, "rb") as handle:
+            yield handle
+
+    def size(self, name: str) -> int:
+        return (self.spool / name).stat().st_size
+
+    def remove(self, name: str) -> None:
+        (self.spool / name).unlink(missing_ok=True)
+
+    def current_segment(self) -> str:
+        return self._current()
+
+    def base_backup(self):
+        return self._base()
+
+
+# ------------------------------------------------------------------------------------ the repository side
+def wal_key(repo, name: str) -> str:
+    return f"{repo.prefix}wal/{name}"
+
+
+def shipped(repo) -> dict[str, object]:
+    """Segment name -> ObjectInfo of every WAL file in the repository."""
+    base = f"{repo.prefix}wal/"
+    return {info.key[len(base):]: info for info in repo.store.list(repo.bucket, base)}
+
+
+def ship(repo, source: WalSource, events=None) -> dict:
+    """Every spooled file sealed into the repository (read back by the store as it lands), then removed
+    from the spool. Re-running after a crash sends again what was not yet removed: same name, same bytes."""
+    names = source.spooled()
+    sent = 0
+    for index, name in enumerate(names):
+        with source.open(name) as stream:
+            written = repo.put(wal_key(repo, name), stream, size=source.size(name))
+        sent += written.plain_bytes
+        source.remove(name)
+        if events is not None:
+            events.progress("wal", index + 1, len(names), unit="segments")
+    segments = [n for n in names if SEGMENT.fullmatch(n)]
+    return {"files": len(names), "bytes": sent, "newest": segments[-1] if segments else None}
+
+
+def _from(repo, start: str) -> tuple[list[str], list[str]]:
+    """(every WAL file a replay from segment ``start`` reads, its segments in order)."""
+    found = shipped(repo)
+    segments = sorted((n for n in found if SEGMENT.fullmatch(n) and position(n) >= position(start)), key=position)
+    return [n for n in found if n.endswith(".history")] + segments, segments
+
+
+def _gap(repo, segments: list[str]) -> VerificationFailed | None:
+    positions = sorted({position(n) for n in segments})
+    held = set(positions)
+    missing = [p for p in range(positions[0], positions[-1]) if p not in held] if positions else []
+    if not missing:
+        return None
+    first = missing[0]
+    return VerificationFailed(f"{repo.where}: the archived WAL has a gap: segment "
+                              f"{first // SEGMENTS_PER_LOG:08X}{first % SEGMENTS_PER_LOG:08X} (log, segment)"
+                              + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                              + " missing; a replay would stop there.", code="backup.wal_gap")
+
+
+def fetch(repo, start: str, into: Path, events=None) -> dict:
+    """Every WAL file from segment ``start`` on, unsealed into ``into`` (0700). Altered files and gaps in
+    the segments are refused (VerificationFailed, exit 4): replay would stop there without a word."""
+    wanted, segments = _from(repo, start)
+    gap = _gap(repo, segments)
+    if gap is not None:
+        raise gap
+    into.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for index, name in enumerate(wanted):
+        try:
+            with repo.reading(wal_key(repo, name)) as opening, open(into / name, "wb") as out:
+                shutil.copyfileobj(opening, out, 1 << 20)
+        except VerificationFailed as exc:
+            raise VerificationFailed(f"archived WAL {name}: {exc.message}", code=exc.code) from None
+        if events is not None:
+            events.progress("wal", index + 1, len(wanted), unit="segments")
+    return {"files": len(wanted), "newest": segments[-1] if segments else None}
+
+
+def check(repo, start: str) -> tuple[int, list[str]]:
+    """``backups verify`` of the archived WAL from segment ``start`` on: (files, problems)."""
+    wanted, segments = _from(repo, start)
+    problems = []
+    gap = _gap(repo, segments)
+    if gap is not None:
+        problems.append(gap.message)
+    for name in wanted:
+        try:
+            with repo.reading(wal_key(repo, name)) as opening:
+                while opening.read(1 << 20):
+                    pass
+        except VerificationFailed as exc:
+            problems.append(f"WAL {name}: {exc.message}")
+    return len(wanted), problems
+
+
+def prune(repo, keep_from: str | None) -> int:
+    """Remove WAL segments older than ``keep_from`` (the oldest kept base backup's first segment)."""
+    if keep_from is None:
+        return 0
+    removed = 0
+    for name in shipped(repo):
+        if SEGMENT.fullmatch(name) and position(name) < position(keep_from):
+            repo.store.delete(repo.bucket, wal_key(repo, name))
+            removed += 1
+    return removed
+
+
+# ---------------------------------------------------------------------------------- replay on this machine
+class ReplayCluster:
+    """A scratch PostgreSQL made from a base backup, replaying archived WAL up to its end (or a time), then
+    promoted. It listens on a Unix socket only, in a 0700 directory, and trusts local connections; run as
+    ``os_user`` when this process is root (PostgreSQL refuses root)."""
+
+    def __init__(self, bindir: Path, *, os_user: str | None, database: str, user: str, parent: Path | None = None):
+        import tempfile
+
+        self.bindir, self.os_user = bindir, os_user
+        self.database, self.user = database, user
+        # Its own 0700 folder, so that os_user reaches it whatever the folders above allow.
+        self.root = Path(tempfile.mkdtemp(prefix="lifeboat-replay-", dir=parent or os.environ.get("TMPDIR") or "/var/tmp"))
+        self.data, self.sockets, self.wal_dir = self.root / "data", self.root / "run", self.root / "wal"
+        self.log = self.root / "postgres.log"
+        self.port = 5432
+        self.started = False
+
+    def _conn(self):
+        from .connection import LocalConnection
+
+        return LocalConnection(user=self.os_user, umask=0o077)
+
+    def _own(self, path: Path) -> None:
+        if self.os_user:
+            shutil.chown(path, self.os_user, self.os_user)
+            for sub, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    shutil.chown(os.path.join(sub, name), self.os_user, self.os_user)
+
+    def restore(self, base: BinaryIO, *, until: float | None = None, timeout: float = 1800) -> dict:
+        """Unpack ``base`` (a pg_basebackup tar stream), replay the WAL fetched into :attr:`wal_dir`,
+        promote; return the last replayed transaction's time (None when nothing after the base) and the WAL
+        position reached."""
+        import tarfile
+
+        from .pgcommands import pg_conf_quote, pg_ctl_start
+
+        self.data.mkdir(mode=0o700)
+        self.sockets.mkdir(mode=0o700)
+        with tarfile.open(fileobj=base, mode="r|") as archive:
+            archive.extractall(self.data, filter="data")
+        for stale in ("postmaster.pid", "postmaster.opts", "standby.signal"):
+            (self.data / stale).unlink(missing_ok=True)
+        settings = {
+            "listen_addresses": "", "port": str(self.port), "unix_socket_directories": str(self.sockets),
+            "archive_mode": "off", "logging_collector": "off",
+            "restore_command": f"cp {_sh(str(self.wal_dir))}/%f %p",
+            "recovery_target_action": "promote", "recovery_target_timeline": "latest",
+        }
+        if until is not None:
+            whole = int(until)
+            settings["recovery_target_time"] = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
+                                                + f".{int((until - whole) * 1e6):06d}+00")
+        with open(self.data / "postgresql.auto.conf", "a") as conf:  # read last: wins over the source's files
+            conf.write("\n# Lifeboat replay\n" + "".join(f"{k} = {pg_conf_quote(v)}\n" for k, v in settings.items()))
+        (self.data / "pg_hba.conf").write_text("local all all trust\n")
+        (self.data / "recovery.signal").write_text("")
+        self._own(self.root)
+        self.started = True
+        try:
+            self._conn().run(pg_ctl_start(self.bindir, self.data, self.log, timeout=int(timeout)),
+                             timeout=timeout + 30)
+        except Exception as exc:
+            raise ProviderError(f"the scratch PostgreSQL replaying the WAL did not start: {exc}\n"
+                                f"{self._log_tail()}", code="backup.replay") from None
+        deadline = time.monotonic() + timeout
+        with self.connect() as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise ProviderError(f"replaying the WAL did not finish in {timeout:.0f} s.\n{self._log_tail()}",
+                                        code="backup.replay")
+                time.sleep(0.2)
+            stamp, lsn = conn.execute("SELECT extract(epoch FROM pg_last_xact_replay_timestamp()), "
+                                      "pg_last_wal_replay_lsn()::text").fetchone()
+        return {"replayed_until": float(stamp) if stamp is not None else None, "lsn": lsn}
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-12:])
+        except OSError:
+            return ""
+
+    def connect(self, database: str | None = None):
+        import psycopg
+
+        return psycopg.connect(host=str(self.sockets), port=self.port, user=self.user,
+                               dbname=database or self.database, autocommit=True, connect_timeout=10)
+
+    def database_service(self) -> DatabaseService:
+        return _ReplayedDatabase(self)
+
+    def stop(self) -> None:
+        from .pgcommands import pg_ctl_stop
+
+        try:
+            if self.started:
+                self._conn().run(pg_ctl_stop(self.bindir, self.data, mode="immediate"), timeout=90)
+        except Exception:  # noqa: S110 - best effort: the folders go below either way
+            pass
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _sh(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+class _ReplayedDatabase(DatabaseService):
+    """The replayed cluster as the source of an ordinary database copy."""
+
+    remote = False
+
+    def __init__(self, cluster: ReplayCluster):
+        self.c = cluster
+
+    def info(self) -> DatabaseInfo:
+        with self.c.connect() as conn:
+            version, size = conn.execute("SELECT current_setting('server_version_num')::int / 10000, "
+                                         "pg_database_size(current_database())").fetchone()
+            exts = tuple(r[0] for r in conn.execute("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' "
+                                                    "ORDER BY 1").fetchall())
+        return DatabaseInfo(int(version), self.c.database, exts, int(size))
+
+    @contextmanager
+    def snapshot(self) -> Iterator:
+        from .digests import exported_snapshot
+
+        with self.c.connect() as conn, exported_snapshot(conn) as held:
+            yield held
+
+    @contextmanager
+    def dump(self, snapshot=None, part=None, compress=1):
+        from .connection import LocalConnection
+        from .pgcommands import pg_dump
+
+        argv = pg_dump(self.c.bindir, host=str(self.c.sockets), port=self.c.port, user=self.c.user,
+                       database=self.c.database, snapshot=snapshot, part=part, compress=compress)
+        with LocalConnection().read_stream(argv, env={"PGCONNECT_TIMEOUT": "10"}) as stream:
+            yield stream
+
+    def restore(self, stream, *, clean: bool = True, part=None) -> None:
+        raise Unsupported("the replayed cluster is only read")
+
+    def table_digests(self, method: str = "auto") -> dict[str, TableDigest]:
+        from .digests import table_digests
+
+        with self.c.connect() as conn:
+            return table_digests(conn, method)
+
+    def connection_url(self) -> SecretValue:
+        raise Unsupported("the replayed cluster has no URL; it is reached through its socket")
