@@ -128,6 +128,9 @@ def test_missing_file(tmp_path):
     assert result.code == 2
     assert result.envelope["errors"][0]["code"] == "stack.missing"
     assert "lifeboat init" in result.envelope["errors"][0]["hint"]
+    (tmp_path / "a-file").write_text("")
+    under_a_file = run_cli("--config", str(tmp_path / "a-file" / "lifeboat.yml"), "-o", "json", "validate")
+    assert under_a_file.code == 2 and under_a_file.envelope["errors"][0]["code"] == "stack.missing", under_a_file
 
 
 def test_good_files_load():

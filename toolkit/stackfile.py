@@ -387,7 +387,7 @@ def load(path: str | os.PathLike) -> model.Stack:
     shown = str(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a folder on the way is a file
         raise BadInput(f"{shown}: no stack file here.", hint="run `lifeboat init` to write an annotated example, "
                        "or pass --config FILE.", code="stack.missing") from None
     except IsADirectoryError:
