@@ -150,6 +150,15 @@ class BaremetalDatabase(DatabaseService):
                                    env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
 
+    def wal_source(self):
+        from toolkit.contract import Unsupported
+        from toolkit.walarchive import HostWalSource
+
+        if not self.p.wal_wanted():
+            raise Unsupported(f"{self.p.label}: backup: wal: is off")
+        return HostWalSource(self.p.postgres(), superuser=PG_SUPERUSER,
+                             password=self.p.internal_secret("pg_superuser").reveal())
+
     def table_digests(self, method: str = "auto"):
         from toolkit.digests import table_digests_with
 
@@ -597,7 +606,11 @@ class BaremetalProvider(KindDispatch, Provider):
         return PostgresHost(self.conn(spec.name), root=spec.root, version=version,
                             listen=self.listen_address(spec), port=self.settings.get("postgres_port") or 5432,
                             account=self.settings.get("account") or "lifeboat",
-                            as_root=self.facts(spec.name).is_root)
+                            as_root=self.facts(spec.name).is_root, wal=self.wal_wanted())
+
+    def wal_wanted(self) -> bool:
+        """``backup: wal: true``: PostgreSQL archives its WAL into a spool beside its data."""
+        return bool(self.stack.postgres and self.stack.backup and self.stack.backup.wal)
 
     def redis(self) -> RedisHost:
         spec = self.first("db", "Redis")
@@ -704,9 +717,10 @@ class BaremetalProvider(KindDispatch, Provider):
         if state.get("postgres"):
             pgs = state["postgres"]
             running = self.postgres().running() if self.stack.postgres else False
+            wal = {"wal_archive": True} if pgs.get("wal_archive") else {}
             out.append(Resource("database", pgs["database"], {"version": pgs["version"],
                                                              "extensions": sorted(pgs.get("extensions", [])),
-                                                             "running": running}, {"host": pgs.get("host")}))
+                                                             "running": running, **wal}, {"host": pgs.get("host")}))
         if state.get("redis"):
             running = self.redis().running() if self.stack.redis is not None else False
             out.append(Resource("cache", "redis", {"running": running}, {"host": state["redis"].get("host")}))
@@ -745,7 +759,9 @@ class BaremetalProvider(KindDispatch, Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
-            if data_resource(res) is not None:
+            if res.kind == "database" and self.wal_wanted():
+                out.append(Resource("database", res.name, {**res.attrs, "running": True, "wal_archive": True}))
+            elif data_resource(res) is not None:
                 out.append(data_resource(res))
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
@@ -787,16 +803,20 @@ class BaremetalProvider(KindDispatch, Provider):
         if not pgh.initialized():
             self.events.step(f"{pgh.conn.host}: initdb")
             pgh.init(superuser_pw, PG_SUPERUSER)
-        changed = pgh.configure(self._clients())
+        needs = pgh.configure(self._clients())
         if not pgh.running():
             pgh.start()
-        elif changed:
+        elif needs == "restart":
+            self.events.step(f"{pgh.conn.host}: restarting PostgreSQL (WAL archiving {'on' if pgh.wal_spool else 'off'})")
+            pgh.restart()
+        elif needs:
             pgh.reload()
         pgh.setup(superuser=PG_SUPERUSER, superuser_password=superuser_pw, database=pg.database, app_user=pg.user,
                   app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions)
         state = self.state()
         state["postgres"] = {"database": pg.database, "user": pg.user, "version": pg.version,
-                             "extensions": sorted(pg.extensions), "host": pgh.conn.host}
+                             "extensions": sorted(pg.extensions), "host": pgh.conn.host,
+                             "wal_archive": pgh.wal_spool is not None}
         self.save_state(state)
 
     def _delete_database(self, resource) -> None:

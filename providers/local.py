@@ -327,18 +327,19 @@ class LocalDatabase(DatabaseService):
             raise Unsupported(f"{self.p.label}: backup: wal: is off")
         port = self.p.state.port("postgres")
 
-        def current() -> str:
+        def query(sql: str) -> str:
             with self.p.pg_connect("postgres") as conn:
-                return str(conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0])
+                return str(conn.execute(sql).fetchone()[0])
 
         @contextmanager
         def base():
-            argv = basebackup_argv(self.p.pg_bindir(), host="127.0.0.1", port=port, user=PG_SUPERUSER)
+            argv = basebackup_argv(self.p.pg_bindir(), host="127.0.0.1", port=port, user=PG_SUPERUSER,
+                                   version=self._pg().version)
             env = {"PGPASSWORD": self.p.internal_secret("pg_superuser").reveal_text(), "PGCONNECT_TIMEOUT": "10"}
             with LocalConnection().read_stream(argv, env=env) as stream:
                 yield stream
 
-        return LocalWalSource(self.p.wal_spool(), current=current, base=base)
+        return LocalWalSource(self.p.wal_spool(), query=query, base=base)
 
     def table_digests(self, method: str = "auto"):
         from toolkit.digests import table_digests

@@ -1,11 +1,14 @@
 """Failover when the host is gone: chirp runs on three real SSH hosts (bare metal), is backed up to this
-machine's local target, then every SSH host drops off the network (sshd and its sessions killed); `failover
---to here` brings chirp up here from the backup alone, with every row and object, and switches DNS."""
+machine's local target with its WAL archived (backup: wal: true), more rows are written and only the WAL
+shipped, then every SSH host drops off the network (sshd and its sessions killed); `failover --to here`
+brings chirp up here from the backup and the WAL alone, with every row (those after the backup too) and
+object, and switches DNS."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.request
 
 from toolkit import stackfile
@@ -23,7 +26,7 @@ SECRETS = f"""  CHIRP_SECRET_KEY: {{from: generate, length: 48}}
 def test_failover_from_dead_hosts(tmp_path, ssh_lab):
     roots = make_host_roots()
     extra = baremetal_target(ssh_lab, roots, pg_port=5448, redis_port=6398) + \
-        "backup:\n  to: here\n  encrypt_with: BACKUP_KEY\n"
+        "backup:\n  to: here\n  encrypt_with: BACKUP_KEY\n  wal: true\n"
     stack = chirp_stack(tmp_path, target="here", extra_target=extra, secrets=SECRETS)
     env = {KEY_VAR: "the operator's own key for this test"}
     lb = ["-c", str(stack), "-o", "json", "--yes"]
@@ -52,6 +55,23 @@ def test_failover_from_dead_hosts(tmp_path, ssh_lab):
         with urllib.request.urlopen("http://127.0.0.2:8000/api/stats", timeout=10) as resp:  # noqa: S310
             assert json.loads(resp.read())["posts"] == 400
 
+        # Written after the backup: only the WAL carries it off the host.
+        import psycopg
+
+        with psycopg.connect(colo.database().connection_url().reveal_text(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE after_backup (id int PRIMARY KEY, note text)")
+            conn.execute("INSERT INTO after_backup SELECT g, 'après ' || g FROM generate_series(1, 250) g")
+        pgh, wal = colo.postgres(), colo.database().wal_source()
+        segment = wal.current_segment()
+        pgh.psql("SELECT pg_switch_wal();\n", user="lifeboat", password=colo.internal_secret("pg_superuser").reveal())
+        deadline = time.monotonic() + 30
+        while segment not in wal.spooled():
+            assert time.monotonic() < deadline, f"{segment} was not archived"
+            time.sleep(0.2)
+        shipped = run_cli(*lb, "backup", "--from", "colo", "--wal-only", env=env)
+        assert shipped.code == 0 and shipped.envelope["data"]["wal"]["files"] >= 1, shipped
+        assert wal.spooled() == []
+
         for host in ssh_lab.hosts:  # the hosts are gone
             host.crash()
         status = run_cli(*lb, "status", "--on", "colo", env=env)
@@ -66,6 +86,9 @@ def test_failover_from_dead_hosts(tmp_path, ssh_lab):
 
         here = Engine(stackfile.load(stack)).provider("here")
         assert rows(here) == expected["rows"]
+        assert steps["database"]["replayed_wal_files"] >= 1
+        with psycopg.connect(here.database().connection_url().reveal_text()) as conn:
+            assert conn.execute("SELECT count(*), max(note) FROM after_backup").fetchone() == (250, "après 99")
         assert objects(here.objects()) == expected["objects"]
         assert here.secrets().read("CHIRP_SECRET_KEY") == expected["secret"]
         records = {(r.name, r.type): r for r in here.dns().records("lifeboat.test")}

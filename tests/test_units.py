@@ -146,3 +146,26 @@ def test_digest_method_of_old_and_new_digests():
     assert 'FROM ONLY "s p"."we""ird" AS t' in sql and "'r1:' ||" in sql
     assert "hashtextextended(t::text, 0)" in digest_sql([table], "text")
     assert "hashtextextended(t::text, 0)" in digest_sql([("public", "z", [])], "r1")  # no columns
+
+
+def test_wal_archive_settings_and_segment_arithmetic():
+    """What backup: wal: true writes into PostgreSQL's settings, and how segments are ordered and gaps found."""
+    from types import SimpleNamespace
+
+    from toolkit import walarchive
+
+    conf = pgcommands.postgres_conf(port=5432, socket_dir=Path("/run/pg"), wal_spool=Path("/srv/it's here/wal"))
+    assert "archive_mode = on" in conf and "archive_timeout = 60" in conf
+    command = pgcommands.archive_command(Path("/srv/it's here/wal"))
+    assert "'/srv/it'\"'\"'s here/wal'/\"%f\"" in command  # the spool path quoted for the shell
+    assert pgcommands.pg_conf_quote(command) in conf  # and the whole command for postgresql.conf
+    assert "archive_mode" not in pgcommands.postgres_conf(port=5432, socket_dir=Path("/run/pg"))
+    assert "local replication all scram-sha-256" in pgcommands.pg_hba([])
+    assert walarchive.position("0000000100000001000000FF") + 1 == walarchive.position("000000020000000200000000")
+    assert walarchive.lsn_position("2/3000148") == walarchive.position("000000010000000200000003")
+    assert walarchive.WAL_FILE.fullmatch("00000002.history") and walarchive.WAL_FILE.fullmatch(
+        "000000010000000000000002.00000028.backup") and not walarchive.WAL_FILE.fullmatch("000000010000000000000002.part")
+    repo = SimpleNamespace(where="bucket b")
+    assert walarchive._gap(repo, ["000000010000000000000001", "000000010000000000000002"]) is None
+    gap = walarchive._gap(repo, ["000000010000000000000001", "000000010000000000000004"])
+    assert gap.code == "backup.wal_gap" and "0000000000000002" in gap.message and "1 more" in gap.message

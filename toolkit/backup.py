@@ -285,14 +285,20 @@ class Backup:
         if not (self.stack.postgres and self.stack.backup and self.stack.backup.wal):
             return None, "backup: wal: is off"
         try:
-            return self.source.database().wal_source(), None
+            source = self.source.database().wal_source()
         except Unsupported as exc:
             return None, f"{self.source.label} archives no WAL ({exc})"
+        if not source.archiving():
+            return None, (f"PostgreSQL on {self.source.label} does not archive its WAL yet: run `lifeboat up --on "
+                          f"{self.source_name}` (it restarts PostgreSQL once)")
+        return source, None
 
     def _step_base(self) -> dict:
         """A physical base backup (pg_basebackup) for point-in-time recovery from the archived WAL."""
         source, why = self._wal_source()
         if source is None:
+            if self.stack.backup and self.stack.backup.wal:
+                self.events.warn(f"backup: no base backup: {why}; a failover restores the dump alone.")
             return {"skipped": why}
         start = source.current_segment()
         with source.base_backup() as stream:

@@ -158,11 +158,12 @@ class PostgresHost:
     """A PostgreSQL cluster owned by Lifeboat on one host, under ``<root>/postgres``."""
 
     def __init__(self, conn: Connection, *, root: str, version: int, listen: str, port: int,
-                 account: str = "lifeboat", as_root: bool = True, bindir: str | None = None):
+                 account: str = "lifeboat", as_root: bool = True, bindir: str | None = None, wal: bool = False):
         self.conn = conn
         self.base = f"{root}/postgres"
         self.data = f"{self.base}/data"
         self.sockets = f"{self.base}/run"
+        self.wal_spool = f"{self.base}/wal-archive" if wal else None  # backup: wal: true
         self.log = f"{self.base}/postgres.log"
         self.version = version
         self.listen = listen
@@ -214,19 +215,28 @@ class PostgresHost:
         sh(self.conn, "printf \"\\ninclude_if_exists = 'lifeboat.conf'\\n\" >> \"$1/postgresql.conf\"", self.data)
         self.conn.write_bytes(f"{self.base}/.initdb-complete", time.strftime("%FT%TZ", time.gmtime()).encode())
 
-    def configure(self, clients: list[str]) -> bool:
-        """Write lifeboat.conf and pg_hba.conf; True when something changed."""
-        conf = pgcommands.postgres_conf(port=self.port, socket_dir=Path(self.sockets), listen=self.listen).encode()
+    def configure(self, clients: list[str]) -> str | None:
+        """Write lifeboat.conf and pg_hba.conf (and make the WAL spool); what the running server needs for
+        them: None, "reload", or "restart" (archive_mode turned on or off)."""
+        if self.wal_spool is not None:
+            sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.wal_spool)
+            if self.as_root:
+                self.conn.run(["chown", f"{self.account}:{self.account}", self.wal_spool])
+        conf = pgcommands.postgres_conf(port=self.port, socket_dir=Path(self.sockets), listen=self.listen,
+                                        wal_spool=Path(self.wal_spool) if self.wal_spool else None).encode()
         hba = pgcommands.pg_hba(clients).encode()
-        changed = False
+        needs = None
         for name, body in (("lifeboat.conf", conf), ("pg_hba.conf", hba)):
             path = f"{self.data}/{name}"
-            if self.conn.read_bytes(path) != body:
+            before = self.conn.read_bytes(path)
+            if before != body:
                 self.conn.write_bytes(path, body, mode=0o600)
                 if self.as_root:
                     self.conn.run(["chown", f"{self.account}:{self.account}", path])
-                changed = True
-        return changed
+                archiving = b"archive_mode = on" in (before or b"")
+                needs = "restart" if name == "lifeboat.conf" and archiving != (b"archive_mode = on" in body) \
+                    else needs or "reload"
+        return needs
 
     def start(self) -> None:
         try:
@@ -236,6 +246,10 @@ class PostgresHost:
             log = self.conn.read_bytes(self.log) or b""
             raise ProviderError(f"{self.conn.host}: PostgreSQL did not start: {exc.message}\n"
                                 f"{log.decode(errors='replace')[-1500:]}", code="host.postgres_start") from None
+
+    def restart(self) -> None:
+        self.conn.run(self._as_account(pgcommands.pg_ctl_restart(self.bindir, Path(self.data), Path(self.log))),
+                      timeout=180)
 
     def reload(self) -> None:
         self.conn.run(self._as_account([str(self.bindir / "pg_ctl"), "-D", self.data, "reload"]))

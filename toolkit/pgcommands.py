@@ -148,6 +148,7 @@ def pg_hba(clients: list[str]) -> str:
 
     lines = ["# Written by Lifeboat; changes are overwritten on the next `lifeboat up`.",
              "local all all scram-sha-256",
+             "local replication all scram-sha-256",  # pg_basebackup on the host itself (backup: wal: true)
              "host all all 127.0.0.1/32 scram-sha-256",
              "host all all ::1/128 scram-sha-256"]
     for client in sorted(set(clients)):

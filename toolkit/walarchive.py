@@ -98,21 +98,26 @@ class WalSource(ABC):
         """The segment the server writes now (a base backup taken next starts at or after it)."""
 
     @abstractmethod
+    def archiving(self) -> bool:
+        """Whether the running server archives (``archive_mode`` on: ``up`` ran since ``wal: true``)."""
+
+    @abstractmethod
     def base_backup(self) -> AbstractContextManager[BinaryIO]:
         """``pg_basebackup`` as a tar stream, with the WAL it needs to be consistent."""
 
 
-def basebackup_argv(bindir: Path, *, host: str, port: int, user: str) -> list[str]:
+def basebackup_argv(bindir: Path, *, host: str, port: int, user: str, version: int) -> list[str]:
+    """A tar of the cluster on stdout, with the WAL it needs to be consistent on its own."""
     return [str(bindir / "pg_basebackup"), "--no-password", "-h", host, "-p", str(port), "-U", user,
-            "-D", "-", "-F", "tar", "-X", "fetch", "-c", "fast", "--no-manifest"]
+            "-D", "-", "-F", "tar", "-X", "fetch", "-c", "fast", *(["--no-manifest"] if version >= 13 else [])]
 
 
 class LocalWalSource(WalSource):
     """The spool of a PostgreSQL on this machine."""
 
-    def __init__(self, spool: Path, *, current, base):
+    def __init__(self, spool: Path, *, query, base):
         self.spool = spool
-        self._current, self._base = current, base
+        self._query, self._base = query, base
 
     def spooled(self) -> list[str]:
         if not self.spool.is_dir():
@@ -131,10 +136,50 @@ class LocalWalSource(WalSource):
         (self.spool / name).unlink(missing_ok=True)
 
     def current_segment(self) -> str:
-        return self._current()
+        return self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
+
+    def archiving(self) -> bool:
+        return self._query("SHOW archive_mode") == "on"
 
     def base_backup(self):
         return self._base()
+
+
+class HostWalSource(WalSource):
+    """The spool of a PostgreSQL on a host Lifeboat reaches over SSH (toolkit.hostops.PostgresHost):
+    listed, read and removed with plain commands (argv, nothing pasted into a shell); the base backup is
+    pg_basebackup on the host through its Unix socket, streamed back."""
+
+    def __init__(self, pgh, *, superuser: str, password: bytes):
+        self.pgh, self.conn, self.spool = pgh, pgh.conn, pgh.wal_spool
+        self.superuser, self._password = superuser, password
+
+    def spooled(self) -> list[str]:
+        listed = self.conn.run(["ls", "-1", self.spool], check=False)
+        return sorted(n for n in listed.text.split() if WAL_FILE.fullmatch(n)) if listed.ok else []
+
+    def open(self, name: str):
+        return self.conn.read_stream(["cat", f"{self.spool}/{name}"])
+
+    def size(self, name: str) -> int:
+        return int(self.conn.run(["stat", "-c", "%s", f"{self.spool}/{name}"]).text.strip())
+
+    def remove(self, name: str) -> None:
+        self.conn.run(["rm", "-f", f"{self.spool}/{name}"])
+
+    def _query(self, sql: str) -> str:
+        return self.pgh.psql(sql + ";\n", user=self.superuser, password=self._password)[0][0]
+
+    def current_segment(self) -> str:
+        return self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
+
+    def archiving(self) -> bool:
+        return self._query("SHOW archive_mode") == "on"
+
+    def base_backup(self):
+        argv = basebackup_argv(self.pgh.bindir, host=self.pgh.sockets, port=self.pgh.port, user=self.superuser,
+                               version=self.pgh.version)
+        return self.conn.read_stream(argv, env={"PGPASSWORD": self._password.decode(), "PGCONNECT_TIMEOUT": "10"})
 
 
 # ------------------------------------------------------------------------------------ the repository side
