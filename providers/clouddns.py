@@ -25,7 +25,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from toolkit.contract import DnsService, Provider, Record
+from toolkit.contract import DnsOnlyProvider, DnsService, Record
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Int, Str
 
@@ -301,10 +301,9 @@ class HetznerDns(_CloudDns):
         self._wait(self.api.call("DELETE", self._rrset_path(zone, name, type), missing_ok=True))
 
 
-class _CloudDnsProvider(Provider):
-    """A DNS-only target; it holds no resources of the stack."""
+class _CloudDnsProvider(DnsOnlyProvider):
+    """A DNS-only target speaking one cloud's DNS API."""
 
-    SERVICES = frozenset({"dns"})
     FEATURES = {"confirm_on_authoritative": False}
     ENDPOINT = ""
     SERVICE: type[_CloudDns] = _CloudDns
@@ -328,21 +327,6 @@ class _CloudDnsProvider(Provider):
             out["zone"] = self.stack.dns.zone
             out["records"] = len(service.records(self.stack.dns.zone))
         return out
-
-    def observe(self):
-        return []
-
-    def desired(self, resources, secrets=None):
-        return []
-
-    def create(self, resource):
-        raise ProviderError(f"{self.label} only serves DNS records.", code="clouddns.dns_only")
-
-    def update(self, before, after):
-        self.create(after)
-
-    def delete(self, resource):
-        self.create(resource)
 
 
 def _settings(default_endpoint: str) -> dict:

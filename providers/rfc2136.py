@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from toolkit.contract import DnsService, Provider, Record
+from toolkit.contract import DnsOnlyProvider, DnsService, Record
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.schema import Field, Int, ListOf, Str
 
@@ -265,10 +265,9 @@ def check_settings(settings: dict, where, report, raw: Any) -> None:
         report.add(where, '"key_secret_env" needs "key_name", the name the server knows the key by.')
 
 
-class Rfc2136Provider(Provider):
+class Rfc2136Provider(DnsOnlyProvider):
     TYPE = "rfc2136"
     DESCRIPTION = "DNS only: RFC 2136 dynamic updates signed with TSIG to any authoritative server (BIND, Knot, ...)"
-    SERVICES = frozenset({"dns"})
     FEATURES = {"confirm_on_authoritative": True}
     SETTINGS = {
         "server": Field(Str(pattern=SERVER, expected="the primary server's address (host or IP, optional :port)"),
@@ -339,19 +338,3 @@ class Rfc2136Provider(Provider):
             serial, primary = service.soa(zone)
             out.update(zone=zone, serial=serial, primary=primary)
         return out
-
-    # A DNS-only target holds no resources of the stack; the engine refuses to deploy on it.
-    def observe(self):
-        return []
-
-    def desired(self, resources, secrets=None):
-        return []
-
-    def create(self, resource):
-        raise ProviderError(f"{self.label} only serves DNS records.", code="rfc2136.dns_only")
-
-    def update(self, before, after):
-        self.create(after)
-
-    def delete(self, resource):
-        self.create(resource)

@@ -505,6 +505,30 @@ class KindDispatch:
         getattr(self, f"_delete_{resource.kind}")(resource)
 
 
+class DnsOnlyProvider(Provider):
+    """Base of the DNS-only targets (rfc2136, the clouds' DNS APIs): they hold no resource of the stack,
+    so ``up`` on one changes nothing and anything asking one to make a resource is told why not."""
+
+    SERVICES = frozenset({"dns"})
+
+    def observe(self) -> list[Resource]:
+        return []
+
+    def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
+        return []
+
+    def create(self, resource: Resource) -> None:
+        from .errors import ProviderError
+
+        raise ProviderError(f"{self.label} only serves DNS records.", code=f"{self.TYPE}.dns_only")
+
+    def update(self, before: Resource, after: Resource) -> None:
+        self.create(after)
+
+    def delete(self, resource: Resource) -> None:
+        self.create(resource)
+
+
 def data_resource(res: Resource) -> Resource | None:
     """The desired form of a data resource on a provider that runs its own servers: buckets carry no
     attributes, servers must be running. None for other kinds."""
