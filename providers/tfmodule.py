@@ -103,8 +103,8 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         for host in self.settings["hosts"]:
             found = found_all.get(host["name"]) or {}
             out.append(HostSpec(name=host["name"], address=str(found.get("address") or ""),
-                                roles=tuple(host["roles"]),
-                                root=found.get("root") or host.get("root") or self.settings.get("root") or "/srv/lifeboat",
+                                roles=tuple(host["roles"]),  # a root the stack file gives wins over the module's
+                                root=host.get("root") or found.get("root") or self.settings.get("root") or "/srv/lifeboat",
                                 port=int(found["port"]) if found.get("port") else None,
                                 user=found.get("user") or self.settings.get("ssh_user") or "root", key=key,
                                 private_address=found.get("private_address") or None,
@@ -126,8 +126,13 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         return self.directory.connection(name)
 
     def scratch_settings(self, name: str) -> dict:
-        """Not supported: the module makes the machines: a scratch copy would need the module applied again."""
-        return Provider.scratch_settings(self, name)
+        """The module applied again for the copy, from a state folder of its own and under its own
+        ``lifeboat_name`` (so on a cloud: machines, volumes and buckets of its own, destroyed with it), and on
+        whatever hosts that gives, everything apart as on bare metal: each root suffixed ``-<name>``, every
+        port moved up (a module that hands out the same hosts, as the tests' does, gets a copy beside the
+        deployment)."""
+        settings = BaremetalProvider.scratch_settings(self, name)
+        return {**settings, "state_dir": f"{self.state_root}-{name}"}
 
     def media_on_hosts(self) -> bool:
         return bool(self.stack.buckets) and self.settings.get("object_store") != "module"

@@ -903,7 +903,7 @@ class Drill:
         try:
             settings = self.base.scratch_settings(name)
         except Unsupported as exc:
-            raise BadInput(f"drill: {exc}.", hint="drill into a local or bare-metal target, or run a failover on a "
+            raise BadInput(f"drill: {exc}.", hint="drill into a local, bare-metal or terraform target, or run a failover on a "
                                                   "spare one.",
                            code="drill.unsupported") from None
         if self.against is not None:
