@@ -156,5 +156,9 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     earlier = lb(stack, "failover", "--to", "new", "--before", until)
     assert earlier.code == 0, earlier
     assert counted(stack, "new")[0] == 1000 + 900  # stopped before the last rows
-    for result in (backup, shipped, moved, earlier):
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    beyond = lb(stack, "failover", "--to", "new", "--before", later)  # past the archive's end: all of it
+    assert beyond.code == 0, beyond
+    assert counted(stack, "new") == expected
+    for result in (backup, shipped, moved, earlier, beyond):
         assert KEY not in result.stdout + result.stderr

@@ -313,7 +313,7 @@ class ReplayCluster:
         position reached."""
         import tarfile
 
-        from .pgcommands import pg_conf_quote, pg_ctl_start
+        from .pgcommands import pg_conf_quote
 
         self.data.mkdir(mode=0o700)
         self.sockets.mkdir(mode=0o700)
@@ -338,27 +338,52 @@ class ReplayCluster:
         self._own(self.root)
         self.started = True
         try:
+            return self._recover(timeout)
+        except ProviderError:
+            # A time past the end of the archive: PostgreSQL stops short of the target it cannot reach. All
+            # there is comes before that time, so the replay goes on to the end instead.
+            if until is None or "recovery ended before configured recovery target was reached" not in self._log():
+                raise
+        conf = self.data / "postgresql.auto.conf"
+        conf.write_text("".join(line for line in conf.read_text().splitlines(keepends=True)
+                                if not line.startswith("recovery_target_time")))
+        return self._recover(timeout)
+
+    def _recover(self, timeout: float) -> dict:
+        """Start the cluster and wait until it has replayed and promoted itself."""
+        import psycopg
+
+        from .pgcommands import pg_ctl_start
+
+        try:
             self._conn().run(pg_ctl_start(self.bindir, self.data, self.log, timeout=int(timeout)),
                              timeout=timeout + 30)
         except Exception as exc:
             raise ProviderError(f"the scratch PostgreSQL replaying the WAL did not start: {exc}\n"
                                 f"{self._log_tail()}", code="backup.replay") from None
         deadline = time.monotonic() + timeout
-        with self.connect() as conn:
-            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                if time.monotonic() > deadline:
-                    raise ProviderError(f"replaying the WAL did not finish in {timeout:.0f} s.\n{self._log_tail()}",
-                                        code="backup.replay")
-                time.sleep(0.2)
-            stamp, lsn = conn.execute("SELECT extract(epoch FROM pg_last_xact_replay_timestamp()), "
-                                      "pg_last_wal_replay_lsn()::text").fetchone()
+        try:
+            with self.connect() as conn:
+                while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    if time.monotonic() > deadline:
+                        raise ProviderError(f"replaying the WAL did not finish in {timeout:.0f} s.\n"
+                                            f"{self._log_tail()}", code="backup.replay")
+                    time.sleep(0.2)
+                stamp, lsn = conn.execute("SELECT extract(epoch FROM pg_last_xact_replay_timestamp()), "
+                                          "pg_last_wal_replay_lsn()::text").fetchone()
+        except psycopg.OperationalError as exc:  # the server stopped during the replay
+            raise ProviderError(f"the scratch PostgreSQL stopped while replaying the WAL ({exc}).\n"
+                                f"{self._log_tail()}", code="backup.replay") from None
         return {"replayed_until": float(stamp) if stamp is not None else None, "lsn": lsn}
 
-    def _log_tail(self) -> str:
+    def _log(self) -> str:
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-12:])
+            return self.log.read_text(errors="replace")
         except OSError:
             return ""
+
+    def _log_tail(self) -> str:
+        return "\n".join(self._log().splitlines()[-12:])
 
     def connect(self, database: str | None = None):
         import psycopg
