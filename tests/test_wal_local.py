@@ -114,6 +114,9 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     again = lb(stack, "backup", "--from", "old", "--wal-only")
     assert again.code == 0 and again.envelope["data"]["wal"]["files"] == 0, again
 
+    listed = lb(stack, "backups", "list")
+    assert listed.code == 0 and listed.envelope["data"]["backups"][0]["point_in_time"], listed
+    assert listed.envelope["data"]["wal"]["files"] >= 4 and listed.envelope["data"]["wal"]["newest_segment"]
     gone = lb(stack, "destroy", "--on", "old")  # the source is gone: nothing of it is read below
     assert gone.code == 0, gone
 

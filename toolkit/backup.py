@@ -504,8 +504,15 @@ def list_backups(engine: Engine, at: str | None = None) -> dict:
                     "age_seconds": round(now - manifest["taken_at"]), "source": manifest["source"],
                     "database_bytes": (manifest["database"] or {}).get("part", {}).get("plain_bytes", 0),
                     "objects": manifest["media"]["objects"], "media_bytes": manifest["media"]["bytes"],
-                    "sealed_bytes": sealed, "complete": not problems, "problems": problems})
-    return {"at": repo.where, "backups": out}
+                    "sealed_bytes": sealed, "point_in_time": bool(manifest.get("base")), "complete": not problems,
+                    "problems": problems})
+    from . import walarchive
+
+    shipped = walarchive.shipped(repo)
+    segments = sorted((n for n in shipped if walarchive.SEGMENT.fullmatch(n)), key=walarchive.position)
+    wal = {"files": len(shipped), "bytes": sum(i.size for i in shipped.values()),
+           "newest_segment": segments[-1] if segments else None}
+    return {"at": repo.where, "backups": out, "wal": wal}
 
 
 def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None = None) -> dict:

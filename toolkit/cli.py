@@ -547,9 +547,12 @@ def backups_list(session: Session, at):
             state = "complete" if b["complete"] else f"[red]{'; '.join(b['problems'])}[/]"
             console.line(f"  {b['id']}  {b['taken_at']}  from {b['source']}  database "
                          f"{human_bytes(b['database_bytes'])}, media {human_bytes(b['media_bytes'])} in "
-                         f"{b['objects']} objects  {state}")
+                         f"{b['objects']} objects{'  +WAL' if b['point_in_time'] else ''}  {state}")
         if not found["backups"]:
             console.line("  none")
+        if found["wal"]["files"]:
+            console.line(f"Archived WAL: {found['wal']['files']} files, {human_bytes(found['wal']['bytes'])}, "
+                         f"newest segment {found['wal']['newest_segment']}.")
 
     return Outcome(found, human=human)
 
