@@ -663,15 +663,10 @@ class LocalProvider(KindDispatch, Provider):
 
     def _ensure_account(self) -> None:
         user = self.pg_user()
-        if not user:
-            return
-        import pwd
+        if user:
+            from toolkit.hostops import ensure_account
 
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            LocalConnection().run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                                   "--shell", "/usr/sbin/nologin", user])
+            ensure_account(LocalConnection(), user)
 
     def _pg_conn(self) -> LocalConnection:
         return LocalConnection(user=self.pg_user(), umask=0o077)

@@ -66,14 +66,10 @@ def replay_account() -> str | None:
     system account ``lifeboat`` (made when missing, as the local provider does)."""
     if os.geteuid() != 0:
         return None
-    import pwd
-    import subprocess
+    from .connection import LocalConnection
+    from .hostops import ensure_account
 
-    try:
-        pwd.getpwnam("lifeboat")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                        "/usr/sbin/nologin", "lifeboat"], check=True, capture_output=True)
+    ensure_account(LocalConnection(), "lifeboat")
     return "lifeboat"
 
 
