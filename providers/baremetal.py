@@ -154,7 +154,7 @@ class BaremetalDatabase(DatabaseService):
         from toolkit.contract import Unsupported
         from toolkit.walarchive import HostWalSource
 
-        if not self.p.wal_wanted():
+        if not self.p.stack.archives_wal:
             raise Unsupported(f"{self.p.label}: backup: wal: is off")
         return HostWalSource(self.p.postgres(), superuser=PG_SUPERUSER,
                              password=self.p.internal_secret("pg_superuser").reveal())
@@ -606,11 +606,8 @@ class BaremetalProvider(KindDispatch, Provider):
         return PostgresHost(self.conn(spec.name), root=spec.root, version=version,
                             listen=self.listen_address(spec), port=self.settings.get("postgres_port") or 5432,
                             account=self.settings.get("account") or "lifeboat",
-                            as_root=self.facts(spec.name).is_root, wal=self.wal_wanted())
+                            as_root=self.facts(spec.name).is_root, wal=self.stack.archives_wal)
 
-    def wal_wanted(self) -> bool:
-        """``backup: wal: true``: PostgreSQL archives its WAL into a spool beside its data."""
-        return bool(self.stack.postgres and self.stack.backup and self.stack.backup.wal)
 
     def redis(self) -> RedisHost:
         spec = self.first("db", "Redis")
@@ -759,10 +756,9 @@ class BaremetalProvider(KindDispatch, Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
-            if res.kind == "database" and self.wal_wanted():
-                out.append(Resource("database", res.name, {**res.attrs, "running": True, "wal_archive": True}))
-            elif data_resource(res) is not None:
-                out.append(data_resource(res))
+            data = data_resource(res, wal_archive=self.stack.archives_wal)
+            if data is not None:
+                out.append(data)
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
                 out.append(Resource("service", res.name, {

@@ -323,7 +323,7 @@ class LocalDatabase(DatabaseService):
         from toolkit.contract import Unsupported
         from toolkit.walarchive import LocalWalSource, basebackup_argv
 
-        if not self.p.wal_wanted():
+        if not self.p.stack.archives_wal:
             raise Unsupported(f"{self.p.label}: backup: wal: is off")
         port = self.p.state.port("postgres")
 
@@ -470,10 +470,6 @@ class LocalProvider(KindDispatch, Provider):
 
     def pg_user(self) -> str | None:
         return self.settings.get("user") or "lifeboat" if self.as_root else None
-
-    def wal_wanted(self) -> bool:
-        """``backup: wal: true``: PostgreSQL archives its WAL into :meth:`wal_spool`."""
-        return bool(self.stack.postgres and self.stack.backup and self.stack.backup.wal)
 
     def wal_spool(self) -> Path:
         return self.pg_root() / "wal-archive"
@@ -623,10 +619,9 @@ class LocalProvider(KindDispatch, Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = []
         for res in resources:
-            if res.kind == "database" and self.wal_wanted():
-                out.append(Resource("database", res.name, {**res.attrs, "running": True, "wal_archive": True}))
-            elif data_resource(res) is not None:
-                out.append(data_resource(res))
+            data = data_resource(res, wal_archive=self.stack.archives_wal)
+            if data is not None:
+                out.append(data)
             elif res.kind == "service":
                 svc = self.stack.services[res.name]
                 out.append(Resource("service", res.name, {"release": self.release_id(svc),
@@ -704,7 +699,7 @@ class LocalProvider(KindDispatch, Provider):
             done.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         sockets.mkdir(exist_ok=True, mode=0o700)
         self._chown(sockets)
-        wal = self.wal_wanted()
+        wal = self.stack.archives_wal
         if wal:
             self.wal_spool().mkdir(exist_ok=True, mode=0o700)
             self._chown(self.wal_spool())

@@ -282,7 +282,7 @@ class Backup:
     def _wal_source(self):
         """The source's WAL archive, or why there is none (``backup: wal:`` off, or a provider that does
         not run PostgreSQL itself, such as RDS)."""
-        if not (self.stack.postgres and self.stack.backup and self.stack.backup.wal):
+        if not self.stack.archives_wal:
             return None, "backup: wal: is off"
         try:
             source = self.source.database().wal_source()
@@ -297,7 +297,7 @@ class Backup:
         """A physical base backup (pg_basebackup) for point-in-time recovery from the archived WAL."""
         source, why = self._wal_source()
         if source is None:
-            if self.stack.backup and self.stack.backup.wal:
+            if self.stack.archives_wal:
                 self.events.warn(f"backup: no base backup: {why}; a failover restores the dump alone.")
             return {"skipped": why}
         start = source.current_segment()

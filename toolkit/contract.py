@@ -529,13 +529,15 @@ class DnsOnlyProvider(Provider):
         self.create(resource)
 
 
-def data_resource(res: Resource) -> Resource | None:
+def data_resource(res: Resource, *, wal_archive: bool = False) -> Resource | None:
     """The desired form of a data resource on a provider that runs its own servers: buckets carry no
-    attributes, servers must be running. None for other kinds."""
+    attributes, servers must be running, and PostgreSQL archives its WAL when ``wal_archive``
+    (``Stack.archives_wal``). None for other kinds."""
     if res.kind == "bucket":
         return Resource("bucket", res.name, {})
     if res.kind == "cache":
         return Resource("cache", res.name, {"running": True})
     if res.kind == "database":
-        return Resource("database", res.name, {**res.attrs, "running": True})
+        return Resource("database", res.name, {**res.attrs, "running": True, **({"wal_archive": True} if wal_archive
+                                                                                else {})})
     return None

@@ -129,6 +129,11 @@ class Stack:
         return self.targets[name]
 
     @property
+    def archives_wal(self) -> bool:
+        """``backup: wal: true`` with a database: where Lifeboat runs PostgreSQL, it archives its WAL."""
+        return bool(self.postgres and self.backup and self.backup.wal)
+
+    @property
     def backup_key(self) -> str | None:
         """The secret that seals backups: held by the operator, never given to a target."""
         return self.backup.encrypt_with if self.backup else None
