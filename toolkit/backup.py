@@ -234,6 +234,7 @@ class Backup:
         self.state = stack.root / ".lifeboat" / f"backup-{source}-{to}"
         self.repo: Repository | None = None
         self.journal: Journal | None = None
+        self._wal: tuple | None = None  # (WalSource or None, why not), asked once per run
 
     def run(self, *, resume: bool = False) -> dict:
         began = time.monotonic()
@@ -282,6 +283,11 @@ class Backup:
     def _wal_source(self):
         """The source's WAL archive, or why there is none (``backup: wal:`` off, or a provider that does
         not run PostgreSQL itself, such as RDS)."""
+        if self._wal is None:
+            self._wal = self._find_wal_source()
+        return self._wal
+
+    def _find_wal_source(self):
         if not self.stack.archives_wal:
             return None, "backup: wal: is off"
         try:
@@ -508,11 +514,7 @@ def list_backups(engine: Engine, at: str | None = None) -> dict:
                     "problems": problems})
     from . import walarchive
 
-    shipped = walarchive.shipped(repo)
-    segments = sorted((n for n in shipped if walarchive.SEGMENT.fullmatch(n)), key=walarchive.position)
-    wal = {"files": len(shipped), "bytes": sum(i.size for i in shipped.values()),
-           "newest_segment": segments[-1] if segments else None}
-    return {"at": repo.where, "backups": out, "wal": wal}
+    return {"at": repo.where, "backups": out, "wal": walarchive.held(repo)}
 
 
 def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None = None) -> dict:

@@ -90,12 +90,16 @@ class WalSource(ABC):
     def remove(self, name: str) -> None: ...
 
     @abstractmethod
+    def query(self, sql: str) -> str:
+        """One value of one SQL statement, run as the superuser."""
+
     def current_segment(self) -> str:
         """The segment the server writes now (a base backup taken next starts at or after it)."""
+        return self.query("SELECT pg_walfile_name(pg_current_wal_lsn())")
 
-    @abstractmethod
     def archiving(self) -> bool:
         """Whether the running server archives (``archive_mode`` on: ``up`` ran since ``wal: true``)."""
+        return self.query("SHOW archive_mode") == "on"
 
     @abstractmethod
     def base_backup(self) -> AbstractContextManager[BinaryIO]:
@@ -113,7 +117,7 @@ class LocalWalSource(WalSource):
 
     def __init__(self, spool: Path, *, query, base):
         self.spool = spool
-        self._query, self._base = query, base
+        self._run_query, self._base = query, base
 
     def spooled(self) -> list[str]:
         if not self.spool.is_dir():
@@ -131,11 +135,8 @@ class LocalWalSource(WalSource):
     def remove(self, name: str) -> None:
         (self.spool / name).unlink(missing_ok=True)
 
-    def current_segment(self) -> str:
-        return self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
-
-    def archiving(self) -> bool:
-        return self._query("SHOW archive_mode") == "on"
+    def query(self, sql: str) -> str:
+        return self._run_query(sql)
 
     def base_backup(self):
         return self._base()
@@ -163,14 +164,8 @@ class HostWalSource(WalSource):
     def remove(self, name: str) -> None:
         self.conn.run(["rm", "-f", f"{self.spool}/{name}"])
 
-    def _query(self, sql: str) -> str:
+    def query(self, sql: str) -> str:
         return self.pgh.psql(sql + ";\n", user=self.superuser, password=self._password)[0][0]
-
-    def current_segment(self) -> str:
-        return self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
-
-    def archiving(self) -> bool:
-        return self._query("SHOW archive_mode") == "on"
 
     def base_backup(self):
         argv = basebackup_argv(self.pgh.bindir, host=self.pgh.sockets, port=self.pgh.port, user=self.superuser,
@@ -223,6 +218,14 @@ def _gap(repo, segments: list[str]) -> VerificationFailed | None:
                               f"{first // SEGMENTS_PER_LOG:08X}{first % SEGMENTS_PER_LOG:08X} (log, segment)"
                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
                               + " missing; a replay would stop there.", code="backup.wal_gap")
+
+
+def held(repo) -> dict:
+    """What archived WAL the repository holds: files, bytes, the newest segment."""
+    found = shipped(repo)
+    segments = sorted((n for n in found if SEGMENT.fullmatch(n)), key=position)
+    return {"files": len(found), "bytes": sum(i.size for i in found.values()),
+            "newest_segment": segments[-1] if segments else None}
 
 
 def fetch(repo, start: str, into: Path, events=None) -> dict:
