@@ -618,6 +618,7 @@ class Failover:
                  before: float | None = None, cutover: bool = True, parallel: int = 8, wal: bool = True):
         self.engine, self.stack, self.events = engine, engine.stack, engine.events
         self.wal = wal  # replay the archived WAL where the backup has a base backup
+        self.replay_refused = False  # the base backup or the archived WAL failed verification
         self.to_name = to
         self.target = engine.runner(to)
         self.at = at
@@ -660,10 +661,9 @@ class Failover:
             try:
                 steps = run_steps(self, journal, FAILOVER_STEPS, "failover")
             except VerificationFailed as exc:
-                wal = exc.code.startswith("backup.wal") or ("WAL" in exc.message and self.manifest.get("base"))
                 raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message}",
                                          hint="nothing was switched; restore "
-                                              + ("its dump alone (--no-wal) or " if wal else "")
+                                              + ("its dump alone (--no-wal) or " if self.replay_refused else "")
                                               + f"an older one: lifeboat failover --to {self.to_name} --backup ID "
                                               "(`lifeboat backups list`).",
                                          code=exc.code) from None
@@ -744,20 +744,24 @@ class Failover:
         cluster = walarchive.ReplayCluster(walarchive.server_bindir(int(db["version"])),
                                            os_user=walarchive.replay_account(), database=pg.database, user=pg.user)
         try:
-            self.events.step(f"fetching the archived WAL from {base['start_segment']}")
-            fetched = walarchive.fetch(self.repo, base["start_segment"], cluster.wal_dir, self.events)
-            self.events.step("replaying the WAL in a scratch PostgreSQL")
-            name = self.repo.part(self.id, "base.tar")
-            with self.repo.reading(name) as opening:
-                replayed = cluster.restore(_Progress(opening, self.events, "base backup"), until=self.before)
-                opening.drain()
-            if opening.plain_sha256.hexdigest() != base["part"]["plain_sha256"]:
-                raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
-            reached = walarchive.lsn_position(replayed["lsn"])
-            if self.before is None and fetched["newest"] and reached < walarchive.position(fetched["newest"]) - 1:
-                raise VerificationFailed(f"the replay stopped at {replayed['lsn']}, before the newest archived segment "
-                                         f"{fetched['newest']}; the archive is damaged there.",
-                                         code="backup.wal_damaged")
+            try:  # what fails here is the base backup or the archive: the dump may still restore
+                self.events.step(f"fetching the archived WAL from {base['start_segment']}")
+                fetched = walarchive.fetch(self.repo, base["start_segment"], cluster.wal_dir, self.events)
+                self.events.step("replaying the WAL in a scratch PostgreSQL")
+                name = self.repo.part(self.id, "base.tar")
+                with self.repo.reading(name) as opening:
+                    replayed = cluster.restore(_Progress(opening, self.events, "base backup"), until=self.before)
+                    opening.drain()
+                if opening.plain_sha256.hexdigest() != base["part"]["plain_sha256"]:
+                    raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
+                reached = walarchive.lsn_position(replayed["lsn"])
+                if self.before is None and fetched["newest"] and reached < walarchive.position(fetched["newest"]) - 1:
+                    raise VerificationFailed(f"the replay stopped at {replayed['lsn']}, before the newest archived segment "
+                                             f"{fetched['newest']}; the archive is damaged there.",
+                                             code="backup.wal_damaged")
+            except VerificationFailed:
+                self.replay_refused = True
+                raise
             copied = copy_database(cluster.database_service(), self.target.database(), events=self.events)
         finally:
             cluster.stop()
