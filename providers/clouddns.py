@@ -217,8 +217,9 @@ class DigitalOceanDns(_CloudDns):
         added, then surplus ones removed: the name never answers nothing on the way."""
         have = [i for i in self._api_records(zone) if (i["name"], i["type"]) == (record.name, record.type)]
         values = sorted(record.values)
-        keep = {self._value(zone, i): i for i in have if self._value(zone, i) in values}
-        rest = [i for i in have if i["id"] not in {k["id"] for k in keep.values()}]
+        keep = {value: i for value, i in ((self._value(zone, i), i) for i in have) if value in values}
+        kept = {i["id"] for i in keep.values()}
+        rest = [i for i in have if i["id"] not in kept]
         for value in values:
             item = keep.get(value)
             if item is not None:
