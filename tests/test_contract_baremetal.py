@@ -77,7 +77,8 @@ class TestBaremetalContract(ProviderContract):
 
         store = provider.objects()
         bodies = {"batch/empty": b"", "batch/café ☕ with space.txt": "☕".encode() * 999,
-                  "batch/../escape": b"x" * 70000, "batch/binary": bytes(range(256)) * 40}
+                  "batch/../escape": b"x" * 70000, "batch/binary": bytes(range(256)) * 40,
+                  "batch/large": bytes(range(251)) * 9000}  # above the writer's SMALL: written by its thread
 
         @contextmanager
         def opener(key):
@@ -108,7 +109,7 @@ class TestBaremetalContract(ProviderContract):
         from toolkit.errors import VerificationFailed
 
         with tempfile.NamedTemporaryFile() as held:
-            held.write(b"file-backed body " * 5000)
+            held.write(b"file-backed body " * 70000)  # above SENDFILE_MIN
             held.flush()
             body = open(held.name, "rb").read()
             infos = store.write_batch("media", [("batch/sent", lambda: open(held.name, "rb"), len(body), None,

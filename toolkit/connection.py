@@ -386,8 +386,10 @@ class SSHConnection(Connection):
                 yield sink
             return
         argv = [str(a) for a in argv]
+        # A 1 MiB buffer and pipe: small writes (frame headers, small objects) go to ssh together.
         proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
+        _widen_pipe(proc.stdin)
         out, err = bytearray(), bytearray()
         readers = [threading.Thread(target=_drain_pipe, args=(proc.stdout, out, False), daemon=True),
                    threading.Thread(target=_drain_pipe, args=(proc.stderr, err, True), daemon=True)]
@@ -417,7 +419,8 @@ class SSHConnection(Connection):
             return
         argv = [str(a) for a in argv]
         proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
+        _widen_pipe(proc.stdout)
         err = bytearray()
         reader = threading.Thread(target=_drain_pipe, args=(proc.stderr, err, True), daemon=True)
         reader.start()
@@ -629,6 +632,20 @@ class SSHConnection(Connection):
             raise
         finally:
             sftp.close()
+
+
+BULK_BUFFER = 1 << 20
+
+
+def _widen_pipe(pipe) -> None:
+    """Let a pipe to or from ssh hold 1 MiB (F_SETPIPE_SZ; Linux, up to /proc/sys/fs/pipe-max-size): with
+    the default 64 KiB, each side stalls whenever the other pauses briefly."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), BULK_BUFFER)
+    except (OSError, ValueError, ImportError):
+        pass
 
 
 def _drain_pipe(pipe, sink: bytearray, tail_only: bool) -> None:

@@ -319,13 +319,16 @@ class RemoteDirectoryStore(ObjectStore):
 __all__ = ["RemoteDirectoryStore"]
 
 
+SENDFILE_MIN = 1 << 20  # smaller objects go through the sink's buffer, together with their frames
+
+
 def _send(stream, sink, size: int, *, hashing: bool) -> tuple[str | None, int]:
     """Copy at most ``size`` bytes of ``stream`` into ``sink`` (more is an error); hash them when asked.
-    Without hashing, a file-backed stream goes to a pipe with sendfile (no copy through Python)."""
+    Without hashing, a large file-backed stream goes to a pipe with sendfile (no copy through Python)."""
     import os
 
     count = 0
-    if not hashing and hasattr(stream, "fileno") and hasattr(sink, "fileno"):
+    if not hashing and size >= SENDFILE_MIN and hasattr(stream, "fileno") and hasattr(sink, "fileno"):
         try:
             src_fd, dst_fd = stream.fileno(), sink.fileno()
         except (OSError, ValueError):
