@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -186,6 +187,26 @@ def test_bulk_streams_through_openssh_pinned_to_the_verified_key(lab, tmp_path):
         conn.close()
         lab.write_known_hosts()
     assert not os.path.exists(known)  # the pinned known_hosts goes with the connection
+
+
+def test_the_pinned_known_hosts_goes_when_a_process_exits_without_closing(lab, tmp_path):
+    """A process that never closes its connection (a script, a crash in a caller) leaves no folder behind."""
+    import subprocess
+    import sys
+
+    host = lab.hosts[0]
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+              "from toolkit.connection import SSHConnection\n"
+              f"conn = SSHConnection({host.address!r}, port={host.port}, user={lab.user!r}, "
+              f"key_file={str(lab.client_key)!r}, known_hosts={str(lab.known_hosts)!r})\n"
+              "argv = conn.openssh()\n"
+              "print(next(a.split('=', 1)[1] for a in argv if a.startswith('UserKnownHostsFile=')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    known = Path(done.stdout.strip())
+    assert known.parent.parent == tmp_path and known.parent.name.startswith("lifeboat-ssh-")
+    assert not known.parent.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_bulk_falls_back_to_paramiko_without_a_key_file(lab, monkeypatch):

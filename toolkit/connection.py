@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -372,6 +373,8 @@ class SSHConnection(Connection):
         with self._lock:
             if self._openssh is False:
                 self._openssh, self._openssh_dir = argv, folder
+                # removed by close(), else when the connection is collected or the process exits
+                weakref.finalize(self, shutil.rmtree, folder, True)
             else:
                 shutil.rmtree(folder, ignore_errors=True)
             return self._openssh
