@@ -170,9 +170,12 @@ def client_error(exc) -> tuple[str, str]:
 # S3
 
 
+SPOOL_IN_MEMORY = 1 << 20
+
+
 class _Parts:
-    """Cuts ``stream`` into parts spooled to temporary files (not memory), hashing as it reads: the part's
-    SHA-256 (sent to S3, which checks it) and the whole object's."""
+    """Cuts ``stream`` into parts spooled to temporary files (memory only up to 1 MiB), hashing as it reads:
+    the part's SHA-256 (sent to S3, which checks it) and the whole object's."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -183,20 +186,23 @@ class _Parts:
         """(file positioned at 0, its length, its SHA-256 in base64); the file is empty at the end."""
         import tempfile
 
-        spool = tempfile.TemporaryFile(prefix="lifeboat-part-")
-        part_sha = hashlib.sha256()
+        # a small part stays in memory; a larger one goes on to a file when it passes SPOOL_IN_MEMORY
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="lifeboat-part-")
+        first = self.size == 0  # the first part's hash is the whole object's so far: hashed once
+        part_sha = None if first else hashlib.sha256()
         got = 0
         while got < limit:
             chunk = self.stream.read(min(1 << 20, limit - got))
             if not chunk:
                 break
             spool.write(chunk)
-            part_sha.update(chunk)
+            if part_sha is not None:
+                part_sha.update(chunk)
             self.sha.update(chunk)
             got += len(chunk)
         self.size += got
         spool.seek(0)
-        return spool, got, _b64(part_sha)
+        return spool, got, _b64(self.sha.copy() if first else part_sha)
 
 
 class S3Store(ObjectStore):
@@ -232,13 +238,10 @@ class S3Store(ObjectStore):
         for page in paginator.paginate(Bucket=self.real(bucket), Prefix=prefix, EncodingType="url"):
             decode = unquote if page.get("EncodingType") == "url" else str  # only when the server did encode
             for item in page.get("Contents", []):
-                key = decode(item["Key"])
-                yield ObjectInfo(key, int(item["Size"]), self._recorded_sha(bucket, key),
+                # No request per object: the SHA-256 recorded with it is not in the listing (head(),
+                # checksum() and the stream of open_read() carry it).
+                yield ObjectInfo(decode(item["Key"]), int(item["Size"]), None,
                                  extra={"etag": item.get("ETag", "").strip('"')})
-
-    def _recorded_sha(self, bucket: str, key: str) -> str | None:
-        head = self._head(bucket, key)
-        return head.sha256 if head else None
 
     def _head(self, bucket: str, key: str) -> ObjectInfo | None:
         import botocore.exceptions
@@ -302,12 +305,17 @@ class S3Store(ObjectStore):
         import botocore.exceptions
 
         try:
-            body = self.s3.get_object(Bucket=self.real(bucket), Key=key)["Body"]
+            found = self.s3.get_object(Bucket=self.real(bucket), Key=key)
         except botocore.exceptions.ClientError as exc:
             if self._missing(exc):
                 raise ProviderError(f"{self.api.label}: no object {key!r} in bucket {bucket}.",
                                     code="objects.missing") from None
             raise self._fail(f"get {key!r}", exc) from None
+        body = found["Body"]
+        # The SHA-256 recorded with the object (metadata, or a tag after a multipart upload), for the
+        # reader to check what it read against.
+        body.recorded_sha256 = (found.get("Metadata") or {}).get(SHA_META) or \
+            (self._tagged_sha(bucket, key) if "-" in found.get("ETag", "") else None)
         try:
             yield body
         finally:

@@ -147,7 +147,9 @@ class ObjectStoreContract:
         for index, key in enumerate(self.awkward_keys):
             with store.open_read(self.bucket, "awk/" + key) as stream:
                 assert stream.read() == f"body {index}".encode()
-            assert listed["awk/" + key].sha256 == hashlib.sha256(f"body {index}".encode()).hexdigest()
+            # a listing that carries no digest (S3) leaves it to checksum()
+            assert (listed["awk/" + key].sha256 or store.checksum(self.bucket, "awk/" + key)) == \
+                hashlib.sha256(f"body {index}".encode()).hexdigest()
 
     def test_list_is_sorted_and_filtered_by_prefix(self, provider):
         store = provider.objects()

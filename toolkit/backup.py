@@ -978,9 +978,15 @@ class Drill:
             backed = {(b, k): (size, sha) for b, k, size, sha in index}
             src = live.objects()
             live_objects = {(b, o.key): o for b in sorted(self.stack.buckets) for o in src.list(b)}
-            differ = [f"{b}/{k}" for (b, k), o in live_objects.items()
-                      if (b, k) in backed and (o.size != backed[(b, k)][0]
-                                               or (o.sha256 and o.sha256 != backed[(b, k)][1]))]
+
+            def changed(bucket: str, key: str, obj) -> bool:
+                size, sha = backed[(bucket, key)]
+                if obj.size != size:
+                    return True
+                there = obj.sha256 or (src.head(bucket, key) or obj).sha256  # what the store records; not read
+                return there is not None and there != sha
+
+            differ = [f"{b}/{k}" for (b, k), o in live_objects.items() if (b, k) in backed and changed(b, k, o)]
             out["media"] = {"in_both": len(set(live_objects) & set(backed)),
                             "written_since_backup": len(set(live_objects) - set(backed)),
                             "gone_from_source": len(set(backed) - set(live_objects)), "differ": differ[:20]}

@@ -212,7 +212,10 @@ class ObjectStore(ABC):
     NATIVE_CHECKSUMS: tuple[str, ...] = ()
 
     @abstractmethod
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, sorted by key, with its size; ``sha256`` where the listing
+        carries it cheaply, else None (S3 lists no recorded digests: :meth:`checksum` or :meth:`head` give
+        it, and the stream :meth:`open_read` yields carries it as ``recorded_sha256``)."""
 
     @abstractmethod
     def head(self, bucket: str, key: str) -> ObjectInfo | None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from .contract import ObjectStore
 from .digests import method_of
@@ -39,7 +39,9 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
 
     def needed(bucket: str, obj) -> tuple[bool, str | None]:
         """(copy it?, the SHA-256 it must arrive with, when known before sending)."""
-        want = obj.sha256  # None: the source keeps no digest (objects its apps wrote); the writer's hash is used
+        # None: not in the source's listing (S3 records it with the object: its stream carries it), or the
+        # source keeps no digest (objects its apps wrote: the writer's hash is then the object's)
+        want = obj.sha256
         there = held.get((bucket, obj.key))
         if there is None or there.size != obj.size:
             return True, want
@@ -65,6 +67,7 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         wrote, want = needed(bucket, obj)
         if wrote:
             with src.open_read(bucket, obj.key) as stream:
+                want = want or getattr(stream, "recorded_sha256", None)
                 if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
                     stream = _Watched(stream, _Tally(), lambda sent, half=obj.size // 2:
                                       fault("media:mid") if sent >= half else None)
@@ -79,11 +82,18 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         plan = [(obj, *needed(bucket, obj)) for obj in objs]
         todo = [(obj, want) for obj, wrote, want in plan if wrote]
         if todo:
-            infos = dst.write_batch(bucket, [
-                (obj.key, (lambda key=obj.key: src.open_read(bucket, key)), obj.size, None, want)
-                for obj, want in todo])
+            recorded: dict[str, str | None] = {}
+
+            @contextmanager
+            def opened(key: str):
+                with src.open_read(bucket, key) as stream:
+                    recorded[key] = getattr(stream, "recorded_sha256", None)
+                    yield stream
+
+            infos = dst.write_batch(bucket, [(obj.key, (lambda key=obj.key: opened(key)), obj.size, None, want)
+                                             for obj, want in todo])
             for (obj, want), info in zip(todo, infos, strict=True):
-                check(bucket, obj, info, want)
+                check(bucket, obj, info, want or recorded.get(obj.key))
         for obj, wrote, _ in plan:
             counted(bucket, obj, wrote)
 
