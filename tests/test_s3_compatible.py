@@ -12,7 +12,7 @@ from toolkit.contract import Resource
 from toolkit.engine import Engine
 from toolkit.errors import BadInput, ProviderUnreachable
 
-from .conftest import run_cli
+from .conftest import make_host_roots, run_cli
 from .contract import AWKWARD_KEYS, ObjectStoreContract
 
 STACK = """version: 1
@@ -88,3 +88,58 @@ def test_objects_only_target_runs_nothing(tmp_path, s3rver):
     wrong = run_cli("-c", str(path), "-o", "json", "backups", "list", "--at", "store",
                     env={"S3C_KEY": "nobody", "S3C_SECRET": "S3RVER"})
     assert wrong.code == 5 and wrong.envelope["errors"][0]["code"] == "s3.credentials", wrong
+
+
+def test_a_copy_checks_what_it_read_against_the_digest_recorded_with_the_object(tmp_path, moto_server, monkeypatch,
+                                                                                ssh_lab):
+    """S3 lists no digests, so the copier takes the SHA-256 recorded with each object from its GET: an object
+    whose bytes no longer match that record (bit rot, a writer that bypassed Lifeboat) is refused, whether
+    it goes alone or in a batch, and nothing of it lands; a multipart object's record (a tag) counts too."""
+    import hashlib
+    import io
+    import shutil
+
+    import boto3
+
+    from providers.aws import SHA_META
+    from toolkit.connection import SSHConnection
+    from toolkit.copier import copy_objects
+    from toolkit.dirstore import DirectoryStore
+    from toolkit.errors import VerificationFailed
+    from toolkit.sftpstore import RemoteDirectoryStore
+
+    moto_server.reset()
+    src = provider_on(tmp_path, moto_server.url, monkeypatch).objects()
+    big = bytes(range(256)) * (40 << 12)  # 10 MiB: above the multipart threshold
+    src.write("media", "fine.txt", io.BytesIO(b"fine"))
+    src.write("media", "big.bin", io.BytesIO(big))
+    assert [o.sha256 for o in src.list("media")] == [None, None]  # not in the listing: no request per object
+    # one by one (a directory store) and in batches (an SSH host: the batch writer)
+    roots = make_host_roots()
+    shutil.chown(roots, ssh_lab.user)
+    host = ssh_lab.hosts[0]
+    conn = SSHConnection(host.address, port=host.port, user=ssh_lab.user, key_file=str(ssh_lab.client_key),
+                         known_hosts=str(ssh_lab.known_hosts))
+    targets = [DirectoryStore(tmp_path / "target"), RemoteDirectoryStore(conn, str(roots / "store"))]
+    for target in targets:
+        target.create_bucket("media")
+        assert copy_objects(src, target, ["media"])["copied"] == 2
+        assert target.checksum("media", "big.bin") == hashlib.sha256(big).hexdigest()
+
+    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", aws_access_key_id="S3RVER",
+                      aws_secret_access_key="S3RVER")
+    real = src.real("media")
+    s3.copy_object(Bucket=real, Key="rotten.txt", CopySource={"Bucket": real, "Key": "fine.txt"},
+                   Metadata={SHA_META: hashlib.sha256(b"what it once held").hexdigest()}, MetadataDirective="REPLACE")
+    for large in (False, True):
+        if large:  # a multipart object whose tag no longer matches its bytes
+            s3.delete_object(Bucket=real, Key="rotten.txt")
+            src.write("media", "rotten.bin", io.BytesIO(big))
+            s3.put_object_tagging(Bucket=real, Key="rotten.bin", Tagging={"TagSet": [
+                {"Key": SHA_META, "Value": hashlib.sha256(b"other bytes").hexdigest()}]})
+        for target in targets:
+            with pytest.raises(VerificationFailed):
+                copy_objects(src, target, ["media"], parallel=1)
+            assert {o.key for o in target.list("media")} == {"fine.txt", "big.bin"}
+    conn.close()
+    shutil.rmtree(roots, ignore_errors=True)

@@ -75,7 +75,11 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
                     info = dst.write_batch(bucket, [(obj.key, lambda s=stream: nullcontext(s), obj.size, None, want)])[0]
                 else:
                     info = dst.write(bucket, obj.key, stream, size=obj.size)
-            check(bucket, obj, info, want)
+            try:
+                check(bucket, obj, info, want)
+            except VerificationFailed:
+                dst.delete(bucket, obj.key)  # not what the source records: it does not stay on the target
+                raise
         counted(bucket, obj, wrote)
 
     def copy_batch(bucket: str, objs: list) -> None:
@@ -92,8 +96,15 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
 
             infos = dst.write_batch(bucket, [(obj.key, (lambda key=obj.key: opened(key)), obj.size, None, want)
                                              for obj, want in todo])
+            failed = None
             for (obj, want), info in zip(todo, infos, strict=True):
-                check(bucket, obj, info, want or recorded.get(obj.key))
+                try:
+                    check(bucket, obj, info, want or recorded.get(obj.key))
+                except VerificationFailed as exc:
+                    dst.delete(bucket, obj.key)  # not what the source records: it does not stay on the target
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
         for obj, wrote, _ in plan:
             counted(bucket, obj, wrote)
 
