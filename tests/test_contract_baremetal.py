@@ -78,7 +78,7 @@ class TestBaremetalContract(ProviderContract):
         store = provider.objects()
         bodies = {"batch/empty": b"", "batch/café ☕ with space.txt": "☕".encode() * 999,
                   "batch/../escape": b"x" * 70000, "batch/binary": bytes(range(256)) * 40,
-                  "batch/large": bytes(range(251)) * 9000}  # above the writer's SMALL: written by its thread
+                  "batch/large": bytes(range(251)) * 40000}  # 10 MB: written by the thread, flushed as it comes
 
         @contextmanager
         def opener(key):
