@@ -48,6 +48,7 @@ from toolkit.contract import (
     Resource,
     SecretStore,
     SecretValue,
+    Unsupported,
     bucket_var,
 )
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
@@ -740,6 +741,10 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         }), default=dict, doc="RDS settings"),
         "reach": Field(DictOf(REACH), default=dict,
                        doc="per instance name (or postgres): how to reach it instead of the address AWS reports"),
+        "drill_reach": Field(DictOf(REACH), default=dict,
+                             doc="like reach, for the scratch copy a drill makes (entries replace reach's); "
+                                 "required for postgres when reach has postgres: a drill never restores into "
+                                 "the live database"),
         "tunnel_via": Field(Str(expected="an instance name, or none"),
                             doc="the instance Lifeboat tunnels through to RDS (default: the first one)"),
         "dns_wait_seconds": Field(Int(min=0, max=3600), default=300),
@@ -765,10 +770,12 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         self.specs = self._specs({})
         self.directory = self._directory()
         names = {i["name"] for i in self.settings["instances"]}
-        for name in self.settings.get("reach") or {}:
-            if name not in names and name != "postgres":
-                raise BadInput(f'{self.label}: reach: names "{name}", which is neither an instance nor postgres.',
-                               hint=f"instances: {', '.join(sorted(names))}.", code="aws.reach_unknown")
+        for key in ("reach", "drill_reach"):
+            for name in self.settings.get(key) or {}:
+                if name not in names and name != "postgres":
+                    raise BadInput(f'{self.label}: {key}: names "{name}", which is neither an instance nor '
+                                   "postgres.", hint=f"instances: {', '.join(sorted(names))}.",
+                                   code="aws.reach_unknown")
         via = self.settings.get("tunnel_via")
         if via and via != "none" and via not in names:
             raise BadInput(f'{self.label}: tunnel_via: "{via}" is not an instance.', code="aws.tunnel_unknown")
@@ -899,7 +906,7 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         pg = self.stack.postgres
         rds = self.settings.get("postgres") or {}
         web = self.stack.web_services()
-        ports = sorted({s.port + i for s in web for i in range(s.replicas)})
+        ports = sorted({self.app_port(s, i) for s in web for i in range(s.replicas)})
         if self.stack.redis is not None:
             ports.append(self.settings.get("redis_port") or 6379)
         region = self.api.region or "us-east-1"
@@ -938,8 +945,32 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
 
     # ------------------------------------------------------------------ preflight
     def scratch_settings(self, name: str) -> dict:
-        """Not supported: its machines are instances Terraform makes: a scratch copy would need new ones."""
-        return Provider.scratch_settings(self, name)
+        """A second deployment of the same Terraform under the copy's own name (its own VPC, instances,
+        RDS instance, buckets and secrets), from a state folder (or backend key) of its own, destroyed with
+        the copy; no DNS. Instances Lifeboat reaches through ``reach:`` rather than at the address AWS
+        reports may be the live deployment's own machines, so there everything of the copy is kept apart
+        as on bare metal: roots suffixed ``-<name>``, every port moved up. Where ``reach: postgres``
+        redirects the live database, the copy's must come from ``drill_reach: postgres``: a drill never
+        restores into the live database."""
+        reach = {**(self.settings.get("reach") or {}), **(self.settings.get("drill_reach") or {})}
+        if "postgres" in (self.settings.get("reach") or {}) and "postgres" not in (self.settings.get("drill_reach") or {}):
+            raise Unsupported(f"{self.label} reaches its database through reach: postgres, and a scratch copy "
+                              "needs a database of its own: set drill_reach: postgres: {address, port} for it")
+        settings: dict = {**self.settings, "reach": reach, "state_dir": f"{self.state_root}-{name}"}
+        backend = self.settings.get("terraform_backend")
+        if backend:
+            settings["terraform_backend"] = {**backend, "key": f"{backend.get('key') or f'lifeboat/{self.prefix}'}"
+                                                               f"-{name}.tfstate"}
+        if any(i["name"] in reach for i in self.settings["instances"]):
+            offset = self.SCRATCH_OFFSET
+            proxy = {**{"http_port": 80, "https_port": 443}, **(self.settings.get("proxy") or {})}
+            settings.update(
+                instances=[{**i, "root": f"{i.get('root') or self.settings.get('root') or '/srv/lifeboat'}-{name}"}
+                           for i in self.settings["instances"]],
+                redis_port=(self.settings.get("redis_port") or 6379) + offset,
+                port_offset=int(self.settings.get("port_offset") or 0) + offset,
+                proxy={**proxy, "http_port": proxy["http_port"] + offset, "https_port": proxy["https_port"] + offset})
+        return settings
 
     def media_on_hosts(self) -> bool:
         return False  # the buckets are S3 buckets

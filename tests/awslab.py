@@ -75,13 +75,30 @@ class Server:
         urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback
 
 
+# moto's server, with one of its inaccuracies corrected: moto gives every RDS instance the same
+# DbiResourceId, and Terraform's aws provider waits for a deleted instance to vanish by filtering on that id,
+# so with two instances (a drill's copy beside the live one) deleting one waits forever for the other. Real
+# RDS gives each instance its own; so does this.
+MOTO_SERVER = r'''
+import sys, uuid
+from moto.rds import models
+_made = models.DBInstance.__init__
+def _own_resource_id(self, *args, **kwargs):
+    _made(self, *args, **kwargs)
+    self.dbi_resource_id = "db-" + uuid.uuid4().hex[:26].upper()
+models.DBInstance.__init__ = _own_resource_id
+from moto.server import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
 def start_moto(directory: Path, port: int | None = None) -> Server:
     port = port or free_port()
-    binary = Path(sys.executable).parent / "moto_server"
-    assert binary.exists(), "moto_server is missing: pip install 'moto[server]' (make install does)"
+    assert (Path(sys.executable).parent / "moto_server").exists(), \
+        "moto_server is missing: pip install 'moto[server]' (make install does)"
     log = directory / "moto.log"
-    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/moto-api/")
     return Server(url, proc, log)

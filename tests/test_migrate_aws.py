@@ -63,6 +63,8 @@ providers:
     reach:
       web-1: {{address: 127.0.0.2, private_address: 127.0.0.2, port: {p1}, user: {user}, key: {key}}}
       postgres: {{address: {pg_address}, port: {pg_port}}}
+    drill_reach:
+      postgres: {{address: {drill_pg_address}, port: {drill_pg_port}}}
   colo:
     type: baremetal
     known_hosts: {known_hosts}
@@ -91,11 +93,13 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
     moto_server.reset()
     roots = make_host_roots()
     rds = start_rds_stand_in(database="chirp")
+    drill_rds = start_rds_stand_in(database="chirp")  # the drill's RDS instance (a second stand-in)
     lab = ssh_lab
     stack = tmp_path / "lifeboat.yml"
     stack.write_text(STACK.format(chirp=CHIRP, endpoint=moto_server.url, known_hosts=lab.known_hosts, roots=roots,
                                   p1=lab.hosts[0].port, p3=lab.hosts[2].port, user=lab.user, key=lab.client_key,
-                                  pg_address=rds.address, pg_port=rds.port))
+                                  pg_address=rds.address, pg_port=rds.port, drill_pg_address=drill_rds.address,
+                                  drill_pg_port=drill_rds.port))
     env = {**aws_environment(terraform_rc), "CHIRP_S3_KEY": "chirp-app", "CHIRP_S3_SECRET": "chirp-app-secret",
            "CHIRPA_BACKUP_KEY": "the operator's key for chirpa"}
     saved = {k: os.environ.get(k) for k in env}
@@ -184,6 +188,37 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
         cloud.close_tunnel()
         saved_backup = run_cli(*lb, "backup", "--from", "cloud", timeout=900)
         assert saved_backup.code == 0, saved_backup
+
+        # First a drill onto AWS: a second deployment of the Terraform under its own name (VPC, instance,
+        # RDS, buckets and secrets of its own in moto; its instance is the same paired host, so the copy runs
+        # beside the live one with its root suffixed and its ports moved; its RDS is the second stand-in,
+        # drill_reach) restores that backup, is compared with the live stack and torn down. The live stack
+        # never notices.
+        live_before = {"buckets": sorted(b["Name"] for b in s3.list_buckets()["Buckets"]),
+                       "secrets": sorted(x["Name"] for x in boto3.client(
+                           "secretsmanager", endpoint_url=moto_server.url,
+                           region_name="us-east-1").list_secrets()["SecretList"])}
+        drill = run_cli(*lb, "drill", "--to", "cloud", "--against", "cloud", timeout=900)
+        assert drill.code == 0, drill
+        report = drill.envelope["data"]
+        assert report["torn_down"] and report["target"] == "cloud", report
+        assert report["against_source"]["database"]["changed_since_backup"] == {}, report
+        assert report["against_source"]["media"]["written_since_backup"] == 0, report
+        assert report["against_source"]["media"]["differ"] == [], report
+        assert sum(s["seconds"] for s in report["steps"]) <= report["rto_seconds"] + 1, report
+        rds_api = boto3.client("rds", endpoint_url=moto_server.url, region_name="us-east-1")
+        assert len(rds_api.describe_db_instances()["DBInstances"]) == 1  # the live one
+        assert sorted(b["Name"] for b in s3.list_buckets()["Buckets"]) == live_before["buckets"]
+        assert sorted(x["Name"] for x in boto3.client("secretsmanager", endpoint_url=moto_server.url,
+                                                      region_name="us-east-1").list_secrets()["SecretList"]) == \
+            live_before["secrets"]
+        # what the copy restored was the backup, in its own database, and the live stack is as it was
+        with psycopg.connect(f"host={drill_rds.address} port={drill_rds.port} user=lifeboat_admin dbname=chirp") \
+                as conn:
+            assert conn.execute("SELECT count(*) FROM posts").fetchone()[0] == 708
+        assert rows(cloud) == expected["rows"]
+        assert json.loads(get("http://127.0.0.2:8000/api/stats"))["posts"] == 708
+        assert not [p for p in roots.iterdir() if "drill" in p.name], list(roots.iterdir())
         gone = run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
         assert gone.code == 0, gone
         assert not [b for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("chirpa-")]
@@ -215,4 +250,5 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
             else:
                 os.environ[k] = v
         rds.stop()
+        drill_rds.stop()
         shutil.rmtree(roots, ignore_errors=True)

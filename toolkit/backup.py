@@ -916,8 +916,8 @@ class Drill:
         try:
             settings = self.base.scratch_settings(name)
         except Unsupported as exc:
-            raise BadInput(f"drill: {exc}.", hint="drill into a local, bare-metal or terraform target, or run a failover on a "
-                                                  "spare one.",
+            raise BadInput(f"drill: {exc}.", hint="drill into a local, bare-metal, terraform or aws target, or run a failover "
+                                                  "on a spare one.",
                            code="drill.unsupported") from None
         if self.against is not None:
             self.engine.runner(self.against)  # a typo fails before anything starts
