@@ -118,3 +118,34 @@ def test_terraform_state_in_an_s3_backend_on_the_emulator(tmp_path, moto_server,
     assert not (ws.dir / "terraform.tfstate").exists()
     ws.destroy()
     assert ws.resources() == []
+
+
+def test_a_drill_copy_has_its_own_state_names_and_database(tmp_path, moto_server):
+    """What a drill's scratch copy of an AWS target is (no Terraform run): its own backend key and state
+    folder; on instances reached through reach: (possibly the live machines) roots suffixed and ports moved;
+    and a target whose database is redirected by reach: postgres needs drill_reach: postgres, or the drill
+    is refused (exit 2, naming the setting) before anything is made."""
+    reach = ("    reach:\n      web-1: {address: 127.0.0.2}\n      postgres: {address: 127.0.0.9, port: 5999}\n"
+             "    terraform_backend: {bucket: tf-state}\n")
+    write(tmp_path, moto_server.url, reach)
+    stack = (tmp_path / "lifeboat.yml").read_text().replace("name: pre\n", "name: pre\nbackup: {to: cloud}\n")
+    (tmp_path / "lifeboat.yml").write_text(stack)
+    refused = run_cli("drill", "--to", "cloud", "--output", "json", cwd=tmp_path)
+    assert refused.code == 2, refused
+    assert refused.envelope["errors"][0]["code"] == "drill.unsupported"
+    assert "drill_reach" in refused.envelope["errors"][0]["message"]
+    assert not (tmp_path / ".lifeboat").exists() or not any((tmp_path / ".lifeboat").iterdir())
+
+    write(tmp_path, moto_server.url, reach + "    drill_reach:\n      postgres: {address: 127.0.0.9, port: 6000}\n")
+    provider = Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud")
+    scratch = provider.scratch_settings("drill-cloud")
+    assert scratch["reach"]["postgres"]["port"] == 6000 and scratch["reach"]["web-1"]["address"] == "127.0.0.2"
+    assert scratch["terraform_backend"]["key"] == "lifeboat/pre-cloud-drill-cloud.tfstate"
+    assert scratch["state_dir"].endswith(".lifeboat/cloud-drill-cloud")
+    assert scratch["instances"][0]["root"] == "/srv/lifeboat-drill-cloud"
+    assert scratch["port_offset"] == 10000 and scratch["proxy"]["http_port"] == 10080
+
+    # instances at the addresses AWS reports are new machines: nothing moves there
+    write(tmp_path, moto_server.url)
+    plain = Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud").scratch_settings("drill-cloud")
+    assert "port_offset" not in plain and plain["instances"][0].get("root") is None
