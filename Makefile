@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/python examples/demo.py
 
 test: install lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(BIN)/python tests/parallel.py
 
 unit: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_units.py tests/test_stackfile.py tests/test_cli.py

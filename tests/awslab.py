@@ -11,7 +11,6 @@ names a bastion or a tunnel end in real life).
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -206,11 +205,9 @@ def start_rds_stand_in(*, database: str, address: str = "127.0.0.9", version: in
     """PostgreSQL as RDS makes it: a master user (lifeboat_admin) and the stack's database. The master login
     is trusted from loopback (RDS sets the master password, and no RDS runs here); every other role needs
     its password (scram-sha-256), so the app's credentials are checked for real."""
-    try:
-        pwd.getpwnam(PG_ACCOUNT)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_ACCOUNT],
-                       check=True)
+    from .sshd import ensure_account
+
+    ensure_account(PG_ACCOUNT, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin")
     bindir = Path(f"/usr/lib/postgresql/{version}/bin")
     base = Path(tempfile.mkdtemp(prefix="lifeboat-rds-", dir="/tmp"))
     base.chmod(0o755)

@@ -167,15 +167,35 @@ LAB_USER = "lbroot"
 def ensure_lab_user() -> str:
     """A second root account (uid 0) whose shell is /bin/sh: the lab's sessions do not run root's
     ~/.bashrc (on this machine it runs `pyenv rehash`, which a host "crash" can leave locked)."""
-    import pwd
-
-    try:
-        pwd.getpwnam(LAB_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--non-unique", "--uid", "0", "--gid", "0", "--no-create-home",
-                        "--home-dir", "/tmp", "--shell", "/bin/sh", LAB_USER], check=True)
+    if ensure_account(LAB_USER, "--non-unique", "--uid", "0", "--gid", "0", "--no-create-home", "--home-dir", "/tmp",
+                      "--shell", "/bin/sh"):
         subprocess.run(["usermod", "-p", "*", LAB_USER], check=True)
     return LAB_USER
+
+
+def ensure_account(name: str, *useradd: str) -> bool:
+    """The local account ``name``, made with ``useradd *useradd`` if missing (True when made here). The other
+    test group (tests/parallel.py) may be adding accounts at the same moment: useradd then fails or finds
+    /etc/passwd locked, so it is tried again."""
+    import pwd
+
+    for _ in range(10):
+        try:
+            pwd.getpwnam(name)
+            return False
+        except KeyError:
+            pass
+        if subprocess.run(["useradd", *useradd, name], capture_output=True).returncode == 0:
+            return True
+        time.sleep(0.5)
+    pwd.getpwnam(name)
+    return False
+
+
+def lab_first_address() -> int:
+    """The lab's hosts are 127.0.0.<first>, <first + 1>, ...: 2 unless LIFEBOAT_TEST_LAB says otherwise (the
+    AWS test group runs at the same time as the others on its own addresses, tests/parallel.py)."""
+    return int(os.environ.get("LIFEBOAT_TEST_LAB", "2"))
 
 
 def start_lab(directory: Path, count: int = 3) -> SshLab:
@@ -185,7 +205,7 @@ def start_lab(directory: Path, count: int = 3) -> SshLab:
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     hosts = []
     for index in range(count):
-        address = f"127.0.0.{index + 2}"
+        address = f"127.0.0.{index + lab_first_address()}"
         hdir = directory / f"host{index + 1}"
         hdir.mkdir()
         key = hdir / "ssh_host_ed25519_key"

@@ -20,8 +20,11 @@ from toolkit.errors import ProviderError
 
 from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
 from .contract import ProviderContract
+from .sshd import lab_first_address
 
 pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes minutes
+
+LAB = [f"127.0.0.{lab_first_address() + i}" for i in range(3)]  # the lab's hosts' addresses
 
 STACK = """version: 1
 name: lsy
@@ -47,7 +50,7 @@ providers:
     instances:
       - {{name: web-1, roles: [web], root: {roots}/web-1}}
     reach:
-      web-1: {{address: 127.0.0.4, private_address: 127.0.0.4, port: {port}, user: {user}, key: {key}}}
+      web-1: {{address: {a3}, private_address: {a3}, port: {port}, user: {user}, key: {key}}}
 dns:
   provider: ci
   zone: lsy.test
@@ -66,7 +69,7 @@ def write_stack(root, lab, endpoint, roots, *, postgres: bool) -> None:
     host = lab.hosts[2]
     (root / "lifeboat.yml").write_text(STACK.format(
         app=tiny_app(root) if not (root / "app").exists() else root / "app", endpoint=endpoint,
-        known_hosts=lab.known_hosts, roots=roots, port=host.port, user=lab.user, key=lab.client_key, postgres=pg))
+        known_hosts=lab.known_hosts, roots=roots, port=host.port, user=lab.user, key=lab.client_key, postgres=pg, a3=LAB[2]))
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +139,9 @@ def test_up_made_the_resources(deployed):
     zone = [z for z in r53.list_hosted_zones()["HostedZones"] if z["Name"] == "lsy.test."][0]
     sets = r53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]
     www = [r for r in sets if r["Name"] == "www.lsy.test." and r["Type"] == "A"][0]
-    assert www["TTL"] == 120 and [v["Value"] for v in www["ResourceRecords"]] == ["127.0.0.4"]
+    assert www["TTL"] == 120 and [v["Value"] for v in www["ResourceRecords"]] == [LAB[2]]
     assert aws("secretsmanager", url).get_secret_value(SecretId="lsy/ci/APP_KEY")["SecretString"]
-    with urllib.request.urlopen("http://127.0.0.4:8300/", timeout=5) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://{LAB[2]}:8300/", timeout=5) as resp:  # noqa: S310
         assert resp.read() == b"ok"
 
 
@@ -169,4 +172,4 @@ class TestLocalStackContract(ProviderContract):
     def test_compute_reports_instances(self, provider):
         instances = provider.compute().instances()
         assert [(i.service, i.host, i.state, i.healthy) for i in instances] == [("web", "web-1", "running", True)]
-        assert provider.compute().addresses("web") == ["127.0.0.4"]
+        assert provider.compute().addresses("web") == [LAB[2]]

@@ -23,8 +23,11 @@ from toolkit.engine import Engine
 
 from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
 from .contract import AWKWARD_KEYS, ProviderContract
+from .sshd import lab_first_address
 
 pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes minutes
+
+LAB = [f"127.0.0.{lab_first_address() + i}" for i in range(3)]  # the lab's hosts' addresses
 
 STACK = """version: 1
 name: awsy
@@ -61,8 +64,8 @@ providers:
       - {{name: web-1, roles: [web, worker, db], root: {roots}/web-1}}
       - {{name: web-2, roles: [web], root: {roots}/web-2}}
     reach:
-      web-1: {{address: 127.0.0.2, private_address: 127.0.0.2, port: {p1}, user: {user}, key: {key}}}
-      web-2: {{address: 127.0.0.3, private_address: 127.0.0.3, port: {p2}, user: {user}, key: {key}}}
+      web-1: {{address: {a1}, private_address: {a1}, port: {p1}, user: {user}, key: {key}}}
+      web-2: {{address: {a2}, private_address: {a2}, port: {p2}, user: {user}, key: {key}}}
       postgres: {{address: {pg_address}, port: {pg_port}}}
 dns:
   provider: cloud
@@ -87,7 +90,7 @@ def media_bucket(endpoint: str) -> str:
 def stack_text(root, lab, endpoint, rds, roots) -> str:
     return STACK.format(app=tiny_app(root), endpoint=endpoint, known_hosts=lab.known_hosts, roots=roots,
                         p1=lab.hosts[0].port, p2=lab.hosts[1].port, user=lab.user, key=lab.client_key,
-                        pg_address=rds.address, pg_port=rds.port)
+                        pg_address=rds.address, pg_port=rds.port, a1=LAB[0], a2=LAB[1])
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +166,14 @@ def test_up_made_the_resources(deployed):
     records = {(r["Name"], r["Type"]): r for r in r53.list_resource_record_sets(HostedZoneId=zone["Id"])
                ["ResourceRecordSets"]}
     www = records[("www.awsy.test.", "A")]
-    assert www["TTL"] == 60 and sorted(v["Value"] for v in www["ResourceRecords"]) == ["127.0.0.2", "127.0.0.3"]
+    assert www["TTL"] == 60 and sorted(v["Value"] for v in www["ResourceRecords"]) == [LAB[0], LAB[1]]
     secrets = aws("secretsmanager", url).list_secrets()["SecretList"]
     assert [s["Name"] for s in secrets] == ["awsy/cloud/APP_KEY"]
     assert len(aws("secretsmanager", url).get_secret_value(SecretId="awsy/cloud/APP_KEY")["SecretString"]) >= 32
 
 
 def test_services_answer_on_the_paired_hosts(deployed):
-    for address in ("127.0.0.2", "127.0.0.3"):
+    for address in LAB[:2]:
         with urllib.request.urlopen(f"http://{address}:8200/", timeout=5) as resp:  # noqa: S310
             assert resp.read() == b"ok"
 

@@ -4,7 +4,6 @@ the virtualenv it creates: the local provider must work without root."""
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -17,10 +16,9 @@ DEMO_USER = "lbdemo"
 
 
 def demo_account() -> str:
-    try:
-        pwd.getpwnam(DEMO_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", DEMO_USER], check=True)
+    from .sshd import ensure_account
+
+    ensure_account(DEMO_USER, "--create-home", "--shell", "/bin/sh")
     return DEMO_USER
 
 

@@ -20,9 +20,12 @@ from toolkit import stackfile
 from toolkit.engine import Engine
 
 from .conftest import CHIRP, aws_environment, make_host_roots, run_cli
+from .sshd import lab_first_address
 from .test_migrate_local import objects, rows
 
 pytestmark = pytest.mark.timeout(1200)
+
+LAB = [f"127.0.0.{lab_first_address() + i}" for i in range(3)]  # the lab's hosts' addresses
 
 STACK = """version: 1
 name: chirpa
@@ -61,7 +64,7 @@ providers:
     instances:
       - {{name: web-1, roles: [web, worker, db], root: {roots}/aws-web-1}}
     reach:
-      web-1: {{address: 127.0.0.2, private_address: 127.0.0.2, port: {p1}, user: {user}, key: {key}}}
+      web-1: {{address: {a1}, private_address: {a1}, port: {p1}, user: {user}, key: {key}}}
       postgres: {{address: {pg_address}, port: {pg_port}}}
     drill_reach:
       postgres: {{address: {drill_pg_address}, port: {drill_pg_port}}}
@@ -71,7 +74,7 @@ providers:
     postgres_port: 5449
     redis_port: 6400
     hosts:
-      - {{name: box, address: 127.0.0.4, port: {p3}, user: {user}, key: {key}, roles: [web, worker, db, storage],
+      - {{name: box, address: {a3}, port: {p3}, user: {user}, key: {key}, roles: [web, worker, db, storage],
          root: {roots}/colo-box}}
 dns:
   provider: cloud
@@ -99,7 +102,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
     stack.write_text(STACK.format(chirp=CHIRP, endpoint=moto_server.url, known_hosts=lab.known_hosts, roots=roots,
                                   p1=lab.hosts[0].port, p3=lab.hosts[2].port, user=lab.user, key=lab.client_key,
                                   pg_address=rds.address, pg_port=rds.port, drill_pg_address=drill_rds.address,
-                                  drill_pg_port=drill_rds.port))
+                                  drill_pg_port=drill_rds.port, a1=LAB[0], a3=LAB[2]))
     env = {**aws_environment(terraform_rc), "CHIRP_S3_KEY": "chirp-app", "CHIRP_S3_SECRET": "chirp-app-secret",
            "CHIRPA_BACKUP_KEY": "the operator's key for chirpa"}
     saved = {k: os.environ.get(k) for k in env}
@@ -126,12 +129,12 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
         assert objects(cloud.objects()) == objects(colo.objects())
         for name in ("CHIRP_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             assert colo.secrets().read(name) == cloud.secrets().read(name)
-        assert json.loads(get("http://127.0.0.4:8000/api/stats"))["posts"] == 700
+        assert json.loads(get(f"http://{LAB[2]}:8000/api/stats"))["posts"] == 700
         zone = boto3.client("route53", endpoint_url=moto_server.url, region_name="us-east-1")
         zid = zone.list_hosted_zones_by_name(DNSName="chirpa.test")["HostedZones"][0]["Id"]
         chirp = [r for r in zone.list_resource_record_sets(HostedZoneId=zid)["ResourceRecordSets"]
                  if r["Name"] == "chirp.chirpa.test." and r["Type"] == "A"][0]
-        assert [v["Value"] for v in chirp["ResourceRecords"]] == ["127.0.0.4"]
+        assert [v["Value"] for v in chirp["ResourceRecords"]] == [LAB[2]]
 
         # And back onto AWS, with what the bare-metal side gained meanwhile: rows, awkward keys (0 bytes,
         # unicode, spaces) and an object above the multipart threshold.
@@ -159,7 +162,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
 
         config = write_config(tmp_path / "rclone.conf", {
             "cloud": s3_remote(moto_server.url, "testing", "testing"),
-            "colo": sftp_remote("127.0.0.4", lab.hosts[2].port, lab.user, lab.client_key, lab.known_hosts)})
+            "colo": sftp_remote(LAB[2], lab.hosts[2].port, lab.user, lab.client_key, lab.known_hosts)})
         on_s3 = inventory(config, f"cloud:{bucket}")
         on_host = inventory(config, f"colo:{roots}/colo-box/objects/media", encoded_names=True)
         assert on_s3 == on_host and len(on_s3) == 11
@@ -169,7 +172,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
         chirp = [r for r in zone.list_resource_record_sets(HostedZoneId=zid)["ResourceRecordSets"]
                  if r["Name"] == "chirp.chirpa.test." and r["Type"] == "A"][0]
         address = chirp["ResourceRecords"][0]["Value"]
-        assert address == "127.0.0.2"
+        assert address == LAB[0]
         assert json.loads(get(f"http://{address}:8000/api/stats"))["posts"] == 705
         from urllib.parse import quote
 
@@ -217,7 +220,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
                 as conn:
             assert conn.execute("SELECT count(*) FROM posts").fetchone()[0] == 708
         assert rows(cloud) == expected["rows"]
-        assert json.loads(get("http://127.0.0.2:8000/api/stats"))["posts"] == 708
+        assert json.loads(get(f"http://{LAB[0]}:8000/api/stats"))["posts"] == 708
         assert not [p for p in roots.iterdir() if "drill" in p.name], list(roots.iterdir())
         gone = run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
         assert gone.code == 0, gone
@@ -234,7 +237,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
         colo = Engine(stackfile.load(stack)).provider("colo")
         assert rows(colo) == expected["rows"] and rows(colo)["posts"][0] == 708
         assert objects(colo.objects()) == expected["objects"]
-        assert json.loads(get("http://127.0.0.4:8000/api/stats"))["posts"] == 708
+        assert json.loads(get(f"http://{LAB[2]}:8000/api/stats"))["posts"] == 708
 
         kept = run_cli(*lb, "destroy", "--on", "colo", timeout=900)  # it keeps the backups
         assert kept.code == 2, kept

@@ -149,8 +149,10 @@ def install_packages(conn: Connection, packages: list[str]) -> None:
 
 
 def ensure_account(conn: Connection, account: str) -> None:
-    sh(conn, 'id -u "$1" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent '
-             '--shell /usr/sbin/nologin "$1"', account)
+    # another process may be making it at the same moment (useradd then fails, or finds /etc/passwd locked)
+    sh(conn, 'for try in 1 2 3 4 5; do id -u "$1" >/dev/null 2>&1 && exit 0; useradd --system --no-create-home '
+             '--home-dir /nonexistent --shell /usr/sbin/nologin "$1" 2>/dev/null && exit 0; sleep 1; done; '
+             'id -u "$1" >/dev/null', account)
 
 
 # ------------------------------------------------------------------------------------------------ postgres
