@@ -962,6 +962,10 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
             settings["terraform_backend"] = {**backend, "key": f"{backend.get('key') or f'lifeboat/{self.prefix}'}"
                                                                f"-{name}.tfstate"}
         if any(i["name"] in reach for i in self.settings["instances"]):
+            if self.runtime_kind == "docker":
+                raise Unsupported(f"{self.label} runs containers named after the stack on instances it reaches "
+                                  "through reach:, which may be the live ones: a scratch copy beside them is not "
+                                  "supported yet (process runtime only)")
             offset = self.SCRATCH_OFFSET
             proxy = {**{"http_port": 80, "https_port": 443}, **(self.settings.get("proxy") or {})}
             settings.update(

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from toolkit import stackfile
+from toolkit.contract import Unsupported
 from toolkit.engine import Engine
 
 from .conftest import run_cli
@@ -145,7 +148,12 @@ def test_a_drill_copy_has_its_own_state_names_and_database(tmp_path, moto_server
     assert scratch["instances"][0]["root"] == "/srv/lifeboat-drill-cloud"
     assert scratch["port_offset"] == 10000 and scratch["proxy"]["http_port"] == 10080
 
-    # instances at the addresses AWS reports are new machines: nothing moves there
-    write(tmp_path, moto_server.url)
+    # containers are named after the stack: beside the live ones on a shared machine they would collide
+    write(tmp_path, moto_server.url, reach + "    runtime: docker\n    drill_reach:\n      postgres: {address: 127.0.0.9, port: 6000}\n")
+    with pytest.raises(Unsupported, match="process runtime only"):
+        Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud").scratch_settings("drill-cloud")
+
+    # instances at the addresses AWS reports are new machines: nothing moves there (docker is fine too)
+    write(tmp_path, moto_server.url, "    runtime: docker\n")
     plain = Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud").scratch_settings("drill-cloud")
     assert "port_offset" not in plain and plain["instances"][0].get("root") is None
