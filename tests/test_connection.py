@@ -190,9 +190,22 @@ def test_bulk_streams_through_openssh_pinned_to_the_verified_key(lab, tmp_path):
 
 
 def test_the_pinned_known_hosts_goes_when_a_process_exits_without_closing(lab, tmp_path):
-    """A process that never closes its connection (a script, a crash in a caller) leaves no folder behind."""
+    """A process that never closes its connection (a script, a crash in a caller) leaves no folder behind;
+    one killed with SIGKILL (no finalizer runs) leaves it until the next process that pins a key sweeps it
+    away, sparing the folders of live processes and of other machines."""
+    import socket
     import subprocess
     import sys
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    here = socket.gethostname()
+    killed = tmp_path / f"lifeboat-ssh-{here}-{gone.pid}-k1ll3d_x"
+    living = tmp_path / f"lifeboat-ssh-{here}-{os.getpid()}-l1v1ng_x"
+    elsewhere = tmp_path / f"lifeboat-ssh-other-machine-{gone.pid}-0th3r_xx"
+    for folder in (killed, living, elsewhere):
+        folder.mkdir()
+        (folder / "known_hosts").write_text("pinned\n")
 
     host = lab.hosts[0]
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
@@ -206,7 +219,8 @@ def test_the_pinned_known_hosts_goes_when_a_process_exits_without_closing(lab, t
     assert done.returncode == 0, done.stderr
     known = Path(done.stdout.strip())
     assert known.parent.parent == tmp_path and known.parent.name.startswith("lifeboat-ssh-")
-    assert not known.parent.exists() and list(tmp_path.iterdir()) == []
+    assert not known.parent.exists()
+    assert sorted(tmp_path.iterdir()) == sorted([living, elsewhere])
 
 
 def test_bulk_falls_back_to_paramiko_without_a_key_file(lab, monkeypatch):

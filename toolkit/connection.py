@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -357,7 +358,8 @@ class SSHConnection(Connection):
         import tempfile
 
         key = self.client().get_transport().get_remote_server_key()  # verified against known_hosts
-        folder = tempfile.mkdtemp(prefix="lifeboat-ssh-")
+        _sweep_pin_folders()
+        folder = tempfile.mkdtemp(prefix=f"{PIN_PREFIX}{socket.gethostname()}-{os.getpid()}-")
         known = os.path.join(folder, "known_hosts")
         fd = os.open(known, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -638,6 +640,29 @@ class SSHConnection(Connection):
 
 
 BULK_BUFFER = 1 << 20
+PIN_PREFIX = "lifeboat-ssh-"  # the pinned known_hosts folders: <prefix><machine>-<pid>-<random>
+
+
+def _sweep_pin_folders() -> None:
+    """Remove the pinned known_hosts folders of processes of this machine that are gone without removing
+    theirs (killed with SIGKILL: no finalizer ran). Only this account's; a live or unknown process keeps its
+    folder."""
+    import tempfile
+
+    from .locks import gone_here
+
+    base = Path(tempfile.gettempdir())
+    try:
+        found = [p for p in base.iterdir() if p.name.startswith(PIN_PREFIX)]
+    except OSError:
+        return
+    for folder in found:
+        try:
+            machine, pid, _ = folder.name[len(PIN_PREFIX):].rsplit("-", 2)
+            if folder.stat().st_uid == os.getuid() and gone_here(machine, int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
 
 
 def _widen_pipe(pipe) -> None:
