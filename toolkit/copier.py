@@ -60,6 +60,7 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         # where the bytes landed): with no digest at the source, that hash is the object's.
         want = want or info.sha256
         if info.size != obj.size or info.sha256 != want:
+            dst.delete(bucket, obj.key)  # not what the source records: it does not stay on the target
             raise VerificationFailed(f"object {obj.key!r} of {bucket} arrived with size {info.size} and SHA-256 "
                                      f"{info.sha256}, expected {obj.size} and {want}.")
 
@@ -75,11 +76,7 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
                     info = dst.write_batch(bucket, [(obj.key, lambda s=stream: nullcontext(s), obj.size, None, want)])[0]
                 else:
                     info = dst.write(bucket, obj.key, stream, size=obj.size)
-            try:
-                check(bucket, obj, info, want)
-            except VerificationFailed:
-                dst.delete(bucket, obj.key)  # not what the source records: it does not stay on the target
-                raise
+            check(bucket, obj, info, want)
         counted(bucket, obj, wrote)
 
     def copy_batch(bucket: str, objs: list) -> None:
@@ -98,10 +95,9 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
                                              for obj, want in todo])
             failed = None
             for (obj, want), info in zip(todo, infos, strict=True):
-                try:
+                try:  # every object of the batch is checked (and a wrong one removed) before raising
                     check(bucket, obj, info, want or recorded.get(obj.key))
                 except VerificationFailed as exc:
-                    dst.delete(bucket, obj.key)  # not what the source records: it does not stay on the target
                     failed = failed or exc
             if failed is not None:
                 raise failed
