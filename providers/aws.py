@@ -961,19 +961,10 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         if backend:
             settings["terraform_backend"] = {**backend, "key": f"{backend.get('key') or f'lifeboat/{self.prefix}'}"
                                                                f"-{name}.tfstate"}
-        if any(i["name"] in reach for i in self.settings["instances"]):
-            if self.runtime_kind == "docker":
-                raise Unsupported(f"{self.label} runs containers named after the stack on instances it reaches "
-                                  "through reach:, which may be the live ones: a scratch copy beside them is not "
-                                  "supported yet (process runtime only)")
-            offset = self.SCRATCH_OFFSET
-            proxy = {**{"http_port": 80, "https_port": 443}, **(self.settings.get("proxy") or {})}
-            settings.update(
-                instances=[{**i, "root": f"{i.get('root') or self.settings.get('root') or '/srv/lifeboat'}-{name}"}
-                           for i in self.settings["instances"]],
-                redis_port=(self.settings.get("redis_port") or 6379) + offset,
-                port_offset=int(self.settings.get("port_offset") or 0) + offset,
-                proxy={**proxy, "http_port": proxy["http_port"] + offset, "https_port": proxy["https_port"] + offset})
+        if any(i["name"] in reach for i in self.settings["instances"]):  # maybe the live machines
+            settings.update(self.ports_beside({"redis_port": self.settings.get("redis_port") or 6379}),
+                            instances=[{**i, "root": f"{spec.root}-{name}"}
+                                       for i, spec in zip(self.settings["instances"], self.specs, strict=True)])
         return settings
 
     def media_on_hosts(self) -> bool:

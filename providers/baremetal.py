@@ -385,21 +385,27 @@ class BaremetalProvider(KindDispatch, Provider):
         (state, secrets, lock, releases, PostgreSQL and Redis data, objects), and every port moves up by
         SCRATCH_OFFSET (PostgreSQL, Redis, the media gateway, the web services, the proxy), so a drill can
         run beside a deployment on the very hosts it rehearses."""
+        hosts = [{**host, "root": f"{spec.root}-{name}"} for host, spec in zip(self.settings["hosts"], self.specs,
+                                                                               strict=True)]
+        return {**self.settings, "hosts": hosts, **self.ports_beside({
+            "postgres_port": self.settings.get("postgres_port") or 5432,
+            "redis_port": self.settings.get("redis_port") or 6379, "media_port": self.media_port})}
+
+    def ports_beside(self, ports: dict[str, int]) -> dict:
+        """The settings that move a scratch copy's ports clear of the deployment on the same hosts: each of
+        ``ports`` (setting: its value now), the web services' and the proxy's, up by SCRATCH_OFFSET. Refused
+        for the docker runtime (containers are named after the stack) and past port 65535."""
         if self.runtime_kind == "docker":
             raise Unsupported(f"{self.label} runs containers named after the stack; a scratch copy beside them "
                               "is not supported yet (process runtime only)")
         offset = self.SCRATCH_OFFSET
         proxy = {**{"http_port": 80, "https_port": 443}, **(self.settings.get("proxy") or {})}
-        ports = {"postgres_port": self.settings.get("postgres_port") or 5432,
-                 "redis_port": self.settings.get("redis_port") or 6379, "media_port": self.media_port}
         highest = max([*ports.values(), proxy["http_port"], proxy["https_port"],
                        *[self.app_port(s, s.replicas - 1) for s in self.stack.web_services()]])
         if highest + offset > 65535:
             raise Unsupported(f"{self.label}: port {highest} + {offset} is past 65535, so a scratch copy cannot "
                               "sit beside it")
-        hosts = [{**host, "root": f"{spec.root}-{name}"} for host, spec in zip(self.settings["hosts"], self.specs,
-                                                                               strict=True)]
-        return {**self.settings, "hosts": hosts, **{k: v + offset for k, v in ports.items()},
+        return {**{k: v + offset for k, v in ports.items()},
                 "port_offset": int(self.settings.get("port_offset") or 0) + offset,
                 "proxy": {**proxy, "http_port": proxy["http_port"] + offset,
                           "https_port": proxy["https_port"] + offset}}
@@ -607,7 +613,6 @@ class BaremetalProvider(KindDispatch, Provider):
                             listen=self.listen_address(spec), port=self.settings.get("postgres_port") or 5432,
                             account=self.settings.get("account") or "lifeboat",
                             as_root=self.facts(spec.name).is_root, wal=self.stack.archives_wal)
-
 
     def redis(self) -> RedisHost:
         spec = self.first("db", "Redis")
