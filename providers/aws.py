@@ -5,8 +5,8 @@
   and, when the stack's DNS lives here, a Route53 zone. Its state is kept in the target's state directory
   (0700) or in an S3 backend with a lock file (``terraform_backend:``).
 - boto3 does the rest: an STS identity check before anything, S3 objects as streams (multipart above
-  8 MiB, SHA-256 checked by S3 per request and recorded with the object), Secrets Manager, Route53
-  changes (waiting for INSYNC), RDS discovery. Retries with backoff on throttling (botocore's standard mode).
+  8 MiB, SHA-256 checked by S3 per request and recorded with the object; a download cut short goes on
+  from where it stopped), Secrets Manager, Route53 changes (waiting for INSYNC), RDS discovery. Retries with backoff on throttling (botocore's standard mode).
 - Services are deployed onto the instances over SSH by the bare-metal machinery (supervised processes or
   containers, Redis on the ``db`` instance, Caddy for TLS). Lifeboat logs in with a key it makes and keeps;
   each instance gets a host key Lifeboat generated and pinned through cloud-init, so the first connection is
@@ -206,6 +206,126 @@ class _Parts:
         return spool, got, _b64(self.sha.copy() if first else part_sha)
 
 
+class _CutShort(Exception):
+    """A response that ended before the bytes it announced (or announced none)."""
+
+
+class _ResumingBody:
+    """The body of an S3 GET that, when the response is cut short (connection reset, a server that closes
+    early, a read timeout), asks again for the rest from where it stopped: ``Range: bytes=N-`` pinned to
+    the ETag first seen, so an object replaced in between fails the read instead of mixing two versions.
+    A response that ends before its length is a break too (not the end of the object), and an answer to a
+    range request must be that range. Up to RESUMES tries in a row without progress, with backoff; every
+    byte arrives once, in order."""
+
+    RESUMES = 5
+    PAUSE = 0.2  # seconds before the first new request; doubles each time, at most 5 s
+
+    def __init__(self, store: S3Store, bucket: str, key: str):
+        self.store, self.bucket, self.key = store, bucket, key
+        self.body = None
+        self.size: int | None = None
+        self.etag: str | None = None
+        self.got = 0
+        self.resumed = 0  # how many times the read went on with a new request (all told)
+        self.recorded_sha256 = None
+
+    def start(self) -> dict:
+        """The first GET (transport failures retried like the rest); its response."""
+        return self._retrying(self._request)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._retrying(lambda: self._read(n))
+
+    def _retrying(self, step):
+        import botocore.exceptions
+
+        failures = 0
+        while True:
+            try:
+                return step()
+            except (_CutShort, botocore.exceptions.IncompleteReadError, botocore.exceptions.HTTPClientError,
+                    OSError) as exc:
+                failures += 1
+                if self.body is not None:
+                    self.body.close()
+                    self.body = None
+                if failures > self.RESUMES:
+                    where = f"at byte {self.got} of {self.size}" if self.size is not None else "before its headers"
+                    raise ProviderError(f"{self.store.api.label}: S3 get {self.key!r} of {self.bucket}: the "
+                                        f"response broke off {failures} times in a row {where} "
+                                        f"({type(exc).__name__}: {exc}).", code="aws.s3") from None
+                time.sleep(min(self.PAUSE * 2 ** (failures - 1), 5.0))
+
+    def _read(self, n) -> bytes:
+        if self.body is None:
+            if self.got >= self.size:  # everything arrived; only the end of a response was lost
+                return b""
+            self._request()
+            self.resumed += 1
+        chunk = self.body.read() if n is None or n < 0 else self.body.read(n)
+        if self.got + len(chunk) > self.size:
+            raise ProviderError(f"{self.store.api.label}: S3 get {self.key!r} of {self.bucket}: more bytes than "
+                                f"the {self.size} announced.", code="aws.s3")
+        if not chunk and self.got < self.size and n != 0:
+            raise _CutShort(f"the response ended at byte {self.got}")
+        self.got += len(chunk)
+        return chunk
+
+    def _request(self) -> dict:
+        import botocore.exceptions
+
+        first = self.size is None
+        extra = {} if first else {"Range": f"bytes={self.got}-", **({"IfMatch": self.etag} if self.etag else {})}
+        try:
+            found = self.store.s3.get_object(Bucket=self.store.real(self.bucket), Key=self.key, **extra)
+        except botocore.exceptions.ClientError as exc:
+            code, _ = client_error(exc)
+            if first and self.store._missing(exc):
+                raise ProviderError(f"{self.store.api.label}: no object {self.key!r} in bucket {self.bucket}.",
+                                    code="objects.missing") from None
+            # (asked for a range within what the object held: a refused range means it is shorter now)
+            if not first and (code in ("PreconditionFailed", "412", "InvalidRange", "416")
+                              or self.store._missing(exc)):
+                raise self._changed() from None
+            raise self.store._fail(f"get {self.key!r}" + ("" if first else f" from byte {self.got}"), exc) from None
+        body = found["Body"]
+        if found.get("ContentLength") is None:  # a response cut within its headers
+            body.close()
+            raise _CutShort("a response without its length")
+        if first:
+            self.size, self.etag = int(found["ContentLength"]), found.get("ETag")
+        else:
+            if self.etag and found.get("ETag") not in (None, self.etag):  # a server that ignored If-Match
+                body.close()
+                raise self._changed()
+            status = found.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            want = f"bytes {self.got}-{self.size - 1}/{self.size}"
+            if status == 200 and int(found["ContentLength"]) == self.size:
+                skip = self.got  # a server that ignores ranges: the whole object again, minus what arrived
+                while skip:
+                    dropped = body.read(min(skip, 1 << 20))
+                    if not dropped:
+                        body.close()
+                        raise _CutShort("the response ended before the bytes already read")
+                    skip -= len(dropped)
+            elif found.get("ContentRange") != want:
+                body.close()
+                raise ProviderError(f"{self.store.api.label}: S3 get {self.key!r} of {self.bucket}: asked for "
+                                    f"{want}, answered {found.get('ContentRange') or status}.", code="aws.s3")
+        self.body = body
+        return found
+
+    def _changed(self) -> ProviderError:
+        return ProviderError(f"{self.store.api.label}: object {self.key!r} of {self.bucket} was replaced or "
+                             f"removed while it was read (at byte {self.got} of {self.size}); run again to copy "
+                             "its new version.", code="objects.changed")
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+
+
 class S3Store(ObjectStore):
     """The stack's buckets on S3. ``bucket`` arguments are the stack's names; the real names carry the
     stack-target prefix. Every write sends a SHA-256 that S3 checks (per part for multipart uploads) and
@@ -303,16 +423,8 @@ class S3Store(ObjectStore):
 
     @contextmanager
     def open_read(self, bucket, key):
-        import botocore.exceptions
-
-        try:
-            found = self.s3.get_object(Bucket=self.real(bucket), Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if self._missing(exc):
-                raise ProviderError(f"{self.api.label}: no object {key!r} in bucket {bucket}.",
-                                    code="objects.missing") from None
-            raise self._fail(f"get {key!r}", exc) from None
-        body = found["Body"]
+        body = _ResumingBody(self, bucket, key)
+        found = body.start()
         # The SHA-256 recorded with the object (metadata, or a tag after a multipart upload), for the
         # reader to check what it read against.
         body.recorded_sha256 = (found.get("Metadata") or {}).get(SHA_META) or \
