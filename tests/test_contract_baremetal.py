@@ -72,7 +72,7 @@ class TestBaremetalContract(ProviderContract):
         import json
         from contextlib import contextmanager
 
-        from toolkit.batchwriter import BATCH_WRITER
+        from toolkit.batchwriter import batch_writer_program
         from toolkit.dirstore import encode_key
 
         store = provider.objects()
@@ -96,7 +96,7 @@ class TestBaremetalContract(ProviderContract):
         answer = bytearray()
         frame = json.dumps({"name": encode_key("batch/liar"), "key": "batch/liar", "size": 3}).encode() + b"\n"
         frame += b"abc" + json.dumps({"sha256": "0" * 64}).encode() + b"\n"
-        with store.conn.write_stream(["python3", "-c", BATCH_WRITER, store.root, "media", "w-test-1-x"],
+        with store.conn.write_stream(["python3", "-c", batch_writer_program(), store.root, "media", "w-test-1-x"],
                                      output=answer) as sink:
             sink.write(frame)
         assert json.loads(answer.decode())["error"] == "sha256 differs"

@@ -8,9 +8,10 @@ Frame per object, on the writer's stdin:
     {"sha256": <SHA-256 of the n bytes as the client sent them>}\\n
 The host writes each object to a partial file under .tmp/, hashing what it receives. At the end of the
 stream it makes every partial file durable at once (one syncfs of the filesystem, or an fsync per file
-where syncfs is missing), then renames into place each one whose hash is the client's, writes its meta,
-and syncs the folders; it answers one JSON line per object on stdout: {"name", "size", "sha256"} or
-{"name", "error", "sha256"}. A stream cut short (the client died) renames nothing: the partial files are
+where syncfs is missing), then renames into place each one whose hash is the client's, its meta cache
+in the file's extended attribute (toolkit/objmeta.py, whose text runs ahead of this program; a file of its
+own where the file system refuses), and syncs the folders; it answers one JSON line per object on stdout:
+{"name", "size", "sha256"} or {"name", "error", "sha256"}. A stream cut short (the client died) renames nothing: the partial files are
 removed.
 
 Speed: stdin's pipe is enlarged (1 MiB where the kernel allows) and read through a 1 MiB buffer, and the
@@ -131,7 +132,7 @@ try:
                 os.close(fd)
         except (OSError, AttributeError):
             synced = False
-    for index, (head, tmp, got, want) in enumerate(landed):
+    for head, tmp, got, want in landed:
         if not synced:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -143,17 +144,11 @@ try:
             os.unlink(tmp)
             out.write(json.dumps({"name": name, "error": "sha256 differs", "sha256": got}) + "\n")
             continue
-        path = data_dir + "/" + name
-        os.replace(tmp, path)
-        meta = {"key": head["key"], "size": int(head["size"]), "mtime_s": int(os.stat(path).st_mtime),
-                "sha256": got, "content_type": head.get("content_type")}
-        mtmp = meta_dir + "/.m-" + prefix + "." + str(index)
-        fd = os.open(mtmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(meta).encode())
-        finally:
-            os.close(fd)
-        os.replace(mtmp, meta_dir + "/" + name)
+        st = os.stat(tmp)  # the cache rides with the file (its attribute; objmeta) into place
+        store_meta(tmp, meta_dir + "/" + name, {"key": head["key"], "size": int(head["size"]),
+                                                "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
+                                                "sha256": got, "content_type": head.get("content_type")})
+        os.replace(tmp, data_dir + "/" + name)
         out.write(json.dumps({"name": name, "size": int(head["size"]), "sha256": got}) + "\n")
     for d in (data_dir, meta_dir):
         fd = os.open(d, os.O_RDONLY)
@@ -171,3 +166,10 @@ except BaseException:
             os.unlink(entry[1])
     raise
 '''
+
+
+def batch_writer_program() -> str:
+    """The host half's code: the meta cache's functions (toolkit/objmeta.py), then the writer."""
+    from .objmeta import source
+
+    return source() + BATCH_WRITER

@@ -4,7 +4,9 @@ Layout under ``root`` (documented in docs/object-layout.md, so an app can read i
 
     <root>/<bucket>/<encoded key>          the object's bytes
     <root>/.meta/<bucket>/<encoded key>    JSON: key, size, sha256, md5, mtime_ns (a cache, never trusted
-                                           unless size and mtime match the data file)
+                                           unless size and mtime match the data file), where the data
+                                           file's attribute user.lifeboat.meta cannot hold it
+                                           (toolkit/objmeta.py)
     <root>/.tmp/                           partial writes; renamed into place when complete
 
 A key is encoded as one file name: percent-encoding of every byte outside [A-Za-z0-9_-.~ ] except that a
@@ -15,10 +17,8 @@ encoded name would exceed 240 bytes are stored as "~<sha256 of key>" and their k
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 from .contract import ObjectInfo, ObjectStore
 from .errors import BadInput, ProviderError
 from .locks import gone_here
+from .objmeta import load_meta, store_meta
 
 CHUNK = 1 << 20
 MAX_NAME = 240
@@ -101,37 +102,30 @@ class DirectoryStore(ObjectStore):
             raise ProviderError(f"bucket {bucket} does not exist at {self.root}.", code="objects.no_bucket")
         return path
 
-    # -- metadata
+    # -- metadata (toolkit/objmeta.py: the data file's extended attribute, else a file of its own)
     def _info(self, data: Path, meta: Path, key: str | None) -> ObjectInfo | None:
         try:
             st = data.stat()
         except FileNotFoundError:
             return None
-        cached = None
-        try:
-            cached = json.loads(meta.read_text())
-        except (FileNotFoundError, ValueError):
-            pass
-        if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
+        cached, anything = load_meta(data, meta, st)
+        if cached:
             return ObjectInfo(cached["key"], st.st_size, cached["sha256"], cached.get("md5"),
                               {"content_type": cached.get("content_type")})
         # Written by someone else (the app) or the cache is stale: compute where the data lives.
         sha, md5 = _hash_file(data)
+        content_type = (anything or {}).get("content_type")
         if key is None:
-            key = (cached or {}).get("key")
+            key = (anything or {}).get("key")
             if key is None:
                 return None
-        self._write_meta(meta, key, st.st_size, st.st_mtime_ns, sha, md5, (cached or {}).get("content_type"))
-        return ObjectInfo(key, st.st_size, sha, md5, {"content_type": (cached or {}).get("content_type")})
+        self._write_meta(data, meta, key, st, sha, md5, content_type)
+        return ObjectInfo(key, st.st_size, sha, md5, {"content_type": content_type})
 
-    def _write_meta(self, meta: Path, key, size, mtime_ns, sha, md5, content_type) -> None:
-        meta.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        body = json.dumps({"key": key, "size": size, "mtime_ns": mtime_ns, "sha256": sha, "md5": md5,
-                           "content_type": content_type})
-        fd, tmp = tempfile.mkstemp(dir=meta.parent, prefix=".m-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(body)
-        os.replace(tmp, meta)
+    def _write_meta(self, data, meta: Path, key, st, sha, md5, content_type) -> None:
+        store_meta(data, str(meta), {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                     "mtime_s": int(st.st_mtime), "sha256": sha, "md5": md5,
+                                     "content_type": content_type})
 
     # -- contract
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -143,9 +137,8 @@ class DirectoryStore(ObjectStore):
                     continue
                 key = decode_name(entry.name)
                 if key is None:
-                    try:
-                        key = json.loads((self.root / ".meta" / bucket / entry.name).read_text())["key"]
-                    except (FileNotFoundError, ValueError, KeyError):
+                    key = (load_meta(entry.path, self.root / ".meta" / bucket / entry.name)[1] or {}).get("key")
+                    if key is None:
                         continue
                 if key.startswith(prefix):
                     entries.append((key, entry.name))
@@ -196,6 +189,8 @@ class DirectoryStore(ObjectStore):
             if size is not None and written != size:
                 raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
                                     "nothing was stored.", code="objects.short_write")
+            # the cache goes with the file (in its attribute) before it is renamed into place
+            self._write_meta(tmp, meta, key, os.stat(tmp), sha.hexdigest(), md5.hexdigest(), content_type)
             os.replace(tmp, data)
         except BaseException:
             try:
@@ -203,8 +198,6 @@ class DirectoryStore(ObjectStore):
             except FileNotFoundError:
                 pass
             raise
-        st = data.stat()
-        self._write_meta(meta, key, written, st.st_mtime_ns, sha.hexdigest(), md5.hexdigest(), content_type)
         return ObjectInfo(key, written, sha.hexdigest(), md5.hexdigest(), {"content_type": content_type})
 
     def delete(self, bucket: str, key: str) -> None:

@@ -122,11 +122,17 @@ class Handler(BaseHTTPRequestHandler):
             if not entry.name.startswith("~"):
                 yield unquote(entry.name)
                 continue
-            try:  # a hashed name: the key is in the meta file
-                with open(os.path.join(self.root, ".meta", bucket, entry.name)) as meta:
-                    yield json.load(meta)["key"]
-            except (OSError, ValueError, KeyError):
-                continue
+            key = None  # a hashed name: the key is in the meta cache (the file's attribute, or a file of its own)
+            try:
+                key = json.loads(os.getxattr(entry.path, "user.lifeboat.meta"))["key"]
+            except (OSError, ValueError, KeyError, TypeError):
+                try:
+                    with open(os.path.join(self.root, ".meta", bucket, entry.name)) as meta:
+                        key = json.load(meta)["key"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            if key is not None:
+                yield key
 
     def do_PUT(self) -> None:  # noqa: N802
         found = self._target()

@@ -12,10 +12,9 @@ from contextlib import contextmanager
 
 from .connection import SSHConnection
 from .contract import ObjectInfo, ObjectStore
-from .dirstore import CHUNK, decode_name, encode_key, partial_name, stale_partial
-from .errors import BadInput, ProviderError, VerificationFailed
+from .dirstore import CHUNK, encode_key, partial_name, stale_partial
+from .errors import BadInput, CommandFailed, ProviderError, VerificationFailed
 
-HASH_BATCH = 200
 POOL = 8  # SFTP sessions kept open per store (OpenSSH allows 10 sessions per connection by default)
 SESSION_TIMEOUT = 600.0  # seconds a session waits for the host before the operation fails
 
@@ -98,25 +97,27 @@ class RemoteDirectoryStore(ObjectStore):
                                 code="objects.no_bucket") from None
         return path
 
-    # -- checksums where the data lives
-    def _host_sha256(self, paths: list[str]) -> dict[str, str]:
-        out = {}
-        for i in range(0, len(paths), HASH_BATCH):
-            batch = paths[i:i + HASH_BATCH]
-            result = self.conn.run(["sha256sum", "-z", "--", *batch], timeout=3600)
-            for record in result.stdout.split(b"\0"):
-                if not record:
-                    continue
-                digest, _, name = record.decode("utf-8", "surrogateescape").partition("  ")
-                out[name] = digest.lstrip("\\")
-        return out
+    # -- what the bucket holds, with checksums computed where the data lives
+    def _listing(self, bucket: str, request: dict) -> list[ObjectInfo]:
+        """One program on the host (LISTER) reads the bucket with each object's meta cache and hashes there
+        what has none that is fresh: one round trip for the whole bucket, whatever its size."""
+        from .objmeta import source
 
-    def _meta(self, sftp, bucket: str, name: str) -> dict | None:
-        try:
-            with sftp.open(f"{self._meta_dir(bucket)}/{name}", "rb") as handle:
-                return json.loads(handle.read())
-        except (FileNotFoundError, ValueError):
-            return None
+        result = self.conn.run(["python3", "-c", source() + LISTER, self.root, bucket],
+                               input=json.dumps(request).encode(), check=False, timeout=3600)
+        if result.exit_code == 3:
+            raise ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
+                                code="objects.no_bucket")
+        if not result.ok:
+            raise CommandFailed(self.conn.host, ["python3", "-c", "LISTER", self.root, bucket], result.exit_code,
+                                result.stdout, result.stderr)
+        infos = []
+        for line in result.stdout.decode("utf-8", "surrogateescape").splitlines():
+            if line.strip():
+                found = json.loads(line)
+                infos.append(ObjectInfo(found["key"], found["size"], found["sha256"], found.get("md5"),
+                                        {"content_type": found.get("content_type")}))
+        return infos
 
     def _write_meta(self, sftp, bucket: str, name: str, meta: dict) -> None:
         path = f"{self._meta_dir(bucket)}/{name}"
@@ -125,60 +126,13 @@ class RemoteDirectoryStore(ObjectStore):
             handle.write(json.dumps(meta).encode())
         sftp.posix_rename(tmp, path)
 
-    def _infos(self, sftp, bucket: str, entries: list[tuple[str, str, object]]) -> list[ObjectInfo]:
-        """entries: (key or None, file name, sftp attrs) -> infos, hashing stale ones on the host."""
-        directory = self.bucket_dir(bucket)
-        out, stale = [], []
-        for key, name, attrs in entries:
-            meta = self._meta(sftp, bucket, name)
-            mtime_ns = int(attrs.st_mtime) * 10**9
-            if meta and meta.get("size") == attrs.st_size and meta.get("mtime_s") == int(attrs.st_mtime):
-                out.append(ObjectInfo(meta["key"], attrs.st_size, meta["sha256"], meta.get("md5")))
-            else:
-                key = key or (meta or {}).get("key")
-                if key is not None:
-                    stale.append((key, name, attrs, mtime_ns))
-        if stale:
-            sums = self._host_sha256([f"{directory}/{name}" for _, name, _, _ in stale])
-            for key, name, attrs, _ in stale:
-                digest = sums[f"{directory}/{name}"]
-                self._write_meta(sftp, bucket, name, {"key": key, "size": attrs.st_size,
-                                                      "mtime_s": int(attrs.st_mtime), "sha256": digest})
-                out.append(ObjectInfo(key, attrs.st_size, digest))
-        return out
-
     # -- contract
     def list(self, bucket: str, prefix: str = ""):
-        with self._sftp() as sftp:
-            directory = self._require(sftp, bucket)
-            entries = []
-            for attrs in sftp.listdir_attr(directory):
-                if not stat.S_ISREG(attrs.st_mode):
-                    continue
-                key = decode_name(attrs.filename)
-                if key is None:
-                    meta = self._meta(sftp, bucket, attrs.filename)
-                    key = meta.get("key") if meta else None
-                    if key is None:
-                        continue
-                if key.startswith(prefix):
-                    entries.append((key, attrs.filename, attrs))
-            entries.sort(key=lambda e: e[0])
-            infos = {i.key: i for i in self._infos(sftp, bucket, entries)}
-        for key, _, _ in entries:
-            if key in infos:
-                yield infos[key]
+        yield from sorted(self._listing(bucket, {"prefix": prefix}), key=lambda info: info.key)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        name = encode_key(key)
-        with self._sftp() as sftp:
-            directory = self._require(sftp, bucket)
-            try:
-                attrs = sftp.stat(f"{directory}/{name}")
-            except FileNotFoundError:
-                return None
-            infos = self._infos(sftp, bucket, [(key, name, attrs)])
-            return infos[0] if infos else None
+        found = self._listing(bucket, {"name": encode_key(key)})
+        return found[0] if found else None
 
     @contextmanager
     def open_read(self, bucket: str, key: str):
@@ -217,7 +171,7 @@ class RemoteDirectoryStore(ObjectStore):
                     raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
                                         "nothing was stored.", code="objects.short_write")
                 # What landed on the host is checked there against what was sent.
-                landed = self._host_sha256([tmp])[tmp]
+                landed = self.conn.run(["sha256sum", "--", tmp], timeout=3600).stdout.split()[0].decode()
                 if landed != sha.hexdigest():
                     raise VerificationFailed(f"object {key!r}: the copy on {self.conn.host} has SHA-256 {landed}, "
                                              f"the stream had {sha.hexdigest()}; nothing was stored.")
@@ -240,13 +194,13 @@ class RemoteDirectoryStore(ObjectStore):
         does not hash the stream again (and sends file-backed streams with sendfile): the host compares
         what landed with that one. Each object is renamed into place only after the host's SHA-256 of what landed
         equals the one of what was sent; returns their infos (in order)."""
-        from .batchwriter import BATCH_WRITER
+        from .batchwriter import batch_writer_program
 
         with self._sftp() as sftp:
             self._require(sftp, bucket)
         sent: dict[str, tuple[str, int, str]] = {}
         answer = bytearray()
-        argv = ["python3", "-c", BATCH_WRITER, self.root, bucket, partial_name()]
+        argv = ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name()]
         with self.conn.bulk_write(argv, output=answer) as sink:
             for item in items:
                 key, open_stream, size, content_type = item[:4]
@@ -354,3 +308,63 @@ def _send(stream, sink, size: int, *, hashing: bool) -> tuple[str | None, int]:
             sha.update(chunk)
         sink.write(chunk)
     return (sha.hexdigest() if sha is not None else None), count
+
+
+# The host half of listing (run as ``python3 -c objmeta + LISTER ROOT BUCKET``, the request on stdin:
+# {"prefix": P} for the objects whose keys start with P, {"name": N} for one file). Prints one JSON line per
+# object: {key, size, sha256, md5, content_type}; an object without a fresh meta cache is hashed here and its
+# cache kept (unless it changed while it was hashed). Exit 3: no such bucket.
+LISTER = r'''
+import hashlib, json, stat, sys
+from urllib.parse import unquote
+root, bucket = sys.argv[1], sys.argv[2]
+request = json.loads(sys.stdin.readline())
+data_dir, meta_dir = root + "/" + bucket, root + "/.meta/" + bucket
+if not os.path.isdir(data_dir):
+    sys.exit(3)
+prefix, one = request.get("prefix", ""), request.get("name")
+out = sys.stdout
+
+
+def names():
+    if one is not None:
+        if one and "/" not in one and one not in (".", ".."):
+            yield one
+        return
+    with os.scandir(data_dir) as found:
+        for entry in found:
+            yield entry.name
+
+
+for name in names():
+    path, meta_path = data_dir + "/" + name, meta_dir + "/" + name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        continue
+    if not stat.S_ISREG(st.st_mode):
+        continue
+    fresh, anything = load_meta(path, meta_path, st)
+    key = (anything or {}).get("key") if name.startswith("~") else unquote(name)  # dirstore.decode_name
+    if key is None or not key.startswith(prefix):
+        continue
+    if fresh is None:  # written by someone else, or changed since: hashed where it lives
+        sha = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    sha.update(chunk)
+                after = os.fstat(handle.fileno())
+        except FileNotFoundError:
+            continue
+        fresh = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
+                 "sha256": sha.hexdigest(), "content_type": (anything or {}).get("content_type")}
+        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            try:
+                store_meta(path, meta_path, fresh)
+            except OSError:
+                pass  # a cache only: the next listing hashes it again
+    out.write(json.dumps({"key": key, "size": st.st_size, "sha256": fresh["sha256"], "md5": fresh.get("md5"),
+                          "content_type": fresh.get("content_type")}) + "\n")
+out.flush()
+'''
