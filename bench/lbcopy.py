@@ -40,8 +40,8 @@ def main() -> int:
     from toolkit.copier import copy_objects
 
     src, dst = store(spec["src"]), store(spec["dst"])
-    if spec["dst"]["kind"] in ("dir", "sftp") and not dst.bucket_exists("media"):
-        dst.create_bucket("media")
+    if spec["dst"]["kind"] in ("dir", "sftp"):
+        dst.create_bucket("media")  # there already or not: one round trip either way
     report = copy_objects(src, dst, ["media"], parallel=spec.get("parallel", 8))
     print(json.dumps(report))
     return 0

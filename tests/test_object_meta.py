@@ -154,3 +154,19 @@ def test_where_the_file_system_takes_no_attributes_the_cache_is_a_file_of_its_ow
     assert json.loads((metas / "a.txt").read_text())["sha256"] == sha(b"rewritten")
     if hasattr(store, "release"):
         store.release()
+
+
+def test_a_missing_bucket_is_named_and_nothing_is_made(store):
+    """Writing (one by one or a batch through the host's writer) or listing a bucket that does not exist is
+    objects.no_bucket, naming it, and leaves no folder behind."""
+    from toolkit.errors import ProviderError
+
+    store, root = store
+    for attempt in (lambda: write_all(store, {"a.txt": b"x"}), lambda: listed(store),
+                    lambda: store.head("media", "a.txt")):
+        with pytest.raises(ProviderError) as info:
+            attempt()
+        assert info.value.code == "objects.no_bucket" and "media" in info.value.message, info.value
+    assert not root.exists() or not any(root.rglob("*")), list(root.rglob("*"))
+    if hasattr(store, "release"):
+        store.release()

@@ -11,7 +11,7 @@ stream it makes every partial file durable at once (one syncfs of the filesystem
 where syncfs is missing), then renames into place each one whose hash is the client's, its meta cache
 in the file's extended attribute (toolkit/objmeta.py, whose text runs ahead of this program; a file of its
 own where the file system refuses), and syncs the folders; it answers one JSON line per object on stdout:
-{"name", "size", "sha256"} or {"name", "error", "sha256"}. A stream cut short (the client died) renames nothing: the partial files are
+{"name", "size", "sha256"} or {"name", "error", "sha256"}. Exit 3 before reading anything: no such bucket. A stream cut short (the client died) renames nothing: the partial files are
 removed.
 
 Speed: stdin's pipe is enlarged (1 MiB where the kernel allows) and read through a 1 MiB buffer, and the
@@ -26,6 +26,8 @@ import ctypes, fcntl, hashlib, json, os, queue, sys, threading
 root, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 SMALL = 256 << 10
 data_dir, meta_dir, tmp_dir = root + "/" + bucket, root + "/.meta/" + bucket, root + "/.tmp"
+if not os.path.isdir(data_dir):
+    sys.exit(3)  # no such bucket: nothing made (the client says which)
 for d in (meta_dir, tmp_dir):
     os.makedirs(d, mode=0o700, exist_ok=True)
 try:

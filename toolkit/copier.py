@@ -23,16 +23,26 @@ BATCH_BYTES = 32 << 20
 
 def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, parallel: int = 8,
                  events: Events | None = None, fault: Callable[[str], None] | None = None) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     events = events or Events()
-    swept = dst.sweep_partial()  # what a killed earlier attempt was writing
-    work = [(b, o) for b in buckets for o in src.list(b)]
-    # What the target holds, listed once (not one round trip per object); a missing bucket holds nothing.
-    held: dict[tuple[str, str], object] = {}
-    for bucket in buckets:
-        try:
-            held.update(((bucket, o.key), o) for o in dst.list(bucket))
-        except ToolkitError:
-            pass
+
+    def target_holds() -> dict:
+        # What the target holds, listed once (not one round trip per object); a missing bucket holds nothing.
+        held: dict[tuple[str, str], object] = {}
+        for bucket in buckets:
+            try:
+                held.update(((bucket, o.key), o) for o in dst.list(bucket))
+            except ToolkitError:
+                pass
+        return held
+
+    # Three independent looks, at once (each is a round trip or more): what a killed earlier attempt was
+    # writing is swept from the target, the target listed, the source listed. All done before any copy.
+    with ThreadPoolExecutor(2) as pool:
+        sweeping, listing = pool.submit(dst.sweep_partial), pool.submit(target_holds)
+        work = [(b, o) for b in buckets for o in src.list(b)]
+        held, swept = listing.result(), sweeping.result()
     all_bytes = sum(o.size for _, o in work)
     tally = {"copied": 0, "skipped": 0, "sent": 0, "done": 0}
     guard = threading.Lock()

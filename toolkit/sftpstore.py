@@ -79,8 +79,9 @@ class RemoteDirectoryStore(ObjectStore):
         return f"{self.root}/.meta/{bucket}"
 
     def create_bucket(self, bucket: str) -> None:
-        self.conn.run(["mkdir", "-p", self.bucket_dir(bucket), self._meta_dir(bucket), f"{self.root}/.tmp"])
-        self.conn.run(["chmod", "700", self.root])
+        # one round trip; paths as arguments, never pasted into the script
+        self.conn.run(["sh", "-c", 'mkdir -p -- "$@" && chmod 700 -- "$0"', self.root, self.bucket_dir(bucket),
+                       self._meta_dir(bucket), f"{self.root}/.tmp"])
 
     def bucket_exists(self, bucket: str) -> bool:
         return self.conn.run(["test", "-d", self.bucket_dir(bucket)], check=False).ok
@@ -194,12 +195,31 @@ class RemoteDirectoryStore(ObjectStore):
         does not hash the stream again (and sends file-backed streams with sendfile): the host compares
         what landed with that one. Each object is renamed into place only after the host's SHA-256 of what landed
         equals the one of what was sent; returns their infos (in order)."""
-        from .batchwriter import batch_writer_program
-
-        with self._sftp() as sftp:
-            self._require(sftp, bucket)
         sent: dict[str, tuple[str, int, str]] = {}
         answer = bytearray()
+        try:
+            self._stream_batch(bucket, items, sent, answer)
+        except (OSError, CommandFailed):
+            with self._sftp() as sftp:  # the writer refuses a missing bucket (exit 3): say which
+                self._require(sftp, bucket)
+            raise
+        results = {r["name"]: r for r in (json.loads(line) for line in answer.decode().splitlines() if line.strip())}
+        infos, bad = [], []
+        for name, (key, size, digest) in sent.items():
+            got = results.get(name)
+            if got is None or "error" in got or got["sha256"] != digest or got["size"] != size:
+                bad.append(key)
+            else:
+                infos.append(ObjectInfo(key, size, digest, None))
+        if bad:
+            raise VerificationFailed(f"{len(bad)} object(s) did not land intact on {self.conn.host} (SHA-256 of what "
+                                     f"landed differs from what was sent): {', '.join(repr(k) for k in bad[:5])}; "
+                                     "they were not stored.")
+        return infos
+
+    def _stream_batch(self, bucket: str, items: list, sent: dict, answer: bytearray) -> None:
+        from .batchwriter import batch_writer_program
+
         argv = ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name()]
         with self.conn.bulk_write(argv, output=answer) as sink:
             for item in items:
@@ -218,19 +238,6 @@ class RemoteDirectoryStore(ObjectStore):
                 digest = digest or known
                 sink.write(json.dumps({"sha256": digest}).encode() + b"\n")
                 sent[name] = (key, size, digest)
-        results = {r["name"]: r for r in (json.loads(line) for line in answer.decode().splitlines() if line.strip())}
-        infos, bad = [], []
-        for name, (key, size, digest) in sent.items():
-            got = results.get(name)
-            if got is None or "error" in got or got["sha256"] != digest or got["size"] != size:
-                bad.append(key)
-            else:
-                infos.append(ObjectInfo(key, size, digest, None))
-        if bad:
-            raise VerificationFailed(f"{len(bad)} object(s) did not land intact on {self.conn.host} (SHA-256 of what "
-                                     f"landed differs from what was sent): {', '.join(repr(k) for k in bad[:5])}; "
-                                     "they were not stored.")
-        return infos
 
     def sweep_partial(self) -> int:
         removed = 0
@@ -300,7 +307,11 @@ def _send(stream, sink, size: int, *, hashing: bool) -> tuple[str | None, int]:
                 raise ProviderError(f"the stream gave more than {size} bytes.", code="objects.short_write")
             return None, count
     sha = hashlib.sha256() if hashing else None
-    for chunk in iter(lambda: stream.read(CHUNK), b""):
+    while True:
+        # what is left (+1 to see the end): no 1 MiB buffer allocated for each small object
+        chunk = stream.read(min(CHUNK, size - count + 1))
+        if not chunk:
+            break
         count += len(chunk)
         if count > size:
             raise ProviderError(f"the stream gave more than {size} bytes.", code="objects.short_write")
