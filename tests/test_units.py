@@ -169,3 +169,26 @@ def test_wal_archive_settings_and_segment_arithmetic():
     assert walarchive._gap(repo, ["000000010000000000000001", "000000010000000000000002"]) is None
     gap = walarchive._gap(repo, ["000000010000000000000001", "000000010000000000000004"])
     assert gap.code == "backup.wal_gap" and "0000000000000002" in gap.message and "1 more" in gap.message
+
+
+@pytest.mark.parametrize("sizes", [
+    [1000] * 1005,  # a remainder of 5: joins the batch before it
+    [8 << 20] * 15 + [40 << 10] * 1000,  # heavy batches (bytes cap), then many small ones
+    [40 << 10] * 1200,  # a remainder above a quarter stays a batch of its own
+    [1],  # one object
+    [],
+])
+def test_batches_hold_every_object_once_in_order(sizes):
+    from toolkit.contract import ObjectInfo
+    from toolkit.copier import BATCH_BYTES, BATCH_COUNT, plan_batches
+
+    objs = [ObjectInfo(f"k{i:05d}", size, None) for i, size in enumerate(sizes)]
+    batches = plan_batches(objs)
+    assert [o for b in batches for o in b] == objs
+    assert all(b for b in batches)
+    # the limits hold but for a merged small remainder (at most a quarter over)
+    assert all(len(b) <= BATCH_COUNT * 5 // 4 and sum(o.size for o in b) <= BATCH_BYTES * 5 // 4 for b in batches)
+    if sizes == [1000] * 1005:
+        assert [len(b) for b in batches] == [500, 505]
+    if sizes == [40 << 10] * 1200:
+        assert [len(b) for b in batches] == [500, 500, 200]
