@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/objects.py
 	$(BIN)/python bench/database.py
+	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/report.py
 
 clean:

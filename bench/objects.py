@@ -3,10 +3,12 @@
 
 Pairs:
 - local disk -> SSH host (a real sshd on loopback): the endpoints are fast, so this is the copier's speed;
+- S3 -> SSH host and SSH host -> S3 (moto and the sshd): moving off a cloud onto a host and back;
 - S3 -> S3 (two moto servers): the emulator sets the wall time, so the copier's own CPU per GB counts too.
 
 Each measurement runs the copier as its own process into an empty target (cleared between runs) and
 records wall time, user+sys CPU of that process and its peak RSS (wait4). Medians over BENCH_RUNS (5).
+BENCH_PAIRS=a,b runs only the pairs whose names contain one of those (and writes only them).
 Data: BENCH_PROFILE=quick (default: 1,000 small 1-64 KB, 20 medium 1-8 MB, 1 large 256 MB) or full (the
 issue's 10,000 small, 200 medium, 2 x 1 GB). Needs root (sshd), rclone, moto (make install). Writes
 bench/results/objects.json; bench/report.py turns the results into BENCHMARKS.md.
@@ -124,6 +126,16 @@ def main() -> int:
             for child in target_root.iterdir():
                 shutil.rmtree(child)
 
+        # the same objects on the host as a source: Lifeboat's layout for Lifeboat, plain files for rclone
+        from toolkit.copier import copy_objects
+
+        host_src = work / "hostsrc"
+        host_store = DirectoryStore(host_src / "lb")  # the lab's host is this machine
+        host_store.create_bucket("media")
+        copy_objects(lb_src, host_store, ["media"])
+        shutil.copytree(plain, host_src / "rc")
+        subprocess.run(["chown", "-R", lab.user, str(host_src)], check=True)
+
         import boto3
 
         s3a = boto3.client("s3", endpoint_url=moto_a.url, region_name="us-east-1")
@@ -145,13 +157,30 @@ def main() -> int:
                               "root": str(target_root / "lb")}),
                 "rclone": [str(plain), f"host:{target_root / 'rc'}"],
                 "clear": clear_host},
+            "S3 -> SSH host": {
+                "lifeboat": ({"kind": "s3", "endpoint": moto_a.url, "bucket": "bench-src"},
+                             {"kind": "sftp", "host": host.address, "port": host.port, "user": lab.user,
+                              "key": str(lab.client_key), "known_hosts": str(lab.known_hosts),
+                              "root": str(target_root / "lb")}),
+                "rclone": ["a:bench-src", f"host:{target_root / 'rc'}"],
+                "clear": clear_host},
+            "SSH host -> S3": {
+                "lifeboat": ({"kind": "sftp", "host": host.address, "port": host.port, "user": lab.user,
+                              "key": str(lab.client_key), "known_hosts": str(lab.known_hosts),
+                              "root": str(host_src / "lb")},
+                             {"kind": "s3", "endpoint": moto_b.url, "bucket": "bench-dst"}),
+                "rclone": [f"host:{host_src / 'rc'}", "b:bench-dst"],
+                "clear": clear_b},
             "S3 -> S3 (two moto servers)": {
                 "lifeboat": ({"kind": "s3", "endpoint": moto_a.url, "bucket": "bench-src"},
                              {"kind": "s3", "endpoint": moto_b.url, "bucket": "bench-dst"}),
                 "rclone": ["a:bench-src", "b:bench-dst"],
                 "clear": clear_b},
         }
+        only = [p.strip() for p in os.environ.get("BENCH_PAIRS", "").split(",") if p.strip()]
         for name, pair in pairs.items():
+            if only and not any(o in name for o in only):
+                continue
             samples = {"lifeboat": [], "rclone": []}
             for run in range(RUNS):
                 for tool in ("lifeboat", "rclone"):  # alternate, so drift hits both alike

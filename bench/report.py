@@ -53,6 +53,19 @@ def main() -> int:
             shown = tool.replace("|", "\\|")
             lines.append(f"| {shown} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} |")
         lines += ["", f"Lifeboat / fastest raw variant: **{database['ratio_to_fastest_raw']}x** (goal <= 1.1x).", ""]
+    failover = load("failover")
+    if failover:
+        counts = failover["data"]["stats"]
+        shown = ", ".join(f"{v} {k}" for k, v in counts.items())
+        lines += ["## Failover RTO: chirp restored from its backup alone", "",
+                  f"chirp on the embedded default ({shown}; profile {failover['profile']}), backed up from one local "
+                  "target into the other's object store (sealed); the first target destroyed; `lifeboat failover` "
+                  f"then restores, verifies, deploys and switches DNS. Medians over {failover['runs']} runs from the "
+                  f"same backup (taken in {failover['data']['backup_seconds']:.1f} s).", "",
+                  "| step | seconds |", "|---|---|"]
+        lines += [f"| {step} | {seconds} |" for step, seconds in failover["steps"].items()]
+        lines += ["", f"**RTO {failover['rto_s']} s** (the command: {failover['command_s']} s; goal < 120 s for a "
+                  "1 GB database and 10,000 media objects).", ""]
     startup = load("startup")
     if startup:
         lines += ["## Start-up", "", "| command | median ms | x `python -c pass` |", "|---|---|---|"]
