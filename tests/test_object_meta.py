@@ -170,3 +170,41 @@ def test_a_missing_bucket_is_named_and_nothing_is_made(store):
     assert not root.exists() or not any(root.rglob("*")), list(root.rglob("*"))
     if hasattr(store, "release"):
         store.release()
+
+
+def test_many_objects_read_through_one_stream(store, tmp_path):
+    """open_many: every object's exact bytes, in order (an SSH host streams them all from one reader on the
+    host); a missing one fails when it is reached; leaving early is clean. A copy from an SSH host reads
+    its small objects that way, never one stream per object."""
+    from toolkit.copier import copy_objects
+    from toolkit.errors import ProviderError
+
+    store, root = store
+    store.create_bucket("media")
+    bodies = {"empty": b"", "small.txt": b"small", LONG: b"hashed name", "large.bin": bytes(range(256)) * 4096,
+              "café ☕.jpg": "☕".encode() * 3000}
+    write_all(store, bodies)
+    keys = sorted(bodies)
+    with store.open_many("media", keys) as many:
+        got = [(key, stream.read()) for key, stream in many]
+    assert got == [(k, bodies[k]) for k in keys]
+    with store.open_many("media", keys) as many:  # read in small pieces, and only the first two
+        first = next(many)
+        assert b"".join(iter(lambda: first[1].read(7), b"")) == bodies[first[0]]
+        assert next(many)[0] == keys[1]
+    with pytest.raises(ProviderError) as info:
+        with store.open_many("media", ["small.txt", "not-there", "empty"]) as many:
+            assert next(many)[1].read() == b"small"
+            next(many)
+    assert info.value.code in ("objects.not_found", "objects.missing") and "not-there" in info.value.message
+
+    if store.READS_IN_BATCHES:
+        def refuse(*a, **k):
+            raise AssertionError("a small object opened on its own")
+
+        store.open_read = refuse
+        target = DirectoryStore(tmp_path / "copy")
+        target.create_bucket("media")
+        assert copy_objects(store, target, ["media"])["copied"] == len(bodies)
+        assert {i.key: i.sha256 for i in target.list("media")} == {k: sha(v) for k, v in bodies.items()}
+        store.release()

@@ -363,27 +363,57 @@ class Backup:
 
         guard = threading.Lock()
 
-        def save(n: int, bucket: str, obj) -> None:
-            sha = obj.sha256 or src.checksum(bucket, obj.key)
-            blob = repo.blob(sha)
-            if blob not in held:
-                with src.open_read(bucket, obj.key) as stream:
-                    written = repo.put(blob, stream, size=obj.size)
-                if written.plain_sha256 != sha or written.plain_bytes != obj.size:
-                    raise VerificationFailed(f"backup: object {obj.key!r} of {bucket} changed while it was read "
-                                             f"(expected {obj.size} bytes, SHA-256 {sha}).",
-                                             hint="run the backup again.")
-                with guard:
-                    tally["uploaded"] += 1
-                    tally["bytes_uploaded"] += obj.size
+        def upload(bucket: str, obj, sha: str, stream) -> None:
+            written = repo.put(repo.blob(sha), stream, size=obj.size)
+            if written.plain_sha256 != sha or written.plain_bytes != obj.size:
+                raise VerificationFailed(f"backup: object {obj.key!r} of {bucket} changed while it was read "
+                                         f"(expected {obj.size} bytes, SHA-256 {sha}).",
+                                         hint="run the backup again.")
+            with guard:
+                tally["uploaded"] += 1
+                tally["bytes_uploaded"] += obj.size
+
+        def done(n: int, bucket: str, obj, sha: str) -> None:
             with guard:
                 index[n] = [bucket, obj.key, obj.size, sha]
                 tally["done"] += obj.size
                 self.events.progress("media", tally["done"], total, unit="bytes")
 
+        def save(group: list) -> None:
+            """Objects of one bucket: those not held yet read (in one stream where the source reads in
+            batches: an SSH host) and stored."""
+            bucket = group[0][1]
+            shas = {n: obj.sha256 or src.checksum(bucket, obj.key) for n, _, obj in group}
+            fetch = [(n, obj) for n, _, obj in group if repo.blob(shas[n]) not in held]
+            for n, _, obj in group:
+                if repo.blob(shas[n]) in held:
+                    done(n, bucket, obj, shas[n])
+            if len(fetch) == 1:  # alone: its own stream
+                n, obj = fetch[0]
+                with src.open_read(bucket, obj.key) as stream:
+                    upload(bucket, obj, shas[n], stream)
+                done(n, bucket, obj, shas[n])
+            elif fetch:
+                with src.open_many(bucket, [obj.key for _, obj in fetch]) as many:
+                    for (n, obj), (_, stream) in zip(fetch, many, strict=True):
+                        upload(bucket, obj, shas[n], stream)
+                        done(n, bucket, obj, shas[n])
+
+        from .copier import BATCH_OBJECT_MAX, plan_batches
+
+        numbered = [(n, b, o) for n, (b, o) in enumerate(entries)]
+        if src.READS_IN_BATCHES:  # small objects in groups: one stream each, not one per object
+            groups = [[item] for item in numbered if item[2].size >= BATCH_OBJECT_MAX]
+            for bucket in sorted(self.stack.buckets):
+                groups += plan_batches([item for item in numbered
+                                        if item[1] == bucket and item[2].size < BATCH_OBJECT_MAX],
+                                       size=lambda item: item[2].size)
+        else:
+            groups = [[item] for item in numbered]
+        groups.sort(key=lambda g: -sum(item[2].size for item in g))  # largest first
         workers = max(1, min(self.parallel, src.PARALLEL, repo.store.PARALLEL))
         try:
-            run_parallel(save, [(n, b, o) for n, (b, o) in enumerate(entries)], workers)
+            run_parallel(save, [(g,) for g in groups], workers)
         finally:
             src.release()
         listing = json.dumps([index[n] for n in range(len(entries))], ensure_ascii=False).encode()
@@ -821,10 +851,12 @@ class Failover:
 
         guard = threading.Lock()
 
-        def restore(bucket: str, key: str, size: int, sha: str) -> None:
+        def already(bucket: str, key: str, size: int, sha: str) -> bool:
             there = held.get((bucket, key))
-            same = there is not None and there.size == size and \
-                (there.sha256 or dst.checksum(bucket, key)) == sha
+            return there is not None and there.size == size and (there.sha256 or dst.checksum(bucket, key)) == sha
+
+        def restore(bucket: str, key: str, size: int, sha: str) -> None:
+            same = already(bucket, key, size, sha)
             if not same:
                 tampered: list[Tampered] = []
                 with self.repo.reading(self.repo.blob(sha)) as opening:
@@ -844,9 +876,51 @@ class Failover:
                 tally["written"] += 0 if same else 1
                 self.events.progress("media", tally["done"], total, unit="bytes")
 
+        def restore_batch(group: list) -> None:
+            """Small objects of one bucket to a store that takes them in batches (an SSH host: one stream,
+            not a connection per object); each checked as in restore()."""
+            bucket = group[0][0]
+            todo = [e for e in group if not already(*e)]
+            openings: dict[str, object] = {}
+            tampered: list[Tampered] = []
+
+            @contextmanager
+            def opened(key: str, sha: str):
+                with self.repo.reading(self.repo.blob(sha)) as opening:
+                    openings[key] = opening
+                    yield _Guarded(opening, tampered)
+
+            if todo:
+                try:
+                    infos = dst.write_batch(bucket, [(key, (lambda k=key, s=sha: opened(k, s)), size, None, sha)
+                                                     for _, key, size, sha in todo])
+                except Exception:
+                    if tampered:
+                        raise VerificationFailed(f"objects of {bucket}: {tampered[0]}.",
+                                                 code="backup.tampered") from None
+                    raise
+                for (_, key, size, sha), info in zip(todo, infos, strict=True):
+                    if info.size != size or info.sha256 != sha or openings[key].plain_sha256.hexdigest() != sha:
+                        raise VerificationFailed(f"object {key!r} of {bucket} restored with size {info.size} and "
+                                                 f"SHA-256 {info.sha256}, the backup records {size} and {sha}.",
+                                                 code="backup.tampered")
+            with guard:
+                tally["done"] += sum(e[2] for e in group)
+                tally["written"] += len(todo)
+                self.events.progress("media", tally["done"], total, unit="bytes")
+
         workers = max(1, min(self.parallel, dst.PARALLEL, self.repo.store.PARALLEL))
+        tasks = [(restore, tuple(e)) for e in index]
+        if hasattr(dst, "write_batch"):
+            from .copier import BATCH_OBJECT_MAX, plan_batches
+
+            tasks = [(restore, tuple(e)) for e in index if e[2] >= BATCH_OBJECT_MAX]
+            for bucket in buckets:
+                tasks += [(restore_batch, group) for group in
+                          plan_batches([e for e in index if e[0] == bucket and e[2] < BATCH_OBJECT_MAX],
+                                       size=lambda e: e[2])]
         try:
-            run_parallel(restore, [tuple(e) for e in index], workers)
+            run_parallel(lambda func, what: func(*what) if func is restore else func(what), tasks, workers)
         finally:
             dst.release()
         return {"objects": len(index), "written": tally["written"], "already_there": len(index) - tally["written"],

@@ -415,20 +415,23 @@ class SSHConnection(Connection):
             output.extend(out)
 
     @contextmanager
-    def bulk_read(self, argv):
-        """:meth:`read_stream` for bulk data (see :meth:`bulk_write`)."""
+    def bulk_read(self, argv, *, input: bytes | None = None):
+        """:meth:`read_stream` for bulk data (see :meth:`bulk_write`); ``input``: the command's stdin (a
+        request it reads whole before it answers)."""
         prefix = self.openssh()
         if prefix is None:
-            with self.read_stream(argv) as stream:
+            with self.read_stream(argv, input=input) as stream:
                 yield stream
             return
         argv = [str(a) for a in argv]
-        proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
+        proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.DEVNULL if input is None else
+                                subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
         _widen_pipe(proc.stdout)
         err = bytearray()
         reader = threading.Thread(target=_drain_pipe, args=(proc.stderr, err, True), daemon=True)
         reader.start()
+        if input is not None:
+            threading.Thread(target=_feed, args=(proc.stdin, input), daemon=True).start()
         try:
             yield proc.stdout
         except BaseException:
@@ -543,9 +546,11 @@ class SSHConnection(Connection):
         return result
 
     @contextmanager
-    def read_stream(self, argv, *, env=None):
+    def read_stream(self, argv, *, env=None, input: bytes | None = None):
         argv = [str(a) for a in argv]
         channel = self._exec(self._command(argv, env), None)
+        if input is not None:  # a request the command reads whole before it answers
+            channel.sendall(input)
         channel.shutdown_write()
         err = bytearray()
         reader = threading.Thread(target=_drain, args=(channel, err), daemon=True)
@@ -673,6 +678,14 @@ def _widen_pipe(pipe) -> None:
 
         fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), BULK_BUFFER)
     except (OSError, ValueError, ImportError):
+        pass
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (OSError, ValueError):  # the command ended first: its exit status says why
         pass
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -238,6 +238,26 @@ class ObjectStore(ABC):
 
     #: objects a copy may move at once through this store (per-connection limits of its transport)
     PARALLEL: int = 16
+    #: whether :meth:`open_many` reads many objects at the cost of one (an SSH host: one stream for all,
+    #: where opening each would start a connection); readers then group small objects
+    READS_IN_BATCHES: bool = False
+
+    @contextmanager
+    def open_many(self, bucket: str, keys: list[str]):
+        """An iterator of (key, stream) for ``keys``, in that order; each stream is read (or left) before
+        the next is asked for. Here: one :meth:`open_read` after the other; stores with a cheaper way to
+        read many objects at once override it (and say so in READS_IN_BATCHES)."""
+
+        def each():
+            for key in keys:
+                with self.open_read(bucket, key) as stream:
+                    yield key, stream
+
+        items = each()
+        try:
+            yield items
+        finally:
+            items.close()
 
     def _recorded_or_read_sha256(self, bucket: str, key: str, where: str) -> str:
         """For :meth:`checksum` on stores that cannot hash on request: the SHA-256 recorded when Lifeboat

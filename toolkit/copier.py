@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 
 from .contract import ObjectStore
 from .digests import method_of
@@ -21,18 +21,18 @@ BATCH_COUNT = 500
 BATCH_BYTES = 32 << 20
 
 
-def plan_batches(objs: list) -> list[list]:
+def plan_batches(objs: list, size: Callable = lambda obj: obj.size) -> list[list]:
     """Batches of up to BATCH_COUNT objects and BATCH_BYTES, in order; a small remainder (under a quarter of
     both) joins the batch before it instead of paying a stream's fixed cost (a connection, the writer's
     start, a sync) for a handful of objects."""
     batches: list[list] = []
     filled = 0
     for obj in objs:
-        if not batches or len(batches[-1]) >= BATCH_COUNT or filled + obj.size > BATCH_BYTES:
+        if not batches or len(batches[-1]) >= BATCH_COUNT or filled + size(obj) > BATCH_BYTES:
             batches.append([])
             filled = 0
         batches[-1].append(obj)
-        filled += obj.size
+        filled += size(obj)
     if len(batches) > 1 and len(batches[-1]) < BATCH_COUNT // 4 and filled < BATCH_BYTES // 4:
         last = batches.pop()
         batches[-1].extend(last)
@@ -92,14 +92,18 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
             raise VerificationFailed(f"object {obj.key!r} of {bucket} arrived with size {info.size} and SHA-256 "
                                      f"{info.sha256}, expected {obj.size} and {want}.")
 
+    def watched(stream, obj):
+        if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
+            return _Watched(stream, _Tally(), lambda sent, half=obj.size // 2:
+                            fault("media:mid") if sent >= half else None)
+        return stream
+
     def copy(bucket: str, obj) -> None:
         wrote, want = needed(bucket, obj)
         if wrote:
             with src.open_read(bucket, obj.key) as stream:
                 want = want or getattr(stream, "recorded_sha256", None)
-                if fault is not None and obj.size >= 1 << 20:  # crash tests stop half-way through a large object
-                    stream = _Watched(stream, _Tally(), lambda sent, half=obj.size // 2:
-                                      fault("media:mid") if sent >= half else None)
+                stream = watched(stream, obj)
                 if batching:  # one object through the batch writer: it takes the source's digest
                     info = dst.write_batch(bucket, [(obj.key, lambda s=stream: nullcontext(s), obj.size, None, want)])[0]
                 else:
@@ -112,15 +116,24 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         todo = [(obj, want) for obj, wrote, want in plan if wrote]
         if todo:
             recorded: dict[str, str | None] = {}
+            with ExitStack() as held_open:
+                # a source that reads in batches too (an SSH host) streams the batch's objects in order
+                many = held_open.enter_context(src.open_many(bucket, [obj.key for obj, _ in todo])) \
+                    if src.READS_IN_BATCHES else None
 
-            @contextmanager
-            def opened(key: str):
-                with src.open_read(bucket, key) as stream:
-                    recorded[key] = getattr(stream, "recorded_sha256", None)
-                    yield stream
+                @contextmanager
+                def opened(key: str):
+                    if many is not None:
+                        got, stream = next(many)
+                        assert got == key, (got, key)  # write_batch opens them in order
+                        yield stream
+                        return
+                    with src.open_read(bucket, key) as stream:
+                        recorded[key] = getattr(stream, "recorded_sha256", None)
+                        yield stream
 
-            infos = dst.write_batch(bucket, [(obj.key, (lambda key=obj.key: opened(key)), obj.size, None, want)
-                                             for obj, want in todo])
+                infos = dst.write_batch(bucket, [(obj.key, (lambda key=obj.key: opened(key)), obj.size, None, want)
+                                                 for obj, want in todo])
             failed = None
             for (obj, want), info in zip(todo, infos, strict=True):
                 try:  # every object of the batch is checked (and a wrong one removed) before raising
@@ -132,11 +145,27 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         for obj, wrote, _ in plan:
             counted(bucket, obj, wrote)
 
+    def copy_group(bucket: str, objs: list) -> None:
+        """Small objects from a source that reads in batches, each written on its own."""
+        plan = [(obj, *needed(bucket, obj)) for obj in objs]
+        for obj, wrote, _ in plan:
+            if not wrote:
+                counted(bucket, obj, False)
+        todo = [(obj, want) for obj, wrote, want in plan if wrote]
+        if not todo:
+            return
+        with src.open_many(bucket, [obj.key for obj, _ in todo]) as many:
+            for (obj, want), (key, stream) in zip(todo, many, strict=True):
+                info = dst.write(bucket, key, watched(stream, obj), size=obj.size)
+                check(bucket, obj, info, want or getattr(stream, "recorded_sha256", None))
+                counted(bucket, obj, True)
+
     # Small objects go to a store that can take them in batches (SSH hosts: one stream, no round trip
-    # per object); the others one by one, in parallel where the stores allow.
+    # per object), or come in groups from a store that reads them so; the others one by one, in parallel
+    # where the stores allow.
     batches: list[tuple[str, list]] = []
     batching = hasattr(dst, "write_batch")
-    if batching:
+    if batching or src.READS_IN_BATCHES:
         singles = [(b, o) for b, o in work if o.size >= BATCH_OBJECT_MAX]
         for bucket in buckets:
             batches += [(bucket, objs) for objs in plan_batches([o for b, o in work
@@ -147,7 +176,8 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     workers = max(1, min(parallel, src.PARALLEL, dst.PARALLEL))
     # One queue, largest first (a large object started last would run alone at the end): batches and
     # single objects share the workers.
-    tasks = [(copy_batch, bucket, objs, sum(o.size for o in objs)) for bucket, objs in batches]
+    tasks = [(copy_batch if batching else copy_group, bucket, objs, sum(o.size for o in objs))
+             for bucket, objs in batches]
     tasks += [(copy, bucket, obj, obj.size) for bucket, obj in singles]
     tasks.sort(key=lambda t: -t[3])
     try:

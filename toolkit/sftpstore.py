@@ -27,6 +27,7 @@ class RemoteDirectoryStore(ObjectStore):
     # heavy transfers (sessions dropped mid-write, stalls were seen with 4). Small objects go in batches
     # either way (write_batch: one stream per batch).
     BULK_PARALLEL = 4
+    READS_IN_BATCHES = True  # open_many: one stream from a reader on the host (READER) for many objects
 
     @property
     def PARALLEL(self) -> int:  # noqa: N802 - the contract's name
@@ -149,6 +150,28 @@ class RemoteDirectoryStore(ObjectStore):
                                     code="objects.not_found") from None
         with self.conn.bulk_read(["cat", "--", path]) as stream:
             yield stream
+
+    @contextmanager
+    def open_many(self, bucket: str, keys: list[str]):
+        """Many objects through one stream from a program on the host (READER): no connection, process
+        or round trip per object. Each stream is the object's bytes, exactly; an object that shrank while
+        it was read fails its stream's end (objects.changed), one that is gone fails when it is reached."""
+        names = [encode_key(k) for k in keys]
+        request = "".join(json.dumps(n) + "\n" for n in names).encode()
+        try:
+            with self.conn.bulk_read(["python3", "-c", READER, self.root, bucket], input=request) as stream:
+                items = _frames(stream, self.conn.host, bucket, keys, names)
+                try:
+                    yield items
+                finally:
+                    items.close()
+                while stream.read(1 << 20):  # what a reader that stopped early left: the writer ends cleanly
+                    pass
+        except CommandFailed as exc:
+            if exc.exit_code == 3:
+                raise ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
+                                    code="objects.no_bucket") from None
+            raise
 
     def write(self, bucket: str, key: str, stream, *, size: int | None = None, content_type: str | None = None):
         if size is not None and self.conn.openssh() is not None:
@@ -319,6 +342,116 @@ def _send(stream, sink, size: int, *, hashing: bool) -> tuple[str | None, int]:
             sha.update(chunk)
         sink.write(chunk)
     return (sha.hexdigest() if sha is not None else None), count
+
+
+def _frames(stream, host: str, bucket: str, keys: list[str], names: list[str]):
+    for key, name in zip(keys, names, strict=True):
+        line = stream.readline()
+        head = json.loads(line) if line.strip() else None
+        if not isinstance(head, dict) or head.get("name") != name:
+            raise ProviderError(f"reading {bucket} on {host}: the reader's stream broke before {key!r}.",
+                                code="objects.read_failed")
+        if "error" in head:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket} on {host}.", code="objects.not_found")
+        framed = _Framed(stream, int(head["size"]), key, bucket, host)
+        yield key, framed
+        framed.finish()
+
+
+class _Framed:
+    """One object's bytes within the reader's stream: exactly its size; at its end the reader's verdict."""
+
+    def __init__(self, stream, size: int, key: str, bucket: str, host: str):
+        self.stream, self.left, self.key, self.bucket, self.host = stream, size, key, bucket, host
+        self.checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            self._verdict()
+            return b""
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        chunk = self.stream.read(want)
+        if not chunk:
+            raise ProviderError(f"reading {self.key!r} of {self.bucket} on {self.host}: the stream ended early.",
+                                code="objects.read_failed")
+        self.left -= len(chunk)
+        if self.left == 0:
+            self._verdict()  # before the last bytes are handed over: a changed object never reads as whole
+        return chunk
+
+    def _verdict(self) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        line = self.stream.readline()
+        verdict = json.loads(line) if line.strip() else {}
+        if not verdict.get("ok"):
+            raise ProviderError(f"object {self.key!r} of {self.bucket} on {self.host} changed while it was read; "
+                                "run again.", code="objects.changed")
+
+    def finish(self) -> None:
+        while self.left > 0:
+            if not self.read(min(self.left, 1 << 20)):
+                break
+        self._verdict()
+
+    def close(self) -> None:
+        pass
+
+
+# The host half of open_many (run as ``python3 -c READER ROOT BUCKET``; the encoded names on stdin, one JSON
+# string per line, read whole before anything is written). Per name: {"name", "size"}\n, the bytes, then
+# {"ok": true}\n, or {"error": "changed"}\n after zeros padding a file that shrank meanwhile; or only
+# {"name", "error": "missing"}\n. Exit 3: no such bucket.
+READER = r'''
+import json, os, sys
+root, bucket = sys.argv[1], sys.argv[2]
+data_dir = root + "/" + bucket
+if not os.path.isdir(data_dir):
+    sys.exit(3)
+names = [json.loads(line) for line in sys.stdin.buffer.read().splitlines() if line.strip()]
+out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
+SMALL = 256 << 10
+for name in names:
+    fd = None
+    if isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
+        try:
+            fd = os.open(data_dir + "/" + name, os.O_RDONLY)
+        except OSError:
+            fd = None
+    if fd is None:
+        out.write((json.dumps({"name": name, "error": "missing"}) + "\n").encode())
+        continue
+    try:
+        size = os.fstat(fd).st_size
+        out.write((json.dumps({"name": name, "size": size}) + "\n").encode())
+        sent = 0
+        if size <= SMALL:
+            while sent < size:
+                data = os.read(fd, size - sent)
+                if not data:
+                    break
+                out.write(data)
+                sent += len(data)
+        else:
+            out.flush()
+            while sent < size:
+                n = os.sendfile(out.fileno(), fd, sent, min(size - sent, 1 << 24))
+                if not n:
+                    break
+                sent += n
+        if sent < size:
+            while sent < size:
+                pad = min(size - sent, 1 << 20)
+                out.write(bytes(pad))
+                sent += pad
+            out.write(b'{"error": "changed"}\n')
+        else:
+            out.write(b'{"ok": true}\n')
+    finally:
+        os.close(fd)
+out.flush()
+'''
 
 
 # The host half of listing (run as ``python3 -c objmeta + LISTER ROOT BUCKET``, the request on stdin:
