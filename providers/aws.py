@@ -6,7 +6,8 @@
   (0700) or in an S3 backend with a lock file (``terraform_backend:``).
 - boto3 does the rest: an STS identity check before anything, S3 objects as streams (multipart above
   8 MiB, SHA-256 checked by S3 per request and recorded with the object; a download cut short goes on
-  from where it stopped), Secrets Manager, Route53 changes (waiting for INSYNC), RDS discovery. Retries with backoff on throttling (botocore's standard mode).
+  from where it stopped), Secrets Manager, Route53 changes (waiting for INSYNC), RDS discovery. Retries
+  with backoff on throttling (botocore's standard mode).
 - Services are deployed onto the instances over SSH by the bare-metal machinery (supervised processes or
   containers, Redis on the ``db`` instance, Caddy for TLS). Lifeboat logs in with a key it makes and keeps;
   each instance gets a host key Lifeboat generated and pinned through cloud-init, so the first connection is

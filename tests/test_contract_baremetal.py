@@ -125,14 +125,16 @@ class TestBaremetalContract(ProviderContract):
             assert store.head("media", "batch/rotten") is None
         # Where the file system cannot make unnamed files (the writer's "named" mode): partial files named
         # under .tmp/, renamed into place; a new object and one replacing another both land, nothing is left.
+        def frames(objects: dict) -> bytes:  # what write_batch sends, for the writer run by hand
+            return b"".join(json.dumps({"name": encode_key(k), "key": k, "size": len(v)}).encode() + b"\n" + v
+                            + json.dumps({"sha256": hashlib.sha256(v).hexdigest()}).encode() + b"\n"
+                            for k, v in objects.items())
+
         named = {"batch/named-new": b"new " * 1000, "batch/binary": b"replaced " * 999}
-        frames = b"".join(json.dumps({"name": encode_key(k), "key": k, "size": len(v)}).encode() + b"\n" + v
-                          + json.dumps({"sha256": hashlib.sha256(v).hexdigest()}).encode() + b"\n"
-                          for k, v in named.items())
         answer = bytearray()
         with store.conn.write_stream(["python3", "-c", batch_writer_program(), store.root, "media", "w-test-2-x",
                                       "named"], output=answer) as sink:
-            sink.write(frames)
+            sink.write(frames(named))
         assert [json.loads(line)["size"] for line in answer.decode().splitlines()] == [len(v) for v in named.values()]
         for key, body in named.items():
             with store.open_read("media", key) as stream:
@@ -142,13 +144,10 @@ class TestBaremetalContract(ProviderContract):
         # With few descriptors allowed (64: unnamed files are held open until placed), the first ones are
         # unnamed and the rest named: all land.
         many = {f"batch/many-{i:03d}": f"object {i} ".encode() * (i + 1) for i in range(100)}
-        frames = b"".join(json.dumps({"name": encode_key(k), "key": k, "size": len(v)}).encode() + b"\n" + v
-                          + json.dumps({"sha256": hashlib.sha256(v).hexdigest()}).encode() + b"\n"
-                          for k, v in many.items())
         answer = bytearray()
         with store.conn.write_stream(["prlimit", "--nofile=64:64", "python3", "-c", batch_writer_program(),
                                       store.root, "media", "w-test-3-x"], output=answer) as sink:
-            sink.write(frames)
+            sink.write(frames(many))
         assert len(answer.decode().splitlines()) == 100 and "error" not in answer.decode()
         assert {i.key: i.sha256 for i in store.list("media", "batch/many-")} == {
             k: hashlib.sha256(v).hexdigest() for k, v in many.items()}

@@ -383,31 +383,26 @@ class Backup:
             """Objects of one bucket: those not held yet read (in one stream where the source reads in
             batches: an SSH host) and stored."""
             bucket = group[0][1]
-            shas = {n: obj.sha256 or src.checksum(bucket, obj.key) for n, _, obj in group}
-            fetch = [(n, obj) for n, _, obj in group if repo.blob(shas[n]) not in held]
+            fetch = []
             for n, _, obj in group:
-                if repo.blob(shas[n]) in held:
-                    done(n, bucket, obj, shas[n])
-            if len(fetch) == 1:  # alone: its own stream
-                n, obj = fetch[0]
-                with src.open_read(bucket, obj.key) as stream:
-                    upload(bucket, obj, shas[n], stream)
-                done(n, bucket, obj, shas[n])
-            elif fetch:
-                with src.open_many(bucket, [obj.key for _, obj in fetch]) as many:
-                    for (n, obj), (_, stream) in zip(fetch, many, strict=True):
-                        upload(bucket, obj, shas[n], stream)
-                        done(n, bucket, obj, shas[n])
+                sha = obj.sha256 or src.checksum(bucket, obj.key)
+                if repo.blob(sha) in held:
+                    done(n, bucket, obj, sha)
+                else:
+                    fetch.append((n, obj, sha))
+            if fetch:
+                with src.open_many(bucket, [obj.key for _, obj, _ in fetch]) as many:
+                    for (n, obj, sha), (_, stream) in zip(fetch, many, strict=True):
+                        upload(bucket, obj, sha, stream)
+                        done(n, bucket, obj, sha)
 
-        from .copier import BATCH_OBJECT_MAX, plan_batches
+        from .copier import group_small
 
         numbered = [(n, b, o) for n, (b, o) in enumerate(entries)]
         if src.READS_IN_BATCHES:  # small objects in groups: one stream each, not one per object
-            groups = [[item] for item in numbered if item[2].size >= BATCH_OBJECT_MAX]
-            for bucket in sorted(self.stack.buckets):
-                groups += plan_batches([item for item in numbered
-                                        if item[1] == bucket and item[2].size < BATCH_OBJECT_MAX],
-                                       size=lambda item: item[2].size)
+            singles, groups = group_small(numbered, sorted(self.stack.buckets), bucket=lambda item: item[1],
+                                          size=lambda item: item[2].size)
+            groups += [[item] for item in singles]
         else:
             groups = [[item] for item in numbered]
         groups.sort(key=lambda g: -sum(item[2].size for item in g))  # largest first
@@ -910,17 +905,15 @@ class Failover:
                 self.events.progress("media", tally["done"], total, unit="bytes")
 
         workers = max(1, min(self.parallel, dst.PARALLEL, self.repo.store.PARALLEL))
-        tasks = [(restore, tuple(e)) for e in index]
         if hasattr(dst, "write_batch"):
-            from .copier import BATCH_OBJECT_MAX, plan_batches
+            from .copier import group_small
 
-            tasks = [(restore, tuple(e)) for e in index if e[2] >= BATCH_OBJECT_MAX]
-            for bucket in buckets:
-                tasks += [(restore_batch, group) for group in
-                          plan_batches([e for e in index if e[0] == bucket and e[2] < BATCH_OBJECT_MAX],
-                                       size=lambda e: e[2])]
+            singles, groups = group_small(index, buckets, bucket=lambda e: e[0], size=lambda e: e[2])
+            tasks = [(restore, tuple(e)) for e in singles] + [(restore_batch, (group,)) for group in groups]
+        else:
+            tasks = [(restore, tuple(e)) for e in index]
         try:
-            run_parallel(lambda func, what: func(*what) if func is restore else func(what), tasks, workers)
+            run_parallel(lambda func, args: func(*args), tasks, workers)
         finally:
             dst.release()
         return {"objects": len(index), "written": tally["written"], "already_there": len(index) - tally["written"],

@@ -44,7 +44,7 @@ pending = queue.Queue(16)  # (fd, bytes, _) to write, (fd, None, close?) after i
 room = 1024 - 32  # unnamed files held open at most (each stays open until it is in place)
 try:
     import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     except (ValueError, OSError):
@@ -192,10 +192,11 @@ try:
                 os.unlink(tmp)
             out.write(json.dumps({"name": name, "error": "sha256 differs", "sha256": got}) + "\n")
             continue
-        st = os.stat(tmp if fd is None else fd)  # the cache rides with the file (its attribute) into place
-        store_meta(tmp if fd is None else fd, meta_dir + "/" + name, {"key": head["key"], "size": int(head["size"]),
-                                               "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
-                                               "sha256": got, "content_type": head.get("content_type")})
+        target = tmp if fd is None else fd
+        st = os.stat(target)  # the cache rides with the file (its attribute) into place
+        store_meta(target, meta_dir + "/" + name, {"key": head["key"], "size": int(head["size"]),
+                                                   "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
+                                                   "sha256": got, "content_type": head.get("content_type")})
         place(fd, tmp, name, index)
         entry[1] = None  # in place: nothing to remove if a later one fails
         out.write(json.dumps({"name": name, "size": int(head["size"]), "sha256": got}) + "\n")

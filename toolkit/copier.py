@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 
 from .contract import ObjectStore
 from .digests import method_of
@@ -37,6 +37,16 @@ def plan_batches(objs: list, size: Callable = lambda obj: obj.size) -> list[list
         last = batches.pop()
         batches[-1].extend(last)
     return batches
+
+
+def group_small(items: list, buckets: list[str], *, bucket: Callable, size: Callable) -> tuple[list, list[list]]:
+    """(the items of BATCH_OBJECT_MAX or more, each on its own; the smaller ones in batches of one bucket
+    each, plan_batches): for stores that write or read many small objects through one stream."""
+    singles = [item for item in items if size(item) >= BATCH_OBJECT_MAX]
+    groups = [group for name in buckets
+              for group in plan_batches([item for item in items
+                                         if bucket(item) == name and size(item) < BATCH_OBJECT_MAX], size)]
+    return singles, groups
 
 
 def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, parallel: int = 8,
@@ -116,10 +126,9 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         todo = [(obj, want) for obj, wrote, want in plan if wrote]
         if todo:
             recorded: dict[str, str | None] = {}
-            with ExitStack() as held_open:
-                # a source that reads in batches too (an SSH host) streams the batch's objects in order
-                many = held_open.enter_context(src.open_many(bucket, [obj.key for obj, _ in todo])) \
-                    if src.READS_IN_BATCHES else None
+            # a source that reads in batches too (an SSH host) streams the batch's objects in order
+            reading = src.open_many(bucket, [obj.key for obj, _ in todo]) if src.READS_IN_BATCHES else nullcontext()
+            with reading as many:
 
                 @contextmanager
                 def opened(key: str):
@@ -166,10 +175,8 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     batches: list[tuple[str, list]] = []
     batching = hasattr(dst, "write_batch")
     if batching or src.READS_IN_BATCHES:
-        singles = [(b, o) for b, o in work if o.size >= BATCH_OBJECT_MAX]
-        for bucket in buckets:
-            batches += [(bucket, objs) for objs in plan_batches([o for b, o in work
-                                                                  if b == bucket and o.size < BATCH_OBJECT_MAX])]
+        singles, groups = group_small(work, buckets, bucket=lambda item: item[0], size=lambda item: item[1].size)
+        batches = [(group[0][0], [obj for _, obj in group]) for group in groups]
     else:
         singles = work
 

@@ -90,13 +90,16 @@ class RemoteDirectoryStore(ObjectStore):
     def remove_bucket(self, bucket: str) -> None:
         self.conn.run(["rm", "-rf", self.bucket_dir(bucket), self._meta_dir(bucket)])
 
+    def _no_bucket(self, bucket: str) -> ProviderError:
+        return ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
+                             code="objects.no_bucket")
+
     def _require(self, sftp, bucket: str) -> str:
         path = self.bucket_dir(bucket)
         try:
             sftp.stat(path)
         except FileNotFoundError:
-            raise ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
-                                code="objects.no_bucket") from None
+            raise self._no_bucket(bucket) from None
         return path
 
     # -- what the bucket holds, with checksums computed where the data lives
@@ -108,8 +111,7 @@ class RemoteDirectoryStore(ObjectStore):
         result = self.conn.run(["python3", "-c", source() + LISTER, self.root, bucket],
                                input=json.dumps(request).encode(), check=False, timeout=3600)
         if result.exit_code == 3:
-            raise ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
-                                code="objects.no_bucket")
+            raise self._no_bucket(bucket)
         if not result.ok:
             raise CommandFailed(self.conn.host, ["python3", "-c", "LISTER", self.root, bucket], result.exit_code,
                                 result.stdout, result.stderr)
@@ -169,8 +171,7 @@ class RemoteDirectoryStore(ObjectStore):
                     pass
         except CommandFailed as exc:
             if exc.exit_code == 3:
-                raise ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
-                                    code="objects.no_bucket") from None
+                raise self._no_bucket(bucket) from None
             raise
 
     def write(self, bucket: str, key: str, stream, *, size: int | None = None, content_type: str | None = None):
