@@ -2,7 +2,7 @@
 archives its WAL, a backup carries a base backup, `backup --wal-only` ships what was written after it;
 the source is destroyed; `failover` replays base + WAL in a scratch cluster and the target holds every
 row committed before the last shipped segment, with the recovery point at the last replayed transaction.
-`--before` stops the replay at that time; an altered or missing segment is refused (exit 4)."""
+`--before` (or `--at`) TIME stops the replay at that time; an altered or missing segment is refused (exit 4)."""
 
 from __future__ import annotations
 
@@ -156,7 +156,10 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     assert data["rpo_seconds"] < time.time() - steps["base"]["taken_at"]  # better than the backup alone
 
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(middle))
-    earlier = lb(stack, "failover", "--to", "new", "--before", until)
+    assert lb(stack, "failover", "--to", "new", "--at", until, "--before", until).code == 2  # two times: ambiguous
+    nowhere = lb(stack, "failover", "--to", "new", "--at", "nowhere")  # neither a target nor a time
+    assert nowhere.code == 2 and nowhere.envelope["errors"][0]["code"] == "target.unknown", nowhere
+    earlier = lb(stack, "failover", "--to", "new", "--at", until)  # the issue's spelling of --before
     assert earlier.code == 0, earlier
     assert counted(stack, "new")[0] == 1000 + 900  # stopped before the last rows
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))

@@ -587,9 +587,11 @@ def backups_verify(session: Session, at, backup_id):
 
 @cli.command("failover")
 @click.option("--to", "to", required=True, metavar="TARGET", help="Where the stack should run now.")
-@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--at", "at", metavar="TARGET|TIME", help="Where the backups are (default: backup: to:); "
+              "or a TIME, the same as --before TIME.")
 @click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (default: the newest).")
-@click.option("--before", metavar="TIME", help="Restore the newest backup taken at or before TIME (ISO 8601, UTC).")
+@click.option("--before", metavar="TIME", help="Restore the newest backup taken at or before TIME (ISO 8601, UTC) "
+              "and, with archived WAL, replay up to TIME.")
 @click.option("--no-cutover", is_flag=True, help="Leave DNS as it is.")
 @click.option("--no-wal", is_flag=True, help="Restore the backup's dump alone, without replaying archived WAL.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted failover from its journal.")
@@ -602,8 +604,10 @@ def failover_(session: Session, to, at, backup_id, before, no_cutover, no_wal, r
     from .backup import Failover
     from .output import Outcome
 
-    when = _parse_time(before) if before else None
     engine = session.engine()
+    if at is not None and at not in engine.stack.targets:
+        at, before = None, _at_time(at, before, engine.stack)
+    when = _parse_time(before) if before else None
     session.confirm(f"Fail stack {engine.stack.name} over to {to} from its backups"
                     + ("" if no_cutover else ", switching DNS") + "?")
     done = Failover(engine, to, at=at, backup_id=backup_id, before=when, cutover=not no_cutover,
@@ -645,6 +649,22 @@ def drill_(session: Session, to, at, backup_id, against, report_dir):
         console.line(f"Report: {done['report']['markdown']}")
 
     return Outcome(done, human=human)
+
+
+def _at_time(text: str, before: str | None, stack) -> str:
+    """`failover --at` names the target holding the backups or, when it is no target, the point in time to
+    restore (the issue's `failover --to B --at TIME`); a time there and --before both is ambiguous."""
+    from .errors import BadInput
+
+    try:
+        _parse_time(text)
+    except BadInput:
+        raise BadInput(f'--at {text!r} is neither a target under providers: in {stack.path.name} nor a time '
+                       f'(ISO 8601, e.g. 2026-11-25T21:00:00Z).', hint=f"targets: {', '.join(stack.targets)}.",
+                       code="target.unknown") from None
+    if before is not None:
+        raise BadInput(f"--at {text} and --before {before} both give the time to restore; give one.", code="usage")
+    return text
 
 
 def _parse_time(text: str) -> float:
