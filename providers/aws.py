@@ -126,10 +126,7 @@ class AwsApi:
 
     def client(self, service: str):
         if service not in self._clients:
-            from botocore.config import Config
-
-            config = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
-                            s3={"addressing_style": "path"} if self.endpoint("s3") else None)
+            config = client_config("path" if self.endpoint("s3") else None)
             self._clients[service] = self.session().client(service, endpoint_url=self.endpoint(service),
                                                            config=config)
         return self._clients[service]
@@ -325,6 +322,19 @@ class _ResumingBody:
     def close(self) -> None:
         if self.body is not None:
             self.body.close()
+
+
+def client_config(addressing_style: str | None):
+    """botocore settings for every client Lifeboat makes. Checksums only where an API requires them: every
+    object write already sends the SHA-256 S3 checks, and every read is hashed by Lifeboat and compared with
+    the SHA-256 recorded at write time, so botocore's own CRC32 on writes and its second hash of each
+    downloaded body ("when_supported") would only cost CPU (and its chunked CRC32 uploads trip many
+    S3-compatible servers)."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
+                  s3={"addressing_style": addressing_style} if addressing_style else None,
+                  request_checksum_calculation="when_required", response_checksum_validation="when_required")
 
 
 class S3Store(ObjectStore):

@@ -53,15 +53,13 @@ class S3CompatibleApi:
     def client(self, service: str = "s3"):
         if self._client is None:
             import boto3
-            from botocore.config import Config
+
+            from providers.aws import client_config
 
             key, secret = self.credentials()
-            style = self.settings.get("addressing") or "path"
             self._client = boto3.session.Session().client(
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region, aws_access_key_id=key,
-                aws_secret_access_key=secret,
-                config=Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
-                              s3={"addressing_style": style}))
+                aws_secret_access_key=secret, config=client_config(self.settings.get("addressing") or "path"))
         return self._client
 
 
