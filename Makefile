@@ -28,6 +28,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/objects.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/database.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/report.py

@@ -43,6 +43,15 @@ def stats(stack: Path, target: str) -> dict:
         return json.loads(resp.read())
 
 
+def database_bytes(stack: Path, target: str) -> int:
+    """The database's size on disk (pg_database_size), as the provider reports it to `migrate --dry-run`."""
+    sys.path.insert(0, str(REPO))
+    from toolkit import stackfile
+    from toolkit.engine import Engine
+
+    return Engine(stackfile.load(stack)).provider(target).database().info().size_bytes
+
+
 def main() -> int:
     profile = os.environ.get("BENCH_PROFILE", "quick")
     users, posts, media, large_mb = PROFILES[profile]
@@ -62,8 +71,10 @@ def main() -> int:
                  capture=False)
         print(f"bench: failover: seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
         before = stats(stack, "spare")
+        db_bytes = database_bytes(stack, "spare")
+        print(f"bench: failover: database {db_bytes / 1e6:.0f} MB on disk", file=sys.stderr)
         backup = lifeboat(stack, "backup", "--from", "spare")["data"]
-        results["data"] = {"stats": before, "backup_seconds": backup["seconds"],
+        results["data"] = {"stats": before, "database_bytes": db_bytes, "backup_seconds": backup["seconds"],
                            "backup_steps": {s["step"]: {k: v for k, v in s.items() if k != "step"}
                                             for s in backup["steps"]}}
         lifeboat(stack, "destroy", "--on", "spare")  # the host is gone; its backup is what is left

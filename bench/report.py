@@ -58,7 +58,10 @@ def main() -> int:
         counts = failover["data"]["stats"]
         shown = ", ".join(f"{v} {k}" for k, v in counts.items())
         lines += ["## Failover RTO: chirp restored from its backup alone", "",
-                  f"chirp on the embedded default ({shown}; profile {failover['profile']}), backed up from one local "
+                  f"chirp on the embedded default ({shown}"
+                  + (f"; database {failover['data']['database_bytes'] / 1e6:.0f} MB on disk"
+                     if "database_bytes" in failover["data"] else "")
+                  + f"; profile {failover['profile']}), backed up from one local "
                   "target into the other's object store (sealed); the first target destroyed; `lifeboat failover` "
                   f"then restores, verifies, deploys and switches DNS. Medians over {failover['runs']} runs from the "
                   f"same backup (taken in {failover['data']['backup_seconds']:.1f} s).", "",
@@ -66,6 +69,17 @@ def main() -> int:
         lines += [f"| {step} | {seconds} |" for step, seconds in failover["steps"].items()]
         lines += ["", f"**RTO {failover['rto_s']} s** (the command: {failover['command_s']} s; goal < 120 s for a "
                   "1 GB database and 10,000 media objects).", ""]
+    memory = load("memory")
+    if memory:
+        lines += ["## Peak memory with one large object", "",
+                  f"One object of {memory['object_bytes'] / 1e6:.0f} MB copied into an empty target, each tool as its "
+                  "own process (peak RSS from wait4, one run). Goal: under 200 MB.", "",
+                  "| pair | lifeboat peak RSS MB | rclone peak RSS MB | lifeboat wall s | rclone wall s |",
+                  "|---|---|---|---|---|"]
+        for pair, got in memory["pairs"].items():
+            lb, rc = got["lifeboat"], got["rclone"]
+            lines.append(f"| {pair} | {lb['peak_rss_mb']} | {rc['peak_rss_mb']} | {lb['wall_s']} | {rc['wall_s']} |")
+        lines.append("")
     startup = load("startup")
     if startup:
         lines += ["## Start-up", "", "| command | median ms | x `python -c pass` |", "|---|---|---|"]
