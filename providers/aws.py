@@ -127,8 +127,8 @@ class AwsApi:
     def client(self, service: str):
         if service not in self._clients:
             config = client_config("path" if self.endpoint("s3") else None)
-            self._clients[service] = self.session().client(service, endpoint_url=self.endpoint(service),
-                                                           config=config)
+            client = self.session().client(service, endpoint_url=self.endpoint(service), config=config)
+            self._clients[service] = unsigned_payload_when_checksummed(client) if service == "s3" else client
         return self._clients[service]
 
     def where(self) -> str:
@@ -335,6 +335,35 @@ def client_config(addressing_style: str | None):
     return Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
                   s3={"addressing_style": addressing_style} if addressing_style else None,
                   request_checksum_calculation="when_required", response_checksum_validation="when_required")
+
+
+def unsigned_payload_when_checksummed(s3):
+    """Object bodies sent to a plain-http endpoint on this machine (an emulator, a store beside Lifeboat) are
+    not hashed a second time for the request signature. Payload signing over plain http guards against a
+    body changed on the network; on loopback there is no network, and an object write carries its SHA-256
+    in the signed ``x-amz-checksum-sha256`` header anyway (what botocore relies on over https, where it
+    sends UNSIGNED-PAYLOAD already). Plain http across a network keeps signed payloads, and other requests
+    keep theirs everywhere."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    url = urlsplit(s3.meta.endpoint_url or "")
+    try:
+        loopback = url.hostname == "localhost" or ipaddress.ip_address(url.hostname or "").is_loopback
+    except ValueError:
+        loopback = False
+    if url.scheme != "http" or not loopback:
+        return s3
+
+    def unsigned(request, **_):
+        config = request.context.get("client_config")
+        if config is not None and "x-amz-checksum-sha256" in request.headers:
+            request.context["client_config"] = config.merge(type(config)(
+                s3={**(config.s3 or {}), "payload_signing_enabled": False}))
+
+    for operation in ("PutObject", "UploadPart"):
+        s3.meta.events.register(f"before-sign.s3.{operation}", unsigned)
+    return s3
 
 
 class S3Store(ObjectStore):

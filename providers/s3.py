@@ -54,12 +54,12 @@ class S3CompatibleApi:
         if self._client is None:
             import boto3
 
-            from providers.aws import client_config
+            from providers.aws import client_config, unsigned_payload_when_checksummed
 
             key, secret = self.credentials()
-            self._client = boto3.session.Session().client(
+            self._client = unsigned_payload_when_checksummed(boto3.session.Session().client(
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region, aws_access_key_id=key,
-                aws_secret_access_key=secret, config=client_config(self.settings.get("addressing") or "path"))
+                aws_secret_access_key=secret, config=client_config(self.settings.get("addressing") or "path")))
         return self._client
 
 

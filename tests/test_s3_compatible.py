@@ -220,3 +220,54 @@ def test_a_read_cut_short_goes_on_from_where_it_stopped(server, request, tmp_pat
     proxy.disarm()
     assert info.value.code == "aws.s3" and "cut/small.bin" in info.value.message, info.value
     assert f"{_ResumingBody.RESUMES + 1} times" in info.value.message, info.value
+
+
+@pytest.mark.parametrize("server", ["moto_server", "s3rver"])
+def test_object_bodies_are_not_hashed_twice_on_loopback(server, request, tmp_path, monkeypatch):
+    """A write to a plain-http endpoint on loopback sends UNSIGNED-PAYLOAD with the body's SHA-256 in the
+    signed checksum header (single part and each part of a multipart upload), the server takes it, and it
+    reads back whole; other requests keep signed payloads. Across a network (any address not loopback)
+    every payload is signed: checked without sending, by stopping the request before it leaves."""
+    import hashlib
+    import io
+
+    served = request.getfixturevalue(server)
+    store = provider_on(tmp_path, served.url, monkeypatch).objects()
+    store.create_bucket("unsigned")
+    sent: list[tuple[str, bytes, bool]] = []
+    store.s3.meta.events.register("before-send.s3", lambda request, **_: sent.append((
+        request.url.split("?")[-1] if "?" in request.url else "", request.headers.get("X-Amz-Content-SHA256"),
+        "x-amz-checksum-sha256" in request.headers)))
+    big = hashlib.sha256(b"parts").digest() * ((9 << 20) // 32)  # 9 MiB: two parts
+    store.write("unsigned", "one.bin", io.BytesIO(b"small body"))
+    store.write("unsigned", "two.bin", io.BytesIO(big))
+    writes = [(query, payload) for query, payload, checksummed in sent if checksummed]
+    assert len(writes) == 3 and all(payload == b"UNSIGNED-PAYLOAD" for _, payload in writes), sent
+    others = [payload for query, payload, checksummed in sent if not checksummed and payload]
+    assert others and all(len(p) == 64 and p != b"UNSIGNED-PAYLOAD" for p in others), sent  # e.g. the tagging
+    for key, body in (("one.bin", b"small body"), ("two.bin", big)):
+        with store.open_read("unsigned", key) as stream:
+            assert stream.read() == body
+
+    class Stopped(Exception):
+        pass
+
+    def stop(request, **_):
+        raise Stopped(request.headers.get("X-Amz-Content-SHA256"))
+
+    import base64
+
+    import boto3
+
+    from providers.aws import client_config, unsigned_payload_when_checksummed
+
+    sha = base64.b64encode(hashlib.sha256(b"small body").digest()).decode()
+    for endpoint, signed in (("http://192.0.2.10:9000", True), (served.url, False)):
+        s3 = unsigned_payload_when_checksummed(boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="S3RVER",
+            aws_secret_access_key="S3RVER", config=client_config("path")))
+        s3.meta.events.register("before-send.s3", stop)
+        with pytest.raises(Stopped) as stopped:
+            s3.put_object(Bucket="unsigned", Key="never.bin", Body=b"small body", ChecksumSHA256=sha)
+        payload = stopped.value.args[0]
+        assert (payload == hashlib.sha256(b"small body").hexdigest().encode()) is signed, (endpoint, payload)
