@@ -215,8 +215,8 @@ class RemoteDirectoryStore(ObjectStore):
     def write_batch(self, bucket: str, items: list) -> list[ObjectInfo]:
         """Write many (small) objects through one channel to a writer on the host (toolkit/batchwriter.py):
         no round trip per object. ``items``: (key, open_stream, size, content_type[, sha256]) with
-        ``open_stream()`` a context manager; with the SHA-256 the source records for the object, the client
-        does not hash the stream again (and sends file-backed streams with sendfile): the host compares
+        ``open_stream()`` a context manager; with the SHA-256 the source records for the object (given, or
+        carried by the opened stream as ``recorded_sha256``), the client does not hash the stream again (and sends file-backed streams with sendfile): the host compares
         what landed with that one. Each object is renamed into place only after the host's SHA-256 of what landed
         equals the one of what was sent; returns their infos (in order)."""
         sent: dict[str, tuple[str, int, str]] = {}
@@ -236,8 +236,8 @@ class RemoteDirectoryStore(ObjectStore):
             else:
                 infos.append(ObjectInfo(key, size, digest, None))
         if bad:
-            raise VerificationFailed(f"{len(bad)} object(s) did not land intact on {self.conn.host} (SHA-256 of what "
-                                     f"landed differs from what was sent): {', '.join(repr(k) for k in bad[:5])}; "
+            raise VerificationFailed(f"{len(bad)} object(s) did not land intact on {self.conn.host} (the SHA-256 of what "
+                                     f"landed differs from what was sent, or from the one the source records): {', '.join(repr(k) for k in bad[:5])}; "
                                      "they were not stored.")
         return infos
 
@@ -253,6 +253,8 @@ class RemoteDirectoryStore(ObjectStore):
                 sink.write(json.dumps({"name": name, "key": key, "size": size, "content_type": content_type}).encode()
                            + b"\n")
                 with open_stream() as stream:
+                    # a stream that learns the source's record as it opens (an S3 GET) counts as known too
+                    known = known or getattr(stream, "recorded_sha256", None)
                     digest, count = _send(stream, sink, size, hashing=known is None)
                 if count != size:
                     raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {count}; nothing "
