@@ -905,6 +905,26 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
            if k in ("redis_port", "app_account", "runtime", "process_manager", "docker", "proxy")},
     }
 
+    @staticmethod
+    def check_settings(settings: dict, where, report, raw) -> None:
+        """reach:, drill_reach: and tunnel_via: name instances of this target (or postgres), caught by
+        `validate` with the line of the name."""
+        from toolkit.schema import closest, value_line
+
+        names = sorted(i["name"] for i in settings.get("instances") or [])
+        for key in ("reach", "drill_reach"):
+            for name in settings.get(key) or {}:
+                if name not in names and name != "postgres":
+                    near = closest(name, [*names, "postgres"])
+                    report.add(where.child(key, value_line(raw, key)).child(name, value_line(raw.get(key), name)),
+                               f'"{name}" is neither an instance of this target nor postgres.',
+                               f'did you mean "{near}"?' if near else f"instances: {', '.join(names)}.",
+                               code="aws.reach_unknown")
+        via = settings.get("tunnel_via")
+        if via and via != "none" and via not in names:
+            report.add(where.child("tunnel_via", value_line(raw, "tunnel_via")), f'"{via}" is not an instance '
+                       'of this target (or "none").', f"instances: {', '.join(names)}.", code="aws.tunnel_unknown")
+
     def __init__(self, stack, target):
         Provider.__init__(self, stack, target)
         configured = self.settings.get("state_dir")
@@ -921,16 +941,6 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         self._tunnel = None
         self.specs = self._specs({})
         self.directory = self._directory()
-        names = {i["name"] for i in self.settings["instances"]}
-        for key in ("reach", "drill_reach"):
-            for name in self.settings.get(key) or {}:
-                if name not in names and name != "postgres":
-                    raise BadInput(f'{self.label}: {key}: names "{name}", which is neither an instance nor '
-                                   "postgres.", hint=f"instances: {', '.join(sorted(names))}.",
-                                   code="aws.reach_unknown")
-        via = self.settings.get("tunnel_via")
-        if via and via != "none" and via not in names:
-            raise BadInput(f'{self.label}: tunnel_via: "{via}" is not an instance.', code="aws.tunnel_unknown")
 
     # ------------------------------------------------------------------ hosts from Terraform outputs
     def _specs(self, outputs: dict) -> list[HostSpec]:

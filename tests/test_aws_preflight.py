@@ -157,3 +157,26 @@ def test_a_drill_copy_has_its_own_state_names_and_database(tmp_path, moto_server
     write(tmp_path, moto_server.url, "    runtime: docker\n")
     plain = Engine(stackfile.load(tmp_path / "lifeboat.yml")).provider("cloud").scratch_settings("drill-cloud")
     assert "port_offset" not in plain and plain["instances"][0].get("root") is None
+
+
+def test_validate_names_an_unknown_instance_in_reach_with_its_line(tmp_path):
+    """reach:, drill_reach: and tunnel_via: name instances (or postgres): a typo is a stack-file error of
+    `validate` (exit 2, file, line and key, a suggestion), before any command talks to AWS."""
+    extra = ("    reach:\n      web-1: {address: 127.0.0.2}\n    drill_reach:\n      web_1: {address: 127.0.0.3}\n"
+             "      postgress: {address: 127.0.0.9}\n    tunnel_via: web-2\n")
+    write(tmp_path, "http://127.0.0.1:9", extra)
+    lines = (tmp_path / "lifeboat.yml").read_text().splitlines()
+    result = run_cli("validate", "--output", "json", cwd=tmp_path)
+    assert result.code == 2, result
+    problems = {e["key"]: e for e in result.envelope["errors"]}
+    assert set(problems) == {"providers.cloud.drill_reach.web_1", "providers.cloud.drill_reach.postgress",
+                             "providers.cloud.tunnel_via"}, problems
+    for key, text in (("providers.cloud.drill_reach.web_1", "web_1:"), ("providers.cloud.drill_reach.postgress",
+                                                                         "postgress:"),
+                      ("providers.cloud.tunnel_via", "tunnel_via:")):
+        assert lines[problems[key]["line"] - 1].strip().startswith(text), (key, problems[key])
+        assert "lifeboat.yml" in problems[key]["message"]
+    assert 'did you mean "postgres"?' in problems["providers.cloud.drill_reach.postgress"]["hint"]
+    assert 'did you mean "web-1"?' in problems["providers.cloud.drill_reach.web_1"]["hint"]
+    write(tmp_path, "http://127.0.0.1:9", "    reach:\n      web-1: {address: 127.0.0.2}\n      postgres: {address: 127.0.0.9}\n")
+    assert run_cli("validate", cwd=tmp_path).code == 0
