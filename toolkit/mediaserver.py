@@ -159,14 +159,15 @@ class Handler(BaseHTTPRequestHandler):
                     left -= len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            if left:
-                self.close_connection = True
-                return self._reply(400, b'{"error": "the body ended early; nothing was stored"}')
-            os.replace(tmp, path)
-            tmp = ""
+            if not left:
+                os.replace(tmp, path)
+                tmp = ""
         finally:
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
+        if left:  # answered only once the partial file is gone: "nothing was stored" holds when it arrives
+            self.close_connection = True
+            return self._reply(400, b'{"error": "the body ended early; nothing was stored"}')
         meta = os.path.join(self.root, ".meta", bucket, os.path.basename(path))
         if os.path.exists(meta):
             os.unlink(meta)  # a cache of the old bytes; Lifeboat recomputes it
