@@ -326,10 +326,11 @@ class _ResumingBody:
 
 def client_config(addressing_style: str | None):
     """botocore settings for every client Lifeboat makes. Checksums only where an API requires them: every
-    object write already sends the SHA-256 S3 checks, and every read is hashed by Lifeboat and compared with
-    the SHA-256 recorded at write time, so botocore's own CRC32 on writes and its second hash of each
-    downloaded body ("when_supported") would only cost CPU (and its chunked CRC32 uploads trip many
-    S3-compatible servers)."""
+    object write already sends the SHA-256 S3 checks, and what is read of an object Lifeboat wrote is
+    checked against the SHA-256 recorded with it, so botocore's own CRC32 on writes and its second hash of
+    each downloaded body ("when_supported") would only cost CPU (and its chunked CRC32 uploads trip many
+    S3-compatible servers). An object written by another tool carries no such record: its bytes are
+    hashed as they are written to the target, and TLS guards them on the way."""
     from botocore.config import Config
 
     return Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
