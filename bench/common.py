@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(argv: list[str], env: dict | None = None) -> dict:
@@ -19,3 +23,11 @@ def measure(argv: list[str], env: dict | None = None) -> dict:
         raise SystemExit(f"bench: {' '.join(argv[:3])} exited {code}: {err.decode(errors='replace')[-4000:]}")
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
             "stdout": out.decode(errors="replace")}
+
+
+def save_results(name: str, results: dict, shown: dict | None = None) -> None:
+    """Write ``results`` to bench/results/NAME.json (bench/report.py reads them) and print ``shown`` (default:
+    all of it)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results if shown is None else shown, indent=2))

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import measure  # noqa: E402 - after the path is set
+from bench.common import measure, save_results  # noqa: E402 - after the path is set
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 JOBS = 4
@@ -123,10 +123,7 @@ def main() -> int:
         for target in ("b", "a"):
             subprocess.run([*lifeboat, "destroy", "--on", target], capture_output=True, cwd=REPO)
         shutil.rmtree(work, ignore_errors=True)
-    path = REPO / "bench" / "results" / "database.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("database", "tools", "ratio_to_fastest_raw")}, indent=2))
+    save_results("database", results, {k: results[k] for k in ("database", "tools", "ratio_to_fastest_raw")})
     return 0
 
 

@@ -24,6 +24,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import save_results  # noqa: E402 - after the path is set
+
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 # users, posts, media objects (1 B - 64 KB, one large), the large one in MB
 PROFILES = {"tiny": (200, 5000, 100, 4), "quick": (5000, 300_000, 2000, 64), "full": (20000, 3_000_000, 10000, 256)}
@@ -46,7 +50,6 @@ def stats(stack: Path, target: str) -> dict:
 
 def database_bytes(stack: Path, target: str) -> int:
     """The database's size on disk (pg_database_size), as the provider reports it to `migrate --dry-run`."""
-    sys.path.insert(0, str(REPO))
     from toolkit import stackfile
     from toolkit.engine import Engine
 
@@ -103,10 +106,7 @@ def main() -> int:
                             "--on", target, "--delete-backups"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     # the quick profile is make bench's; a run of another profile is kept beside it (BENCHMARKS.md shows both)
-    out = REPO / "bench" / "results" / ("failover.json" if profile == "quick" else f"failover-{profile}.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    save_results("failover" if profile == "quick" else f"failover-{profile}", results)
     return 0
 
 

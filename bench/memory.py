@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import measure  # noqa: E402 - after the path is set
+from bench.common import measure, save_results  # noqa: E402 - after the path is set
 
 SIZE = int(os.environ.get("BENCH_MEMORY_MB", "2048")) << 20
 
@@ -121,10 +121,7 @@ def main() -> int:
             for h in lab.hosts:
                 h.stop()
         shutil.rmtree(work, ignore_errors=True)
-    out = REPO / "bench" / "results" / "memory.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    save_results("memory", results)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import measure  # noqa: E402 - after the path is set
+from bench.common import measure, save_results  # noqa: E402 - after the path is set
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 PROFILES = {"tiny": (50, 2, [4 << 20]), "quick": (1000, 20, [256 << 20]), "full": (10000, 200, [1 << 30, 1 << 30])}
@@ -209,10 +209,7 @@ def main() -> int:
             for h in lab.hosts:
                 h.stop()
         shutil.rmtree(work, ignore_errors=True)
-    out = REPO / "bench" / "results" / "objects.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["pairs"], indent=2))
+    save_results("objects", results, results["pairs"])
     return 0
 
 
