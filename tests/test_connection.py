@@ -189,6 +189,33 @@ def test_bulk_streams_through_openssh_pinned_to_the_verified_key(lab, tmp_path):
     assert not os.path.exists(known)  # the pinned known_hosts goes with the connection
 
 
+def test_bulk_streams_prefer_a_cheap_key_exchange(lab, monkeypatch):
+    """Each bulk stream is a connection: against a real sshd it agrees on ML-KEM/X25519 or X25519 (not
+    OpenSSH 9.x's default sntrup761, 66 ms of client CPU each), and LIFEBOAT_BULK_SSH_KEX overrides that."""
+    import subprocess
+
+    from toolkit.connection import BULK_KEX
+
+    def agreed(conn) -> str:
+        argv = conn.openssh()
+        done = subprocess.run([*argv[:-1], "-v", argv[-1], "true"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return next(line.split("kex: algorithm: ")[1].strip() for line in done.stderr.splitlines()
+                    if "kex: algorithm: " in line)
+
+    conn = ssh(lab, lab.hosts[0])
+    try:
+        assert agreed(conn) in BULK_KEX
+    finally:
+        conn.close()
+    monkeypatch.setenv("LIFEBOAT_BULK_SSH_KEX", "diffie-hellman-group14-sha256")
+    conn = ssh(lab, lab.hosts[0])
+    try:
+        assert agreed(conn) == "diffie-hellman-group14-sha256"
+    finally:
+        conn.close()
+
+
 def test_the_pinned_known_hosts_goes_when_a_process_exits_without_closing(lab, tmp_path):
     """A process that never closes its connection (a script, a crash in a caller) leaves no folder behind;
     one killed with SIGKILL (no finalizer runs) leaves it until the next process that pins a key sweeps it

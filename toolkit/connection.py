@@ -10,6 +10,7 @@ A failed command raises :class:`toolkit.errors.CommandFailed` with host, argv, e
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -371,7 +372,7 @@ class SSHConnection(Connection):
                 "-o", "ServerAliveCountMax=4", "-o", "Compression=no", "-o", "LogLevel=ERROR",
                 # AES-GCM first: with AES-NI it costs a fraction of chacha20's CPU on both ends
                 "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
-                self.address]
+                *bulk_kex(found), self.address]
         with self._lock:
             if self._openssh is False:
                 self._openssh, self._openssh_dir = argv, folder
@@ -646,6 +647,34 @@ class SSHConnection(Connection):
 
 BULK_BUFFER = 1 << 20
 PIN_PREFIX = "lifeboat-ssh-"  # the pinned known_hosts folders: <prefix><machine>-<pid>-<random>
+
+
+# Key exchanges put first for the bulk streams (each batch is a connection of its own): ML-KEM768 with X25519
+# (post-quantum and cheap; OpenSSH 9.9 and later), then X25519 as the control connection (paramiko) and rclone
+# use. OpenSSH 9.0-9.8 would otherwise pick sntrup761x25519: 66 ms of client CPU and 70 ms more per connection
+# than X25519 (measured on this project's 2-core test machine), for every batch. It stays in the list, after
+# these, for a server that offers nothing else. LIFEBOAT_BULK_SSH_KEX replaces the choice (a KexAlgorithms value).
+BULK_KEX = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org")
+
+
+def bulk_kex(ssh: str) -> list[str]:
+    """The ``-o KexAlgorithms=^...`` options for the OpenSSH client ``ssh``: BULK_KEX, in that order, as far
+    as this client knows them (``ssh -Q kex``; an unknown name is fatal to ssh), ahead of its defaults."""
+    chosen = os.environ.get("LIFEBOAT_BULK_SSH_KEX")
+    if chosen:
+        return ["-o", f"KexAlgorithms={chosen}"]
+    known = _known_kex(ssh)
+    first = [name for name in BULK_KEX if name in known]
+    return ["-o", "KexAlgorithms=^" + ",".join(first)] if first else []
+
+
+@functools.lru_cache(maxsize=4)
+def _known_kex(ssh: str) -> frozenset[str]:
+    try:
+        found = subprocess.run([ssh, "-Q", "kex"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(found.stdout.split()) if found.returncode == 0 else frozenset()
 
 
 def _sweep_pin_folders() -> None:
