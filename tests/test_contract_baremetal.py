@@ -68,6 +68,54 @@ class TestBaremetalContract(ProviderContract):
             "http://127.0.0.2:8100", "http://127.0.0.2:8101", "http://127.0.0.3:8100", "http://127.0.0.3:8101"}
         assert [i.host for i in instances if i.service == "worker"] == ["web1"]
 
+    def test_one_writer_serves_batch_after_batch(self, provider):
+        """Batch after batch goes to one writer on the host (one connection and login for all); after a batch
+        that fails part-way its writer is not used again (what landed of it is whole and verified, the rest
+        is not there); a writer whose connection died between batches is replaced; release() ends the
+        writers, each exiting 0."""
+        import hashlib
+        import io
+        from contextlib import contextmanager
+
+        store = provider.objects()
+        body = {}
+
+        def batch(name: str, count: int, broken_at: int | None = None) -> list:
+            @contextmanager
+            def opener(key):
+                if key.endswith(f"/{broken_at}"):
+                    raise OSError("the source broke off")
+                yield io.BytesIO(body[key])
+
+            keys = [f"serve/{name}/{i}" for i in range(count)]
+            body.update((k, f"{k} ☕ ".encode() * (7 + len(body))) for k in keys)
+            return [(k, (lambda k=k: opener(k)), len(body[k]), None) for k in keys]
+
+        store.write_batch("media", batch("a", 3))
+        [writer] = store._writers["media"]
+        store.write_batch("media", batch("b", 40))
+        assert store._writers["media"] == [writer] and writer.alive
+        with pytest.raises(OSError):
+            store.write_batch("media", batch("c", 4, broken_at=2))
+        assert store._writers["media"] == [] and not writer.alive
+        store.write_batch("media", batch("d", 2))
+        [second] = store._writers["media"]
+        assert second is not writer
+        second.proc.kill()  # its connection dies between batches
+        second.proc.wait()
+        store.write_batch("media", batch("e", 2))
+        [third] = store._writers["media"]
+        assert third is not second
+        store.release()
+        assert third.proc.returncode == 0 and store._writers == {}
+        held = {o.key: o for o in store.list("media", prefix="serve/")}
+        for key, data in body.items():
+            if key.startswith("serve/c/"):
+                assert key not in held or held[key].sha256 == hashlib.sha256(data).hexdigest()
+                continue
+            assert held[key].size == len(data) and store.checksum("media", key) == hashlib.sha256(data).hexdigest()
+        assert not any(k in held for k in ("serve/c/2", "serve/c/3"))
+
     def test_small_objects_in_one_batch_land_verified(self, provider):
         import hashlib
         import io

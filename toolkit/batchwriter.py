@@ -1,6 +1,8 @@
 """Many objects written on a host through one SSH stream: the host half runs as ``python3 -c BATCH_WRITER
-ROOT BUCKET PREFIX`` (constant code; names and sizes come on stdin, never in argv) and the client half
-streams frames to it.
+ROOT BUCKET PREFIX [named] [serve]`` (constant code; names and sizes come on stdin, never in argv) and the
+client half streams frames to it. One batch ends at the end of the input; with "serve", each batch ends
+with the line {"end": true} and is answered (after its objects are durable and in place) by its lines and
+{"done": n}, and the writer waits for the next one: one connection, login and start for a copy's batches.
 
 Frame per object, on the writer's stdin:
     {"name": <encoded file name>, "key": <key>, "size": n, "content_type": ...}\\n
@@ -27,7 +29,8 @@ they arrive (sync_file_range, which waits for nothing), so the sync at the end h
 BATCH_WRITER = r'''
 import ctypes, fcntl, hashlib, json, os, queue, sys, threading
 root, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
-NAMED = sys.argv[4:] == ["named"]  # partial files named under .tmp/ even where unnamed ones can be made
+NAMED = "named" in sys.argv[4:]  # partial files named under .tmp/ even where unnamed ones can be made
+SERVE = "serve" in sys.argv[4:]  # batch after batch, each ended by {"end": true} and answered with {"done": n}
 SMALL = 256 << 10
 data_dir, meta_dir, tmp_dir = root + "/" + bucket, root + "/.meta/" + bucket, root + "/.tmp"
 if not os.path.isdir(data_dir):
@@ -39,8 +42,7 @@ try:
 except OSError:
     pass
 src, out = open(0, "rb", buffering=1 << 20, closefd=False), sys.stdout
-count, landed, failed = 0, [], []
-pending = queue.Queue(16)  # (fd, bytes, _) to write, (fd, None, close?) after its last bytes, None to stop
+count = 0
 room = 1024 - 32  # unnamed files held open at most (each stays open until it is in place)
 try:
     import resource
@@ -118,10 +120,6 @@ def writer():
             failed.append(exc)
 
 
-thread = threading.Thread(target=writer, daemon=True)
-thread.start()
-
-
 def finish_writes():
     pending.put(None)
     thread.join()
@@ -129,99 +127,110 @@ def finish_writes():
         raise failed[0]
 
 
-try:
-    while True:
-        line = src.readline()
-        if not line:
-            break
-        head = json.loads(line)
-        name, size = head["name"], int(head["size"])
-        if not name or "/" in name or name.startswith(".") or name in ("..", "."):
-            raise SystemExit("batch writer: refusing file name " + repr(name))
-        count += 1
-        fd, tmp = create(count)
-        landed.append([head, tmp, None, None, fd])
-        if size <= SMALL:  # written here: handing it to the thread costs more than it saves
-            data = src.read(size)
-            if len(data) != size:
-                raise EOFError("stream ended inside " + name)
-            sha = hashlib.sha256(data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if tmp is not None:  # a named file is reopened by its name when needed
-                os.close(fd)
-                landed[-1][4] = None
-        else:
-            sha, left = hashlib.sha256(), size
-            try:
-                while left:
-                    chunk = src.read(min(left, 1 << 20))
-                    if not chunk:
-                        raise EOFError("stream ended inside " + name)
-                    sha.update(chunk)
-                    pending.put((fd, chunk, False))
-                    left -= len(chunk)
-            finally:
-                pending.put((fd, None, tmp is not None))
-                if tmp is not None:
+ended = False
+while not ended:  # one batch (the only one unless SERVE)
+    landed, failed, held = [], [], 0
+    pending = queue.Queue(16)  # (fd, bytes, _) to write, (fd, None, close?) after its last bytes, None to stop
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        while True:
+            line = src.readline()
+            if not line:
+                ended = True
+                break
+            head = json.loads(line)
+            if head.get("end"):
+                break
+            name, size = head["name"], int(head["size"])
+            if not name or "/" in name or name.startswith(".") or name in ("..", "."):
+                raise SystemExit("batch writer: refusing file name " + repr(name))
+            count += 1
+            fd, tmp = create(count)
+            landed.append([head, tmp, None, None, fd])
+            if size <= SMALL:  # written here: handing it to the thread costs more than it saves
+                data = src.read(size)
+                if len(data) != size:
+                    raise EOFError("stream ended inside " + name)
+                sha = hashlib.sha256(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if tmp is not None:  # a named file is reopened by its name when needed
+                    os.close(fd)
                     landed[-1][4] = None
-        if failed:
-            raise failed[0]
-        landed[-1][2] = sha.hexdigest()
-        landed[-1][3] = json.loads(src.readline())["sha256"]
-    finish_writes()
-    # Everything received: durable first, then given its name.
-    synced = False
-    if landed:
-        try:
-            synced = libc.syncfs(dir_fd) == 0
-        except AttributeError:
-            synced = False
-    for index, entry in enumerate(landed):
-        head, tmp, got, want, fd = entry
-        if not synced:
-            if fd is None:
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
             else:
-                os.fsync(fd)
-        name = head["name"]
-        if got != want:
-            if tmp is not None:
-                os.unlink(tmp)
-            out.write(json.dumps({"name": name, "error": "sha256 differs", "sha256": got}) + "\n")
-            continue
-        target = tmp if fd is None else fd
-        st = os.stat(target)  # the cache rides with the file (its attribute) into place
-        store_meta(target, meta_dir + "/" + name, {"key": head["key"], "size": int(head["size"]),
-                                                   "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
-                                                   "sha256": got, "content_type": head.get("content_type")})
-        place(fd, tmp, name, index)
-        entry[1] = None  # in place: nothing to remove if a later one fails
-        out.write(json.dumps({"name": name, "size": int(head["size"]), "sha256": got}) + "\n")
-    for d in (data_dir, meta_dir):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    out.flush()
-except BaseException:
-    if thread.is_alive():
-        pending.put(None)
-        thread.join()
-    for entry in landed:  # unnamed files vanish with their descriptors
-        if entry[1] is not None and os.path.exists(entry[1]):
-            os.unlink(entry[1])
-    raise
-finally:
-    for entry in landed:
-        if entry[4] is not None:
+                sha, left = hashlib.sha256(), size
+                try:
+                    while left:
+                        chunk = src.read(min(left, 1 << 20))
+                        if not chunk:
+                            raise EOFError("stream ended inside " + name)
+                        sha.update(chunk)
+                        pending.put((fd, chunk, False))
+                        left -= len(chunk)
+                finally:
+                    pending.put((fd, None, tmp is not None))
+                    if tmp is not None:
+                        landed[-1][4] = None
+            if failed:
+                raise failed[0]
+            landed[-1][2] = sha.hexdigest()
+            landed[-1][3] = json.loads(src.readline())["sha256"]
+        finish_writes()
+        # Everything received: durable first, then given its name.
+        synced = False
+        if landed:
             try:
-                os.close(entry[4])
-            except OSError:
-                pass
+                synced = libc.syncfs(dir_fd) == 0
+            except AttributeError:
+                synced = False
+        for index, entry in enumerate(landed):
+            head, tmp, got, want, fd = entry
+            if not synced:
+                if fd is None:
+                    with open(tmp, "rb") as handle:
+                        os.fsync(handle.fileno())
+                else:
+                    os.fsync(fd)
+            name = head["name"]
+            if got != want:
+                if tmp is not None:
+                    os.unlink(tmp)
+                out.write(json.dumps({"name": name, "error": "sha256 differs", "sha256": got}) + "\n")
+                continue
+            target = tmp if fd is None else fd
+            st = os.stat(target)  # the cache rides with the file (its attribute) into place
+            store_meta(target, meta_dir + "/" + name, {"key": head["key"], "size": int(head["size"]),
+                                                       "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
+                                                       "sha256": got, "content_type": head.get("content_type")})
+            place(fd, tmp, name, index)
+            entry[1] = None  # in place: nothing to remove if a later one fails
+            out.write(json.dumps({"name": name, "size": int(head["size"]), "sha256": got}) + "\n")
+        for d in (data_dir, meta_dir):
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if SERVE and not ended:  # this batch is in place; the next may follow
+            out.write(json.dumps({"done": len(landed)}) + "\n")
+        out.flush()
+    except BaseException:
+        if thread.is_alive():
+            pending.put(None)
+            thread.join()
+        for entry in landed:  # unnamed files vanish with their descriptors
+            if entry[1] is not None and os.path.exists(entry[1]):
+                os.unlink(entry[1])
+        raise
+    finally:
+        for entry in landed:
+            if entry[4] is not None:
+                try:
+                    os.close(entry[4])
+                except OSError:
+                    pass
 '''
 
 

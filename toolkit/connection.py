@@ -444,6 +444,18 @@ class SSHConnection(Connection):
         reader.join(timeout=10)
         self._bulk_failed(argv, code, b"", err)
 
+    def bulk_session(self, argv) -> BulkSession | None:
+        """A command on the host through the system OpenSSH client that stays for several exchanges (one
+        connection, key exchange and login for all of them), or None where OpenSSH is not used."""
+        prefix = self.openssh()
+        if prefix is None:
+            return None
+        argv = [str(a) for a in argv]
+        proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
+        _widen_pipe(proc.stdin)
+        return BulkSession(self, argv, proc)
+
     def _bulk_failed(self, argv: list[str], code: int, out, err) -> None:
         if code == 255:  # OpenSSH's own failure: the host did not answer or refused us
             raise ProviderUnreachable(f"{self.host}: ssh to {known_hosts_name(self.address, self.port)} failed: "
@@ -646,6 +658,48 @@ class SSHConnection(Connection):
 
 
 BULK_BUFFER = 1 << 20
+
+
+class BulkSession:
+    """A command kept running on a host (:meth:`SSHConnection.bulk_session`): ``stdin`` to write to, answers
+    read line by line, ``close()`` to end it (its exit checked), ``kill()`` after a failure."""
+
+    def __init__(self, conn: SSHConnection, argv: list[str], proc: subprocess.Popen):
+        self.conn, self.argv, self.proc = conn, argv, proc
+        self.stdin = proc.stdin
+        self._err = bytearray()
+        self._reader = threading.Thread(target=_drain_pipe, args=(proc.stderr, self._err, True), daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read_line(self) -> bytes:
+        """The command's next line; at its end (it exited), the failure that ended it is raised."""
+        line = self.proc.stdout.readline()
+        if not line:
+            self._finish()
+            raise CommandFailed(self.conn.host, self.argv, 0, stderr=bytes(self._err))  # exit 0 before answering
+        return line
+
+    def close(self) -> None:
+        try:
+            self.stdin.close()
+        except OSError:
+            pass
+        self._finish()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=10)
+
+    def _finish(self) -> None:
+        code = self.proc.wait()
+        self._reader.join(timeout=10)
+        self.proc.stdout.close()
+        self.conn._bulk_failed(self.argv, code, b"", self._err)
 PIN_PREFIX = "lifeboat-ssh-"  # the pinned known_hosts folders: <prefix><machine>-<pid>-<random>
 
 

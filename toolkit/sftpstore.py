@@ -25,7 +25,7 @@ class RemoteDirectoryStore(ObjectStore):
     # bulk_write/bulk_read, one process and TCP connection per stream), so several objects move at once.
     # Through paramiko, one at a time: its channels on one connection are not reliable under concurrent
     # heavy transfers (sessions dropped mid-write, stalls were seen with 4). Small objects go in batches
-    # either way (write_batch: one stream per batch).
+    # either way (write_batch: one stream per batch, through a writer on the host kept for the next batch).
     BULK_PARALLEL = 4
     READS_IN_BATCHES = True  # open_many: one stream from a reader on the host (READER) for many objects
 
@@ -38,6 +38,7 @@ class RemoteDirectoryStore(ObjectStore):
         self.root = root.rstrip("/")
         self._pool: list = []
         self._pool_lock = threading.Lock()
+        self._writers: dict[str, list] = {}  # batch writers between batches, per bucket (_writer)
 
     # -- SFTP sessions, kept for the next operation (opening one costs round trips)
     @contextmanager
@@ -67,8 +68,11 @@ class RemoteDirectoryStore(ObjectStore):
     def release(self) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, []
+            writers, self._writers = [w for idle in self._writers.values() for w in idle], {}
         for sftp in pool:
             sftp.close()
+        for writer in writers:  # each ends at the end of its input, having placed every batch it answered
+            writer.close()
 
     # -- paths
     def bucket_dir(self, bucket: str) -> str:
@@ -245,25 +249,56 @@ class RemoteDirectoryStore(ObjectStore):
         from .batchwriter import batch_writer_program
 
         argv = ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name()]
-        with self.conn.bulk_write(argv, output=answer) as sink:
-            for item in items:
-                key, open_stream, size, content_type = item[:4]
-                known = item[4] if len(item) > 4 else None  # the SHA-256 the source records, if any
-                name = encode_key(key)
-                sink.write(json.dumps({"name": name, "key": key, "size": size, "content_type": content_type}).encode()
-                           + b"\n")
-                with open_stream() as stream:
-                    # a stream that learns the source's record as it opens (an S3 GET) counts as known too
-                    known = known or getattr(stream, "recorded_sha256", None)
-                    digest, count = _send(stream, sink, size, hashing=known is None)
-                if count != size:
-                    raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {count}; nothing "
-                                        "was stored.", code="objects.short_write")
-                # With no hash of its own, the client sends the one the source records: the host renames the
-                # object into place only if what landed has it.
-                digest = digest or known
-                sink.write(json.dumps({"sha256": digest}).encode() + b"\n")
-                sent[name] = (key, size, digest)
+        session = self._writer(bucket, argv)
+        if session is None:  # through paramiko: one writer per batch
+            with self.conn.bulk_write(argv, output=answer) as sink:
+                self._send_frames(items, sink, sent)
+            return
+        try:
+            self._send_frames(items, session.stdin, sent)
+            session.stdin.write(b'{"end": true}\n')
+            session.stdin.flush()
+            while not (line := session.read_line()).startswith(b'{"done"'):
+                answer.extend(line)
+        except BaseException:
+            session.kill()  # it may hold half a batch: never reused (what it had not placed, it never will)
+            raise
+        with self._pool_lock:
+            self._writers.setdefault(bucket, []).append(session)
+
+    def _writer(self, bucket: str, argv: list[str]):
+        """A batch writer for ``bucket`` kept from an earlier batch, else a new one (it serves batch after
+        batch: a connection, a login and the writer's start once per stream, not once per batch); None
+        where bulk data goes through paramiko."""
+        with self._pool_lock:
+            idle = self._writers.get(bucket, [])
+            while idle:
+                session = idle.pop()
+                if session.alive:
+                    return session
+                session.kill()
+        return self.conn.bulk_session([*argv, "serve"])
+
+    def _send_frames(self, items: list, sink, sent: dict) -> None:
+        """Each object as a frame for the batch writer (toolkit/batchwriter.py); ``sent``: name -> (key, size, SHA-256)."""
+        for item in items:
+            key, open_stream, size, content_type = item[:4]
+            known = item[4] if len(item) > 4 else None  # the SHA-256 the source records, if any
+            name = encode_key(key)
+            sink.write(json.dumps({"name": name, "key": key, "size": size, "content_type": content_type}).encode()
+                       + b"\n")
+            with open_stream() as stream:
+                # a stream that learns the source's record as it opens (an S3 GET) counts as known too
+                known = known or getattr(stream, "recorded_sha256", None)
+                digest, count = _send(stream, sink, size, hashing=known is None)
+            if count != size:
+                raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {count}; nothing "
+                                    "was stored.", code="objects.short_write")
+            # With no hash of its own, the client sends the one the source records: the host renames the
+            # object into place only if what landed has it.
+            digest = digest or known
+            sink.write(json.dumps({"sha256": digest}).encode() + b"\n")
+            sent[name] = (key, size, digest)
 
     def sweep_partial(self) -> int:
         removed = 0
