@@ -117,7 +117,8 @@ class AwsApi:
                 raise BadInput(f"{self.label}: no AWS region: set region: under the target, or AWS_REGION.",
                                code="aws.no_region")
             try:
-                self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
+                self._session = boto3.Session(profile_name=self.profile, region_name=self.region,
+                                              botocore_session=botocore_session())
             except botocore.exceptions.ProfileNotFound:
                 shown = self.profile or os.environ.get("AWS_PROFILE")
                 raise ProviderUnreachable(f"{self.label}: the AWS profile {shown!r} is not configured "
@@ -322,6 +323,36 @@ class _ResumingBody:
     def close(self) -> None:
         if self.body is not None:
             self.body.close()
+
+
+def botocore_session():
+    """A botocore session whose clients parse timestamps with :func:`parse_timestamp`."""
+    import botocore.session
+
+    session = botocore.session.Session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return session
+
+
+def parse_timestamp(value):
+    """The timestamps AWS sends (ISO 8601 in response bodies, RFC 1123 dates in headers) read by the standard
+    library: botocore's default (dateutil) takes 40 of the 53 ms botocore spends on each 1,000-object page of
+    an S3 listing, for a LastModified per object. Anything else, or a time without its zone, goes to
+    botocore's own parser."""
+    import datetime
+    import email.utils
+
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    if isinstance(value, str):
+        try:
+            found = (datetime.datetime.fromisoformat(value) if value[:1].isdigit()
+                     else email.utils.parsedate_to_datetime(value))
+        except (ValueError, TypeError, IndexError):
+            found = None
+        if found is not None and found.utcoffset() is not None:
+            return found
+    return botocore_parse(value)
 
 
 def client_config(addressing_style: str | None):

@@ -54,10 +54,11 @@ class S3CompatibleApi:
         if self._client is None:
             import boto3
 
-            from providers.aws import client_config, unsigned_payload_when_checksummed
+            from providers.aws import botocore_session, client_config, unsigned_payload_when_checksummed
 
             key, secret = self.credentials()
-            self._client = unsigned_payload_when_checksummed(boto3.session.Session().client(
+            session = boto3.session.Session(botocore_session=botocore_session())
+            self._client = unsigned_payload_when_checksummed(session.client(
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region, aws_access_key_id=key,
                 aws_secret_access_key=secret, config=client_config(self.settings.get("addressing") or "path")))
         return self._client
