@@ -51,6 +51,11 @@ def test_failed_command_carries_host_argv_code_and_tail(conn):
     assert err.returncode == 7 and err.argv[0] == "sh" and err.host in ("localhost", "host1")
     assert "line40" in err.stderr_tail and "line1\n" not in err.stderr_tail
     assert "exited with 7" in err.message
+    # a program passed inline is named by its size in the message, not pasted whole
+    program = "import sys\n" * 500
+    with pytest.raises(CommandFailed) as info:
+        conn.run(["python3", "-c", program + "sys.exit(4)", "an argument"])
+    assert f"`python3 -c <{len(program) + 11} characters> an argument` exited with 4" in info.value.message
 
 
 def test_input_and_env_values_never_in_argv(conn):

@@ -133,9 +133,10 @@ class CommandFailed(ToolkitError):
         self.returncode = exit_code
         self.stdout_tail = tail(stdout)
         self.stderr_tail = tail(stderr)
-        shown = " ".join(self.argv)
+        # a program passed inline (python3 -c ...) is named by its size, not pasted into the message
+        shown = " ".join(a if len(a) <= 200 else f"<{len(a)} characters>" for a in map(str, self.argv))
         output = self.stderr_tail or self.stdout_tail
-        message = f"on {host}: `{shown}` exited with {exit_code}"
+        message = f"on {host}: `{shown}` " + (f"exited with {exit_code}" if exit_code else "ended without answering")
         if output:
             message += f"; output ends with:\n{output}"
         super().__init__(message, hint=hint)
