@@ -72,7 +72,7 @@ class TestBaremetalContract(ProviderContract):
         """Batch after batch goes to one writer on the host (one connection and login for all); after a batch
         that fails part-way its writer is not used again (what landed of it is whole and verified, the rest
         is not there); a writer whose connection died between batches is replaced; release() ends the
-        writers, each exiting 0."""
+        writers, each exiting 0, and so does dropping the store."""
         import hashlib
         import io
         from contextlib import contextmanager
@@ -108,6 +108,14 @@ class TestBaremetalContract(ProviderContract):
         assert third is not second
         store.release()
         assert third.proc.returncode == 0 and store._writers == {}
+        other = type(store)(store.conn, store.root)  # a store dropped without release() ends its writers too
+        other.write_batch("media", batch("f", 2))
+        [fourth] = other._writers["media"]
+        del other
+        import gc
+
+        gc.collect()
+        assert fourth.proc.returncode == 0
         held = {o.key: o for o in store.list("media", prefix="serve/")}
         for key, data in body.items():
             if key.startswith("serve/c/"):

@@ -8,6 +8,7 @@ import json
 import stat
 import threading
 import uuid
+import weakref
 from contextlib import contextmanager
 
 from .connection import SSHConnection
@@ -39,6 +40,7 @@ class RemoteDirectoryStore(ObjectStore):
         self._pool: list = []
         self._pool_lock = threading.Lock()
         self._writers: dict[str, list] = {}  # batch writers between batches, per bucket (_writer)
+        weakref.finalize(self, _end_writers, self._writers)  # a store dropped without release()
 
     # -- SFTP sessions, kept for the next operation (opening one costs round trips)
     @contextmanager
@@ -68,7 +70,8 @@ class RemoteDirectoryStore(ObjectStore):
     def release(self) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, []
-            writers, self._writers = [w for idle in self._writers.values() for w in idle], {}
+            writers = [w for idle in self._writers.values() for w in idle]
+            self._writers.clear()
         for sftp in pool:
             sftp.close()
         for writer in writers:  # each ends at the end of its input, having placed every batch it answered
@@ -380,6 +383,16 @@ def _send(stream, sink, size: int, *, hashing: bool) -> tuple[str | None, int]:
             sha.update(chunk)
         sink.write(chunk)
     return (sha.hexdigest() if sha is not None else None), count
+
+
+def _end_writers(writers: dict) -> None:
+    for idle in list(writers.values()):
+        for writer in idle:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - a writer that failed here had nothing left to place
+                writer.kill()
+    writers.clear()
 
 
 def _frames(stream, host: str, bucket: str, keys: list[str], names: list[str]):
