@@ -26,6 +26,7 @@ Terraform's ``endpoints {}`` at an emulator, so the whole provider runs against 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -339,19 +340,21 @@ def parse_timestamp(value):
     library: botocore's default (dateutil) takes 40 of the 53 ms botocore spends on each 1,000-object page of
     an S3 listing, for a LastModified per object. Anything else, or a time without its zone, goes to
     botocore's own parser."""
-    import datetime
-    import email.utils
-
-    from botocore.utils import parse_timestamp as botocore_parse
-
+    # (imports only where needed: a listing calls this once per object)
     if isinstance(value, str):
         try:
-            found = (datetime.datetime.fromisoformat(value) if value[:1].isdigit()
-                     else email.utils.parsedate_to_datetime(value))
+            if value[:1].isdigit():
+                found = datetime.datetime.fromisoformat(value)
+            else:
+                import email.utils
+
+                found = email.utils.parsedate_to_datetime(value)
         except (ValueError, TypeError, IndexError):
             found = None
         if found is not None and found.utcoffset() is not None:
             return found
+    from botocore.utils import parse_timestamp as botocore_parse
+
     return botocore_parse(value)
 
 

@@ -386,32 +386,23 @@ class SSHConnection(Connection):
     def bulk_write(self, argv, *, output: bytearray | None = None):
         """:meth:`write_stream` for bulk data: through the system OpenSSH client when it can be used (C
         ciphers, its own TCP connection, so several run at once), else through paramiko."""
-        prefix = self.openssh()
-        if prefix is None:
+        session = self.bulk_session(argv)
+        if session is None:
             with self.write_stream(argv, output=output) as sink:
                 yield sink
             return
-        argv = [str(a) for a in argv]
-        # A 1 MiB buffer and pipe: small writes (frame headers, small objects) go to ssh together.
-        proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
-        _widen_pipe(proc.stdin)
-        out, err = bytearray(), bytearray()
-        readers = [threading.Thread(target=_drain_pipe, args=(proc.stdout, out, False), daemon=True),
-                   threading.Thread(target=_drain_pipe, args=(proc.stderr, err, True), daemon=True)]
-        for r in readers:
-            r.start()
+        out = bytearray()
+        reader = threading.Thread(target=_drain_pipe, args=(session.proc.stdout, out, False), daemon=True)
+        reader.start()
         try:
-            yield proc.stdin
-            proc.stdin.close()
+            yield session.stdin
+            session.stdin.close()
         except BaseException:
-            proc.kill()
-            proc.wait()
+            session.kill()
             raise
-        code = proc.wait()
-        for r in readers:
-            r.join(timeout=10)
-        self._bulk_failed(argv, code, out, err)
+        session.proc.wait()
+        reader.join(timeout=10)
+        session.close(out)
         if output is not None:
             output.extend(out)
 
@@ -451,6 +442,7 @@ class SSHConnection(Connection):
         if prefix is None:
             return None
         argv = [str(a) for a in argv]
+        # A 1 MiB buffer and pipe: small writes (frame headers, small objects) go to ssh together.
         proc = subprocess.Popen([*prefix, shlex.join(argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, bufsize=BULK_BUFFER)
         _widen_pipe(proc.stdin)
@@ -683,23 +675,27 @@ class BulkSession:
             raise CommandFailed(self.conn.host, self.argv, 0, stderr=bytes(self._err))  # exit 0 before answering
         return line
 
-    def close(self) -> None:
+    def close(self, out: bytes | bytearray = b"") -> None:
+        """End the command (its input closed) and check how it exited; ``out``: what it printed, read by the
+        caller, for the error."""
         try:
             self.stdin.close()
         except OSError:
             pass
-        self._finish()
+        self._finish(out)
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
         self._reader.join(timeout=10)
 
-    def _finish(self) -> None:
+    def _finish(self, out: bytes | bytearray = b"") -> None:
         code = self.proc.wait()
         self._reader.join(timeout=10)
         self.proc.stdout.close()
-        self.conn._bulk_failed(self.argv, code, b"", self._err)
+        self.conn._bulk_failed(self.argv, code, out, self._err)
+
+
 PIN_PREFIX = "lifeboat-ssh-"  # the pinned known_hosts folders: <prefix><machine>-<pid>-<random>
 
 

@@ -249,12 +249,9 @@ class RemoteDirectoryStore(ObjectStore):
         return infos
 
     def _stream_batch(self, bucket: str, items: list, sent: dict, answer: bytearray) -> None:
-        from .batchwriter import batch_writer_program
-
-        argv = ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name()]
-        session = self._writer(bucket, argv)
+        session = self._writer(bucket)
         if session is None:  # through paramiko: one writer per batch
-            with self.conn.bulk_write(argv, output=answer) as sink:
+            with self.conn.bulk_write(self._writer_argv(bucket), output=answer) as sink:
                 self._send_frames(items, sink, sent)
             return
         try:
@@ -269,7 +266,12 @@ class RemoteDirectoryStore(ObjectStore):
         with self._pool_lock:
             self._writers.setdefault(bucket, []).append(session)
 
-    def _writer(self, bucket: str, argv: list[str]):
+    def _writer_argv(self, bucket: str) -> list[str]:
+        from .batchwriter import batch_writer_program
+
+        return ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name()]
+
+    def _writer(self, bucket: str):
         """A batch writer for ``bucket`` kept from an earlier batch, else a new one (it serves batch after
         batch: a connection, a login and the writer's start once per stream, not once per batch); None
         where bulk data goes through paramiko."""
@@ -280,7 +282,7 @@ class RemoteDirectoryStore(ObjectStore):
                 if session.alive:
                     return session
                 session.kill()
-        return self.conn.bulk_session([*argv, "serve"])
+        return self.conn.bulk_session([*self._writer_argv(bucket), "serve"])
 
     def _send_frames(self, items: list, sink, sent: dict) -> None:
         """Each object as a frame for the batch writer (toolkit/batchwriter.py); ``sent``: name -> (key, size, SHA-256)."""
