@@ -306,3 +306,57 @@ def test_listings_read_timestamps_without_dateutil(server, request, tmp_path, mo
                 parse_timestamp(text)
             continue
         assert parse_timestamp(text) == expected, text
+
+
+@pytest.mark.parametrize("server", ["moto_server", "s3rver"])
+def test_first_gets_go_around_botocore_and_fall_back_to_it(server, request, tmp_path, monkeypatch):
+    """The first GET of an object is a presigned URL on the client's own connection pool (no botocore call):
+    the same bytes, length and recorded SHA-256 (metadata, or a multipart object's tag). A missing object
+    still fails as objects.missing, through get_object. A server that refuses the URL (here: s3rver, which
+    checks the access key id, handed a wrong one) is asked through get_object, which names the refusal,
+    and the store asks that way from then on."""
+    import hashlib
+    import io
+
+    from toolkit.errors import ProviderError
+
+    served = request.getfixturevalue(server)
+    store = provider_on(tmp_path, served.url, monkeypatch).objects()
+    store.create_bucket("plain-gets")
+    big = hashlib.sha256(b"plain").digest() * ((9 << 20) // 32)  # multipart: its SHA-256 is a tag
+    bodies = {"one.bin": b"one body", "empty": b"", "dir/with space \u00e9.bin": b"x" * 70000, "big.bin": big}
+    for key, body in bodies.items():
+        store.write("plain-gets", key, io.BytesIO(body))
+
+    def read(key: str) -> tuple:
+        with store.open_read("plain-gets", key) as stream:
+            return stream.read(), stream.size, stream.etag, stream.recorded_sha256
+
+    store._plain_gets = False
+    through_botocore = {key: read(key) for key in bodies}
+    store._plain_gets = True
+    calls: list[str] = []
+    store.s3.meta.events.register("before-call.s3.GetObject", lambda **_: calls.append("GetObject"))
+    for key, body in bodies.items():
+        assert read(key) == through_botocore[key] and read(key)[:2] == (body, len(body)), key
+        if server == "moto_server":  # (s3rver keeps no tags: its multipart objects are hashed where they land)
+            assert read(key)[3] == hashlib.sha256(body).hexdigest(), key
+    assert calls == [] and store._plain_gets, calls
+    with pytest.raises(ProviderError) as info:
+        with store.open_read("plain-gets", "never-written"):
+            pass
+    assert info.value.code == "objects.missing" and calls == ["GetObject"] and store._plain_gets, info.value
+
+    if server == "s3rver":
+        monkeypatch.setenv("S3C_KEY", "nobody")
+        from providers.aws import S3Store
+        from providers.s3 import S3CompatibleApi
+
+        refused = S3Store(S3CompatibleApi({"endpoint_url": served.url, "access_key_env": "S3C_KEY",
+                                           "secret_key_env": "S3C_SECRET"}, "refused"), store.names)
+        refused.s3.meta.events.register("before-call.s3.GetObject", lambda **_: calls.append("refused"))
+        with pytest.raises(ProviderError) as info:
+            with refused.open_read("plain-gets", "one.bin"):
+                pass
+        assert calls[-1] == "refused" and not refused._plain_gets, calls
+        assert info.value.code == "aws.s3" and "InvalidAccessKeyId" in info.value.message, info.value
