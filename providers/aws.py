@@ -7,7 +7,9 @@
 - boto3 does the rest: an STS identity check before anything, S3 objects as streams (multipart above
   8 MiB, SHA-256 checked by S3 per request and recorded with the object; a download cut short goes on
   from where it stopped), Secrets Manager, Route53 changes (waiting for INSYNC), RDS discovery. Retries
-  with backoff on throttling (botocore's standard mode).
+  with backoff on throttling (botocore's standard mode). An object's first GET and a single-part PUT go as
+  presigned URLs on botocore's own connection pool (a third less CPU per object); anything but a plain
+  success is asked again through the botocore call.
 - Services are deployed onto the instances over SSH by the bare-metal machinery (supervised processes or
   containers, Redis on the ``db`` instance, Caddy for TLS). Lifeboat logs in with a key it makes and keeps;
   each instance gets a host key Lifeboat generated and pinned through cloud-init, so the first connection is
@@ -128,7 +130,7 @@ class AwsApi:
 
     def client(self, service: str):
         if service not in self._clients:
-            config = client_config("path" if self.endpoint("s3") else None)
+            config = client_config("path" if self.endpoint("s3") else None, service)
             client = self.session().client(service, endpoint_url=self.endpoint(service), config=config)
             self._clients[service] = unsigned_payload_when_checksummed(client) if service == "s3" else client
         return self._clients[service]
@@ -362,18 +364,37 @@ def parse_timestamp(value):
     return botocore_parse(value)
 
 
-def client_config(addressing_style: str | None):
+def client_config(addressing_style: str | None, service: str = "s3"):
     """botocore settings for every client Lifeboat makes. Checksums only where an API requires them: every
     object write already sends the SHA-256 S3 checks, and what is read of an object Lifeboat wrote is
     checked against the SHA-256 recorded with it, so botocore's own CRC32 on writes and its second hash of
     each downloaded body ("when_supported") would only cost CPU (and its chunked CRC32 uploads trip many
     S3-compatible servers). An object written by another tool carries no such record: its bytes are
-    hashed as they are written to the target, and TLS guards them on the way."""
+    hashed as they are written to the target, and TLS guards them on the way. S3 clients sign with SigV4
+    presigned URLs too (botocore presigns S3 with SigV2 unless told so, which S3 refuses for buckets made
+    since mid-2020)."""
     from botocore.config import Config
 
     return Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=120,
                   s3={"addressing_style": addressing_style} if addressing_style else None,
+                  signature_version="s3v4" if service == "s3" else None,
                   request_checksum_calculation="when_required", response_checksum_validation="when_required")
+
+
+def unsigned_payloads_fit(endpoint_url: str | None) -> bool:
+    """Whether an object body may go with UNSIGNED-PAYLOAD (its SHA-256 in a signed checksum header): over
+    https (what botocore does there anyway), or plain http on loopback; not plain http across a network."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint_url or "")
+    if url.scheme == "https":
+        return True
+    try:
+        loopback = url.hostname == "localhost" or ipaddress.ip_address(url.hostname or "").is_loopback
+    except ValueError:
+        loopback = False
+    return url.scheme == "http" and loopback
 
 
 def unsigned_payload_when_checksummed(s3):
@@ -383,15 +404,8 @@ def unsigned_payload_when_checksummed(s3):
     in the signed ``x-amz-checksum-sha256`` header anyway (what botocore relies on over https, where it
     sends UNSIGNED-PAYLOAD already). Plain http across a network keeps signed payloads, and other requests
     keep theirs everywhere."""
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    url = urlsplit(s3.meta.endpoint_url or "")
-    try:
-        loopback = url.hostname == "localhost" or ipaddress.ip_address(url.hostname or "").is_loopback
-    except ValueError:
-        loopback = False
-    if url.scheme != "http" or not loopback:
+    endpoint = s3.meta.endpoint_url or ""
+    if endpoint.startswith("https:") or not unsigned_payloads_fit(endpoint):
         return s3
 
     def unsigned(request, **_):
@@ -413,7 +427,7 @@ class S3Store(ObjectStore):
     def __init__(self, api: AwsApi, names: dict[str, str]):
         self.api = api
         self.names = names
-        self._plain_gets = True  # (see _plain_get)
+        self._plain_gets = self._plain_puts = True  # (see _plain_get, _plain_put)
         api.client("s3")  # made now (botocore loads the S3 model): not in the middle of moving data
 
     @property
@@ -562,12 +576,47 @@ class S3Store(ObjectStore):
                 if length < MULTIPART_THRESHOLD:
                     self._check_size(key, parts.size, size)
                     sha = parts.sha.hexdigest()
-                    self.s3.put_object(Bucket=real, Key=key, Body=first, ContentLength=length,
-                                       ChecksumSHA256=part_sha, Metadata={SHA_META: sha}, **extra)
+                    if not self._plain_put(real, key, first, length, part_sha, sha, content_type):
+                        first.seek(0)
+                        self.s3.put_object(Bucket=real, Key=key, Body=first, ContentLength=length,
+                                           ChecksumSHA256=part_sha, Metadata={SHA_META: sha}, **extra)
                     return ObjectInfo(key, parts.size, sha)
                 return self._multipart(real, key, parts, (first, length, part_sha), size, extra)
         except botocore.exceptions.ClientError as exc:
             raise self._fail(f"put {key!r}", exc) from None
+
+    def _plain_put(self, real: str, key: str, body, length: int, part_sha: str, sha: str,
+                   content_type: str | None) -> bool:
+        """A single-part write as a presigned URL on the client's own connection pool, the way
+        :meth:`_plain_get` reads (1.0 instead of 1.5 ms of CPU per PUT against moto): the URL signs the
+        SHA-256 header S3 checks the body against and the metadata recording it, and the body goes as
+        UNSIGNED-PAYLOAD, so only where botocore would send it so too (https, or plain http on loopback).
+        True when the server answered 200; otherwise the caller rewinds the body and writes it through
+        put_object (retries, errors named as always), and a server that answered anything but 200 (or broke
+        the connection) is not written to this way again by this store."""
+        if not self._plain_puts:
+            return False
+        import botocore.exceptions
+        from botocore.awsrequest import AWSRequest
+
+        s3 = self.s3
+        pool = getattr(getattr(s3, "_endpoint", None), "http_session", None)
+        if pool is None or not unsigned_payloads_fit(s3.meta.endpoint_url):
+            self._plain_puts = False
+            return False
+        headers = {"x-amz-checksum-sha256": part_sha, f"x-amz-meta-{SHA_META}": sha}
+        params = {"Bucket": real, "Key": key, "ChecksumSHA256": part_sha, "Metadata": {SHA_META: sha}}
+        if content_type:
+            headers["Content-Type"] = params["ContentType"] = content_type
+        try:
+            url = s3.generate_presigned_url("put_object", Params=params, ExpiresIn=900)
+            answer = pool.send(AWSRequest("PUT", url, headers={**headers, "Content-Length": str(length)},
+                                          data=body).prepare())
+        except (botocore.exceptions.BotoCoreError, OSError):  # (a server may refuse before the body is sent)
+            self._plain_puts = False
+            return False
+        self._plain_puts = answer.status_code == 200
+        return self._plain_puts
 
     def _check_size(self, key: str, got: int, size: int | None) -> None:
         if size is not None and got != size:

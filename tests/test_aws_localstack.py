@@ -152,6 +152,28 @@ def test_second_plan_changes_nothing(deployed):
     assert summary["create"] == summary["update"] == summary["delete"] == 0
 
 
+def test_a_plain_put_whose_body_is_not_its_checksum_is_refused(deployed):
+    """A single-part write goes as a presigned PUT (providers.aws.S3Store._plain_put) whose URL signs the
+    body's SHA-256 header: LocalStack, like S3, refuses a body that is not what that header says (BadDigest),
+    nothing is stored, and the store writes through put_object from then on (which is refused the same
+    way, named)."""
+    import base64
+    import hashlib
+    import io
+
+    store = Engine(stackfile.load(deployed["root"] / "lifeboat.yml")).provider("ci").objects()
+    real = store.real("media")
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    assert store._plain_put(real, "right.bin", io.BytesIO(b"some bytes"), 10,
+                            base64.b64encode(hashlib.sha256(b"some bytes").digest()).decode(),
+                            hashlib.sha256(b"some bytes").hexdigest(), None)
+    assert not store._plain_put(real, "wrong.bin", io.BytesIO(b"some bytes"), 10, wrong,
+                                hashlib.sha256(b"some bytes").hexdigest(), None)
+    assert not store._plain_puts and store.head("media", "wrong.bin") is None
+    assert store.checksum("media", "right.bin") == hashlib.sha256(b"some bytes").hexdigest()
+    store.delete("media", "right.bin")
+
+
 class TestLocalStackContract(ProviderContract):
     zone = "lsy.test"
 

@@ -234,6 +234,7 @@ def test_object_bodies_are_not_hashed_twice_on_loopback(server, request, tmp_pat
     served = request.getfixturevalue(server)
     store = provider_on(tmp_path, served.url, monkeypatch).objects()
     store.create_bucket("unsigned")
+    store._plain_puts = False  # put_object here (a plain PUT is unsigned-payload by construction)
     sent: list[tuple[str, bytes, bool]] = []
     store.s3.meta.events.register("before-send.s3", lambda request, **_: sent.append((
         request.url.split("?")[-1] if "?" in request.url else "", request.headers.get("X-Amz-Content-SHA256"),
@@ -309,12 +310,15 @@ def test_listings_read_timestamps_without_dateutil(server, request, tmp_path, mo
 
 
 @pytest.mark.parametrize("server", ["moto_server", "s3rver"])
-def test_first_gets_go_around_botocore_and_fall_back_to_it(server, request, tmp_path, monkeypatch):
-    """The first GET of an object is a presigned URL on the client's own connection pool (no botocore call):
-    the same bytes, length and recorded SHA-256 (metadata, or a multipart object's tag). A missing object
-    still fails as objects.missing, through get_object. A server that refuses the URL (here: s3rver, which
-    checks the access key id, handed a wrong one) is asked through get_object, which names the refusal,
-    and the store asks that way from then on."""
+def test_plain_gets_and_puts_go_around_botocore_and_fall_back_to_it(server, request, tmp_path, monkeypatch):
+    """The first GET of an object and a single-part PUT are presigned URLs sent on the client's own
+    connection pool (no botocore call): what they write and read is what get_object and put_object would
+    (bytes, length, content type, the recorded SHA-256: metadata, or a multipart object's tag). (That the
+    server checks a plain PUT's body against its signed SHA-256 header: test_aws_localstack, since neither
+    moto nor s3rver checks that header on any PUT.) A missing object still fails as
+    objects.missing, through get_object. A server that refuses the URLs (here: s3rver, which checks the
+    access key id, handed a wrong one) is asked through botocore, which names the refusal, and the store
+    asks that way from then on."""
     import hashlib
     import io
 
@@ -325,22 +329,33 @@ def test_first_gets_go_around_botocore_and_fall_back_to_it(server, request, tmp_
     store.create_bucket("plain-gets")
     big = hashlib.sha256(b"plain").digest() * ((9 << 20) // 32)  # multipart: its SHA-256 is a tag
     bodies = {"one.bin": b"one body", "empty": b"", "dir/with space \u00e9.bin": b"x" * 70000, "big.bin": big}
-    for key, body in bodies.items():
-        store.write("plain-gets", key, io.BytesIO(body))
+    calls: list[str] = []
+    for operation in ("GetObject", "PutObject"):
+        store.s3.meta.events.register(f"before-call.s3.{operation}", lambda event_name, **_: calls.append(
+            event_name.rsplit(".", 1)[1]))
+    for plain in (False, True):
+        store._plain_puts = plain
+        for key, body in bodies.items():
+            store.write("plain-gets", f"{plain}/{key}", io.BytesIO(body), content_type="text/x-lifeboat")
+        assert store._plain_puts is plain
+    assert calls == ["PutObject"] * 3, calls  # (the big one is a multipart upload either way)
 
     def read(key: str) -> tuple:
         with store.open_read("plain-gets", key) as stream:
             return stream.read(), stream.size, stream.etag, stream.recorded_sha256
 
     store._plain_gets = False
-    through_botocore = {key: read(key) for key in bodies}
+    through_botocore = {key: read(f"False/{key}") for key in bodies}
     store._plain_gets = True
-    calls: list[str] = []
-    store.s3.meta.events.register("before-call.s3.GetObject", lambda **_: calls.append("GetObject"))
+    calls.clear()
     for key, body in bodies.items():
-        assert read(key) == through_botocore[key] and read(key)[:2] == (body, len(body)), key
-        if server == "moto_server":  # (s3rver keeps no tags: its multipart objects are hashed where they land)
-            assert read(key)[3] == hashlib.sha256(body).hexdigest(), key
+        for written in ("False", "True"):
+            got = read(f"{written}/{key}")
+            assert got == through_botocore[key] and got[:2] == (body, len(body)), (written, key)
+            if server == "moto_server":  # (s3rver keeps no tags: its multipart objects are hashed where they land)
+                assert got[3] == hashlib.sha256(body).hexdigest(), key
+            head = store.s3.head_object(Bucket=store.real("plain-gets"), Key=f"{written}/{key}")
+            assert head["ContentType"] == "text/x-lifeboat", (written, key, head)
     assert calls == [] and store._plain_gets, calls
     with pytest.raises(ProviderError) as info:
         with store.open_read("plain-gets", "never-written"):
@@ -354,9 +369,15 @@ def test_first_gets_go_around_botocore_and_fall_back_to_it(server, request, tmp_
 
         refused = S3Store(S3CompatibleApi({"endpoint_url": served.url, "access_key_env": "S3C_KEY",
                                            "secret_key_env": "S3C_SECRET"}, "refused"), store.names)
-        refused.s3.meta.events.register("before-call.s3.GetObject", lambda **_: calls.append("refused"))
+        for operation in ("GetObject", "PutObject"):
+            refused.s3.meta.events.register(f"before-call.s3.{operation}", lambda event_name, **_: calls.append(
+                "refused " + event_name.rsplit(".", 1)[1]))
         with pytest.raises(ProviderError) as info:
-            with refused.open_read("plain-gets", "one.bin"):
+            with refused.open_read("plain-gets", "True/one.bin"):
                 pass
-        assert calls[-1] == "refused" and not refused._plain_gets, calls
+        assert calls[-1] == "refused GetObject" and not refused._plain_gets, calls
+        assert info.value.code == "aws.s3" and "InvalidAccessKeyId" in info.value.message, info.value
+        with pytest.raises(ProviderError) as info:
+            refused.write("plain-gets", "refused.bin", io.BytesIO(b"refused"))
+        assert calls[-1] == "refused PutObject" and not refused._plain_puts, calls
         assert info.value.code == "aws.s3" and "InvalidAccessKeyId" in info.value.message, info.value
