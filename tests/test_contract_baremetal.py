@@ -75,7 +75,7 @@ class TestBaremetalContract(ProviderContract):
         writers, each exiting 0, and so does dropping the store."""
         import hashlib
         import io
-        from contextlib import contextmanager
+        from contextlib import contextmanager, nullcontext
 
         store = provider.objects()
         body = {}
@@ -116,6 +116,28 @@ class TestBaremetalContract(ProviderContract):
 
         gc.collect()
         assert fourth.proc.returncode == 0
+        # release() ends every writer even when one does not end well (killed here), then raises that one;
+        # copy_objects' releasing() lets an error that stopped the work win over a failed release
+        from toolkit.copier import releasing
+        from toolkit.errors import ToolkitError, VerificationFailed
+
+        store.create_bucket("spare")
+        for stopped in (None, VerificationFailed("what stopped the copy")):
+            store.write_batch("media", batch(f"g{stopped is None}", 2))
+            body.update({k.replace("serve/", "spare/"): v for k, v in body.items() if k.startswith("serve/g")})
+            store.write_batch("spare", [(k, (lambda k=k: nullcontext(io.BytesIO(body[k]))), len(body[k]), None)
+                                        for k in body if k.startswith("spare/")])
+            [dead], [kept] = store._writers["media"], store._writers["spare"]
+            dead.proc.kill()
+            dead.proc.wait()
+            with pytest.raises(ToolkitError) as info:
+                with releasing(store):
+                    if stopped is not None:
+                        raise stopped
+            assert (info.value is stopped) if stopped is not None else ("exited" in info.value.message), info.value
+            assert kept.proc.returncode == 0 and store._writers == {}
+            for key in [k for k in body if k.startswith("spare/")]:
+                assert store.checksum("spare", key) == hashlib.sha256(body.pop(key)).hexdigest()
         held = {o.key: o for o in store.list("media", prefix="serve/")}
         for key, data in body.items():
             if key.startswith("serve/c/"):

@@ -351,7 +351,7 @@ class Backup:
         return {"part": written.as_dict(), "keys": dump.keys}
 
     def _step_media(self) -> dict:
-        from .copier import run_parallel
+        from .copier import releasing, run_parallel
 
         src, repo = self.source.objects(), self.repo
         entries = [(b, o) for b in sorted(self.stack.buckets) for o in src.list(b)]
@@ -407,10 +407,8 @@ class Backup:
             groups = [[item] for item in numbered]
         groups.sort(key=lambda g: -sum(item[2].size for item in g))  # largest first
         workers = max(1, min(self.parallel, src.PARALLEL, repo.store.PARALLEL))
-        try:
+        with releasing(src):
             run_parallel(save, [(g,) for g in groups], workers)
-        finally:
-            src.release()
         listing = json.dumps([index[n] for n in range(len(entries))], ensure_ascii=False).encode()
         written = repo.put_bytes(repo.part(self.id, "media.json"), listing)
         return {"part": written.as_dict(), "objects": len(entries), "bytes": total,
@@ -828,7 +826,7 @@ class Failover:
         return {"keys": restored}
 
     def _step_media(self) -> dict:
-        from .copier import run_parallel
+        from .copier import releasing, run_parallel
 
         index = self.repo.media_index(self.id)
         dst = self.target.objects()
@@ -912,10 +910,8 @@ class Failover:
             tasks = [(restore, tuple(e)) for e in singles] + [(restore_batch, (group,)) for group in groups]
         else:
             tasks = [(restore, tuple(e)) for e in index]
-        try:
+        with releasing(dst):
             run_parallel(lambda func, args: func(*args), tasks, workers)
-        finally:
-            dst.release()
         return {"objects": len(index), "written": tally["written"], "already_there": len(index) - tally["written"],
                 "bytes": total, "verified": "size and SHA-256 of every object"}
 

@@ -187,11 +187,8 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
              for bucket, objs in batches]
     tasks += [(copy, bucket, obj, obj.size) for bucket, obj in singles]
     tasks.sort(key=lambda t: -t[3])
-    try:
+    with releasing(src, dst):
         run_parallel(lambda func, bucket, what, _size: func(bucket, what), tasks, workers)
-    finally:
-        src.release()
-        dst.release()
     out = {"objects": len(work), "copied": tally["copied"], "already_there": tally["skipped"],
            "bytes_sent": tally["sent"], "parallel": workers, "verified": "size and SHA-256 of every object"}
     if swept:
@@ -272,6 +269,30 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
         return out
     raise VerificationFailed(f"tables differ after the copy: {', '.join(differ)}.",
                              hint="the source keeps serving; re-run (or --resume) to copy again.")
+
+
+@contextmanager
+def releasing(*stores: ObjectStore):
+    """Every store released after the work (kept sessions and batch writers ended), even when one release
+    fails. An error that stopped the work is the one raised (a writer that then fails to end is killed by
+    its release, and has nothing to place); after work that went well, the first failed release is."""
+    try:
+        yield
+    except BaseException:
+        for store in stores:
+            try:
+                store.release()
+            except Exception:  # noqa: BLE001 - the error that stopped the work matters more
+                pass
+        raise
+    failed = None
+    for store in stores:
+        try:
+            store.release()
+        except Exception as exc:  # noqa: BLE001 - the others are released all the same
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 def run_parallel(func, items: list[tuple], workers: int) -> None:

@@ -68,14 +68,17 @@ class RemoteDirectoryStore(ObjectStore):
         sftp.close()
 
     def release(self) -> None:
+        """Close the kept SFTP sessions and end the kept batch writers: every one of them, and then the first
+        writer that did not end well is raised (a failed one is killed)."""
         with self._pool_lock:
             pool, self._pool = self._pool, []
-            writers = [w for idle in self._writers.values() for w in idle]
-            self._writers.clear()
+            writers = dict(self._writers)
+            self._writers.clear()  # (the same table the finalizer holds)
         for sftp in pool:
             sftp.close()
-        for writer in writers:  # each ends at the end of its input, having placed every batch it answered
-            writer.close()
+        failed = _end_writers(writers)
+        if failed is not None:
+            raise failed
 
     # -- paths
     def bucket_dir(self, bucket: str) -> str:
@@ -387,14 +390,20 @@ def _send(stream, sink, size: int, *, hashing: bool) -> tuple[str | None, int]:
     return (sha.hexdigest() if sha is not None else None), count
 
 
-def _end_writers(writers: dict) -> None:
+def _end_writers(writers: dict) -> Exception | None:
+    """End each kept writer (at the end of its input, having placed every batch it answered); one that does
+    not end well is killed. The first such failure is returned (release() raises it; the finalizer of a
+    dropped store has no one to tell)."""
+    failed = None
     for idle in list(writers.values()):
         for writer in idle:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - a writer that failed here had nothing left to place
+            except Exception as exc:  # noqa: BLE001 - the others are ended all the same
                 writer.kill()
+                failed = failed or exc
     writers.clear()
+    return failed
 
 
 def _frames(stream, host: str, bucket: str, keys: list[str], names: list[str]):
