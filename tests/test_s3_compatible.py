@@ -260,7 +260,13 @@ def test_object_bodies_are_not_hashed_twice_on_loopback(server, request, tmp_pat
 
     import boto3
 
-    from providers.aws import client_config, unsigned_payload_when_checksummed
+    from providers.aws import client_config, unsigned_payload_when_checksummed, unsigned_payloads_fit
+
+    # (the same rule decides where a single-part write may go as a presigned PUT: S3Store._plain_put)
+    for endpoint, fits in (("https://s3.example.com", True), ("http://127.0.0.1:9000", True),
+                           ("http://localhost:9000", True), ("http://[::1]:9000", True),
+                           ("http://192.0.2.10:9000", False), ("http://minio.lan:9000", False), (None, False)):
+        assert unsigned_payloads_fit(endpoint) is fits, endpoint
 
     sha = base64.b64encode(hashlib.sha256(b"small body").digest()).decode()
     for endpoint, signed in (("http://192.0.2.10:9000", True), (served.url, False)):
