@@ -279,20 +279,22 @@ def releasing(*stores: ObjectStore):
     try:
         yield
     except BaseException:
-        for store in stores:
-            try:
-                store.release()
-            except Exception:  # noqa: BLE001 - the error that stopped the work matters more
-                pass
+        _release_all(stores)  # (a failed release is dropped: the error that stopped the work matters more)
         raise
+    failed = _release_all(stores)
+    if failed is not None:
+        raise failed
+
+
+def _release_all(stores) -> Exception | None:
+    """Release every store; the first failure, if any, returned."""
     failed = None
     for store in stores:
         try:
             store.release()
         except Exception as exc:  # noqa: BLE001 - the others are released all the same
             failed = failed or exc
-    if failed is not None:
-        raise failed
+    return failed
 
 
 def run_parallel(func, items: list[tuple], workers: int) -> None:
