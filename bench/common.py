@@ -39,6 +39,22 @@ def measure(argv: list[str], env: dict | None = None) -> dict:
             "stdout": out.decode(errors="replace")}
 
 
+def empty_host_target(root: Path, user: str) -> None:
+    """An SSH host's target as both tools find it before a run: nothing in it but the folder each one
+    writes into, owned by the lab's user: Lifeboat's bucket in its layout (lb/), rclone's folder (rc/).
+    migrate's prepare step makes the target's buckets before its media step, as the S3 targets' bucket is
+    made before each run."""
+    import shutil
+
+    from toolkit.dirstore import DirectoryStore
+
+    for child in root.iterdir():
+        shutil.rmtree(child)
+    DirectoryStore(root / "lb").create_bucket("media")  # (the lab's host is this machine)
+    (root / "rc").mkdir()
+    subprocess.run(["chown", "-R", user, str(root)], check=True)
+
+
 def save_results(name: str, results: dict, shown: dict | None = None) -> None:
     """Write ``results`` to bench/results/NAME.json (bench/report.py reads them) and print ``shown`` (default:
     all of it)."""

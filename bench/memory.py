@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import measure, save_results  # noqa: E402 - after the path is set
+from bench.common import empty_host_target, measure, save_results  # noqa: E402 - after the path is set
 
 SIZE = int(os.environ.get("BENCH_MEMORY_MB", "2048")) << 20
 
@@ -77,8 +77,7 @@ def main() -> int:
         subprocess.run([rclone, "copy", str(plain), "a:bench-src"], check=True, env=rclone_env)
 
         def clear_host() -> None:
-            for child in target_root.iterdir():
-                shutil.rmtree(child)
+            empty_host_target(target_root, lab.user)
 
         def clear_s3() -> None:
             if any(b["Name"] == "bench-dst" for b in s3.list_buckets()["Buckets"]):

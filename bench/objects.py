@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import measure, save_results  # noqa: E402 - after the path is set
+from bench.common import empty_host_target, measure, save_results  # noqa: E402 - after the path is set
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 PROFILES = {"tiny": (50, 2, [4 << 20]), "quick": (1000, 20, [256 << 20]), "full": (10000, 200, [1 << 30, 1 << 30])}
@@ -123,8 +123,7 @@ def main() -> int:
         shutil.chown(target_root, lab.user)
 
         def clear_host() -> None:
-            for child in target_root.iterdir():
-                shutil.rmtree(child)
+            empty_host_target(target_root, lab.user)
 
         # the same objects on the host as a source: Lifeboat's layout for Lifeboat, plain files for rclone
         from toolkit.copier import copy_objects

@@ -41,6 +41,19 @@ def test_help_is_cheap():
     assert "Exit codes" in out.stdout
 
 
+def test_the_command_exits_without_a_last_walk_over_its_objects():
+    # The installed `lifeboat` is toolkit.cli:run: main's exit code, and whatever was made left out of
+    # garbage collection (the final collections at exit would walk it all once more).
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["lifeboat"] == "toolkit.cli:run"
+    code = ("import gc, sys; from toolkit.cli import run; sys.argv = ['lifeboat', 'nonsense']; "
+            "rc = run(); print('RC', rc, 'FROZEN', gc.get_freeze_count() > 1000)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert "RC 2 FROZEN True" in out.stdout, out.stdout + out.stderr
+
+
 def test_init_writes_then_refuses_to_overwrite(tmp_path):
     target = tmp_path / "lifeboat.yml"
     env = check(run_cli("-o", "json", "init", str(target)), "init", 0, "ok")
