@@ -53,6 +53,7 @@ def empty_host_target(root: Path, user: str) -> None:
     DirectoryStore(root / "lb").create_bucket("media")  # (the lab's host is this machine)
     (root / "rc").mkdir()
     subprocess.run(["chown", "-R", user, str(root)], check=True)
+    os.sync()  # what the clearing wrote (and the blocks it freed) goes to disk now, not during the next run
 
 
 def save_results(name: str, results: dict, shown: dict | None = None) -> None:

@@ -106,8 +106,9 @@ def main() -> int:
         }
         samples: dict[str, list] = {name: [] for name in cases}
         for run in range(RUNS):
-            for name, argv in cases.items():  # alternate, so drift hits all alike
-                sample = measure(argv)
+            names = list(cases)
+            for name in names[run % len(names):] + names[:run % len(names)]:  # alternate, each first in turn
+                sample = measure(cases[name])
                 samples[name].append(sample)
                 print(f"bench: {name} run {run + 1}: {sample['wall']:.2f} s", file=sys.stderr)
         out = {}

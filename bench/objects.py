@@ -182,7 +182,8 @@ def main() -> int:
                 continue
             samples = {"lifeboat": [], "rclone": []}
             for run in range(RUNS):
-                for tool in ("lifeboat", "rclone"):  # alternate, so drift hits both alike
+                # alternate, and which goes first too (ABBA), so drift hits both alike
+                for tool in ("lifeboat", "rclone")[::1 if run % 2 == 0 else -1]:
                     pair["clear"]()
                     if tool == "lifeboat":
                         spec = work / "spec.json"
