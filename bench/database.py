@@ -5,7 +5,7 @@ same run, medians over BENCH_RUNS (5), reported as ratios. Not a test: nothing a
 
 The two clusters are two `local` targets of a small stack (Lifeboat starts them); the source is filled
 with chirp-like rows (text, unicode, jsonb, bytea, an index) up to BENCH_DB_MB (200; the issue's 1 GB with
-BENCH_PROFILE=full). Writes bench/results/database.json.
+BENCH_PROFILE=full). Writes bench/results/database.json (database-PROFILE.json for another profile).
 """
 
 from __future__ import annotations
@@ -124,7 +124,9 @@ def main() -> int:
         for target in ("b", "a"):
             subprocess.run([*lifeboat, "destroy", "--on", target], capture_output=True, cwd=REPO)
         shutil.rmtree(work, ignore_errors=True)
-    save_results("database", results, {k: results[k] for k in ("database", "tools", "ratio_to_fastest_raw")})
+    profile = os.environ.get("BENCH_PROFILE", "quick")
+    save_results("database" if profile == "quick" else f"database-{profile}", results,
+                 {k: results[k] for k in ("database", "tools", "ratio_to_fastest_raw")})
     return 0
 
 

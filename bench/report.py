@@ -59,10 +59,12 @@ def main() -> int:
         for pair, got in objects["pairs"].items():
             lines.append(f"| {pair} | {got['throughput_ratio']}x | {got['cpu_per_gb_ratio']}x |")
         lines.append("")
-    database = load("database")
-    if database:
+    for name in ("database", "database-full"):
+        database = load(name)
+        if not database:
+            continue
         db = database["database"]
-        lines += ["## Database move: Lifeboat vs the PostgreSQL tools", "",
+        lines += [f"## Database move: Lifeboat vs the PostgreSQL tools ({db['bytes'] / 1e6:.0f} MB)", "",
                   f"Source {db['bytes'] / 1e6:.0f} MB ({db['posts']} chirp-like posts: text, unicode, jsonb, bytea, an "
                   f"index) on one local cluster, target another; {database['runs']} runs. Lifeboat's time includes "
                   "verifying every table (row counts and digests on both sides).", "",

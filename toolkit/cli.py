@@ -964,8 +964,8 @@ def report(argv: list[str], as_json: bool, problems: list[Problem], code: int) -
     return code
 
 
-def entry() -> None:
-    sys.exit(main())
+def entry() -> None:  # python -m toolkit.cli
+    sys.exit(run())
 
 
 if __name__ == "__main__":
