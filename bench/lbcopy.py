@@ -45,9 +45,9 @@ def main() -> int:
     src, dst = store(spec["src"]), store(spec["dst"])
     report = copy_objects(src, dst, ["media"], parallel=spec.get("parallel", 8))
     print(json.dumps(report))
-    from toolkit.cli import settle
+    from toolkit import settle
 
-    settle()  # exits as the lifeboat command does
+    settle()  # exits as the lifeboat command does (the command line itself, click and all, not loaded)
     return 0
 
 

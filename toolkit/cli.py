@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, settle
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -892,24 +892,10 @@ def hosts_check(session: Session, on):
 # ---------------------------------------------------------------------------------------------- entry point
 def run() -> int:
     """The ``lifeboat`` command (pyproject's script): :func:`main`, then what it leaves is freed at exit
-    without a last garbage collection over every object it ever made (see :func:`settle`)."""
+    without a last garbage collection over every object it ever made (see :func:`toolkit.settle`)."""
     code = main()
     settle()
     return code
-
-
-def settle() -> None:
-    """Leave everything made so far out of garbage collection, for a process about to exit: the
-    interpreter's final collections otherwise walk all of it once more (the AWS SDK's service models alone
-    are tens of thousands of objects: 80-90 ms of CPU at the end of a command that used S3, measured).
-    What runs at exit still runs: atexit handlers (weakref.finalize callbacks among them: the kept batch
-    writers, temporary folders) and the joins of running threads; standard output is flushed as ever.
-    Objects left in reference cycles are not collected one by one: their memory goes back with the
-    process (nothing of Lifeboat's relies on a cycle's __del__: journals and outputs are written and
-    synced where they are made)."""
-    import gc
-
-    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:
