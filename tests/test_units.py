@@ -166,9 +166,45 @@ def test_wal_archive_settings_and_segment_arithmetic():
     assert walarchive.WAL_FILE.fullmatch("00000002.history") and walarchive.WAL_FILE.fullmatch(
         "000000010000000000000002.00000028.backup") and not walarchive.WAL_FILE.fullmatch("000000010000000000000002.part")
     repo = SimpleNamespace(where="bucket b")
-    assert walarchive._gap(repo, ["000000010000000000000001", "000000010000000000000002"]) is None
-    gap = walarchive._gap(repo, ["000000010000000000000001", "000000010000000000000004"])
+    first = "000000010000000000000001"
+    assert walarchive._gap(repo, [first, "000000010000000000000002"], first) is None
+    gap = walarchive._gap(repo, [first, "000000010000000000000004"], first)
     assert gap.code == "backup.wal_gap" and "0000000000000002" in gap.message and "1 more" in gap.message
+    # the base backup's own segment is part of the chain: a replay needs it
+    missing_start = walarchive._gap(repo, ["000000010000000000000002", "000000010000000000000003"], first)
+    assert missing_start.code == "backup.wal_gap" and "0000000000000001" in missing_start.message
+
+
+def test_a_wal_segment_names_its_cluster_in_its_first_page_header():
+    """The system identifier of a segment's long page header (PostgreSQL 15's layout, little-endian), which
+    files each archived segment under its own cluster; anything shorter or without the long header is None."""
+    import struct
+
+    from toolkit import walarchive
+
+    head = struct.pack("<HHIQI4xQII", 0xD110, 0x0002 | 0x0004, 1, 0x1000000, 0, 7311543870162657282, 16 << 20, 8192)
+    assert len(head) == 40 and walarchive.header_system_id(head[:32]) == "7311543870162657282"
+    assert walarchive.header_system_id(head[:31]) is None
+    short = struct.pack("<HHIQI4xQ", 0xD110, 0x0000, 1, 0x1002000, 0, 1)  # a page without the long header
+    assert walarchive.header_system_id(short) is None
+    assert walarchive._foreign("000000010000000000000003", head, "7311543870162657282") is None
+    assert "belongs to PostgreSQL cluster 7311543870162657282" in walarchive._foreign(
+        "000000010000000000000003", head, "42")
+    assert walarchive._foreign("00000002.history", b"", "42") is None  # no header: filed by the server's id
+    assert walarchive._foreign("000000010000000000000003", b"", walarchive.LEGACY) is None  # old layout
+
+    class Stream:
+        def __init__(self, data):
+            self.data = data
+
+        def read(self, n=-1):
+            out, self.data = (self.data, b"") if n < 0 else (self.data[:n], self.data[n:])
+            return out
+
+    stream = Stream(b"abcdefgh")
+    head = stream.read(3)
+    joined = walarchive._Prefixed(head, stream)
+    assert joined.read(2) + joined.read(4) + joined.read() == b"abcdefgh"
 
 
 @pytest.mark.parametrize("sizes", [

@@ -168,3 +168,92 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     assert counted(stack, "new") == expected
     for result in (backup, shipped, moved, earlier, beyond):
         assert KEY not in result.stdout + result.stderr
+
+
+def test_every_cluster_keeps_its_own_archived_wal_after_a_failover(tmp_path):
+    """The stack's first source A archives WAL, fails over to B, and B (a new cluster whose segment names
+    restart where A's did) backs up and archives into the same repository. A's point-in-time history must
+    survive B's: a failover from A's backup to a third target restores exactly A's rows, one from B's backup
+    B's, and `backups verify` checks each backup's WAL against its own base. Before WAL was keyed by cluster,
+    B's first backup overwrote A's segments of the same names."""
+    app = tiny_app(tmp_path)
+    path = tmp_path / "lifeboat.yml"
+    path.write_text(f"""version: 1
+name: walclusters
+domain: walclusters.lifeboat.test
+services:
+  web: {{role: web, build: {app}, command: ["python3", "serve.py"], port: 8000}}
+postgres: {{version: 15, database: walclusters}}
+secrets:
+  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}
+providers:
+  a: {{type: local, state_dir: state/a, address: 127.0.0.31}}
+  b: {{type: local, state_dir: state/b, address: 127.0.0.32}}
+  c: {{type: local, state_dir: state/c, address: 127.0.0.33}}
+  vault: {{type: local, state_dir: state/vault}}
+backup: {{to: vault, keep: 5, encrypt_with: BACKUP_KEY, wal: true}}
+""")
+    engine = Engine(stackfile.load(path))
+
+    def write(target: str, label: str, rows: int, *, segments: int) -> None:
+        provider = engine.provider(target)
+        with connect(path, target) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, body text NOT NULL)")
+            for n in range(segments):
+                conn.execute(f"INSERT INTO notes (body) SELECT '{label} {n} ' || g FROM generate_series(1, {rows}) g")  # noqa: S608
+                switch_and_wait(provider, provider.wal_spool())
+
+    def rows(target: str) -> dict[str, int]:
+        with connect(path, target) as conn:
+            found = conn.execute("SELECT split_part(body, ' ', 1), count(*) FROM notes GROUP BY 1").fetchall()
+        return dict(found)
+
+    try:
+        assert lb(path, "up", "--on", "a").code == 0
+        write("a", "from-a", 400, segments=1)
+        first = lb(path, "backup", "--from", "a")
+        assert first.code == 0, first
+        a_backup = first.envelope["data"]["backup"]
+        write("a", "from-a", 100, segments=4)  # A's history after its backup: in its archived WAL only
+        assert lb(path, "backup", "--from", "a", "--wal-only").code == 0
+        a_rows = rows("a")
+        assert a_rows == {"from-a": 800}
+        assert lb(path, "destroy", "--on", "a").code == 0  # A is gone
+
+        moved = lb(path, "failover", "--to", "b", "--backup", a_backup)
+        assert moved.code == 0, moved
+        assert rows("b") == a_rows
+        write("b", "from-b", 50, segments=1)
+        second = lb(path, "backup", "--from", "b")  # B's own base backup and WAL, from segment 1 again
+        assert second.code == 0, second
+        b_backup = second.envelope["data"]["backup"]
+        write("b", "from-b", 30, segments=5)
+        assert lb(path, "backup", "--from", "b", "--wal-only").code == 0
+        b_rows = rows("b")
+        assert b_rows == {"from-a": 800, "from-b": 200}
+
+        verified = lb(path, "backups", "verify")
+        assert verified.code == 0, verified
+
+        old = lb(path, "failover", "--to", "c", "--backup", a_backup)
+        assert old.code == 0, old
+        assert rows("c") == a_rows  # exactly A's rows: its base and every segment it archived after it
+        new = lb(path, "failover", "--to", "c", "--backup", b_backup)
+        assert new.code == 0, new
+        assert rows("c") == b_rows
+        database = {s["step"]: s for s in new.envelope["data"]["steps"]}["database"]
+        assert database["replayed_wal_files"] >= 5, database
+
+        listed = lb(path, "backups", "list")
+        assert listed.code == 0, listed
+        assert len(listed.envelope["data"]["wal"]["clusters"]) == 2, listed.envelope["data"]["wal"]
+        # Both clusters hold segments of the same names, side by side (this is what used to be overwritten).
+        store = DirectoryStore(tmp_path / "state" / "vault" / "objects")
+        by_cluster: dict[str, set[str]] = {}
+        for info in store.list("lifeboat-backups", "walclusters/wal/"):
+            cluster, name = info.key.split("/")[2:]
+            by_cluster.setdefault(cluster, set()).add(name)
+        assert len(by_cluster) == 2 and set.intersection(*by_cluster.values()), by_cluster
+    finally:
+        for target in ("a", "b", "c", "vault"):
+            lb(path, "destroy", "--on", target, "--delete-backups")

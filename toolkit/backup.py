@@ -306,10 +306,11 @@ class Backup:
             if self.stack.archives_wal:
                 self.events.warn(f"backup: no base backup: {why}; a failover restores the dump alone.")
             return {"skipped": why}
-        start = source.current_segment()
+        cluster, start = source.system_id(), source.current_segment()
         with source.base_backup() as stream:
             written = self.repo.put(self.repo.part(self.id, "base.tar"), _Progress(stream, self.events, "base backup"))
-        return {"part": written.as_dict(), "start_segment": start, "taken_at": round(time.time(), 3)}
+        return {"part": written.as_dict(), "start_segment": start, "cluster": cluster,
+                "taken_at": round(time.time(), 3)}
 
     def _step_wal(self) -> dict:
         from . import walarchive
@@ -454,7 +455,8 @@ class Backup:
             "taken_at": db["taken_at"], "made_by": operator(),
             "database": {k: db[k] for k in ("part", "version", "exact", "digests") if k in db} if "part" in db
             else None,
-            "base": {k: base[k] for k in ("part", "start_segment", "taken_at")} if "part" in base else None,
+            "base": {k: base[k] for k in ("part", "start_segment", "cluster", "taken_at")} if "part" in base
+            else None,
             "cache": {"part": cache["part"], "keys": cache["keys"]} if "part" in cache else None,
             "media": {"part": media["part"], "objects": media["objects"], "bytes": media["bytes"]},
             "secrets": {"part": secrets["part"], "names": secrets["names"]},
@@ -467,10 +469,11 @@ class Backup:
 
     def _step_retention(self) -> dict:
         keep = self.stack.backup.keep if self.stack.backup else 24
-        return prune(self.repo, keep, current=self.id)
+        source, _why = self._wal_source()
+        return prune(self.repo, keep, current=self.id, shipping=source.system_id() if source is not None else None)
 
 
-def prune(repo: Repository, keep: int, *, current: str | None = None) -> dict:
+def prune(repo: Repository, keep: int, *, current: str | None = None, shipping: str | None = None) -> dict:
     """Keep the newest ``keep`` complete backups; remove older ones, unfinished ones older than the newest
     complete one (never ``current``), and blobs no kept backup lists."""
     listing = repo.listing()
@@ -493,12 +496,17 @@ def prune(repo: Repository, keep: int, *, current: str | None = None) -> dict:
             repo.store.delete(repo.bucket, name)
             removed_blobs += 1
     out = {"kept": len(kept), "removed_backups": sorted(gone), "removed_blobs": removed_blobs}
-    # Archived WAL older than every kept base backup can never be replayed.
-    starts = [m["base"]["start_segment"] for m in (repo.manifest(i) for i in sorted(kept)) if m.get("base")]
-    if starts:
-        from . import walarchive
+    # Per cluster, archived WAL older than every kept base backup of that cluster can never be replayed
+    # (nor any of a cluster no kept backup has a base of, but the one this backup ships).
+    from . import walarchive
 
-        out["removed_wal"] = walarchive.prune(repo, min(starts, key=walarchive.position))
+    keep_from: dict[str, str] = {}
+    for manifest in (repo.manifest(i) for i in sorted(kept)):
+        if manifest.get("base"):
+            cluster, start = manifest["base"].get("cluster", walarchive.LEGACY), manifest["base"]["start_segment"]
+            if cluster not in keep_from or walarchive.position(start) < walarchive.position(keep_from[cluster]):
+                keep_from[cluster] = start
+    out["removed_wal"] = walarchive.prune(repo, keep_from, spare=shipping)
     return out
 
 
@@ -553,7 +561,7 @@ def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None 
                            hint="`lifeboat backups list` shows them.", code="backup.unknown")
         ids = [backup_id]
     checked_blobs: dict[str, str | None] = {}  # blob -> problem (None: fine), checked once across backups
-    checked_wal: dict[str, tuple[int, list[str]]] = {}  # base start segment -> (files, problems)
+    checked_wal: dict[tuple[str, str], tuple[int, list[str]]] = {}  # (cluster, start segment) -> (files, problems)
     results, failed = [], []
     for ident in ids:
         problems: list[str] = []
@@ -567,11 +575,11 @@ def verify_backups(engine: Engine, at: str | None = None, backup_id: str | None 
             if manifest.get("base"):  # its point-in-time recovery: every archived WAL file after its base
                 from . import walarchive
 
-                start = manifest["base"]["start_segment"]
-                if start not in checked_wal:
-                    checked_wal[start] = walarchive.check(repo, start)
+                chain = (manifest["base"].get("cluster", walarchive.LEGACY), manifest["base"]["start_segment"])
+                if chain not in checked_wal:
+                    checked_wal[chain] = walarchive.check(repo, chain[1], chain[0])
                 problems.extend(f"archived WAL (failover --no-wal restores the dump alone): {p}"
-                                for p in checked_wal[start][1])
+                                for p in checked_wal[chain][1])
             if not any("media.json" in p for p in problems):
                 for bucket, key, size, sha in repo.media_index(ident):
                     objects += 1
@@ -769,7 +777,8 @@ class Failover:
         try:
             try:  # what fails here is the base backup or the archive: the dump may still restore
                 self.events.step(f"fetching the archived WAL from {base['start_segment']}")
-                fetched = walarchive.fetch(self.repo, base["start_segment"], cluster.wal_dir, self.events)
+                fetched = walarchive.fetch(self.repo, base["start_segment"], cluster.wal_dir, self.events,
+                                           cluster=base.get("cluster", walarchive.LEGACY))
                 self.events.step("replaying the WAL in a scratch PostgreSQL")
                 name = self.repo.part(self.id, "base.tar")
                 with self.repo.reading(name) as opening:
