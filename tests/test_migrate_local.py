@@ -121,6 +121,13 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     status = run_cli(*lb, "status", "--on", "old").envelope["data"]
     assert status["healthy"] is True, f"a failure before the cutover must leave the source serving: {status}"
 
+    import io
+
+    import redis
+
+    old_cache = redis.Redis.from_url(engine.provider("old").cache().connection_url().reveal_text())
+    old_cache.set(b"session:gone \xff", b"deleted on the source after the first pass")
+    old_cache.set(b"session:kept", b"stays")
     killed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "kill:freeze"})
     assert killed.code == -9
     import psycopg
@@ -128,12 +135,29 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     with psycopg.connect(engine.provider("old").database().connection_url().reveal_text(), autocommit=True) as conn:
         conn.execute("INSERT INTO posts (user_id, body) SELECT id, 'written after the first copy ✓' FROM users "
                      "ORDER BY id LIMIT 1")
+    # After the first pass: a user deletes a media file and a session ends on the source; something the
+    # source never had sits on the target. After the freeze the target must equal the source, both ways.
+    old_store, new_store = engine.provider("old").objects(), engine.provider("new").objects()
+    deleted = sorted(o.key for o in old_store.list("media"))[0]
+    assert deleted in objects(new_store)
+    old_store.delete("media", deleted)
+    old_cache.delete(b"session:gone \xff")
+    new_store.write("media", "stray/not-on-the-source.bin", io.BytesIO(b"stray"), size=5)
+    new_cache = redis.Redis.from_url(engine.provider("new").cache().connection_url().reveal_text())
+    assert new_cache.exists(b"session:gone \xff")
     resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--resume")
     assert resumed.code == 0, resumed
     steps = {s["step"]: s for s in resumed.envelope["data"]["steps"]}
     assert steps["freeze"]["paused"] == ["web", "worker"] and steps["final_sync"]["database"]["rows"] > 0
+    final = steps["final_sync"]
+    assert final["media"]["removed_from_target"] == 2, final["media"]
+    assert sorted(final["media"]["removed_examples"]) == sorted([f"media/{deleted}", "media/stray/not-on-the-source.bin"])
+    assert "exactly the source's keys" in final["media"]["verified"]
+    assert final["cache"]["removed_from_target"] == 1 and final["cache"]["keys"] >= 1, final["cache"]
     engine = Engine(stackfile.load(stack))
     old, new = engine.provider("old"), engine.provider("new")
+    assert objects(old.objects()) == objects(new.objects()) and deleted not in objects(new.objects())
+    assert not new_cache.exists(b"session:gone \xff") and new_cache.get(b"session:kept") == b"stays"
     assert rows(old) == rows(new)
     assert rows(new)["posts"][0] == 1201
     assert not [i for i in old.compute().instances() if i.state == "running"], "the source was not frozen"

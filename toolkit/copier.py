@@ -50,7 +50,14 @@ def group_small(items: list, buckets: list[str], *, bucket: Callable, size: Call
 
 
 def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, parallel: int = 8,
-                 events: Events | None = None, fault: Callable[[str], None] | None = None) -> dict:
+                 events: Events | None = None, fault: Callable[[str], None] | None = None,
+                 mirror: bool = False) -> dict:
+    """Every object of ``buckets`` from ``src`` to ``dst``, skipping those already identical (size and
+    SHA-256), each copy checked. ``mirror``: afterwards the target equals the source both ways (the pass
+    after a write freeze): objects on the target that the source's listing lacks are removed, only once
+    every copy succeeded and both sides were listed whole, then the target is listed again and must hold
+    exactly the source's keys and sizes (VerificationFailed otherwise). Without it such extras are only
+    counted (``extra_on_target``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     events = events or Events()
@@ -193,7 +200,53 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
            "bytes_sent": tally["sent"], "parallel": workers, "verified": "size and SHA-256 of every object"}
     if swept:
         out["partial_writes_removed"] = swept
+    source_keys = {(bucket, obj.key): obj.size for bucket, obj in work}
+    if mirror:
+        out.update(_mirror(dst, buckets, source_keys, events))
+    else:
+        extra = sorted(k for k in held if k not in source_keys)
+        if extra:
+            out["extra_on_target"] = len(extra)
+            out["extra_examples"] = [f"{b}/{k}" for b, k in extra[:10]]
     return out
+
+
+def _listed_whole(store: ObjectStore, buckets: list[str]) -> dict[tuple[str, str], int]:
+    """(bucket, key) -> size of every object of ``buckets``; a missing bucket holds nothing, any other
+    failure to list is raised (nothing may be removed on a partial listing)."""
+    found: dict[tuple[str, str], int] = {}
+    for bucket in buckets:
+        try:
+            found.update(((bucket, o.key), o.size) for o in store.list(bucket))
+        except ToolkitError as exc:
+            if getattr(exc, "code", None) != "objects.no_bucket":
+                raise
+    return found
+
+
+def _mirror(dst: ObjectStore, buckets: list[str], source: dict[tuple[str, str], int], events: Events) -> dict:
+    """What the target holds beyond the source removed, then both listings compared (the way
+    ``rclone sync`` guards deletion: only after a complete copy and complete listings)."""
+    extra = sorted(k for k in _listed_whole(dst, buckets) if k not in source)
+    for index, (bucket, key) in enumerate(extra):
+        dst.delete(bucket, key)
+        events.progress("media: removing what the source no longer holds", index + 1, len(extra), unit="objects")
+    after = _listed_whole(dst, buckets)
+    missing = sorted(k for k in source if k not in after)
+    left = sorted(k for k in after if k not in source)
+    wrong = sorted(k for k in source if k in after and after[k] != source[k])
+    if missing or left or wrong:
+        def names(keys):
+            return ", ".join(f"{b}/{k}" for b, k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+        problems = [f"{len(missing)} missing ({names(missing)})" if missing else "",
+                    f"{len(left)} not on the source ({names(left)})" if left else "",
+                    f"{len(wrong)} of another size ({names(wrong)})" if wrong else ""]
+        raise VerificationFailed("the target's objects differ from the source's after the final pass: "
+                                 + "; ".join(p for p in problems if p) + ".", code="objects.differ")
+    return {"removed_from_target": len(extra), "removed_examples": [f"{b}/{k}" for b, k in extra[:20]],
+            "verified": "size and SHA-256 of every object copied; the target holds exactly the source's keys "
+                        "and sizes (listed again after the pass)"}
 
 
 PARALLEL_DB_BYTES = 1 << 30  # jobs="auto": a parallel copy from this size up

@@ -18,7 +18,10 @@ Steps (each journalled before and after it runs; ``--resume`` skips the ones tha
 9. freeze: once the old TTL has run out, the source's services are paused (no more writes); skipped with
    ``--no-cutover``;
 10. final_sync: with the target's services paused too, the database, cache and media are copied again
-    (objects already identical are skipped) and verified, then the target's services start again;
+    (objects already identical are skipped) and verified, objects and cache keys the source no longer holds
+    are removed from the target (after complete listings of both sides, never after an error; counted and
+    journalled), both sides are compared in both directions (exit 4 on anything extra or missing), then the
+    target's services start again;
 11. cutover: DNS records switched to the target with the low TTL (so a rollback takes effect as fast) and
     confirmed on every authoritative server the DNS provider knows (skipped with ``--no-cutover``); the next
     ``lifeboat up`` on the target restores the stack's TTL;
@@ -337,7 +340,11 @@ class Migration:
         except VerificationFailed as exc:
             raise VerificationFailed(f"migrate: {exc.message}", hint=exc.hint) from None
 
-    def _step_cache(self) -> dict:
+    def _step_cache(self, *, frozen: bool = False) -> dict:
+        """Every key with its TTL (DUMP/RESTORE). ``frozen`` (the pass after the freeze): afterwards the
+        target holds exactly the source's keys: those the source no longer has are removed (after a complete
+        scan of both), then both are compared again (exit 4 on a difference). Before the freeze such extras
+        are only counted."""
         redis_spec = self.stack.redis
         if redis_spec is None:
             return {"skipped": "no redis"}
@@ -347,25 +354,42 @@ class Migration:
 
         src = redis.Redis.from_url(self.source.cache().connection_url().reveal_text(), socket_timeout=30)
         dst = redis.Redis.from_url(self.target.cache().connection_url().reveal_text(), socket_timeout=30)
-        keys = 0
+        copied: set[bytes] = set()
         for key in src.scan_iter(count=1000):
             dumped = src.dump(key)
             if dumped is None:
                 continue  # expired meanwhile
             ttl = src.pttl(key)
             dst.restore(key, ttl if ttl and ttl > 0 else 0, dumped, replace=True)
-            keys += 1
-        if dst.dbsize() < keys:
-            raise VerificationFailed(f"migrate: the target's Redis holds {dst.dbsize()} keys, {keys} were copied.")
-        return {"keys": keys}
+            copied.add(key)
+        held = set(dst.scan_iter(count=1000))
+        extra = sorted(held - copied)
+        # a copied key missing on the target is a fault unless it expired on the source too (its TTL ran out)
+        missing = [key for key in copied - held if src.exists(key)]
+        out: dict = {"keys": len(copied)}
+        if not frozen:
+            if missing:
+                raise VerificationFailed(f"migrate: {len(missing)} of the {len(copied)} keys copied are not in the "
+                                         "target's Redis.", code="cache.differ")
+            if extra:
+                out["extra_on_target"] = len(extra)  # removed by the pass after the freeze
+            return out
+        for start in range(0, len(extra), 500):
+            dst.delete(*extra[start:start + 500])
+        left = set(dst.scan_iter(count=1000)) - copied
+        if left or missing:
+            raise VerificationFailed(f"migrate: after the final pass the target's Redis has {len(left)} keys the "
+                                     f"source lacks and lacks {len(missing)} of the source's.", code="cache.differ")
+        out.update(removed_from_target=len(extra), verified="the target holds exactly the source's keys")
+        return out
 
-    def _step_media(self) -> dict:
+    def _step_media(self, *, frozen: bool = False) -> dict:
         if not self.stack.buckets:
             return {"skipped": "no buckets"}
         from .copier import copy_objects
 
         return copy_objects(self.source.objects(), self.target.objects(), sorted(self.stack.buckets),
-                            parallel=self.parallel, events=self.events, fault=_fault)
+                            parallel=self.parallel, events=self.events, fault=_fault, mirror=frozen)
 
     def _step_deploy(self) -> dict:
         applied = self.engine.up(self.target_name, locked=True)
@@ -406,8 +430,8 @@ class Migration:
         target = self.target.compute()
         target.pause(services)  # the target's apps must not write while their database is replaced
         try:
-            out = {"database": self._step_database(frozen=True), "cache": self._step_cache(),
-                   "media": self._step_media()}
+            out = {"database": self._step_database(frozen=True), "cache": self._step_cache(frozen=True),
+                   "media": self._step_media(frozen=True)}
         finally:
             target.resume(services)
         return out
