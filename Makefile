@@ -21,7 +21,7 @@ test: install lint
 	$(BIN)/python tests/parallel.py
 
 unit: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_units.py tests/test_stackfile.py tests/test_cli.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_units.py tests/test_stackfile.py tests/test_stackfile_fuzz.py tests/test_cli.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -159,3 +159,46 @@ def test_env_values_keep_their_text(tmp_path):
     path.write_text(text)
     env = stackfile.load(path).services["web"].env
     assert env == {"CHIRP_WORKERS": "2", "DEBUG": "false", "RATIO": "0.5"}
+
+
+@pytest.mark.parametrize("name, text, code, line", [
+    ("deep-flow", "version: 1\nname: " + "[" * 400 + "]" * 400 + "\n", "stack.too_deep", 2),
+    ("deep-block", "".join("  " * i + f"k{i}:\n" for i in range(320)) + "  " * 320 + "v: 1\n", "stack.too_deep", 65),
+    ("long-number", "version: 1\nname: x\nreplicas: " + "9" * 5000 + "\n", "stack.number_too_long", 3),
+    ("control-character", "version: 1\nname: a\x01b\n", "stack.yaml", 2),
+    ("aliases", "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True)), "stack.too_large", None),
+])
+def test_a_stack_file_that_used_to_crash_the_loader_is_exit_2_naming_file_and_line(tmp_path, name, text, code, line):
+    path = tmp_path / f"{name}.yml"
+    path.write_text(text)
+    result = run_cli("-c", str(path), "-o", "json", "validate", timeout=30)
+    assert result.code == 2, result
+    error = result.envelope["errors"][0]
+    assert error["code"] == code and error["file"] == str(path), error
+    assert error.get("line") == line, error
+    assert "Traceback" not in result.stderr
+
+
+def test_a_lone_surrogate_in_a_value_still_gives_one_json_envelope(tmp_path):
+    path = tmp_path / "surrogate.yml"
+    path.write_text('version: 1\nname: "\\ud800"\n')
+    result = run_cli("-c", str(path), "-o", "json", "validate", timeout=30)
+    assert result.code == 2 and "Traceback" not in result.stderr, result
+    assert result.envelope["errors"][0]["line"] == 2
+    human = run_cli("-c", str(path), "validate", timeout=30)
+    assert human.code == 2 and "Traceback" not in human.stderr and "name:" in human.stderr, human
+
+
+def test_a_fifo_or_a_directory_as_the_stack_file_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe.yml"
+    os.mkfifo(fifo)
+    result = run_cli("-c", str(fifo), "-o", "json", "validate", timeout=30)  # used to wait for a writer forever
+    assert result.code == 2, result
+    assert result.envelope["errors"][0]["code"] == "stack.not_a_file"
+    assert result.envelope["errors"][0]["file"] == str(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    result = run_cli("-c", str(folder), "-o", "json", "validate", timeout=30)
+    assert result.code == 2 and result.envelope["errors"][0]["file"] == str(folder), result
+    assert "is a directory" in result.envelope["errors"][0]["message"]

@@ -905,6 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     as_json = json_requested(argv)
     verbose = "--verbose" in argv or "-v" in argv
     _CURRENT.clear()
+    if hasattr(sys.stderr, "reconfigure"):  # human text never fails on a character the terminal lacks
+        sys.stderr.reconfigure(errors="backslashreplace")
     try:
         cli.main(args=argv, prog_name="lifeboat", standalone_mode=False)
         return 0

@@ -48,7 +48,12 @@ def envelope(command: str, outcome: Outcome) -> str:
         "data": outcome.data,
         "errors": [p.as_dict() for p in outcome.errors],
     }
-    return json.dumps(body, default=_default, ensure_ascii=False)
+    text = json.dumps(body, default=_default, ensure_ascii=False)
+    try:  # what stdout cannot carry (a lone surrogate from a stack file, a non-UTF-8 terminal) goes escaped
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(body, default=_default, ensure_ascii=True)
+    return text
 
 
 class Console:
