@@ -186,6 +186,17 @@ def test_unknown_host_key_refused_then_trusted(colo):
         trusted = lb(colo, "--yes", "hosts", "trust", "--on", "colo", "web2")
         assert trusted.code == 0 and trusted.envelope["data"]["hosts"][0]["action"] == "trusted"
         assert lb(colo, "status", "--on", "colo").code == 0
+        # web2's recorded key swapped for web1's: a changed key is exit 5 for `hosts trust` as for every command
+        entry, _, _ = lab.hosts[1].public_key_line.partition(" ")
+        _, _, web1_key = lab.hosts[0].public_key_line.partition(" ")
+        lab.write_known_hosts([lab.hosts[0], lab.hosts[2]])
+        with open(lab.known_hosts, "a") as known:
+            known.write(f"{entry} {web1_key}\n")
+        for args in (["status", "--on", "colo"], ["--yes", "hosts", "trust", "--on", "colo", "web2"]):
+            changed = lb(colo, *args)
+            assert changed.code == 5, changed
+            assert changed.envelope["errors"][0]["code"] == "ssh.host_key_changed", changed
+        assert lab.known_hosts.read_text().count("\n") == 3  # nothing was changed
     finally:
         lab.write_known_hosts()
 

@@ -120,6 +120,15 @@ def test_unknown_target_names_the_targets(stack):
     assert env["errors"][0]["code"] == "target.unknown" and "here" in env["errors"][0]["hint"]
 
 
+@pytest.mark.parametrize("args", [["failover", "--to", "nowhere"], ["destroy", "--on", "nowhere"],
+                                  ["migrate", "--from", "here", "--to", "nowhere"], ["lock", "release", "--on", "nowhere"]])
+def test_an_unknown_target_is_named_before_any_confirmation(stack, args):
+    """Without --yes and without a terminal, a command that would ask first still says the target does not
+    exist (it used to answer confirmation_required for failover)."""
+    env = run_cli("-c", str(stack), "-o", "json", *args).envelope
+    assert env["exit_code"] == 2 and env["errors"][0]["code"] == "target.unknown", env
+
+
 def test_missing_env_secret_is_bad_input(tmp_path):
     stack = chirp_stack(tmp_path, secrets="  CHIRP_SECRET_KEY: {from: env, var: LB_TEST_UNSET_SECRET}\n")
     env = check(run_cli("-c", str(stack), "-o", "json", "plan", "--on", "here"), "plan", 2, "error")

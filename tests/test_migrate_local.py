@@ -185,3 +185,35 @@ def test_rollback_puts_traffic_back_on_the_source(stack):
     assert records[("chirp", "A")].values == ("127.0.0.1",)
     again = run_cli(*lb, "rollback")
     assert again.code == 2 and "already rolled back" in again.envelope["errors"][0]["message"]
+
+
+def test_ctrl_c_exits_130_and_resume_finishes_the_move(stack):
+    """SIGINT (what Ctrl-C sends) to a real run in the middle of its media step: exit 130, the envelope says
+    to re-run with --resume, the locks are released, and --resume completes the move."""
+    import os
+    import signal
+    import subprocess
+
+    from .conftest import LIFEBOAT
+
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "old", "--to", "new", "--no-cutover"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LIFEBOAT_FAULT": "stall:media", "LIFEBOAT_FAULT_SECONDS": "120"})
+    try:
+        for line in proc.stderr:
+            if "stalled at media" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, out)
+    error = json.loads(out)["errors"][0]
+    assert error["code"] == "interrupted" and "--resume" in error["message"], error
+    resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--no-cutover", "--resume")
+    assert resumed.code == 0, resumed  # the interrupted run held no lock any more
+    steps = {s["step"]: s for s in resumed.envelope["data"]["steps"]}
+    assert steps["database"].get("resumed") and not steps["media"].get("resumed")

@@ -605,6 +605,7 @@ def failover_(session: Session, to, at, backup_id, before, no_cutover, no_wal, r
     from .output import Outcome
 
     engine = session.engine()
+    engine.provider(to)  # an unknown target is bad input before anything is asked
     if at is not None and at not in engine.stack.targets:
         at, before = None, _at_time(at, before, engine.stack)
     when = _parse_time(before) if before else None
@@ -811,7 +812,7 @@ def _ssh_provider(session: Session, on: str):
 @envelope_command("hosts trust")
 def hosts_trust(session: Session, on, names):
     """Record the host keys of TARGET's hosts in its known_hosts after you confirm each fingerprint."""
-    from .connection import fingerprint
+    from .connection import ChangedHostKey, fingerprint
     from .output import Outcome
 
     provider = _ssh_provider(session, on)
@@ -833,10 +834,10 @@ def hosts_trust(session: Session, on, names):
             same = shown in existing
             rows.append({"host": name, "entry": entry, "fingerprint": shown,
                          "action": "already trusted" if same else "CHANGED"})
-            if not same:
-                raise BadInput(f"{name}: {entry} presents {shown}, but {directory.known_hosts} has {existing}; "
-                               "nothing was changed.", hint="if the host was rebuilt, remove the old line by hand "
-                               "after checking the new fingerprint out of band.", code="hosts.key_changed")
+            if not same:  # the same condition, the same exit code (5) as every other command meeting it
+                raise ChangedHostKey(f"{name}: {entry} presents {shown}, but {directory.known_hosts} has {existing}; "
+                                     "nothing was changed.", hint="if the host was rebuilt, remove the old line by "
+                                     "hand after checking the new fingerprint out of band.")
             continue
         if not session.json:
             session.console.line(f"{name} ({entry}) presents {shown}")
@@ -914,7 +915,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C (and an end of input at a prompt) into Abort when it does not exit itself
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            return interrupted(argv, as_json)
         return report(argv, as_json, [Problem("aborted", "aborted; nothing more was done.")], EXIT_BAD_INPUT)
     except click.ClickException as exc:
         problem = Problem("usage", exc.format_message(), "see `lifeboat --help`.")
@@ -922,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
     except ToolkitError as exc:
         return report(argv, as_json, exc.problems, exc.exit_code)
     except KeyboardInterrupt:
-        return report(argv, as_json, [Problem("interrupted", "interrupted; re-run the command to continue.")], 130)
+        return interrupted(argv, as_json)
     except Exception as exc:  # a bug: say so plainly, keep the envelope contract
         if verbose:
             import traceback
@@ -931,6 +935,23 @@ def main(argv: list[str] | None = None) -> int:
         problem = Problem("internal", f"internal error: {type(exc).__name__}: {exc}",
                           "this is a bug in Lifeboat; re-run with --verbose for the traceback and report it.")
         return report(argv, as_json, [problem], EXIT_FAILED)
+
+
+RESUMABLE = ("migrate", "backup", "failover")  # journalled: --resume continues after the last finished step
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def interrupted(argv: list[str], as_json: bool) -> int:
+    """Ctrl-C: exit 130, saying how to go on. What finished is kept (journal, copied data); locks were
+    released on the way out."""
+    session = _CURRENT.get("session")
+    command = session.command if session is not None and session.command != "lifeboat" else command_name(argv)
+    if command in RESUMABLE:
+        problem = Problem("interrupted", "interrupted; what finished is kept: re-run with --resume to continue.",
+                          f"the same command with --resume (lifeboat {command} ... --resume).")
+    else:
+        problem = Problem("interrupted", "interrupted; re-running the command is safe and continues the work.")
+    return report(argv, as_json, [problem], EXIT_INTERRUPTED)
 
 
 def report(argv: list[str], as_json: bool, problems: list[Problem], code: int) -> int:
