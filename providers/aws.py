@@ -1065,6 +1065,7 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         self.parallel = self.settings.get("parallel", True)
         self.runtime_kind = self.settings.get("runtime") or "process"
         self._facts = {}
+        self._app_python: dict[str, str] = {}  # as BaremetalProvider.__init__, which this does not call
         self._outputs: dict | None = None
         self._planned = False
         self._infra_done = False

@@ -321,6 +321,7 @@ class BaremetalProvider(KindDispatch, Provider):
                                       target=target.name)
         self.parallel = self.settings.get("parallel", True)
         self.runtime_kind = self.settings.get("runtime") or "process"
+        self._app_python: dict[str, str] = {}  # host -> the interpreter its app account can run
         self._facts: dict[str, HostFacts] = {}
 
     # ------------------------------------------------------------------ hosts
@@ -516,6 +517,14 @@ class BaremetalProvider(KindDispatch, Provider):
         return DockerRuntime(self.conn(name), spec.root, stack=self.stack.name, host=name,
                              docker_host=spec.docker_host)
 
+    def app_python(self, host: str) -> str:
+        """The interpreter the app account can run on ``host`` (asked once per host)."""
+        if host not in self._app_python:
+            from toolkit.hostops import app_interpreter
+
+            self._app_python[host] = app_interpreter(self.conn(host))
+        return self._app_python[host]
+
     def app_account(self, host: str) -> str | None:
         """The account app processes run as on ``host`` (created when missing); None when Lifeboat does
         not log in as root there (then they run as the login user)."""
@@ -684,6 +693,10 @@ class BaremetalProvider(KindDispatch, Provider):
             return {"os": f"{facts['os']} {facts['os_version']}".strip(), "root": facts["uid"] == 0}
 
         found = on_hosts([s.name for s in self.specs], probe, parallel=self.parallel)
+        if self.runtime_kind == "process":  # what the app account will run, before anything changes
+            app_hosts = sorted({h for svc in self.stack.services.values() if svc.build for h in self.placement(svc)})
+            rooted = [h for h in app_hosts if self.facts(h).is_root]
+            found["python"] = on_hosts(rooted, self.app_python, parallel=self.parallel)
         if self.runtime_kind == "docker":
             app_hosts = sorted({h for svc in self.stack.services.values() for h in self.placement(svc)})
             found["docker"] = on_hosts(app_hosts, lambda h: self.docker(h).check(), parallel=self.parallel)
@@ -1009,7 +1022,8 @@ class BaremetalProvider(KindDispatch, Provider):
             releases = Releases(conn, self.root(host))
             self.events.step(f"{host}: uploading {svc.name} release {release}")
             cwd = releases.upload(svc.name, release, svc.build, SKIP_IN_BUILD)
-            releases.venv(requirements, events=self.events, host=host)
+            releases.venv(requirements, events=self.events, host=host,
+                          python=self.app_python(host) if account else "python3")
             runtime = self.runtime(host)
             runtime.prepare()
             programs = []

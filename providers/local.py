@@ -53,7 +53,7 @@ from toolkit.contract import (
 from toolkit.dirstore import DirectoryStore
 from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
 from toolkit.locks import FileLock
-from toolkit.paths import write_private
+from toolkit.paths import private_dir, write_private
 from toolkit.schema import Field, Int, Str
 from toolkit.supervisor import alive, terminate
 
@@ -97,7 +97,7 @@ class LocalState:
             return {}
 
     def save(self, data: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.root)
         os.chmod(self.root, 0o700)
         write_private(self.file, json.dumps(data, indent=1, sort_keys=True))
 
@@ -267,7 +267,7 @@ class ZoneFileDns(DnsService):
         for rdata in list(soa):
             if rdata.serial == old.serial:
                 soa.discard(rdata)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
         write_private(self._file(zone), z.to_text(relativize=True))
 
 
@@ -519,7 +519,7 @@ class LocalProvider(KindDispatch, Provider):
             if not create:
                 return None
             value = pysecrets.token_urlsafe(32)
-            self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.state.root)
             write_private(path, value)
             return SecretValue(value)
 
@@ -799,7 +799,7 @@ class LocalProvider(KindDispatch, Provider):
     def _apply_cache(self, before: Resource | None, after: Resource) -> None:
         binary = self.redis_binary()
         directory = self.state.redis
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(directory)
         if self._redis_running():
             return
         port = self.state.port("redis")
@@ -840,7 +840,7 @@ class LocalProvider(KindDispatch, Provider):
 
     # ------------------------------------------------------------------ buckets
     def _apply_bucket(self, before: Resource | None, after: Resource) -> None:
-        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.state.root)
         DirectoryStore(self.state.objects).create_bucket(after.name)
 
     def _delete_bucket(self, resource: Resource) -> None:
@@ -916,7 +916,7 @@ class LocalProvider(KindDispatch, Provider):
             return
         if venv.exists():
             shutil.rmtree(venv)
-        venv.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(venv.parent)
         self.events.step(f"building {svc.name}: a virtualenv with {svc.build / 'requirements.txt'}")
         log = venv.parent / f"{venv.name}.log"
         conn = LocalConnection()
@@ -1023,7 +1023,7 @@ class LocalProvider(KindDispatch, Provider):
         svc = self.stack.services[after.name]
         self.build(svc)
         logs = self.state.services / "logs"
-        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(logs)
         programs = []
         for replica in range(svc.replicas):
             env = self.service_env(svc, replica=replica)

@@ -16,7 +16,7 @@ from pathlib import Path
 from toolkit.contract import Resource, SecretValue
 from toolkit.errors import ProviderError, ToolkitError
 from toolkit.hosts import HostSpec, SshDirectory
-from toolkit.paths import write_private
+from toolkit.paths import private_dir, write_private
 
 
 class TerraformHosts:
@@ -41,7 +41,7 @@ class TerraformHosts:
 
     # ------------------------------------------------------------------ the state folder (0700)
     def _private_dir(self, path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path)
         os.chmod(path, 0o700)
         return path
 

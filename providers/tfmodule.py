@@ -39,7 +39,7 @@ from providers.terraformhosts import TerraformHosts
 from toolkit.contract import ObjectStore, Provider, Resource, SecretStore, SecretValue
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec
-from toolkit.paths import write_private
+from toolkit.paths import private_dir, write_private
 from toolkit.schema import DictOf, Field, ListOf, Map, Scalar, Str
 
 MODULE_HOST = Map({
@@ -85,6 +85,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         self.parallel = self.settings.get("parallel", True)
         self.runtime_kind = self.settings.get("runtime") or "process"
         self._facts = {}
+        self._app_python: dict[str, str] = {}  # as BaremetalProvider.__init__, which this does not call
         self._outputs: dict | None = None
         self._store: Provider | None = None
         self._dns: Provider | None = None
@@ -208,7 +209,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
             return public.read_text().strip() if public.exists() else ""
         path = self.state_root / "ssh" / "id_ed25519"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(path.parent)
             os.chmod(self.state_root, 0o700)
             private, public = _ed25519_pair(f"lifeboat@{self.prefix}")
             write_private(path, private)
@@ -222,7 +223,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
     def workspace(self):
         from toolkit.terraform import Workspace
 
-        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.state_root)
         return Workspace(self.state_root / "terraform", self.module_dir, label=f"{self.label} terraform")
 
     def terraform_variables(self) -> dict:

@@ -44,12 +44,15 @@ class SshHost:
         host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
         return f"{host} {key_type} {key}"
 
-    def start(self, authorized_keys: Path) -> None:
+    def start(self, authorized_keys: Path, *, sftp: bool = True, extra: str = "") -> None:
+        """``sftp=False``: a server configured without the sftp subsystem (some hardened images are).
+        ``extra``: more sshd_config lines (``SetEnv PATH=...`` gives sessions another PATH)."""
         sshd = require("sshd", "apt-get install openssh-server")
         Path("/run/sshd").mkdir(exist_ok=True)
         config = self.directory / "sshd_config"
-        config.write_text(CONFIG.format(address=self.address, port=self.port, host_key=self.host_key,
-                                        pid_file=self.directory / "sshd.pid", authorized_keys=authorized_keys))
+        text = CONFIG.format(address=self.address, port=self.port, host_key=self.host_key,
+                             pid_file=self.directory / "sshd.pid", authorized_keys=authorized_keys)
+        config.write_text((text if sftp else text.replace("Subsystem sftp internal-sftp\n", "")) + extra)
         subprocess.run([sshd, "-t", "-f", str(config)], check=True)
         self.process = subprocess.Popen(["timeout", "3600", sshd, "-D", "-e", "-f", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=open(self.directory / "sshd.log", "ab"),

@@ -268,7 +268,7 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     over = lb(stack, "failover", "--to", "new", "--resume")
     outputs.append(over)
     assert over.code == 0, over
-    assert [s["step"] for s in over.envelope["data"]["steps"] if s.get("resumed")] == ["secrets", "prepare"]
+    assert [s["step"] for s in over.envelope["data"]["steps"] if s.get("resumed")] == ["check", "secrets", "prepare"]
     data = over.envelope["data"]
     assert data["backup"] == second_id
     manifest_taken = calendar.timegm(time.strptime(data["recovery_point"], "%Y-%m-%dT%H:%M:%SZ"))
@@ -307,11 +307,20 @@ def test_tampered_backup_is_refused_and_an_older_one_restores(world):
     assert failed[world["first"]]["ok"] and not failed[world["second"]]["ok"]
     assert any("database.dump" in p for p in failed[world["second"]]["problems"])
 
+    new = engine_of(stack).provider("new")
+    import redis
+
+    cache = redis.Redis.from_url(new.cache().connection_url().reveal_text())
+    cache.set("session:ünï", b"canary")  # the backup holds another value: a restore would replace it
     refused = lb(stack, "failover", "--to", "new")
     world["outputs"].append(refused)
     assert refused.code == 4, refused
     error = refused.envelope["errors"][0]
     assert world["second"] in error["message"] and "--backup" in error["hint"]
+    # Found by the check before anything changed on the target (it used to restore secrets, and Redis
+    # stayed as the restore left it)
+    assert "Nothing on new was changed" in error["message"], error
+    assert cache.get("session:ünï") == b"canary"
 
     older = lb(stack, "failover", "--to", "new", "--backup", world["first"])
     world["outputs"].append(older)
@@ -339,6 +348,18 @@ def test_tampered_media_object_is_named(world, monkeypatch):
     assert verify.code == 4, verify
     problems = verify.envelope["data"]["backups"][0]["problems"]
     assert any("later/bin" in p for p in problems), problems
+    # A media object is checked as it is restored (reading every object twice would double the restore):
+    # the refusal then says exactly what it left on the target.
+    dump = store._paths("lifeboat-backups", f"chirp/backups/{world['second']}/database.dump")[0]
+    flip(dump, 5000)  # the test before left it flipped
+    engine.provider("new").objects().delete("media", "later/bin")  # so that the failover restores it
+    refused = lb(stack, "failover", "--to", "new", "--backup", world["second"])
+    world["outputs"].append(refused)
+    flip(dump, 5000)
+    assert refused.code == 4, refused
+    message = refused.envelope["errors"][0]["message"]
+    assert "later/bin" in message and "Left on new: its secrets, its database, its cache" in message, message
+    assert "services were not deployed and DNS still points where it did" in message
 
 
 def test_wrong_key_is_a_clear_error(world):
@@ -382,3 +403,15 @@ def flip(path: Path, offset: int) -> None:
         byte = f.read(1)
         f.seek(offset)
         f.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_destroying_the_target_dns_points_at_says_how_to_take_it_back(world):
+    """The zone lives on another target (names): destroying the one the records point at leaves them
+    pointing at nothing, and a plain `up` elsewhere does not take them; the destroy says so and how."""
+    stack = world["stack"]
+    if "second" not in world:
+        pytest.skip("needs the failover of the tests before")
+    gone = lb(stack, "destroy", "--on", "new", "--delete-backups")
+    assert gone.code == 0, gone
+    warnings = gone.envelope["data"]["warnings"]
+    assert any("chirp A" in w and "127.0.0.21" in w and "lifeboat up --on old --take-dns" in w for w in warnings), warnings

@@ -91,6 +91,10 @@ def test_deploy_serve_and_rerun(colo):
                         if line.startswith("Uid:")][0]
             assert int(uid_line.split()[1]) == app_uid, instance
 
+    for folder in ("services", "services/env", "services/logs"):  # environment files hold the secrets
+        mode = (colo["roots"] / "web1" / folder).stat().st_mode & 0o777
+        assert mode == 0o700, (folder, oct(mode))
+
     seed = run_cli("-c", str(colo["stack"]), "exec", "--on", "colo", "web", "--", "python", "-m", "chirp", "seed",
                    "--users", "120", "--posts", "1500", "--media", "12", "--large-mb", "3")
     assert seed.code == 0, seed
@@ -273,3 +277,39 @@ def test_roles_must_cover_the_stack(tmp_path, ssh_lab):
         assert 'no host has the role "db"' in result.envelope["errors"][0]["message"]
     finally:
         shutil.rmtree(roots, ignore_errors=True)
+
+
+def test_killed_inside_the_venv_build_then_rerun_completes_first_time(colo):
+    """kill -9 of `up` at two offsets inside the virtualenv build (during `python3 -m venv`/ensurepip, and
+    during pip): the build's programs keep running on the hosts; the next `up` stops them, waits, rebuilds
+    and succeeds on its first try (it used to fail racing them: "rm: cannot remove ...: Directory not
+    empty", or rebuild while the old ensurepip still wrote into the folder)."""
+    import signal
+    import subprocess
+
+    from .conftest import LIFEBOAT
+
+    requirements = colo["app"] / "requirements.txt"
+    original = requirements.read_text()
+    caught = []
+    for offset in (0.3, 6.0):
+        requirements.write_text(original + f"# rebuilt after a kill {offset} s into the build\n")
+        proc = subprocess.Popen([*LIFEBOAT, "-c", str(colo["stack"]), "up", "--on", "colo"], text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            for line in proc.stderr:
+                if "building a virtualenv" in line:
+                    break
+            time.sleep(offset)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        builders = [p for p in all_pids_under(colo["roots"]) if "/venvs/" in
+                    Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")] if colo["roots"].exists() else []
+        caught.append(len(builders))
+        again = lb(colo, "up", "--on", "colo")
+        assert again.code == 0, (offset, again)
+        assert again.envelope["data"]["status"]["healthy"]
+        assert not [p for p in builders if pid_alive(p)]
+    assert any(caught), caught  # the kills landed while the build's programs ran

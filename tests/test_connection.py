@@ -266,3 +266,71 @@ def test_bulk_falls_back_to_paramiko_without_a_key_file(lab, monkeypatch):
         assert answer.decode().strip() == "5000"
     finally:
         conn.close()
+
+
+def test_a_host_without_the_sftp_subsystem_is_named_and_leaves_no_lock(lab):
+    """Some sshd configurations have no `Subsystem sftp`: Lifeboat says so, with the line to add, instead of
+    'internal error: Channel closed', and the host lock it was taking is not left behind."""
+    import time
+
+    from toolkit.errors import ProviderError
+    from toolkit.hostops import HostLock
+
+    host = lab.hosts[2]
+    host.stop()
+    host.start(lab.authorized_keys, sftp=False)
+    root = f"/tmp/lifeboat-nosftp-{os.getpid()}"
+    try:
+        c = ssh(lab, host)
+        began = time.monotonic()
+        with pytest.raises(ProviderError) as info:
+            c.write_bytes(f"{root}.txt", b"x")
+        assert info.value.code == "ssh.no_sftp" and "Subsystem sftp" in info.value.hint
+        assert time.monotonic() - began < 10  # not the 60 s wait for a free session
+        lock = HostLock(c, root, "colo (test)")
+        with pytest.raises(ProviderError):
+            lock.acquire("someone", "up")
+        assert not os.path.exists(f"{root}/lock")  # it was made (mkdir), then given back
+        c.close()
+    finally:
+        host.stop()
+        host.start(lab.authorized_keys)
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_venvs_are_made_from_a_python_the_app_account_can_run(lab, tmp_path):
+    """A login whose PATH starts with a python3 in a folder other accounts cannot enter (root's pyenv under
+    a 0700 home): the app's venvs are made from the system's python3 instead, and with none usable the
+    preflight names the closed folder (it used to fail after the deploy's 90 s wait)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from toolkit.errors import ProviderError
+    from toolkit.hostops import Releases, app_interpreter
+
+    closed = Path(tempfile.mkdtemp(prefix="lifeboat-closed-home-", dir="/tmp"))  # 0700, as root's home
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--copies", "--without-pip", str(closed / "py")], check=True)
+    host = lab.hosts[2]
+    host.stop()
+    host.start(lab.authorized_keys, extra=f"SetEnv PATH={closed}/py/bin:/usr/bin:/bin\n")
+    root = tempfile.mkdtemp(prefix="lifeboat-venvs-", dir="/tmp")
+    try:
+        c = ssh(lab, host)
+        login = c.run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.decode().strip()
+        assert login.startswith(str(closed)), login  # what a plain `python3 -m venv` would have used
+        chosen = app_interpreter(c)
+        assert chosen == "/usr/bin/python3"
+        venv = Releases(c, root).venv(b"", python=chosen)
+        assert "home = /usr/bin" in Path(venv, "pyvenv.cfg").read_text()
+        with pytest.raises(ProviderError) as info:
+            app_interpreter(c, system=("/nonexistent/python3",))
+        assert info.value.code == "host.python_unusable" and f"the folder {closed} is closed" in info.value.message
+        c.close()
+    finally:
+        host.stop()
+        host.start(lab.authorized_keys)
+        shutil.rmtree(closed, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -96,12 +96,17 @@ def test_killed_mid_media_then_resumed_moves_everything(stack):
     journal = next((stack.parent / ".lifeboat" / "migrate-old-new").rglob("journal.jsonl"))
     assert secret not in journal.read_text() and secret not in resumed.stdout + resumed.stderr
     assert journal.stat().st_mode & 0o077 == 0
+    for folder in (stack.parent / ".lifeboat", journal.parent, journal.parent.parent):  # .lifeboat/ itself too
+        assert folder.stat().st_mode & 0o077 == 0, folder
 
     # Running it again is safe: nothing is re-sent, everything still matches.
     again = run_cli(*lb, "migrate", "--from", "old", "--to", "new")
     assert again.code == 0, again
-    media = [s for s in again.envelope["data"]["steps"] if s["step"] == "media"][0]
-    assert media["copied"] == 0 and media["already_there"] == 15
+    steps = {s["step"]: s for s in again.envelope["data"]["steps"]}
+    assert steps["media"]["copied"] == 0 and steps["media"]["already_there"] == 15
+    # nor the database (its digests are equal on both sides), nor a Redis key with the same value
+    assert steps["database"]["sent_bytes"] == 0 and "nothing sent" in steps["database"]["verified"], steps["database"]
+    assert steps["cache"]["already_there"] == steps["cache"]["keys"], steps["cache"]
     assert rows(old) == rows(new)
 
 

@@ -169,6 +169,51 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     for result in (backup, shipped, moved, earlier, beyond):
         assert KEY not in result.stdout + result.stderr
 
+    # The dump is not what a replay reads, but a backup is trusted whole (as `backups verify` says): a
+    # tampered dump refuses the failover before anything on the target changes (it used to restore, exit 0).
+    ident = backup.envelope["data"]["backup"]
+    dump = store._paths("lifeboat-backups", f"walapp/backups/{ident}/database.dump")[0]
+    flip(dump, 100)
+    with connect(stack, "new") as conn:
+        conn.execute("UPDATE notes SET body = 'canary' WHERE id = 1")
+    refused = lb(stack, "failover", "--to", "new")
+    assert refused.code == 4, refused
+    error = refused.envelope["errors"][0]
+    assert error["code"] == "backup.tampered" and "database.dump" in error["message"], error
+    assert "Nothing on new was changed" in error["message"], error
+    with connect(stack, "new") as conn:
+        assert conn.execute("SELECT body FROM notes WHERE id = 1").fetchone()[0] == "canary"
+    assert lb(stack, "backups", "verify").code == 4
+    flip(dump, 100)
+
+
+def test_a_killed_failover_leaves_no_scratch_cluster_once_resumed(stack):
+    """kill -9 while the scratch cluster that replayed the WAL is running: its folder and its postgres stay
+    behind; the --resume (or any next replay) stops that postgres and removes the folder, and finishes."""
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="lifeboat-scratch-", dir="/tmp"))
+    scratch.chmod(0o711)  # the scratch cluster runs as the `lifeboat` account
+    env = {KEY_VAR: KEY, "TMPDIR": str(scratch)}
+    try:
+        killed = run_cli("-c", str(stack), "-o", "json", "--yes", "failover", "--to", "new",
+                         env={**env, "LIFEBOAT_FAULT": "kill:replay:done"})
+        assert killed.code == -9, killed
+        left = [p for p in scratch.iterdir() if p.name.startswith("lifeboat-replay-")]
+        assert len(left) == 1, left
+        postmaster = int((left[0] / "data" / "postmaster.pid").read_text().split()[0])
+        assert Path(f"/proc/{postmaster}").exists()  # the killed run's postgres still runs
+        resumed = run_cli("-c", str(stack), "-o", "json", "--yes", "failover", "--to", "new", "--resume", env=env)
+        assert resumed.code == 0, resumed
+        assert not list(scratch.iterdir()), list(scratch.iterdir())
+        assert not Path(f"/proc/{postmaster}").exists() or "zombie" in Path(f"/proc/{postmaster}/status").read_text()
+        database = {s["step"]: s for s in resumed.envelope["data"]["steps"]}["database"]
+        assert database["replayed_wal_files"] >= 4
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
 
 def test_every_cluster_keeps_its_own_archived_wal_after_a_failover(tmp_path):
     """The stack's first source A archives WAL, fails over to B, and B (a new cluster whose segment names

@@ -31,6 +31,7 @@ from .digests import method_of
 from .engine import Engine, operator, operator_secret
 from .errors import BadInput, ProviderError, VerificationFailed
 from .journal import Journal
+from .paths import private_dir
 from .sealed import Opening, Produced, RepositoryKey, Sealing, Tampered, new_params, open_bytes, sealed_size
 
 FORMAT = 1
@@ -638,7 +639,7 @@ def _repository_target(engine: Engine, at: str | None) -> Provider:
 
 
 # ---------------------------------------------------------------------------------------------- failover
-FAILOVER_STEPS = ["secrets", "prepare", "database", "cache", "media", "deploy", "cutover", "verify"]
+FAILOVER_STEPS = ["check", "secrets", "prepare", "database", "cache", "media", "deploy", "cutover", "verify"]
 
 
 class Failover:
@@ -692,8 +693,9 @@ class Failover:
             try:
                 steps = run_steps(self, journal, FAILOVER_STEPS, "failover")
             except VerificationFailed as exc:
-                raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message}",
-                                         hint="nothing was switched; restore "
+                raise VerificationFailed(f"failover: backup {ident} failed verification: {exc.message} "
+                                         f"{self._left(journal)}",
+                                         hint="restore "
                                               + ("its dump alone (--no-wal) or " if self.replay_refused else "")
                                               + f"an older one: lifeboat failover --to {self.to_name} --backup ID "
                                               "(`lifeboat backups list`).",
@@ -706,6 +708,51 @@ class Failover:
         return {"backup": ident, "to": self.to_name, "from_repository": repo.where,
                 "recovery_point": _epoch_text(taken), "rpo_seconds": round(first - taken, 3),
                 "rto_seconds": round(finished - first, 3), "steps": steps}
+
+    def _left(self, journal: Journal) -> str:
+        """What a failover refused part-way left on the target, in words."""
+        restored = [what for step, what in (("secrets", "its secrets"), ("database", "its database"),
+                                            ("cache", "its cache"))
+                    if journal.finished(step) and "skipped" not in journal.finished(step)]
+        if not restored and journal.last("media", "begin") is None:
+            return f"Nothing on {self.to_name} was changed; DNS still points where it did."
+        media = ""
+        if journal.last("media", "begin") is not None and not journal.finished("media"):
+            written = getattr(self, "_media_tally", {}).get("written", 0)
+            media = f"; {written} of {self.manifest['media']['objects']} media objects were written before it stopped"
+        return (f"Left on {self.to_name}: {', '.join(restored) or 'nothing restored'} from this backup{media}; its "
+                "services were not deployed and DNS still points where it did.")
+
+    def _step_check(self) -> dict:
+        """Before anything on the target changes: every sealed part the backup holds authenticated and
+        compared with its manifest (the dump too where the WAL replay will not read it: a backup is trusted
+        whole, as `backups verify` says), and, for a point-in-time recovery, every archived WAL file its
+        replay reads (gaps, alterations, another cluster's segments). The media objects are checked as they
+        are restored: reading them twice would double the restore."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import walarchive
+
+        parts = _parts(self.manifest)
+        with ThreadPoolExecutor(4) as pool:
+            found = list(pool.map(lambda part: _check_part(self.repo, part[0], part[1]["plain_bytes"],
+                                                           part[1]["plain_sha256"]), parts))
+        problems = [p for p in found if p]
+        out = {"parts": len(parts), "bytes": sum(entry["plain_bytes"] for _, entry in parts)}
+        base = self.manifest.get("base")
+        if base and self.wal and self.manifest.get("database"):
+            files, wal_problems = walarchive.check(self.repo, base["start_segment"],
+                                                   base.get("cluster", walarchive.LEGACY))
+            if wal_problems or any("base.tar" in p for p in problems):
+                self.replay_refused = not any("base.tar" not in p for p in problems)
+            problems += wal_problems
+            out["wal_files"] = files
+        if problems:
+            code = "backup.wal_gap" if all("gap" in p for p in problems) else "backup.tampered"
+            raise VerificationFailed("; ".join(problems) + ".", code=code)
+        out["verified"] = "every part authenticated and equal to the manifest" + (
+            "; the archived WAL complete and of the base backup's cluster" if "wal_files" in out else "")
+        return out
 
     def _step_secrets(self) -> dict:
         import base64
@@ -781,9 +828,13 @@ class Failover:
                                            cluster=base.get("cluster", walarchive.LEGACY))
                 self.events.step("replaying the WAL in a scratch PostgreSQL")
                 name = self.repo.part(self.id, "base.tar")
+                if cluster.swept:
+                    self.events.warn(f"removed {len(cluster.swept)} scratch PostgreSQL folders a killed run left: "
+                                     + ", ".join(cluster.swept))
                 with self.repo.reading(name) as opening:
                     replayed = cluster.restore(_Progress(opening, self.events, "base backup"), until=self.before)
                     opening.drain()
+                _fault("replay:done")  # the crash tests stop here, the scratch cluster running
                 if opening.plain_sha256.hexdigest() != base["part"]["plain_sha256"]:
                     raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
                 reached = walarchive.lsn_position(replayed["lsn"])
@@ -839,6 +890,7 @@ class Failover:
 
         index = self.repo.media_index(self.id)
         dst = self.target.objects()
+        dst.sweep_partial()  # what a killed earlier attempt left writing there
         buckets = sorted({e[0] for e in index})
         held = {}
         for bucket in buckets:
@@ -848,7 +900,7 @@ class Failover:
                 if exc.code != "objects.no_bucket":
                     raise
         total = sum(e[2] for e in index)
-        tally = {"done": 0, "written": 0}
+        tally = self._media_tally = {"done": 0, "written": 0}
         import threading
 
         guard = threading.Lock()
@@ -1070,7 +1122,7 @@ class Drill:
         from .paths import write_private
 
         folder = self.report_dir
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(folder)
         base = folder / f"drill-{self.to_name}-{report['drill']}"
         paths = {"json": str(base.with_suffix(".json")), "markdown": str(base.with_suffix(".md"))}
         write_private(base.with_suffix(".json"), json.dumps({**report, "report": paths}, indent=2).encode())

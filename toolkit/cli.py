@@ -402,9 +402,11 @@ def destroy(session: Session, on, delete_backups):
     def human(console):
         console.line(f"{on}: destroyed {len(applied.applied)} resources in {applied.seconds:.1f}s; "
                      "nothing of the stack is left there.")
+        for warning in applied.warnings:
+            console.warn(warning)
 
     return Outcome({"target": on, "plan": applied.plan.as_dict(), "applied": applied.applied,
-                    "seconds": round(applied.seconds, 3)}, human=human)
+                    "seconds": round(applied.seconds, 3), "warnings": applied.warnings}, human=human)
 
 
 # ---------------------------------------------------------------------------------------------- migrate

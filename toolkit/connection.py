@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import CommandFailed, ProviderUnreachable, tail
+from .errors import CommandFailed, ProviderError, ProviderUnreachable, tail
 
 
 @dataclass
@@ -471,7 +471,7 @@ class SSHConnection(Connection):
 
         body = "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in env.items())
         path = f"/tmp/.lifeboat-env-{pysecrets.token_hex(8)}"
-        sftp = self.client().open_sftp()
+        sftp = self.sftp()
         try:
             handle = sftp.open(path, "wx")  # exclusive create
             try:
@@ -600,7 +600,7 @@ class SSHConnection(Connection):
 
     # -- files
     def put_file(self, local, remote, *, mode=0o600):
-        sftp = self.client().open_sftp()
+        sftp = self.sftp()
         try:
             tmp = f"{remote}.lifeboat-tmp"
             with open(local, "rb") as src, sftp.open(tmp, "wb") as dst:
@@ -612,16 +612,33 @@ class SSHConnection(Connection):
             sftp.close()
 
     def get_file(self, remote, local):
-        sftp = self.client().open_sftp()
+        sftp = self.sftp()
         try:
             sftp.get(remote, str(Path(local)))
         finally:
             sftp.close()
 
     def sftp(self):
-        """A new SFTP session on this host's connection (caller closes it)."""
-        client = self.client()
-        return self._session(client.open_sftp)
+        """A new SFTP session on this host's connection (caller closes it). A server without the sftp
+        subsystem is named as such (ProviderError ``ssh.no_sftp``), not as a closed channel."""
+        import paramiko
+
+        transport = self.client().get_transport()
+        for attempt in range(3):
+            channel = self._session(lambda: transport.open_session(timeout=self.connect_timeout))
+            try:
+                channel.invoke_subsystem("sftp")
+                return paramiko.SFTPClient(channel)
+            except (paramiko.SSHException, EOFError) as exc:
+                channel.close()
+                if not transport.is_active():
+                    raise
+                why = str(exc) or type(exc).__name__
+            time.sleep(0.2 * (attempt + 1))  # a server busy starting sessions may close one at once
+        raise ProviderError(f"{self.host}: the SSH server refuses the sftp subsystem ({why}); Lifeboat reads and "
+                            "writes files on hosts through it.",
+                            hint="add `Subsystem sftp internal-sftp` (or the path of sftp-server) to the host's "
+                                 "sshd_config and reload sshd.", code="ssh.no_sftp")
 
     def write_bytes(self, path, data, *, mode=0o600):
         sftp = self.sftp()

@@ -31,6 +31,7 @@ from .contract import ObjectInfo, ObjectStore
 from .errors import BadInput, ProviderError
 from .locks import gone_here
 from .objmeta import load_meta, store_meta
+from .paths import private_dir
 
 CHUNK = 1 << 20
 MAX_NAME = 240
@@ -91,7 +92,7 @@ class DirectoryStore(ObjectStore):
 
     def create_bucket(self, bucket: str) -> None:
         for path in (self.bucket_dir(bucket), self.root / ".meta" / bucket, self.root / ".tmp"):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(path)
 
     def bucket_exists(self, bucket: str) -> bool:
         return self.bucket_dir(bucket).is_dir()
@@ -169,7 +170,7 @@ class DirectoryStore(ObjectStore):
         self._require(bucket)
         data, meta = self._paths(bucket, key)
         tmpdir = self.root / ".tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(tmpdir)
         sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         written = 0
         tmp = str(tmpdir / partial_name())

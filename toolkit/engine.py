@@ -292,9 +292,45 @@ class Engine:
         start = time.monotonic()
         with provider.lock(operator()):
             plan = self.destroy_plan(on)
+            served = self._served_addresses(provider)
             applied = self._apply(provider, plan)
             provider.finish_destroy()
-        return Applied(plan, time.monotonic() - start, applied, [])
+        return Applied(plan, time.monotonic() - start, applied, self._dangling_records(on, served))
+
+    def _served_addresses(self, provider: Provider) -> dict[str, set[str]]:
+        """Role -> addresses ``provider`` serves it at, for the records that follow a role, where the zone
+        is kept by another target (it stays when this one is destroyed)."""
+        dns = self.stack.dns
+        if not dns or dns.provider == provider.target.name:
+            return {}
+        out = {}
+        for rec in dns.records:
+            if rec.target and rec.target not in out:
+                try:
+                    out[rec.target] = set(provider.compute().addresses(rec.target))
+                except Exception:  # noqa: BLE001 - nothing deployed, or a runtime that cannot say: no warning
+                    continue
+        return out
+
+    def _dangling_records(self, on: str, served: dict[str, set[str]]) -> list[str]:
+        """Records that still point at the addresses ``on`` had, once it is destroyed: traffic goes nowhere
+        until another target takes them (``up --take-dns``), which a plain ``up`` does not do."""
+        if not served:
+            return []
+        dns = self.stack.dns
+        try:
+            existing = {(r.name, r.type): r for r in self.dns_provider().dns().records(dns.zone)}
+        except Exception as exc:  # noqa: BLE001 - said, not raised: the destroy itself is done
+            return [f"could not read zone {dns.zone} on {dns.provider} to check its records ({exc})."]
+        others = [n for n in self.stack.targets if n not in (on, dns.provider)]
+        warnings = []
+        for rec in dns.records:
+            now = existing.get((rec.name, rec.type))
+            if rec.target and now is not None and set(now.values) & served.get(rec.target, set()):
+                warnings.append(f"DNS {rec.name} {rec.type} in {dns.zone} still points at {', '.join(now.values)}, "
+                                f"where {on} served it; nothing answers there now. Point it at where the stack "
+                                f"runs: lifeboat up --on {others[0] if others else 'TARGET'} --take-dns")
+        return warnings
 
     # ------------------------------------------------------------------ status
     def status(self, on: str) -> dict:

@@ -118,6 +118,123 @@ class HostFacts:
         return self.get()["uid"] == 0
 
 
+# Run by the login's python3 on a host: which interpreters another account (the app's: no home, no
+# groups) can execute, each with the first folder on its way that others cannot enter (or null).
+_INTERPRETERS = r"""
+import json, os, sys
+def closed(path):
+    real = os.path.realpath(path)
+    folders, folder = [], os.path.dirname(real)
+    while True:
+        folders.append(folder)
+        if folder == os.path.dirname(folder):
+            break
+        folder = os.path.dirname(folder)
+    for folder in reversed(folders):
+        if not os.stat(folder).st_mode & 0o001:
+            return folder
+    return None if os.stat(real).st_mode & 0o001 else real
+found = []
+for path in dict.fromkeys([sys.executable, *sys.argv[1:]]):
+    if path and os.path.exists(path):
+        found.append([path, closed(path)])
+print(json.dumps(found))
+"""
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Run on a host: processes whose command line holds one of argv's strings, each as [pid, start time (clock
+# ticks since boot: with the pid, it names one process for good), argv].
+_FIND_PROCESSES = r"""
+import json, os, sys
+needles = [n.encode() for n in sys.argv[1:]]
+found = []
+for entry in os.listdir("/proc"):
+    if not entry.isdigit() or int(entry) in (os.getpid(), os.getppid()):
+        continue
+    try:
+        with open("/proc/%s/cmdline" % entry, "rb") as handle:
+            raw = handle.read()
+        with open("/proc/%s/stat" % entry) as handle:
+            fields = handle.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        continue
+    if raw and fields[0] != "Z" and any(n in raw for n in needles):
+        found.append([int(entry), fields[19], [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]])
+print(json.dumps(found))
+"""
+# Run on a host: the processes named on stdin ([[pid, start], ...]) asked to end (SIGTERM), killed after
+# a grace period, and waited for; a pid that now names another process is left alone.
+_STOP_PROCESSES = r"""
+import json, os, signal, sys, time
+targets = json.loads(sys.stdin.read())
+def same(pid, start):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[19] == start and fields[0] != "Z"
+for sig, grace in ((signal.SIGTERM, float(sys.argv[1])), (signal.SIGKILL, 10.0)):
+    live = [(pid, start) for pid, start in targets if same(pid, start)]
+    for pid, _ in live:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.time() + grace
+    while time.time() < deadline and any(same(pid, start) for pid, start in live):
+        time.sleep(0.05)
+print(json.dumps([pid for pid, start in targets if same(pid, start)]))
+"""
+
+
+def find_processes(conn: Connection, *needles: str) -> list[tuple[int, str, list[str]]]:
+    """(pid, start time, argv) of the host's processes whose command line holds one of ``needles``."""
+    import json
+
+    found = conn.run(["python3", "-c", _FIND_PROCESSES, *needles], timeout=60).stdout.decode()
+    return [(int(pid), start, argv) for pid, start, argv in json.loads(found)]
+
+
+def stop_processes(conn: Connection, processes, *, grace: float = 5) -> int:
+    """End ``processes`` (from :func:`find_processes`) on the host and wait until they are gone: programs a
+    killed run left behind, stopped before the next run touches their files. Returns how many."""
+    import json
+
+    targets = [[pid, start] for pid, start, *_ in processes]
+    if not targets:
+        return 0
+    left = json.loads(conn.run(["python3", "-c", _STOP_PROCESSES, str(grace)], input=json.dumps(targets).encode(),
+                               timeout=grace + 60).stdout.decode())
+    if left:
+        raise ProviderError(f"{conn.host}: programs a killed run left behind do not end (pids "
+                            f"{', '.join(map(str, left))}).", hint="stop them by hand, then run it again.",
+                            code="host.leftovers")
+    return len(targets)
+
+
+def app_interpreter(conn: Connection, *, system: tuple[str, ...] = (SYSTEM_PYTHON,)) -> str:
+    """The python3 the app's virtualenvs are made from when the apps run under their own account: the
+    login's python3 where that account can execute it, else the system's. A login whose PATH starts with
+    an interpreter in a closed folder (root's pyenv under a 0700 home) would give venvs the app cannot
+    start. ProviderError (``host.python_unusable``) naming the folder when none fits."""
+    import json
+
+    result = conn.run(["python3", "-c", _INTERPRETERS, *system], timeout=30, check=False)
+    try:
+        found = json.loads(result.stdout.decode())
+    except ValueError:
+        found = []
+    for path, closed in found:
+        if closed is None:
+            return path
+    detail = "; ".join(f"{path} (the folder {closed} is closed to other accounts)" for path, closed in found)
+    raise ProviderError(f"{conn.host}: the app's account cannot run any python3 here: {detail or 'none found'}. "
+                        "Its virtualenvs would be made from an interpreter it cannot start.",
+                        hint=f"install python3 and python3-venv system-wide ({SYSTEM_PYTHON}), or let other "
+                             "accounts enter that folder (chmod o+x).", code="host.python_unusable")
+
+
 def packages_needed(roles: tuple[str, ...], *, postgres: int | None, redis: bool, tls: bool, runtime: str,
                     app: bool) -> list[str]:
     """Debian/Ubuntu packages a host needs for its roles (a pure function, tested as data)."""
@@ -412,17 +529,22 @@ class Releases:
             return None
         return f"{self.root}/venvs/{hashlib.sha256(requirements).hexdigest()[:12]}"
 
-    def venv(self, requirements: bytes | None, *, events=None, host: str = "") -> str | None:
+    def venv(self, requirements: bytes | None, *, events=None, host: str = "", python: str = "python3") -> str | None:
+        """The app's virtualenv for ``requirements``, made from ``python`` (see :func:`app_interpreter`)."""
         if requirements is None:
             return None
         venv = self.venv_path(requirements)
         digest = venv.rsplit("/", 1)[1]
         if self.conn.read_bytes(f"{venv}/.complete") is not None:
             return venv
+        # A run killed while it built this one leaves `python3 -m venv`, ensurepip or pip running: they
+        # would keep writing into the folder this build clears and fills. Stopped (and waited for) first.
+        stopped = stop_processes(self.conn, find_processes(self.conn, venv))
         if events:
-            events.step(f"{host}: building a virtualenv ({digest})")
+            events.step(f"{host}: building a virtualenv ({digest})"
+                        + (f"; stopped {stopped} programs of a killed build first" if stopped else ""))
         sh(self.conn, 'rm -rf "$1" && mkdir -p "$(dirname "$1")"', venv)
-        self.conn.run(["python3", "-m", "venv", venv], timeout=300)
+        self.conn.run([python, "-m", "venv", venv], timeout=300)
         self.conn.write_bytes(f"{venv}/requirements.txt", requirements, mode=0o644)
         try:
             self.conn.run([f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
@@ -484,7 +606,7 @@ class ProcessRuntime:
             self.conn.run(["rm", "-f", *doomed])
 
     def prepare(self) -> None:
-        sh(self.conn, 'mkdir -p "$1/env" "$1/logs" && chmod 700 "$1"', self.dir)
+        sh(self.conn, 'mkdir -p "$1/env" "$1/logs" && chmod 700 "$1" "$1/env" "$1/logs"', self.dir)
         source = SUPERVISOR_SOURCE.read_bytes()
         if self.conn.read_bytes(f"{self.dir}/supervisor.py") != source:
             self.conn.write_bytes(f"{self.dir}/supervisor.py", source, mode=0o600)
@@ -691,7 +813,11 @@ class HostLock:
                                 f"{self.label.split(' ')[0]}`.")
         body = {"owner": owner, "command": command, "pid": os.getpid(), "machine": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.conn.write_bytes(f"{self.path}/holder.json", json.dumps(body).encode(), mode=0o600)
+        try:
+            self.conn.write_bytes(f"{self.path}/holder.json", json.dumps(body).encode(), mode=0o600)
+        except BaseException:  # a lock nobody is named in would stop every later run: give it back
+            self.conn.run(["rm", "-rf", self.path], check=False)
+            raise
 
     def release(self) -> None:
         self.conn.run(["rm", "-rf", self.path])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .connection import SSHConnection, fingerprint, known_hosts_name
 from .errors import BadInput, ProviderUnreachable
+from .paths import private_dir
 from .schema import Bool, DictOf, Field, Int, ListOf, Map, Scalar, Str
 
 ROLES = ["web", "worker", "db", "storage", "proxy"]
@@ -190,7 +191,7 @@ class SshDirectory:
     def record(self, entry: str, key) -> None:
         line = f"{entry} {key.get_name()} {key.get_base64()}\n"
         path = Path(self.known_hosts)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as handle:
             handle.write(line)

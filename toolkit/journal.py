@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .contract import SecretValue
 from .errors import BadInput
-from .paths import write_private
+from .paths import private_dir, write_private
 
 
 class Journal:
@@ -39,7 +39,7 @@ class Journal:
     def start(cls, state: Path, meta: dict, *, run: str = "migration") -> Journal:
         ident = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
         folder = cls.root(state) / ident
-        folder.mkdir(parents=True, mode=0o700)
+        private_dir(folder)
         for parent in (cls.root(state), state):
             os.chmod(parent, 0o700)
         journal = cls(folder / "journal.jsonl")

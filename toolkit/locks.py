@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LockHeld, ProviderError
+from .paths import private_dir
 
 
 def gone_here(machine: object, pid: object) -> bool:
@@ -62,7 +63,7 @@ class FileLock:
 
     @contextmanager
     def held(self, owner: str):
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:

@@ -309,6 +309,17 @@ class RemoteDirectoryStore(ObjectStore):
             sent[name] = (key, size, digest)
 
     def sweep_partial(self) -> int:
+        """What a killed run left writing here: its batch writers stopped (a writer of this root whose
+        partial name says its run is gone; one kept by a live run is spared) and waited for, then its
+        partial files removed."""
+        import time
+
+        from .hostops import find_processes, stop_processes
+
+        leftovers = [(pid, start, argv) for pid, start, argv in find_processes(self.conn, self.root)
+                     if len(argv) >= 6 and argv[1] == "-c" and argv[3] == self.root
+                     and stale_partial(argv[5], time.time())]
+        stop_processes(self.conn, leftovers)
         removed = 0
         with self._sftp() as sftp:
             try:

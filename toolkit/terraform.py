@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .contract import SecretValue
 from .errors import ProviderError, ProviderUnreachable, tail
-from .paths import write_private
+from .paths import private_dir, write_private
 
 PLAN_FILE = "lifeboat.tfplan"
 
@@ -117,7 +117,7 @@ class Workspace:
 
     def prepare(self, root: dict, variables: dict) -> None:
         """Write the module files, the generated root blocks and the plain variables; init when needed."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.dir)
         os.chmod(self.dir, 0o700)
         for old in [*self.dir.glob("*.tf"), self.dir / PLAN_FILE]:
             old.unlink(missing_ok=True)  # module files are copied afresh; a plan is only applied by its own run

@@ -386,12 +386,19 @@ class ReplayCluster:
     ``os_user`` when this process is root (PostgreSQL refuses root)."""
 
     def __init__(self, bindir: Path, *, os_user: str | None, database: str, user: str, parent: Path | None = None):
+        import fcntl
         import tempfile
 
         self.bindir, self.os_user = bindir, os_user
         self.database, self.user = database, user
-        # Its own 0700 folder, so that os_user reaches it whatever the folders above allow.
-        self.root = Path(tempfile.mkdtemp(prefix="lifeboat-replay-", dir=parent or os.environ.get("TMPDIR") or "/var/tmp"))
+        parent = Path(parent or os.environ.get("TMPDIR") or "/var/tmp")
+        self.swept = sweep_replays(parent)  # what a killed run left: its folder, maybe its postgres
+        # Its own 0700 folder, so that os_user reaches it whatever the folders above allow. The owner lock
+        # is held for this process's life (the kernel drops it however the process ends): a folder whose
+        # lock can be taken belongs to a run that is gone.
+        self.root = Path(tempfile.mkdtemp(prefix=REPLAY_PREFIX, dir=parent))
+        self._owner = os.open(self.root / OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
         self.data, self.sockets, self.wal_dir = self.root / "data", self.root / "run", self.root / "wal"
         self.log = self.root / "postgres.log"
         self.port = 5432
@@ -506,6 +513,69 @@ class ReplayCluster:
             pass
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            os.close(self._owner)
+
+
+REPLAY_PREFIX = "lifeboat-replay-"
+OWNER_FILE = ".owner"
+
+
+def sweep_replays(parent: Path) -> list[str]:
+    """Remove the scratch clusters under ``parent`` whose run is gone (killed: no ``finally`` ran): their
+    postgres stopped (immediate shutdown, then killed), their folder removed. A folder whose owner lock
+    is held belongs to a live run and is left alone. Returns the folders removed."""
+    import fcntl
+
+    removed = []
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(REPLAY_PREFIX) and p.is_dir()]
+    except OSError:
+        return removed
+    for root in candidates:
+        try:
+            fd = os.open(root / OWNER_FILE, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:  # made by a version without the lock, or killed before it took it
+            if time.time() - root.stat().st_mtime < 3600:
+                continue
+            fd = None
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live run's
+            _stop_postmaster(root / "data")
+            shutil.rmtree(root, ignore_errors=True)
+            removed.append(str(root))
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
+def _stop_postmaster(data: Path, wait: float = 15) -> None:
+    """The postmaster of ``data`` (from its postmaster.pid, checked against /proc) shut down at once."""
+    import signal
+
+    try:
+        pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return
+    if "postgres" not in command or str(data) not in command:
+        return  # the number now names another process
+    for sig in (signal.SIGQUIT, signal.SIGKILL):  # SIGQUIT: PostgreSQL's immediate shutdown
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)
 
 
 def _sh(text: str) -> str:
