@@ -26,21 +26,25 @@ def lb(stack: Path, *args: str):
     return run_cli("-c", str(stack), "-o", "json", "--yes", *args, env={KEY_VAR: KEY})
 
 
-def write_stack(root: Path) -> Path:
+TWO_TARGETS = """  old: {type: local, state_dir: state/old}
+  new: {type: local, state_dir: state/new, address: 127.0.0.21}
+"""
+
+
+def write_stack(root: Path, *, name: str = "walapp", providers: str = TWO_TARGETS, backup_to: str = "new",
+                keep: int = 3) -> Path:
     app = tiny_app(root)
     path = root / "lifeboat.yml"
     path.write_text(f"""version: 1
-name: walapp
-domain: walapp.lifeboat.test
+name: {name}
+domain: {name}.lifeboat.test
 services:
   web: {{role: web, build: {app}, command: ["python3", "serve.py"], port: 8000}}
-postgres: {{version: 15, database: walapp}}
+postgres: {{version: 15, database: {name}}}
 secrets:
   BACKUP_KEY: {{from: env, var: {KEY_VAR}}}
 providers:
-  old: {{type: local, state_dir: state/old}}
-  new: {{type: local, state_dir: state/new, address: 127.0.0.21}}
-backup: {{to: new, keep: 3, encrypt_with: BACKUP_KEY, wal: true}}
+{providers}backup: {{to: {backup_to}, keep: {keep}, encrypt_with: BACKUP_KEY, wal: true}}
 """)
     return path
 
@@ -221,22 +225,11 @@ def test_every_cluster_keeps_its_own_archived_wal_after_a_failover(tmp_path):
     survive B's: a failover from A's backup to a third target restores exactly A's rows, one from B's backup
     B's, and `backups verify` checks each backup's WAL against its own base. Before WAL was keyed by cluster,
     B's first backup overwrote A's segments of the same names."""
-    app = tiny_app(tmp_path)
-    path = tmp_path / "lifeboat.yml"
-    path.write_text(f"""version: 1
-name: walclusters
-domain: walclusters.lifeboat.test
-services:
-  web: {{role: web, build: {app}, command: ["python3", "serve.py"], port: 8000}}
-postgres: {{version: 15, database: walclusters}}
-secrets:
-  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}
-providers:
-  a: {{type: local, state_dir: state/a, address: 127.0.0.31}}
-  b: {{type: local, state_dir: state/b, address: 127.0.0.32}}
-  c: {{type: local, state_dir: state/c, address: 127.0.0.33}}
-  vault: {{type: local, state_dir: state/vault}}
-backup: {{to: vault, keep: 5, encrypt_with: BACKUP_KEY, wal: true}}
+    path = write_stack(tmp_path, name="walclusters", backup_to="vault", keep=5, providers="""\
+  a: {type: local, state_dir: state/a, address: 127.0.0.31}
+  b: {type: local, state_dir: state/b, address: 127.0.0.32}
+  c: {type: local, state_dir: state/c, address: 127.0.0.33}
+  vault: {type: local, state_dir: state/vault}
 """)
     engine = Engine(stackfile.load(path))
 
