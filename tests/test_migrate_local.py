@@ -192,9 +192,11 @@ def test_rollback_puts_traffic_back_on_the_source(stack):
     assert again.code == 2 and "already rolled back" in again.envelope["errors"][0]["message"]
 
 
-def test_ctrl_c_exits_130_and_resume_finishes_the_move(stack):
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_exits_130_and_resume_finishes_the_move(stack, sig, code):
     """SIGINT (what Ctrl-C sends) to a real run in the middle of its media step: exit 130, the envelope says
-    to re-run with --resume, the locks are released, and --resume completes the move."""
+    to re-run with --resume, the locks are released, and --resume completes the move. SIGTERM (systemd, a
+    CI timeout) unwinds the same way, exit 143 (it used to end the process where it stood)."""
     import os
     import signal
     import subprocess
@@ -209,13 +211,13 @@ def test_ctrl_c_exits_130_and_resume_finishes_the_move(stack):
         for line in proc.stderr:
             if "stalled at media" in line:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, (proc.returncode, out)
+    assert proc.returncode == code, (proc.returncode, out)
     error = json.loads(out)["errors"][0]
     assert error["code"] == "interrupted" and "--resume" in error["message"], error
     resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--no-cutover", "--resume")

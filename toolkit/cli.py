@@ -910,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     _CURRENT.clear()
     if hasattr(sys.stderr, "reconfigure"):  # human text never fails on a character the terminal lacks
         sys.stderr.reconfigure(errors="backslashreplace")
+    _unwind_on_sigterm()
     try:
         cli.main(args=argv, prog_name="lifeboat", standalone_mode=False)
         return 0
@@ -920,15 +921,15 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C (and an end of input at a prompt) into Abort when it does not exit itself
         if isinstance(exc.__context__, KeyboardInterrupt):
-            return interrupted(argv, as_json)
+            return interrupted(argv, as_json, terminated=isinstance(exc.__context__, Terminated))
         return report(argv, as_json, [Problem("aborted", "aborted; nothing more was done.")], EXIT_BAD_INPUT)
     except click.ClickException as exc:
         problem = Problem("usage", exc.format_message(), "see `lifeboat --help`.")
         return report(argv, as_json, [problem], EXIT_BAD_INPUT)
     except ToolkitError as exc:
         return report(argv, as_json, exc.problems, exc.exit_code)
-    except KeyboardInterrupt:
-        return interrupted(argv, as_json)
+    except KeyboardInterrupt as exc:
+        return interrupted(argv, as_json, terminated=isinstance(exc, Terminated))
     except Exception as exc:  # a bug: say so plainly, keep the envelope contract
         if verbose:
             import traceback
@@ -941,19 +942,37 @@ def main(argv: list[str] | None = None) -> int:
 
 RESUMABLE = ("migrate", "backup", "failover")  # journalled: --resume continues after the last finished step
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
-def interrupted(argv: list[str], as_json: bool) -> int:
-    """Ctrl-C: exit 130, saying how to go on. What finished is kept (journal, copied data); locks were
-    released on the way out."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, a CI timeout, `kill`), raised where the program is so that it unwinds as for
+    Ctrl-C: ``finally`` blocks run (scratch clusters stopped, locks released, writers ended)."""
+
+
+def _unwind_on_sigterm() -> None:
+    import signal
+    import threading
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def interrupted(argv: list[str], as_json: bool, *, terminated: bool = False) -> int:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143), saying how to go on. What finished is kept (journal,
+    copied data); locks were released on the way out."""
     session = _CURRENT.get("session")
     command = session.command if session is not None and session.command != "lifeboat" else command_name(argv)
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
     if command in RESUMABLE:
-        problem = Problem("interrupted", "interrupted; what finished is kept: re-run with --resume to continue.",
+        problem = Problem("interrupted", f"{what}; what finished is kept: re-run with --resume to continue.",
                           f"the same command with --resume (lifeboat {command} ... --resume).")
     else:
-        problem = Problem("interrupted", "interrupted; re-running the command is safe and continues the work.")
-    return report(argv, as_json, [problem], EXIT_INTERRUPTED)
+        problem = Problem("interrupted", f"{what}; re-running the command is safe and continues the work.")
+    return report(argv, as_json, [problem], EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 def report(argv: list[str], as_json: bool, problems: list[Problem], code: int) -> int:
