@@ -200,7 +200,7 @@ def run_steps(runner, journal: Journal, steps: list[str], label: str) -> list[di
         runner.events.step(f"{label}: {step}")
         journal.record(step, "begin")
         t0 = time.monotonic()
-        _fault(step)
+        _fault(step, label)
         try:
             data = getattr(runner, f"_step_{step}")() or {}
         except Exception as exc:
@@ -1216,10 +1216,10 @@ class _Guarded:
             raise
 
 
-def _fault(point: str) -> None:
+def _fault(point: str, workflow: str = "backup") -> None:
     from .migrate import _fault as fault
 
-    fault(point)
+    fault(point, workflow)
 
 
 def _public(entry: dict) -> dict:

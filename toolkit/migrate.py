@@ -508,7 +508,7 @@ class Migration:
 FAULT_POINTS = ["database:mid", "media:mid", "deploy:mid", "freeze:mid", "cutover:mid"]
 
 
-def _fault(point: str) -> None:
+def _fault(point: str, workflow: str = "migrate") -> None:
     """Fault injection for the crash tests. LIFEBOAT_FAULT=kill:<point> kills this process (SIGKILL, as a
     crash or an operator's kill -9 would) and fail:<point> makes it fail as an error would. A point is a step
     name (right after the journal says it began) or one of FAULT_POINTS: mid-dump, mid-object (half of a
@@ -528,7 +528,7 @@ def _fault(point: str) -> None:
     if fault.startswith("kill:"):
         os.kill(os.getpid(), signal.SIGKILL)
     if fault.startswith("fail:"):
-        raise ProviderError(f"migrate: injected failure at {point} (LIFEBOAT_FAULT).", code="migrate.fault")
+        raise ProviderError(f"{workflow}: injected failure at {point} (LIFEBOAT_FAULT).", code=f"{workflow}.fault")
 
 
 def last_migration(engine: Engine) -> Journal | None:
