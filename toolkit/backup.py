@@ -470,11 +470,10 @@ class Backup:
 
     def _step_retention(self) -> dict:
         keep = self.stack.backup.keep if self.stack.backup else 24
-        source, _why = self._wal_source()
-        return prune(self.repo, keep, current=self.id, shipping=source.system_id() if source is not None else None)
+        return prune(self.repo, keep, current=self.id)
 
 
-def prune(repo: Repository, keep: int, *, current: str | None = None, shipping: str | None = None) -> dict:
+def prune(repo: Repository, keep: int, *, current: str | None = None) -> dict:
     """Keep the newest ``keep`` complete backups; remove older ones, unfinished ones older than the newest
     complete one (never ``current``), and blobs no kept backup lists."""
     listing = repo.listing()
@@ -497,8 +496,9 @@ def prune(repo: Repository, keep: int, *, current: str | None = None, shipping: 
             repo.store.delete(repo.bucket, name)
             removed_blobs += 1
     out = {"kept": len(kept), "removed_backups": sorted(gone), "removed_blobs": removed_blobs}
-    # Per cluster, archived WAL older than every kept base backup of that cluster can never be replayed
-    # (nor any of a cluster no kept backup has a base of, but the one this backup ships).
+    # Per cluster, archived WAL older than every kept base backup of that cluster can never be replayed,
+    # nor any of a cluster no kept backup has a base of (the running backup, kept as the newest, has a base
+    # of the cluster it ships).
     from . import walarchive
 
     keep_from: dict[str, str] = {}
@@ -507,7 +507,7 @@ def prune(repo: Repository, keep: int, *, current: str | None = None, shipping: 
             cluster, start = manifest["base"].get("cluster", walarchive.LEGACY), manifest["base"]["start_segment"]
             if cluster not in keep_from or walarchive.position(start) < walarchive.position(keep_from[cluster]):
                 keep_from[cluster] = start
-    out["removed_wal"] = walarchive.prune(repo, keep_from, spare=shipping)
+    out["removed_wal"] = walarchive.prune(repo, keep_from)
     return out
 
 

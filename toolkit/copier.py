@@ -62,20 +62,11 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
 
     events = events or Events()
 
-    def target_holds() -> dict:
-        # What the target holds, listed once (not one round trip per object); a missing bucket holds nothing.
-        held: dict[tuple[str, str], object] = {}
-        for bucket in buckets:
-            try:
-                held.update(((bucket, o.key), o) for o in dst.list(bucket))
-            except ToolkitError:
-                pass
-        return held
-
     # Three independent looks, at once (each is a round trip or more): what a killed earlier attempt was
-    # writing is swept from the target, the target listed, the source listed. All done before any copy.
+    # writing is swept from the target, the target listed once (not one round trip per object), the source
+    # listed. All done before any copy. A mirror needs the target's listing whole.
     with ThreadPoolExecutor(2) as pool:
-        sweeping, listing = pool.submit(dst.sweep_partial), pool.submit(target_holds)
+        sweeping, listing = pool.submit(dst.sweep_partial), pool.submit(_listed, dst, buckets, whole=mirror)
         work = [(b, o) for b in buckets for o in src.list(b)]
         held, swept = listing.result(), sweeping.result()
     all_bytes = sum(o.size for _, o in work)
@@ -202,7 +193,7 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
         out["partial_writes_removed"] = swept
     source_keys = {(bucket, obj.key): obj.size for bucket, obj in work}
     if mirror:
-        out.update(_mirror(dst, buckets, source_keys, events))
+        out.update(_mirror(dst, buckets, source_keys, held, events))
     else:
         extra = sorted(k for k in held if k not in source_keys)
         if extra:
@@ -211,27 +202,30 @@ def copy_objects(src: ObjectStore, dst: ObjectStore, buckets: list[str], *, para
     return out
 
 
-def _listed_whole(store: ObjectStore, buckets: list[str]) -> dict[tuple[str, str], int]:
-    """(bucket, key) -> size of every object of ``buckets``; a missing bucket holds nothing, any other
-    failure to list is raised (nothing may be removed on a partial listing)."""
-    found: dict[tuple[str, str], int] = {}
+def _listed(store: ObjectStore, buckets: list[str], *, whole: bool) -> dict[tuple[str, str], object]:
+    """(bucket, key) -> ObjectInfo of every object of ``buckets``; a missing bucket holds nothing. ``whole``:
+    any other failure to list is raised (nothing may be removed on a partial listing); else that bucket
+    counts as empty (its objects are then all copied)."""
+    found: dict[tuple[str, str], object] = {}
     for bucket in buckets:
         try:
-            found.update(((bucket, o.key), o.size) for o in store.list(bucket))
+            found.update(((bucket, o.key), o) for o in store.list(bucket))
         except ToolkitError as exc:
-            if getattr(exc, "code", None) != "objects.no_bucket":
+            if whole and getattr(exc, "code", None) != "objects.no_bucket":
                 raise
     return found
 
 
-def _mirror(dst: ObjectStore, buckets: list[str], source: dict[tuple[str, str], int], events: Events) -> dict:
-    """What the target holds beyond the source removed, then both listings compared (the way
+def _mirror(dst: ObjectStore, buckets: list[str], source: dict[tuple[str, str], int], held: dict,
+            events: Events) -> dict:
+    """What the target held beyond the source (``held``: its whole listing before the copy, which added
+    only the source's keys) removed, then the target listed again and compared with the source (the way
     ``rclone sync`` guards deletion: only after a complete copy and complete listings)."""
-    extra = sorted(k for k in _listed_whole(dst, buckets) if k not in source)
+    extra = sorted(k for k in held if k not in source)
     for index, (bucket, key) in enumerate(extra):
         dst.delete(bucket, key)
         events.progress("media: removing what the source no longer holds", index + 1, len(extra), unit="objects")
-    after = _listed_whole(dst, buckets)
+    after = {k: info.size for k, info in _listed(dst, buckets, whole=True).items()}
     missing = sorted(k for k in source if k not in after)
     left = sorted(k for k in after if k not in source)
     wrong = sorted(k for k in source if k in after and after[k] != source[k])

@@ -219,8 +219,13 @@ def clusters(repo) -> dict[str, dict[str, object]]:
 
 
 def shipped(repo, cluster: str) -> dict[str, object]:
-    """File name -> ObjectInfo of every WAL file of ``cluster`` in the repository."""
-    return clusters(repo).get(cluster, {})
+    """File name -> ObjectInfo of every WAL file of ``cluster`` in the repository (only its folder listed,
+    but for LEGACY, whose files sit beside the clusters' folders)."""
+    if cluster == LEGACY:
+        return clusters(repo).get(cluster, {})
+    base = f"{repo.prefix}wal/{cluster}/"
+    found = ((info.key[len(base):], info) for info in repo.store.list(repo.bucket, base))
+    return {name: info for name, info in found if WAL_FILE.fullmatch(name)}
 
 
 class _Prefixed:
@@ -362,16 +367,13 @@ def check(repo, start: str, cluster: str = LEGACY) -> tuple[int, list[str]]:
     return len(wanted), problems
 
 
-def prune(repo, keep_from: dict[str, str], *, spare: str | None = None) -> int:
+def prune(repo, keep_from: dict[str, str]) -> int:
     """Per cluster, remove WAL segments older than ``keep_from[cluster]`` (the oldest kept base backup of
     that cluster's first segment); every file of a cluster no kept backup has a base of can never be
-    replayed and goes too, except ``spare`` (the cluster the running backup ships: its base may still be
-    on its way). Returns the number of files removed."""
+    replayed and goes too. Returns the number of files removed."""
     removed = 0
     for cluster, found in clusters(repo).items():
         start = keep_from.get(cluster)
-        if start is None and cluster == spare:
-            continue
         for name in found:
             if start is None or (SEGMENT.fullmatch(name) and position(name) < position(start)):
                 repo.store.delete(repo.bucket, wal_key(repo, name, cluster))
