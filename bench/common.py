@@ -46,7 +46,7 @@ def empty_host_target(root: Path, user: str) -> None:
     made before each run."""
     import shutil
 
-    from toolkit.dirstore import DirectoryStore
+    from toolkit.stores.dirstore import DirectoryStore
 
     for child in root.iterdir():
         shutil.rmtree(child)

@@ -60,8 +60,8 @@ INSERT INTO posts (user_id, body, meta, thumb)
 def main() -> int:
     import psycopg
 
-    from toolkit import stackfile
-    from toolkit.engine import Engine
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
 
     size_mb = int(os.environ.get("BENCH_DB_MB", "1024" if os.environ.get("BENCH_PROFILE") == "full" else "200"))
     work = Path(tempfile.mkdtemp(prefix="lifeboat-dbbench-", dir="/tmp"))

@@ -50,8 +50,8 @@ def stats(stack: Path, target: str) -> dict:
 
 def database_bytes(stack: Path, target: str) -> int:
     """The database's size on disk (pg_database_size), as the provider reports it to `migrate --dry-run`."""
-    from toolkit import stackfile
-    from toolkit.engine import Engine
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
 
     return Engine(stackfile.load(stack)).provider(target).database().info().size_bytes
 

@@ -14,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def store(spec: dict):
     kind = spec["kind"]
     if kind == "dir":
-        from toolkit.dirstore import DirectoryStore
+        from toolkit.stores.dirstore import DirectoryStore
 
         return DirectoryStore(spec["root"])
     if kind == "sftp":
-        from toolkit.connection import SSHConnection
-        from toolkit.sftpstore import RemoteDirectoryStore
+        from toolkit.stores.sftpstore import RemoteDirectoryStore
+        from toolkit.transport.connection import SSHConnection
 
         conn = SSHConnection(spec["host"], port=spec["port"], user=spec["user"], key_file=spec["key"],
                              known_hosts=spec["known_hosts"])
@@ -37,7 +37,7 @@ def main() -> int:
 
     faulthandler.dump_traceback_later(float(__import__("os").environ.get("BENCH_HANG_SECONDS", "300")), exit=True)
     spec = json.loads(Path(sys.argv[1]).read_text())
-    from toolkit.copier import copy_objects
+    from toolkit.stores.copier import copy_objects
 
     # The target's bucket is there already (the benchmark makes it before each run, as migrate's prepare
     # step does before its media step): the copy starts with the source's listing, and the target's

@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    from toolkit import stackfile
-    from toolkit.copier import copy_database
-    from toolkit.engine import Engine
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
+    from toolkit.stores.copier import copy_database
 
     engine = Engine(stackfile.load(Path(sys.argv[1])))
     report = copy_database(engine.provider("a").database(), engine.provider("b").database())

@@ -39,7 +39,7 @@ def main() -> int:
     from tests.awslab import AWS_ENV, start_moto
     from tests.rclonelab import s3_remote, sftp_remote, write_config
     from tests.sshd import start_lab
-    from toolkit.dirstore import DirectoryStore
+    from toolkit.stores.dirstore import DirectoryStore
 
     rclone = shutil.which("rclone")
     if not rclone:

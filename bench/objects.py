@@ -95,7 +95,7 @@ def main() -> int:
         print(f"bench: {count} objects, {total / 1e6:.0f} MB ({profile})", file=sys.stderr)
 
         # Lifeboat's source: the same objects in a directory store (its layout), loaded once.
-        from toolkit.dirstore import DirectoryStore
+        from toolkit.stores.dirstore import DirectoryStore
 
         lb_src = DirectoryStore(work / "lbsrc")
         lb_src.create_bucket("media")
@@ -126,7 +126,7 @@ def main() -> int:
             empty_host_target(target_root, lab.user)
 
         # the same objects on the host as a source: Lifeboat's layout for Lifeboat, plain files for rclone
-        from toolkit.copier import copy_objects
+        from toolkit.stores.copier import copy_objects
 
         host_src = work / "hostsrc"
         host_store = DirectoryStore(host_src / "lb")  # the lab's host is this machine

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from providers.baremetal import BaremetalCompute, BaremetalProvider
 from providers.terraformhosts import TerraformHosts
+from toolkit.config.schema import DictOf, Field, Int, ListOf, Map, Str
 from toolkit.contract import (
     DatabaseInfo,
     DatabaseService,
@@ -56,9 +57,8 @@ from toolkit.contract import (
     bucket_var,
 )
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
-from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec
 from toolkit.paths import templates_dir, write_private
-from toolkit.schema import DictOf, Field, Int, ListOf, Map, Str
+from toolkit.transport.hosts import HOST, SSH_SETTINGS, HostSpec
 
 MULTIPART_THRESHOLD = 8 << 20
 PART_SIZE = 8 << 20
@@ -912,15 +912,15 @@ class RdsDatabase(DatabaseService):
 
     @contextmanager
     def snapshot(self):
-        from toolkit.digests import exported_snapshot
+        from toolkit.stores.digests import exported_snapshot
 
         with self.connect() as conn, exported_snapshot(conn) as held:
             yield held
 
     @contextmanager
     def dump(self, snapshot=None, part=None, compress=1):
-        from toolkit import pgcommands
-        from toolkit.connection import LocalConnection
+        from toolkit.commands import pgcommands
+        from toolkit.transport.connection import LocalConnection
 
         pg = self._pg()
         with self.endpoint() as (host, port):
@@ -930,8 +930,8 @@ class RdsDatabase(DatabaseService):
                 yield stream
 
     def restore(self, stream, *, clean=True, part=None):
-        from toolkit import pgcommands
-        from toolkit.connection import LocalConnection
+        from toolkit.commands import pgcommands
+        from toolkit.transport.connection import LocalConnection
 
         pg = self._pg()
         with self.endpoint() as (host, port):
@@ -941,7 +941,7 @@ class RdsDatabase(DatabaseService):
                 shutil.copyfileobj(stream, sink, 1 << 20)
 
     def table_digests(self, method: str = "auto"):
-        from toolkit.digests import table_digests
+        from toolkit.stores.digests import table_digests
 
         with self.connect() as conn:
             return table_digests(conn, method)
@@ -1039,7 +1039,7 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
     def check_settings(settings: dict, where, report, raw) -> None:
         """reach:, drill_reach: and tunnel_via: name instances of this target (or postgres), caught by
         `validate` with the line of the name."""
-        from toolkit.schema import closest, value_line
+        from toolkit.config.schema import closest, value_line
 
         names = sorted(i["name"] for i in settings.get("instances") or [])
         for key in ("reach", "drill_reach"):
@@ -1162,7 +1162,7 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
 
     # ------------------------------------------------------------------ Terraform
     def workspace(self):
-        from toolkit.terraform import Workspace
+        from toolkit.transport.terraform import Workspace
 
         self._private_dir(self.state_root)
         env = {}
@@ -1367,7 +1367,7 @@ class AwsProvider(TerraformHosts, BaremetalProvider):
         if via is None:
             return host, port
         if self._tunnel is None or self._tunnel[0] != (host, port):
-            from toolkit.tunnel import forward
+            from toolkit.transport.tunnel import forward
 
             self.close_tunnel()
             ctx = forward(self.conn(via), host, port)

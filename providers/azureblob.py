@@ -26,10 +26,10 @@ import hashlib
 import os
 from contextlib import contextmanager
 
+from toolkit.config.schema import Field, Str
 from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, bucket_var, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
-from toolkit.schema import Field, Str
-from toolkit.sealed import Produced
+from toolkit.stores.sealed import Produced
 
 BLOCK = 4 << 20
 SHA_META = "lifeboat_sha256"

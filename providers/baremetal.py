@@ -24,7 +24,9 @@ import sys
 import time
 from contextlib import contextmanager
 
-from toolkit.builds import SKIP_IN_BUILD, release_id
+from toolkit.commands.dockercmd import image_tag
+from toolkit.commands.proxy import ProxyConfig, ProxyRoute, ProxySite, caddy_argv, caddyfile
+from toolkit.config.schema import Field, Int, Map, Str
 from toolkit.contract import (
     CacheService,
     ComputeService,
@@ -41,7 +43,6 @@ from toolkit.contract import (
     bucket_var,
     data_resource,
 )
-from toolkit.dockercmd import image_tag
 from toolkit.errors import BadInput, ProviderError, ToolkitError
 from toolkit.hostops import (
     MEDIASERVER_SOURCE,
@@ -57,10 +58,9 @@ from toolkit.hostops import (
     one_host_at_a_time,
     sh,
 )
-from toolkit.hosts import SSH_SETTINGS, HostSpec, SshDirectory, host_specs
-from toolkit.proxy import ProxyConfig, ProxyRoute, ProxySite, caddy_argv, caddyfile
-from toolkit.schema import Field, Int, Map, Str
-from toolkit.sftpstore import RemoteDirectoryStore
+from toolkit.hostops.builds import SKIP_IN_BUILD, release_id
+from toolkit.stores.sftpstore import RemoteDirectoryStore
+from toolkit.transport.hosts import SSH_SETTINGS, HostSpec, SshDirectory, host_specs
 
 PG_SUPERUSER = "lifeboat"
 
@@ -125,7 +125,7 @@ class BaremetalDatabase(DatabaseService):
         import psycopg
 
         from toolkit.contract import Unsupported
-        from toolkit.digests import exported_snapshot
+        from toolkit.stores.digests import exported_snapshot
 
         try:
             conn = psycopg.connect(self.p.database_url().reveal_text(), connect_timeout=5, autocommit=True)
@@ -152,7 +152,7 @@ class BaremetalDatabase(DatabaseService):
 
     def wal_source(self):
         from toolkit.contract import Unsupported
-        from toolkit.walarchive import HostWalSource
+        from toolkit.workflows.walarchive import HostWalSource
 
         if not self.p.stack.archives_wal:
             raise Unsupported(f"{self.p.label}: backup: wal: is off")
@@ -160,7 +160,7 @@ class BaremetalDatabase(DatabaseService):
                              password=self.p.internal_secret("pg_superuser").reveal())
 
     def table_digests(self, method: str = "auto"):
-        from toolkit.digests import table_digests_with
+        from toolkit.stores.digests import table_digests_with
 
         return table_digests_with(self._query, method)
 
@@ -418,7 +418,7 @@ class BaremetalProvider(KindDispatch, Provider):
 
     def gateway_needed(self) -> bool:
         """Whether apps run on a host other than the storage host (they then reach the buckets through the
-        media gateway there, toolkit/mediaserver.py)."""
+        media gateway there, toolkit/agents/mediaserver.py)."""
         storage = self.hosts_with("storage")
         if not self.media_on_hosts() or not storage:
             return False

@@ -25,9 +25,9 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from toolkit.config.schema import Field, Int, Str
 from toolkit.contract import DnsOnlyProvider, DnsService, Record
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
-from toolkit.schema import Field, Int, Str
 
 ENV_NAME = r"[A-Z_][A-Z0-9_]*"
 

@@ -27,9 +27,9 @@ import io
 import os
 from contextlib import contextmanager
 
+from toolkit.config.schema import Field, Str
 from toolkit.contract import BucketsOnly, ObjectInfo, ObjectStore, Provider, bucket_var, read_full
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
-from toolkit.schema import Field, Str
 
 SIMPLE_MAX = 8 << 20
 CHUNK = 8 << 20  # a multiple of 256 KiB, as resumable uploads require

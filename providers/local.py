@@ -5,7 +5,7 @@
   ``lifeboat``, created if missing) with its data under /var/lib/lifeboat/<stack>-<target>-<id>/ (the state
   directory itself stays 0700 and root's).
 - Redis: a private redis-server (when installed) with a password, on 127.0.0.1.
-- Object store: a directory (see toolkit/dirstore.py for the layout).
+- Object store: a directory (see toolkit/stores/dirstore.py for the layout).
 - Services: processes kept running by toolkit.supervisor; a ``build:`` directory with requirements.txt
   gets its own virtualenv. Images (``image:``) need a container runtime: not offered here.
 - DNS: records in a BIND zone file; secrets: one 0600 file per secret.
@@ -30,9 +30,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from toolkit import pgcommands
-from toolkit.builds import release_id
-from toolkit.connection import LocalConnection
+from toolkit.agents.supervisor import alive, terminate
+from toolkit.commands import pgcommands
+from toolkit.config.schema import Field, Int, Str
 from toolkit.contract import (
     CacheService,
     ComputeService,
@@ -50,12 +50,12 @@ from toolkit.contract import (
     bucket_var,
     data_resource,
 )
-from toolkit.dirstore import DirectoryStore
 from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
-from toolkit.locks import FileLock
+from toolkit.hostops.builds import release_id
 from toolkit.paths import private_dir, write_private
-from toolkit.schema import Field, Int, Str
-from toolkit.supervisor import alive, terminate
+from toolkit.run.locks import FileLock
+from toolkit.stores.dirstore import DirectoryStore
+from toolkit.transport.connection import LocalConnection
 
 PG_SUPERUSER = "lifeboat"
 INTERNAL = {"pg_superuser": "postgres superuser password", "pg_app": "app role password",
@@ -298,7 +298,7 @@ class LocalDatabase(DatabaseService):
 
     @contextmanager
     def snapshot(self):
-        from toolkit.digests import exported_snapshot
+        from toolkit.stores.digests import exported_snapshot
 
         with self.p.pg_connect(self._pg().database, app=True) as conn, exported_snapshot(conn) as held:
             yield held
@@ -321,7 +321,7 @@ class LocalDatabase(DatabaseService):
 
     def wal_source(self):
         from toolkit.contract import Unsupported
-        from toolkit.walarchive import LocalWalSource, basebackup_argv
+        from toolkit.workflows.walarchive import LocalWalSource, basebackup_argv
 
         if not self.p.stack.archives_wal:
             raise Unsupported(f"{self.p.label}: backup: wal: is off")
@@ -342,7 +342,7 @@ class LocalDatabase(DatabaseService):
         return LocalWalSource(self.p.wal_spool(), query=query, base=base)
 
     def table_digests(self, method: str = "auto"):
-        from toolkit.digests import table_digests
+        from toolkit.stores.digests import table_digests
 
         with self.p.pg_connect(self._pg().database, app=True) as conn:
             return table_digests(conn, method)
@@ -974,7 +974,8 @@ class LocalProvider(KindDispatch, Provider):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except FileNotFoundError:
             return None
-        if b"toolkit.supervisor" not in cmdline or not pid_alive(pid):
+        if not (b"toolkit.agents.supervisor" in cmdline or b"toolkit.supervisor" in cmdline) or not pid_alive(pid):
+            # (toolkit.supervisor: started by Lifeboat 0.1 before its modules moved into packages)
             return None
         return pid
 
@@ -995,7 +996,7 @@ class LocalProvider(KindDispatch, Provider):
         fd = os.open(self.state.services / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log = os.fdopen(fd, "ab")
         try:
-            subprocess.Popen([sys.executable, "-m", "toolkit.supervisor", str(spec)], stdin=subprocess.DEVNULL,
+            subprocess.Popen([sys.executable, "-m", "toolkit.agents.supervisor", str(spec)], stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                              cwd=str(self.state.root), umask=0o077)
         finally:
@@ -1015,7 +1016,7 @@ class LocalProvider(KindDispatch, Provider):
 
     def _reap_orphans(self, names: set[str] | None = None) -> None:
         """Stop service processes a dead supervisor left behind (see toolkit.supervisor.reap)."""
-        from toolkit.supervisor import reap
+        from toolkit.agents.supervisor import reap
 
         reap(self.state.services / "status.json", sorted(names) if names is not None else None)
 

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toolkit.config.schema import Field, Int, ListOf, Str
 from toolkit.contract import DnsOnlyProvider, DnsService, Record
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
-from toolkit.schema import Field, Int, ListOf, Str
 
 ALGORITHMS = ["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5"]
 SERVER = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+|[0-9A-Fa-f:]+)(:[0-9]{1,5})?"

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 
+from toolkit.config.schema import Field, Str
 from toolkit.contract import BucketsOnly, ObjectStore, Provider, bucket_var
 from toolkit.errors import BadInput, ProviderUnreachable
-from toolkit.schema import Field, Str
 
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 

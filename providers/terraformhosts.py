@@ -15,8 +15,8 @@ from pathlib import Path
 
 from toolkit.contract import Resource, SecretValue
 from toolkit.errors import ProviderError, ToolkitError
-from toolkit.hosts import HostSpec, SshDirectory
 from toolkit.paths import private_dir, write_private
+from toolkit.transport.hosts import HostSpec, SshDirectory
 
 
 class TerraformHosts:
@@ -62,7 +62,7 @@ class TerraformHosts:
         return SecretValue(value)
 
     def _file_lock(self):
-        from toolkit.locks import FileLock
+        from toolkit.run.locks import FileLock
 
         return FileLock(self.state_root / "lock", self.label, self.stack.name)
 

@@ -36,11 +36,11 @@ from pathlib import Path
 
 from providers.baremetal import BaremetalProvider
 from providers.terraformhosts import TerraformHosts
+from toolkit.config.schema import DictOf, Field, ListOf, Map, Scalar, Str
 from toolkit.contract import ObjectStore, Provider, Resource, SecretStore, SecretValue
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
-from toolkit.hosts import HOST, SSH_SETTINGS, HostSpec
 from toolkit.paths import private_dir, write_private
-from toolkit.schema import DictOf, Field, ListOf, Map, Scalar, Str
+from toolkit.transport.hosts import HOST, SSH_SETTINGS, HostSpec
 
 MODULE_HOST = Map({
     "name": HOST.fields["name"],
@@ -221,7 +221,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
     # ------------------------------------------------------------------ Terraform
     def workspace(self):
-        from toolkit.terraform import Workspace
+        from toolkit.transport.terraform import Workspace
 
         private_dir(self.state_root)
         return Workspace(self.state_root / "terraform", self.module_dir, label=f"{self.label} terraform")
@@ -294,9 +294,9 @@ OUTPUT_TYPES = {"lifeboat_object_store": STORE_TYPES, "lifeboat_dns": DNS_TYPES}
 def target_from_output(provider: TerraformModuleProvider, output: str, found, types: tuple[str, ...]) -> Provider:
     """A one-service target (an object store, a DNS service) made from one of the module's outputs; its
     keys are checked like that type's settings in a stack file, and a problem names the module and the key."""
-    from toolkit import registry
-    from toolkit.model import Target
-    from toolkit.schema import Map, Report, Where
+    from toolkit.config.model import Target
+    from toolkit.config.schema import Map, Report, Where
+    from toolkit.contract import registry
 
     where = f"{provider.module_dir} (output {output})"
     code = f"terraform.bad_{output.removeprefix('lifeboat_')}"
@@ -332,7 +332,7 @@ def module_contract(module: Path) -> list[str]:
     for output, types in OUTPUT_TYPES.items():
         found = re.search(rf'output\s+"{output}"\s*\{{(.*?)\n\}}', text, re.S)
         if found and "jsondecode" not in found.group(1):  # a literal object: its type and keys are checked
-            from toolkit import registry
+            from toolkit.contract import registry
 
             kind = re.search(r'\btype\s*=\s*"([^"]*)"', found.group(1))
             if not kind or kind.group(1) not in types:

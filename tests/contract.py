@@ -234,7 +234,7 @@ class ProviderContract(DnsContract, ObjectStoreContract):
         kind of column, including values equal but written differently, and not the row order."""
         import psycopg
 
-        from toolkit.digests import method_of
+        from toolkit.stores.digests import method_of
 
         db = provider.database()
         url = db.connection_url().reveal_text()

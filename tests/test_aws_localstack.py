@@ -14,9 +14,9 @@ import urllib.request
 import boto3
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
 from toolkit.errors import ProviderError
+from toolkit.run.engine import Engine
 
 from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
 from .contract import ProviderContract

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.contract import Unsupported
-from toolkit.engine import Engine
+from toolkit.run.engine import Engine
 
 from .conftest import run_cli
 
@@ -101,7 +101,7 @@ def test_terraform_state_in_an_s3_backend_on_the_emulator(tmp_path, moto_server,
     """The backend block the provider writes works: Terraform keeps its state in S3 (with a lock file)."""
     import boto3
 
-    from toolkit.terraform import Workspace
+    from toolkit.transport.terraform import Workspace
 
     from .test_terraform import MODULE
 

@@ -9,10 +9,10 @@ import io
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.contract import Resource
-from toolkit.engine import Engine
 from toolkit.errors import BadInput, ProviderUnreachable
+from toolkit.run.engine import Engine
 
 from .azurelab import ACCOUNT, KEY
 from .contract import AWKWARD_KEYS, ObjectStoreContract

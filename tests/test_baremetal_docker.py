@@ -123,8 +123,8 @@ def test_docker_deploy_rolling_update_and_destroy(dock):
     assert lb(dock, "plan", "--on", "colo", "--detailed-exitcode").code == 0
 
     # A write freeze (what migrate does to its source): containers stopped and kept, then started again.
-    from toolkit import stackfile
-    from toolkit.engine import Engine
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
 
     compute = Engine(stackfile.load(dock["stack"])).provider("colo").compute()
     compute.pause(["web", "worker"])

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
 from toolkit.hostops import HostLock
+from toolkit.run.engine import Engine
 
 from .acme import fetch_verified
 from .conftest import CHIRP, baremetal_target, chirp_copy, make_host_roots, run_cli

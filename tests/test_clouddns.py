@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.contract import Record
-from toolkit.engine import Engine
 from toolkit.errors import BadInput, ProviderUnreachable
+from toolkit.run.engine import Engine
 
 from .clouddnslab import FakeDigitalOcean, FakeHetzner
 from .conftest import run_cli, tiny_app

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.connection import ChangedHostKey, LocalConnection, SSHConnection, UnknownHostKey
 from toolkit.errors import CommandFailed, ProviderUnreachable
+from toolkit.transport.connection import ChangedHostKey, LocalConnection, SSHConnection, UnknownHostKey
 
 from .sshd import start_lab
 
@@ -199,7 +199,7 @@ def test_bulk_streams_prefer_a_cheap_key_exchange(lab, monkeypatch):
     OpenSSH 9.x's default sntrup761, 66 ms of client CPU each), and LIFEBOAT_BULK_SSH_KEX overrides that."""
     import subprocess
 
-    from toolkit.connection import BULK_KEX
+    from toolkit.transport.connection import BULK_KEX
 
     def agreed(conn) -> str:
         argv = conn.openssh()

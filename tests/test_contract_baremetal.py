@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import baremetal_target, make_host_roots, tiny_app
 from .contract import ProviderContract
@@ -118,8 +118,8 @@ class TestBaremetalContract(ProviderContract):
         assert fourth.proc.returncode == 0
         # release() ends every writer even when one does not end well (killed here), then raises that one;
         # copy_objects' releasing() lets an error that stopped the work win over a failed release
-        from toolkit.copier import releasing
         from toolkit.errors import ToolkitError, VerificationFailed
+        from toolkit.stores.copier import releasing
 
         store.create_bucket("spare")
         for stopped in (None, VerificationFailed("what stopped the copy")):
@@ -152,8 +152,8 @@ class TestBaremetalContract(ProviderContract):
         import json
         from contextlib import contextmanager
 
-        from toolkit.batchwriter import batch_writer_program
-        from toolkit.dirstore import encode_key
+        from toolkit.agents.batchwriter import batch_writer_program
+        from toolkit.stores.dirstore import encode_key
 
         store = provider.objects()
         bodies = {"batch/empty": b"", "batch/café ☕ with space.txt": "☕".encode() * 999,

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import tiny_app
 from .contract import ProviderContract

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .clouddnslab import FakeHetzner
 from .conftest import make_host_roots, tiny_app
@@ -76,7 +76,7 @@ def test_drill_applies_the_module_again_for_its_scratch_copy(deployed, monkeypat
     (module, hosts' folders, state) while the deployment keeps running."""
     import psycopg
 
-    from toolkit.backup import Backup, Drill
+    from toolkit.workflows.backup import Backup, Drill
 
     engine = Engine(deployed.stack)
     with psycopg.connect(deployed.database().connection_url().reveal_text(), autocommit=True) as conn:

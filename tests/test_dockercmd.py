@@ -1,6 +1,6 @@
 """Docker command builders tested as exact argv."""
 
-from toolkit import dockercmd
+from toolkit.commands import dockercmd
 
 
 def test_run_argv_is_exact():

@@ -8,10 +8,10 @@ import io
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.contract import Resource
-from toolkit.engine import Engine
 from toolkit.errors import BadInput
+from toolkit.run.engine import Engine
 
 from .contract import ObjectStoreContract
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
-from toolkit.supervisor import alive
+from toolkit.agents.supervisor import alive
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import chirp_stack, run_cli
 

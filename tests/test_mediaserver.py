@@ -1,4 +1,4 @@
-"""The media gateway (toolkit/mediaserver.py) as a real process on loopback: what an app writes through it
+"""The media gateway (toolkit/agents/mediaserver.py) as a real process on loopback: what an app writes through it
 is what Lifeboat's directory store reads (same layout, same names, same bytes), a request without the token
 is refused, a body that ends early stores nothing, and chirp's HTTP media backend round-trips through it."""
 
@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 import pytest
 
-from toolkit import dirstore, mediaserver
-from toolkit.dirstore import DirectoryStore
+from toolkit.agents import mediaserver
+from toolkit.stores import dirstore
+from toolkit.stores.dirstore import DirectoryStore
 
 from .awslab import free_port, wait_http
 from .conftest import CHIRP, REPO
@@ -40,7 +41,7 @@ def gateway(tmp_path):
     token.write_bytes(b"s3cr3t-token\n")
     token.chmod(0o600)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "toolkit" / "mediaserver.py"), "--bind", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, str(REPO / "toolkit" / "agents" / "mediaserver.py"), "--bind", "127.0.0.1",
                              "--port", str(port), "--root", str(root), "--token-file", str(token)])
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)

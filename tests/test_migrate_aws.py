@@ -16,8 +16,8 @@ import urllib.request
 import boto3
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import CHIRP, aws_environment, make_host_roots, run_cli
 from .sshd import lab_first_address

@@ -7,8 +7,8 @@ import json
 import shutil
 import urllib.request
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import baremetal_target, chirp_stack, make_host_roots, run_cli, run_cli_stalled
 from .test_migrate_local import objects, rows

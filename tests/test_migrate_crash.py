@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
-from toolkit.migrate import FAULT_POINTS
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
+from toolkit.workflows.migrate import FAULT_POINTS
 
 from .conftest import run_cli, run_cli_stalled, seeded_chirp
 from .test_migrate_local import objects, rows

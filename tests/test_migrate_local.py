@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import run_cli, seeded_chirp
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import run_cli, run_cli_stalled, seeded_chirp
 from .test_migrate_local import objects, rows

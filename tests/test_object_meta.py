@@ -1,4 +1,4 @@
-"""The directory store's meta cache (docs/object-layout.md, toolkit/objmeta.py): kept in each data file's
+"""The directory store's meta cache (docs/object-layout.md, toolkit/stores/objmeta.py): kept in each data file's
 extended attribute (no second file per object), a file of its own under .meta/ where the attribute is
 refused; trusted only while size and mtime match; recomputed where the data lives when an app rewrites or
 replaces a file. Checked on a local DirectoryStore and on a real SSH host (the batch writer and the
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.dirstore import DirectoryStore, encode_key
-from toolkit.objmeta import META_XATTR
+from toolkit.stores.dirstore import DirectoryStore, encode_key
+from toolkit.stores.objmeta import META_XATTR
 
 from .conftest import make_host_roots
 
@@ -41,8 +41,8 @@ def store(request, tmp_path):
     if request.param == "local":
         yield DirectoryStore(tmp_path / "objects"), tmp_path / "objects"
         return
-    from toolkit.connection import SSHConnection
-    from toolkit.sftpstore import RemoteDirectoryStore
+    from toolkit.stores.sftpstore import RemoteDirectoryStore
+    from toolkit.transport.connection import SSHConnection
 
     lab = request.getfixturevalue("ssh_lab")
     roots = make_host_roots()
@@ -176,8 +176,8 @@ def test_many_objects_read_through_one_stream(store, tmp_path):
     """open_many: every object's exact bytes, in order (an SSH host streams them all from one reader on the
     host); a missing one fails when it is reached; leaving early is clean. A copy from an SSH host reads
     its small objects that way, never one stream per object."""
-    from toolkit.copier import copy_objects
     from toolkit.errors import ProviderError
+    from toolkit.stores.copier import copy_objects
 
     store, root = store
     store.create_bucket("media")

@@ -1,6 +1,6 @@
 """The Caddyfile is built as data: exact text for ACME and for a given certificate."""
 
-from toolkit.proxy import ProxyConfig, ProxySite, caddy_argv, caddyfile
+from toolkit.commands.proxy import ProxyConfig, ProxySite, caddy_argv, caddyfile
 
 
 def test_acme_caddyfile():
@@ -45,7 +45,7 @@ def test_certificate_caddyfile_quotes_paths():
 
 
 def test_routes_longest_prefix_first():
-    from toolkit.proxy import ProxyRoute
+    from toolkit.commands.proxy import ProxyRoute
 
     text = caddyfile(ProxyConfig(bind="h", http_port=80, https_port=443, storage="/s", sites=(
         ProxySite("x.example.com", ("h:3000",), "/health", routes=(
@@ -61,7 +61,7 @@ def test_real_caddy_accepts_the_configs(tmp_path):
     import json
     import subprocess
 
-    from toolkit.proxy import ProxyRoute
+    from toolkit.commands.proxy import ProxyRoute
 
     from .conftest import require
 

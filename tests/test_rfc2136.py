@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.contract import Record
-from toolkit.engine import Engine
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
+from toolkit.run.engine import Engine
 
 from .conftest import require, run_cli
 from .contract import DnsContract

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.contract import Resource
-from toolkit.engine import Engine
 from toolkit.errors import BadInput, ProviderUnreachable
+from toolkit.run.engine import Engine
 
 from .conftest import make_host_roots, run_cli
 from .contract import AWKWARD_KEYS, ObjectStoreContract
@@ -102,11 +102,11 @@ def test_a_copy_checks_what_it_read_against_the_digest_recorded_with_the_object(
     import boto3
 
     from providers.aws import SHA_META
-    from toolkit.connection import SSHConnection
-    from toolkit.copier import copy_objects
-    from toolkit.dirstore import DirectoryStore
     from toolkit.errors import VerificationFailed
-    from toolkit.sftpstore import RemoteDirectoryStore
+    from toolkit.stores.copier import copy_objects
+    from toolkit.stores.dirstore import DirectoryStore
+    from toolkit.stores.sftpstore import RemoteDirectoryStore
+    from toolkit.transport.connection import SSHConnection
 
     moto_server.reset()
     src = provider_on(tmp_path, moto_server.url, monkeypatch).objects()
@@ -157,9 +157,9 @@ def test_a_read_cut_short_goes_on_from_where_it_stopped(server, request, tmp_pat
     import boto3
 
     from providers.aws import _ResumingBody
-    from toolkit.copier import copy_objects
-    from toolkit.dirstore import DirectoryStore
     from toolkit.errors import ProviderError
+    from toolkit.stores.copier import copy_objects
+    from toolkit.stores.dirstore import DirectoryStore
 
     from .faultproxy import CuttingProxy
 

@@ -1,4 +1,4 @@
-"""Sealed streams (toolkit/sealed.py): what goes in comes out; any change, cut, extension, move or other key
+"""Sealed streams (toolkit/stores/sealed.py): what goes in comes out; any change, cut, extension, move or other key
 fails to open. Pure: no servers."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from toolkit import sealed
-from toolkit.sealed import CHUNK, Opening, RepositoryKey, Sealing, Tampered, new_params, sealed_size
+from toolkit.stores import sealed
+from toolkit.stores.sealed import CHUNK, Opening, RepositoryKey, Sealing, Tampered, new_params, sealed_size
 
 PARAMS = {**new_params(), "n": 1 << 10}  # cheap derivation for tests
 

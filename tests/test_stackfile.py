@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from toolkit import stackfile
+from toolkit.config import stackfile
 from toolkit.errors import StackFileError
 
 from .conftest import STACKFILES, run_cli

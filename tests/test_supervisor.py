@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from toolkit.supervisor import alive
+from toolkit.agents.supervisor import alive
 
 
 def wait_for(predicate, timeout=15.0):
@@ -37,7 +37,7 @@ def supervised(tmp_path):
                                     "os.system('sleep 300 &'); time.sleep(300)"]
     write([{"name": "a.0", "argv": child, "cwd": str(tmp_path), "env_file": str(env_file),
             "log": str(tmp_path / "a.log")}])
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.supervisor", str(spec)], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.agents.supervisor", str(spec)], start_new_session=True)
     status = tmp_path / "status.json"
 
     def programs():
@@ -85,7 +85,7 @@ def test_missing_binary_is_reported_not_fatal(tmp_path):
     spec = tmp_path / "supervisor.json"
     spec.write_text(json.dumps({"programs": [{"name": "x.0", "argv": ["/no/such/binary"],
                                               "log": str(tmp_path / "x.log")}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.supervisor", str(spec)], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.agents.supervisor", str(spec)], start_new_session=True)
     try:
         wait_for(lambda: "cannot start /no/such/binary" in (tmp_path / "x.log").read_text()
                  if (tmp_path / "x.log").exists() else False)

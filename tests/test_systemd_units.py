@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .awslab import free_port
 from .conftest import run_cli

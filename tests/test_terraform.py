@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.contract import SecretValue
-from toolkit.terraform import TerraformFailed, Workspace, summarise
+from toolkit.transport.terraform import TerraformFailed, Workspace, summarise
 
 MODULE = Path(__file__).resolve().parent / "tfmodule"
 

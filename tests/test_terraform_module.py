@@ -12,8 +12,8 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from toolkit import stackfile
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
 
 from .conftest import REPO, chirp_stack, make_host_roots, run_cli
 from .test_migrate_local import objects, rows

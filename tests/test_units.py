@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import pgcommands, planner
+from toolkit.cli.output import Outcome, envelope
+from toolkit.commands import pgcommands
 from toolkit.contract import Resource, SecretValue
-from toolkit.dirstore import decode_name, encode_key
-from toolkit.output import Outcome, envelope
+from toolkit.plan import planner
+from toolkit.stores.dirstore import decode_name, encode_key
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -134,7 +135,7 @@ def test_packages_per_role():
 def test_digest_method_of_old_and_new_digests():
     """A manifest written before r1 (bare sums) is checked with the text method; sequences do not count."""
     from toolkit.contract import TableDigest
-    from toolkit.digests import digest_sql, method_of
+    from toolkit.stores.digests import digest_sql, method_of
 
     assert method_of({"posts": [3, "-123"], "sequence:posts_id_seq": [0, "3"]}) == "text"
     assert method_of({"posts": [3, "r1:-123"], "sequence:posts_id_seq": [0, "3"]}) == "r1"
@@ -152,7 +153,7 @@ def test_wal_archive_settings_and_segment_arithmetic():
     """What backup: wal: true writes into PostgreSQL's settings, and how segments are ordered and gaps found."""
     from types import SimpleNamespace
 
-    from toolkit import walarchive
+    from toolkit.workflows import walarchive
 
     conf = pgcommands.postgres_conf(port=5432, socket_dir=Path("/run/pg"), wal_spool=Path("/srv/it's here/wal"))
     assert "archive_mode = on" in conf and "archive_timeout = 60" in conf
@@ -180,7 +181,7 @@ def test_a_wal_segment_names_its_cluster_in_its_first_page_header():
     files each archived segment under its own cluster; anything shorter or without the long header is None."""
     import struct
 
-    from toolkit import walarchive
+    from toolkit.workflows import walarchive
 
     head = struct.pack("<HHIQI4xQII", 0xD110, 0x0002 | 0x0004, 1, 0x1000000, 0, 7311543870162657282, 16 << 20, 8192)
     assert len(head) == 40 and walarchive.header_system_id(head[:32]) == "7311543870162657282"
@@ -216,7 +217,7 @@ def test_a_wal_segment_names_its_cluster_in_its_first_page_header():
 ])
 def test_batches_hold_every_object_once_in_order(sizes):
     from toolkit.contract import ObjectInfo
-    from toolkit.copier import BATCH_BYTES, BATCH_COUNT, plan_batches
+    from toolkit.stores.copier import BATCH_BYTES, BATCH_COUNT, plan_batches
 
     objs = [ObjectInfo(f"k{i:05d}", size, None) for i, size in enumerate(sizes)]
     batches = plan_batches(objs)

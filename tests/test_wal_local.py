@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import stackfile
-from toolkit.dirstore import DirectoryStore
-from toolkit.engine import Engine
+from toolkit.config import stackfile
+from toolkit.run.engine import Engine
+from toolkit.stores.dirstore import DirectoryStore
 
 from .conftest import run_cli, tiny_app
 from .test_backup_local import flip

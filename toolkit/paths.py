@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 
 def templates_dir() -> Path:

@@ -1,0 +1,660 @@
+"""Load and validate ``lifeboat.yml`` into a :class:`toolkit.model.Stack`.
+
+Every problem names the file, the line, the key path and what was expected; unknown keys get the
+closest known key. Loading never changes anything on disk or anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from toolkit.config import model
+from toolkit.config.schema import (
+    MISSING,
+    AnyOf,
+    Bool,
+    DictOf,
+    Duration,
+    Field,
+    Int,
+    ListOf,
+    Map,
+    Report,
+    Scalar,
+    Spec,
+    Str,
+    Where,
+    closest,
+    describe,
+    key_line,
+    value_line,
+)
+from toolkit.contract import registry
+from toolkit.errors import Problem, StackFileError
+
+DEFAULT_FILE = "lifeboat.yml"
+STACK_FILE_VERSION = 1
+
+LABEL = r"[a-z][a-z0-9-]{0,62}"
+IDENT = r"[a-z_][a-z0-9_]{0,62}"
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+SECRET_NAME = r"[A-Z][A-Z0-9_]{0,127}"
+DOMAIN = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]"
+EMAIL = r"[^@\s]+@" + DOMAIN
+BUCKET = r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"
+RECORD_NAME = r"@|\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*"
+
+# Names Lifeboat sets in every service's environment; a stack must not set them itself.
+INJECTED_ENV = ("DATABASE_URL", "REDIS_URL", "PORT", "LIFEBOAT_BIND", "LIFEBOAT_STACK", "LIFEBOAT_SERVICE",
+                "LIFEBOAT_REPLICA")
+INJECTED_PREFIX = "BUCKET_"
+
+
+class Command(Spec):
+    """An argv list, or a string split the way a POSIX shell would (no shell runs it)."""
+
+    expected = 'a command: a list of arguments, or a string such as "gunicorn app:app"'
+
+    def check(self, value, where, report):
+        if isinstance(value, str):
+            try:
+                argv = shlex.split(value)
+            except ValueError as exc:
+                report.add(where, f"cannot split the command into arguments ({exc}).",
+                           "use a list of arguments, e.g. [\"python\", \"-m\", \"app\"].")
+                return MISSING
+        elif isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+            argv = [str(v) for v in value]
+        else:
+            report.add(where, f"expected {self.expected}, got {describe(value)}.")
+            return MISSING
+        if not argv:
+            report.add(where, f"expected {self.expected}, got an empty command.")
+            return MISSING
+        return tuple(argv)
+
+
+def _service_checks(svc: dict, where: Where, report: Report, raw: Any) -> None:
+    if (svc["image"] is None) == (svc["build"] is None):
+        report.add(where, 'needs exactly one of "image" (a container image) or "build" (a directory to build from).')
+    if svc["role"] == "web" and svc["port"] is None:
+        report.add(where, 'a web service needs "port": the port the app listens on.')
+    if svc["role"] == "worker" and svc["health"] is not None:
+        report.add(where.child("health", key_line(raw, "health")),
+                   "a worker serves no HTTP, so it has no health check path.",
+                   "remove health, or make the service role: web.")
+    for name in svc["env"]:
+        if name in INJECTED_ENV or name.startswith(INJECTED_PREFIX):
+            env_raw = raw.get("env")
+            report.add(where.child("env", value_line(raw, "env")).child(name, key_line(env_raw, name)),
+                       "is set by Lifeboat for every service and cannot be set here.",
+                       "read it in the app instead; see README 'What a service is given'.")
+
+
+SERVICE = Map(
+    {
+        "role": Field(Str(choices=["web", "worker"]), required=True),
+        "image": Field(Str(expected="a container image reference")),
+        "build": Field(Str(expected="a directory relative to the stack file")),
+        "command": Field(Command(), required=True),
+        "port": Field(Int(min=1, max=65535, expected="a TCP port from 1 to 65535")),
+        "env": Field(DictOf(Scalar(), name=Str(pattern=ENV_NAME, expected="an environment variable name")),
+                     default=dict),
+        "replicas": Field(Int(min=1, max=100), default=1),
+        "health": Field(Str(pattern=r"/[^\s]*", expected='an HTTP path starting with "/"')),
+        "path": Field(Str(pattern=r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", expected='a URL path prefix such as '
+                                                                        '"/api/v1/streaming"'),
+                      doc="web: the proxy sends requests under this prefix to this service"),
+        "secrets": Field(ListOf(Str(pattern=SECRET_NAME, expected="a secret name"), unique=True), default=list),
+    },
+    expected="a service (role, command, image or build, ...)",
+    validate=_service_checks,
+)
+
+
+def _postgres_default_user(pg: dict, where: Where, report: Report, raw: Any) -> None:
+    if pg["user"] is None:
+        pg["user"] = pg["database"]
+
+
+POSTGRES = Map(
+    {
+        "version": Field(Int(min=12, max=18, expected="a PostgreSQL major version from 12 to 18"), required=True),
+        "database": Field(Str(pattern=IDENT, expected="a database name (lowercase letters, digits, _)"),
+                          required=True),
+        "user": Field(Str(pattern=IDENT, expected="a role name (lowercase letters, digits, _)")),
+        "extensions": Field(ListOf(Str(pattern=IDENT, expected="an extension name"), unique=True), default=list),
+    },
+    validate=_postgres_default_user,
+)
+
+REDIS = Map(
+    {
+        "version": Field(Int(min=5, max=8, expected="a Redis major version from 5 to 8")),
+        "disposable": Field(Bool(), default=False, doc="true: the cache is not carried over on migrate"),
+    }
+)
+
+BUCKET_SETTINGS = Map({"public": Field(Bool(), default=False), "versioned": Field(Bool(), default=False)})
+BUCKET_SPEC = AnyOf((lambda v: v is None, Map({})), (lambda v: isinstance(v, dict), BUCKET_SETTINGS),
+                    expected="a mapping of bucket settings (public, versioned) or nothing")
+
+
+def _tls_checks(tls: dict, where: Where, report: Report, raw: Any) -> None:
+    acme = tls["acme_email"] is not None
+    cert = tls["certificate_secret"] is not None
+    if acme == cert:
+        report.add(where, 'needs exactly one of "acme_email" (certificates from ACME) or "certificate_secret" '
+                          '(a certificate you provide, with "key_secret").')
+    if cert and tls["key_secret"] is None:
+        report.add(where, '"certificate_secret" needs "key_secret", the secret holding the private key.')
+
+
+TLS = Map(
+    {
+        "acme_email": Field(Str(pattern=EMAIL, expected="an e-mail address for the ACME account")),
+        "certificate_secret": Field(Str(pattern=SECRET_NAME, expected="a secret name")),
+        "key_secret": Field(Str(pattern=SECRET_NAME, expected="a secret name")),
+    },
+    validate=_tls_checks,
+)
+
+
+def _secret_checks(ref: dict, where: Where, report: Report, raw: Any) -> None:
+    source = ref["from"]
+    if source == "file" and ref["path"] is None:
+        report.add(where, 'a secret "from: file" needs "path", the file holding the value.')
+    if source != "file" and ref["path"] is not None:
+        report.add(where.child("path", key_line(raw, "path")), f'"path" only applies to "from: file", not "{source}".')
+    if source != "env" and ref["var"] is not None:
+        report.add(where.child("var", key_line(raw, "var")), f'"var" only applies to "from: env", not "{source}".')
+
+
+SECRET = Map(
+    {
+        "from": Field(Str(choices=["env", "file", "store", "generate"]), required=True),
+        "var": Field(Str(pattern=ENV_NAME, expected="an environment variable name")),
+        "path": Field(Str(expected="a file path")),
+        "length": Field(Int(min=16, max=256), default=32),
+    },
+    forbidden={
+        "value": "secret values never live in the stack file; say where the value comes from instead "
+                 "(from: env, file, store or generate).",
+    },
+    validate=_secret_checks,
+)
+
+
+class TargetSpec(Spec):
+    """A ``providers:`` entry: ``type`` picks the provider, whose own settings spec checks the rest."""
+
+    expected = "a provider target (type and its settings)"
+
+    def check(self, value, where, report):
+        if not isinstance(value, dict):
+            report.add(where, f"expected {self.expected}, got {describe(value)}.")
+            return MISSING
+        if "type" not in value:
+            report.add(where, f'missing required key "type" (one of {", ".join(registry.names())}).')
+            return MISSING
+        kind = value["type"]
+        if not isinstance(kind, str) or not registry.known(kind):
+            names = registry.names()
+            near = closest(str(kind), names) if isinstance(kind, str) else None
+            hint = f'did you mean "{near}"?' if near else "`lifeboat providers` lists them."
+            report.add(where.child("type", value_line(value, "type")),
+                       f"expected a provider type, one of {', '.join(names)}; got {describe(kind)}.", hint)
+            return MISSING
+        try:
+            settings = registry.settings_spec(kind)
+        except Exception as exc:  # a broken third-party provider must not crash validation
+            report.add(where.child("type", value_line(value, "type")),
+                       f'provider type "{kind}" could not be loaded ({exc}).')
+            return MISSING
+        fields = {"type": Field(Str(), required=True), **settings}
+        checked = Map(fields, expected=self.expected, validate=registry.settings_check(kind)).check(value, where, report)
+        return checked
+
+
+DNS_RECORD = Map(
+    {
+        "name": Field(Str(pattern=RECORD_NAME, expected='a record name relative to the zone ("@", "www", ...)'),
+                      required=True),
+        "type": Field(Str(choices=["A", "AAAA", "CNAME", "TXT", "MX", "CAA"]), required=True),
+        "ttl": Field(Int(min=1, max=604800, expected="a TTL in seconds from 1 to 604800")),
+        "values": Field(ListOf(Str(expected="a record value"), min_items=1, allow_scalar=True)),
+        "target": Field(Str(choices=["web", "worker"], expected='a service role whose addresses are used ("web")')),
+    }
+)
+
+
+def _record_checks(dns: dict, where: Where, report: Report, raw: Any) -> None:
+    seen = {}
+    raw_records = raw.get("records") or []
+    for index, record in enumerate(dns["records"]):
+        rwhere = Where(f"{where.path}.records[{index}]", _item_line(raw_records, index))
+        if (record["values"] is None) == (record["target"] is None):
+            report.add(rwhere, 'needs exactly one of "values" (fixed values) or "target" (a service role).')
+        if record["target"] is not None and record["type"] not in ("A", "AAAA"):
+            report.add(rwhere, f'"target" fills in host addresses, so the type must be A or AAAA, not {record["type"]}.')
+        key = (record["name"], record["type"])
+        if key in seen:
+            report.add(rwhere, f'record {record["name"]} {record["type"]} is already defined at records[{seen[key]}].',
+                       "list several values under one record instead.")
+        seen.setdefault(key, index)
+
+
+def _item_line(seq: Any, index: int) -> int | None:
+    try:
+        return seq.lc.item(index)[0] + 1
+    except Exception:
+        return None
+
+
+DNS = Map(
+    {
+        "provider": Field(Str(pattern=LABEL, expected="the name of a target under providers:"), required=True),
+        "zone": Field(Str(pattern=DOMAIN, expected="a DNS zone such as example.com"), required=True),
+        "ttl": Field(Int(min=1, max=604800, expected="a TTL in seconds from 1 to 604800"), default=300),
+        "cutover_ttl": Field(Int(min=1, max=86400, expected="a TTL in seconds from 1 to 86400"), default=60,
+                             doc="a migration lowers the records to this TTL first and switches them with it"),
+        "records": Field(ListOf(DNS_RECORD), default=list),
+    },
+    validate=_record_checks,
+)
+
+BACKUP = Map(
+    {
+        "to": Field(Str(pattern=LABEL, expected="the name of a target under providers:"), required=True),
+        "every": Field(Duration(min_seconds=60), default=3600),
+        "keep": Field(Int(min=1, max=10000), default=24),
+        "encrypt_with": Field(Str(pattern=SECRET_NAME, expected="a secret name (the key you hold)")),
+        "bucket": Field(Str(pattern=BUCKET, expected="a bucket name (3-63 lowercase letters, digits, -)"),
+                        doc="the bucket of the backup target's object store that holds the backups"),
+        "wal": Field(Bool(), default=False,
+                     doc="also archive PostgreSQL's write-ahead log where Lifeboat runs PostgreSQL (a base backup "
+                         "with each backup, segments shipped by `lifeboat backup --wal-only`): a failover replays "
+                         "it, so the data lost is minutes, not the time since the last backup"),
+    }
+)
+
+
+def _stack_checks(top: dict, where: Where, report: Report, raw: Any) -> None:
+    def at(*keys: Any) -> Where:
+        node, w = raw, Where("", None)
+        for k in keys:
+            line = key_line(node, k) if isinstance(node, dict) else _item_line(node, k)
+            w = w.child(k, line)
+            node = node[k]
+        return w
+
+    if top["version"] != STACK_FILE_VERSION:
+        report.add(at("version"), f"this Lifeboat reads stack files of version {STACK_FILE_VERSION}, "
+                                  f"got {top['version']}.", "upgrade Lifeboat, or write the file for version 1.")
+    declared = top["secrets"]
+    for sname, svc in top["services"].items():
+        for index, secret in enumerate(svc["secrets"]):
+            if secret not in declared:
+                near = closest(secret, list(declared))
+                report.add(at("services", sname, "secrets", index), f'secret "{secret}" is not declared under secrets:.',
+                           f'did you mean "{near}"?' if near else "declare it under secrets: with where its value comes from.")
+    tls = top["tls"]
+    if tls:
+        for key in ("certificate_secret", "key_secret"):
+            if tls[key] and tls[key] not in declared:
+                report.add(at("tls", key), f'secret "{tls[key]}" is not declared under secrets:.')
+    targets = top["providers"]
+    dns = top["dns"]
+    if dns:
+        if dns["provider"] not in targets:
+            near = closest(dns["provider"], list(targets))
+            report.add(at("dns", "provider"), f'"{dns["provider"]}" is not a target under providers:.',
+                       f'did you mean "{near}"?' if near else f"targets: {', '.join(targets) or 'none'}.")
+        else:
+            kind = targets[dns["provider"]]["type"]
+            if "dns" not in registry.services_of(kind):
+                report.add(at("dns", "provider"), f'target "{dns["provider"]}" (type {kind}) offers no DNS service.',
+                           "`lifeboat providers` shows which types offer dns.")
+        domain, zone = top["domain"], dns["zone"]
+        if domain != zone and not domain.endswith("." + zone):
+            report.add(at("dns", "zone"), f'the stack\'s domain "{domain}" is not inside the zone "{zone}".')
+        roles = {svc["role"] for svc in top["services"].values()}
+        for index, record in enumerate(dns["records"]):
+            if record["target"] and record["target"] not in roles:
+                report.add(at("dns", "records", index, "target"),
+                           f'no service has role "{record["target"]}".')
+    backup = top["backup"]
+    if backup:
+        if backup["to"] not in targets:
+            near = closest(backup["to"], list(targets))
+            report.add(at("backup", "to"), f'"{backup["to"]}" is not a target under providers:.',
+                       f'did you mean "{near}"?' if near else None)
+        elif "objects" not in registry.services_of(targets[backup["to"]]["type"]):
+            report.add(at("backup", "to"), f'target "{backup["to"]}" (type {targets[backup["to"]]["type"]}) offers no '
+                       "object store to keep backups in.", "`lifeboat providers` shows which types offer objects.")
+        key = backup["encrypt_with"]
+        if key and key not in declared:
+            report.add(at("backup", "encrypt_with"), f'secret "{key}" is not declared under secrets:.')
+        elif key and isinstance(declared[key], dict) and declared[key]["from"] not in ("env", "file"):
+            report.add(at("backup", "encrypt_with"), f'the backup key "{key}" comes from {declared[key]["from"]}: a '
+                       "provider would hold it, next to the backups.",
+                       "give it from: env or from: file, so only the operator holds it.")
+        if backup["bucket"] and backup["bucket"] in top["buckets"]:
+            report.add(at("backup", "bucket"), f'"{backup["bucket"]}" is one of the stack\'s own buckets.',
+                       "backups need a bucket of their own.")
+
+
+STACK = Map(
+    {
+        "version": Field(Int(min=1, expected="the stack file version (1)"), default=STACK_FILE_VERSION),
+        "name": Field(Str(pattern=r"[a-z][a-z0-9-]{0,39}", expected="a stack name (lowercase letters, digits, -; "
+                                                                     "at most 40)"), required=True),
+        "domain": Field(Str(pattern=DOMAIN, expected="a domain name such as social.example.com"), required=True),
+        "services": Field(DictOf(SERVICE, name=Str(pattern=LABEL, expected="a service name (lowercase letters, "
+                                                                             "digits, -)"), min_items=1),
+                          required=True),
+        "postgres": Field(POSTGRES),
+        "redis": Field(AnyOf((lambda v: v is None, Map({})), (lambda v: isinstance(v, dict), REDIS),
+                             expected="Redis settings (version, disposable) or nothing")),
+        "buckets": Field(DictOf(BUCKET_SPEC, name=Str(pattern=BUCKET, expected="a bucket name (3-63 lowercase "
+                                                                               "letters, digits, -)")), default=dict),
+        "tls": Field(TLS),
+        "secrets": Field(DictOf(SECRET, name=Str(pattern=SECRET_NAME, expected="a secret name (UPPER_CASE)")),
+                         default=dict),
+        "providers": Field(DictOf(TargetSpec(), name=Str(pattern=LABEL, expected="a target name (lowercase "
+                                                                                 "letters, digits, -)"), min_items=1),
+                           required=True),
+        "dns": Field(DNS),
+        "backup": Field(BACKUP),
+    },
+    expected="a stack (name, domain, services, providers, ...)",
+    validate=_stack_checks,
+)
+
+
+def resolve_path(config: str | os.PathLike | None) -> Path:
+    """The stack file to use: --config, then $LIFEBOAT_CONFIG, then ./lifeboat.yml."""
+    chosen = config or os.environ.get("LIFEBOAT_CONFIG") or DEFAULT_FILE
+    return Path(chosen)
+
+
+MAX_FILE_BYTES = 4 << 20  # a stack file is a few kilobytes; anything this large is a mistake
+MAX_DEPTH = 64  # nesting of mappings and lists (a stack needs about 6)
+MAX_DIGITS = 100  # digits of a plain number (every number a stack holds is bounded far below)
+MAX_NODES = 200_000  # values after anchors and aliases are followed (no "billion laughs")
+
+
+def _refuse(shown: str, code: str, message: str, hint: str | None = None, line: int | None = None):
+    return StackFileError(shown, [Problem(code, message, hint, file=shown, line=line)])
+
+
+def _read(path: Path, shown: str) -> bytes:
+    """The file's bytes; anything but a readable regular file of sane size refused at once (a FIFO or a
+    device is opened without waiting for a writer, then refused)."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a folder on the way is a file
+        raise _refuse(shown, "stack.missing", f"{shown}: no stack file here.",
+                      "run `lifeboat init` to write an annotated example, or pass --config FILE.") from None
+    except IsADirectoryError:
+        raise _refuse(shown, "stack.missing", f"{shown}: is a directory, not a stack file.",
+                      f"pass the file inside it: --config {shown.rstrip('/')}/{DEFAULT_FILE}.") from None
+    except PermissionError:
+        raise _refuse(shown, "stack.unreadable", f"{shown}: cannot be read (permission denied).") from None
+    except OSError as exc:
+        raise _refuse(shown, "stack.unreadable", f"{shown}: cannot be opened ({exc.strerror}).") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise _refuse(shown, "stack.missing", f"{shown}: is a directory, not a stack file.",
+                          f"pass the file inside it: --config {shown.rstrip('/')}/{DEFAULT_FILE}.")
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise _refuse(shown, "stack.not_a_file", f"{shown}: is {kind}, not a stack file; it was not read.",
+                      "pass a regular file (a process substitution or a pipe cannot be read twice).")
+    with os.fdopen(fd, "rb") as handle:
+        os.set_blocking(fd, True)
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise _refuse(shown, "stack.unreadable", f"{shown}: cannot be read ({exc.strerror}).") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise _refuse(shown, "stack.too_large", f"{shown}: is larger than {MAX_FILE_BYTES >> 20} MiB; a stack file "
+                      "is a few kilobytes.", "check that --config names the stack file.")
+    return data
+
+
+def load(path: str | os.PathLike) -> model.Stack:
+    """Read, parse and validate a stack file; raise :class:`StackFileError` listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    data = _read(path, shown)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise StackFileError(shown, [Problem("stack.encoding", f"{shown}:{line}: the file is not valid UTF-8 "
+                                             f"(byte {exc.start}).", file=shown, line=line)]) from None
+    raw = parse_yaml(text, shown)
+    report = Report(shown)
+    if raw is None:
+        report.add(Where("", 1), "the file is empty; expected a stack (name, domain, services, providers, ...).",
+                   "run `lifeboat init` to see an annotated example.")
+        raise StackFileError(shown, report.problems)
+    checked = STACK.check(raw, Where("", 1), report)
+    if checked is not MISSING:
+        _check_paths(checked, path.resolve().parent, raw, report)
+    if report.problems or checked is MISSING:
+        raise StackFileError(shown, report.problems)
+    return build(checked, path.resolve(), raw)
+
+
+def _check_paths(top: dict, root: Path, raw: Any, report: Report) -> None:
+    """Directories and files the stack names must exist (read-only checks)."""
+    services_raw = raw.get("services")
+    for name, svc in top["services"].items():
+        if svc["build"] and not (root / svc["build"]).is_dir():
+            svc_raw = services_raw[name]
+            report.add(Where(f"services.{name}.build", value_line(svc_raw, "build")),
+                       f'"{svc["build"]}" is not a directory (relative to {root}).',
+                       "build: names the directory holding the app's source.")
+
+
+def parse_yaml(text: str, shown: str) -> Any:
+    """The document, or StackFileError naming the line: YAML errors, characters YAML does not allow,
+    nesting deeper than MAX_DEPTH, numbers longer than MAX_DIGITS, more than MAX_NODES values once aliases
+    are followed. Nothing here recurses on the input before those limits are checked."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.reader import ReaderError
+
+    def line_of(position: int) -> int:
+        return text.count("\n", 0, max(0, position)) + 1
+
+    deep = _flow_too_deep(text)
+    if deep is not None:  # the parser's scanner reads a whole flow collection ahead: slow on thousands of [
+        raise _too_deep(shown, deep)
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        loaded = yaml.load(text)
+    except ReaderError as exc:  # a character YAML does not allow (control characters, a lone surrogate)
+        line = line_of(exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise _refuse(shown, "stack.yaml", f"{shown}:{line}: this is not valid YAML: the character U+{code:04X} "
+                      "is not allowed in a YAML file.", "remove it (control characters cannot be written in "
+                      "YAML, not even in quotes; write them as an escape such as \\t inside double quotes).",
+                      line) from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = (exc.problem or "").strip() or "invalid YAML"
+        if "duplicate key" in what:
+            found = re.search(r'found duplicate key "([^"]*)"', str(exc))
+            key = found.group(1) if found else None
+            message = f'{shown}:{line}: key "{key}" appears twice in the same mapping.' if key else \
+                f"{shown}:{line}: a key appears twice in the same mapping."
+            problem = Problem("stack.duplicate_key", message, "keep one of them.", file=shown, line=line, key=key)
+        else:
+            context = f" ({exc.context.strip()})" if exc.context else ""
+            problem = Problem("stack.yaml", f"{shown}:{line}: this is not valid YAML: {what}{context}.",
+                              "check indentation and quoting on that line and the one before.", file=shown,
+                              line=line)
+        raise StackFileError(shown, [problem]) from None
+    except YAMLError as exc:
+        raise _refuse(shown, "stack.yaml", f"{shown}: this is not valid YAML: {exc}.") from None
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:  # nesting, a number too long, ...
+        _check_shape(text, shown)  # raises naming the line where it finds the cause
+        raise _refuse(shown, "stack.yaml", f"{shown}: this YAML cannot be read ({type(exc).__name__}: "
+                      f"{str(exc)[:200]}).") from None
+    try:
+        _count_nodes(loaded, shown)
+    except StackFileError:
+        _check_shape(text, shown)  # too deep as written: say where
+        raise
+    return loaded
+
+
+def _too_deep(shown: str, line: int) -> StackFileError:
+    return _refuse(shown, "stack.too_deep", f"{shown}:{line}: mappings and lists are nested more than {MAX_DEPTH} "
+                   "levels deep here; a stack file needs a handful.",
+                   "check the indentation or the brackets on that line.", line)
+
+
+PLAIN_NUMBER = re.compile(r"[-+]?(0[xob])?[0-9a-fA-F_.:]+([eE][-+]?[0-9]+)?")
+
+
+def _check_shape(text: str, shown: str) -> None:
+    """After a load that failed or came out too deep: one pass over the parser's events (a state machine,
+    no recursion, whatever the nesting) to name the line where nesting passes MAX_DEPTH or a plain number
+    is longer than MAX_DIGITS. Returns when it finds neither."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent, ScalarEvent
+
+    try:
+        events = list(YAML(typ="rt").parse(text))
+    except YAMLError:
+        return
+    depth = 0
+    for event in events:
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(shown, event.start_mark.line + 1)
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+        elif (isinstance(event, ScalarEvent) and not event.style and len(event.value) > MAX_DIGITS
+              and PLAIN_NUMBER.fullmatch(event.value)):
+            line = event.start_mark.line + 1
+            raise _refuse(shown, "stack.number_too_long", f"{shown}:{line}: a number of {len(event.value)} "
+                          f"characters; no setting takes more than {MAX_DIGITS} digits.",
+                          "quote it if it is meant as text.", line)
+
+
+def _flow_too_deep(text: str) -> int | None:
+    """The line where brackets ([ and {, outside quotes and comments) open more than MAX_DEPTH levels, or
+    None. A quick look only: what it misses, the parser's events still catch."""
+    depth, line, quote, previous = 0, 1, None, "\n"
+    for char in text:
+        if char == "\n":
+            line += 1
+        if quote is not None:
+            if char == quote:
+                quote = None
+        elif char == "#" and previous in " \t\n":
+            quote = "\n"  # a comment runs to the end of the line
+        elif char in "'\"" and previous in " \t\n[{,:":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line
+        elif char in "]}" and depth:
+            depth -= 1
+        previous = char
+    return None
+
+
+def _count_nodes(document: Any, shown: str) -> None:
+    """Refuse a document that anchors and aliases make huge, deep or circular once followed (each node
+    counted once per place it appears). The parsed nesting is bounded already, and each alias only adds a
+    node already measured, so this walk stays within that bound too."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values, depth)
+    open_now: set[int] = set()
+
+    def measure(node: Any) -> tuple[int, int]:
+        if not isinstance(node, dict | list):
+            return 1, 0
+        known = measured.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_now:
+            raise _refuse(shown, "stack.circular", f"{shown}: an alias (*name) refers to a mapping or list that "
+                          "holds it; a stack cannot be circular.", "copy the values instead of the alias.")
+        open_now.add(id(node))
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        values, depth = 1, 0
+        for child in children:
+            v, d = measure(child)
+            values, depth = values + v, max(depth, d + 1)
+            if values > MAX_NODES or depth > MAX_DEPTH:
+                raise _refuse(shown, "stack.too_large", f"{shown}: once its aliases (*name) are followed it holds "
+                              f"more than {MAX_NODES} values or nests more than {MAX_DEPTH} levels.",
+                              "use fewer aliases of large anchors.")
+        open_now.discard(id(node))
+        measured[id(node)] = (values, depth)
+        return values, depth
+
+    measure(document)
+
+
+def build(top: dict, path: Path, raw: Any) -> model.Stack:
+    root = path.parent
+    services = {
+        name: model.Service(
+            name=name, role=s["role"], command=s["command"], image=s["image"],
+            build=(root / s["build"]).resolve() if s["build"] else None, port=s["port"], env=dict(s["env"]),
+            replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]), path=s["path"],
+        )
+        for name, s in top["services"].items()
+    }
+    pg = top["postgres"]
+    postgres = model.Postgres(pg["version"], pg["database"], pg["user"], tuple(pg["extensions"])) if pg else None
+    redis = None
+    if "redis" in raw:
+        rd = top["redis"] or {}
+        redis = model.Redis(rd.get("version"), rd.get("disposable", False))
+    buckets = {n: model.Bucket(n, b.get("public", False), b.get("versioned", False))
+               for n, b in top["buckets"].items()}
+    tls = model.Tls(**top["tls"]) if top["tls"] else None
+    secrets = {
+        n: model.SecretRef(n, s["from"], var=(s["var"] or n) if s["from"] == "env" else None,
+                           path=(root / s["path"]).resolve() if s["path"] else None, length=s["length"])
+        for n, s in top["secrets"].items()
+    }
+    raw_targets = raw.get("providers")
+    targets = {
+        n: model.Target(n, t["type"], {k: v for k, v in t.items() if k != "type"}, key_line(raw_targets, n))
+        for n, t in top["providers"].items()
+    }
+    dns = None
+    if top["dns"]:
+        d = top["dns"]
+        records = tuple(
+            model.DnsRecord(r["name"], r["type"], r["ttl"] or d["ttl"], tuple(r["values"] or ()), r["target"])
+            for r in d["records"]
+        )
+        dns = model.Dns(d["provider"], d["zone"], d["ttl"], records, d["cutover_ttl"])
+    backup = model.Backup(**top["backup"]) if top["backup"] else None
+    return model.Stack(
+        name=top["name"], domain=top["domain"], path=path, services=services, postgres=postgres, redis=redis,
+        buckets=buckets, tls=tls, secrets=secrets, targets=targets, dns=dns, backup=backup,
+    )
