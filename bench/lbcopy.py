@@ -25,7 +25,8 @@ def store(spec: dict):
                              known_hosts=spec["known_hosts"])
         return RemoteDirectoryStore(conn, spec["root"])
     if kind == "s3":
-        from providers.aws import AwsApi, S3Store
+        from providers.aws.api import AwsApi
+        from toolkit.stores.s3 import S3Store
 
         api = AwsApi({"endpoint_url": spec["endpoint"], "region": "us-east-1"}, "bench")
         return S3Store(api, {"media": spec["bucket"]})

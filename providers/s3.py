@@ -2,7 +2,7 @@
 Hetzner Object Storage, Backblaze B2, Cloudflare R2, Wasabi, MinIO, Ceph. It keeps backups off-host
 (``backup: to:``) and holds buckets; it runs nothing, so ``up``/``plan`` refuse it like a DNS-only target.
 
-The store is the aws provider's S3 store (toolkit's ObjectStore over boto3: SHA-256 sent with every
+The store is toolkit/stores/s3.py's S3Store, as the aws provider's (an ObjectStore over boto3: SHA-256 sent with every
 request for the service to check, recorded with the object, multipart above 64 MiB) pointed at the
 endpoint, with path-style addressing and the credentials taken from the two environment variables the
 target names (never from the stack file, never on a command line).
@@ -54,7 +54,7 @@ class S3CompatibleApi:
         if self._client is None:
             import boto3
 
-            from providers.aws import botocore_session, client_config, unsigned_payload_when_checksummed
+            from toolkit.stores.s3 import botocore_session, client_config, unsigned_payload_when_checksummed
 
             key, secret = self.credentials()
             session = boto3.session.Session(botocore_session=botocore_session())
@@ -89,7 +89,7 @@ class S3CompatibleProvider(BucketsOnly, Provider):
         self.api = S3CompatibleApi(self.settings, self.label)
 
     def objects(self) -> ObjectStore:
-        from providers.aws import S3Store
+        from toolkit.stores.s3 import S3Store
 
         return S3Store(self.api, self.names())
 

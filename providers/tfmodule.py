@@ -34,8 +34,8 @@ import re
 import shutil
 from pathlib import Path
 
-from providers.baremetal import BaremetalProvider
-from providers.terraformhosts import TerraformHosts
+from providers.common.hosts import HOST_FEATURES, HOST_SETTINGS, HostsProvider
+from providers.common.terraform import TerraformHosts
 from toolkit.config.schema import DictOf, Field, ListOf, Map, Scalar, Str
 from toolkit.contract import ObjectStore, Provider, Resource, SecretStore, SecretValue
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
@@ -49,11 +49,11 @@ MODULE_HOST = Map({
 })
 
 
-class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
+class TerraformModuleProvider(TerraformHosts, HostsProvider):
     TYPE = "terraform"
     DESCRIPTION = "your own Terraform module makes the machines (any cloud); Lifeboat runs the stack on them over SSH"
-    SERVICES = BaremetalProvider.SERVICES | {"dns"}  # dns: where the module has a lifeboat_dns output
-    FEATURES = {**BaremetalProvider.FEATURES, "terraform": True}
+    SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets", "dns"})  # dns: where the module has a lifeboat_dns output
+    FEATURES = {**HOST_FEATURES, "terraform": True}
     SETTINGS = {
         "module": Field(Str(expected="a directory holding the module's .tf files (relative to the stack file)"),
                         required=True),
@@ -70,22 +70,18 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
                      doc="log in with this key (one the module authorises); default a key Lifeboat makes, "
                          "given to the module as lifeboat_ssh_public_key"),
         **{k: v for k, v in SSH_SETTINGS.items() if k != "hosts"},
-        **{k: v for k, v in BaremetalProvider.SETTINGS.items()
+        **{k: v for k, v in HOST_SETTINGS.items()
            if k in ("postgres_port", "redis_port", "media_port", "account", "app_account", "runtime",
                     "process_manager", "docker", "proxy")},
     }
 
     def __init__(self, stack, target):
-        Provider.__init__(self, stack, target)
+        super().__init__(stack, target)
         configured = self.settings.get("state_dir")
         self.state_root = ((stack.root / configured) if configured else stack.root / ".lifeboat" / target.name).resolve()
         self.module_dir = (stack.root / os.path.expanduser(self.settings["module"])).resolve()
         self.infra_label = self.module_dir.name
         self.prefix = re.sub(r"[^a-z0-9-]", "-", f"{stack.name}-{target.name}".lower())[:40].strip("-")
-        self.parallel = self.settings.get("parallel", True)
-        self.runtime_kind = self.settings.get("runtime") or "process"
-        self._facts = {}
-        self._app_python: dict[str, str] = {}  # as BaremetalProvider.__init__, which this does not call
         self._outputs: dict | None = None
         self._store: Provider | None = None
         self._dns: Provider | None = None
@@ -132,7 +128,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         whatever hosts that gives, everything apart as on bare metal: each root suffixed ``-<name>``, every
         port moved up (a module that hands out the same hosts, as the tests' does, gets a copy beside the
         deployment)."""
-        settings = BaremetalProvider.scratch_settings(self, name)
+        settings = HostsProvider.scratch_settings(self, name)
         return {**settings, "state_dir": f"{self.state_root}-{name}"}
 
     def media_on_hosts(self) -> bool:
@@ -167,12 +163,12 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
     def objects(self) -> ObjectStore:
         if self.media_on_hosts() or not self.stack.buckets:
-            return BaremetalProvider.objects(self)
+            return HostsProvider.objects(self)
         return self.module_store().objects()
 
     def remote_bucket_env(self, *, create: bool = True) -> dict[str, str]:
         if self.media_on_hosts() or not self.stack.buckets:
-            return BaremetalProvider.remote_bucket_env(self, create=create)
+            return HostsProvider.remote_bucket_env(self, create=create)
         if not create and not self.outputs().get("lifeboat_object_store"):
             return {}  # a plan before the module is applied: known once it is
         store = self.module_store()
@@ -183,7 +179,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
     def _apply_bucket(self, before, after) -> None:
         if self.media_on_hosts():
-            return BaremetalProvider._apply_bucket(self, before, after)
+            return HostsProvider._apply_bucket(self, before, after)
         store = self.module_store()
         store.objects().create_bucket(after.name)
         state = self.state()
@@ -192,7 +188,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
     def _delete_bucket(self, resource) -> None:
         if self.media_on_hosts():
-            return BaremetalProvider._delete_bucket(self, resource)
+            return HostsProvider._delete_bucket(self, resource)
         if self.outputs().get("lifeboat_object_store"):
             self.module_store().objects().remove_bucket(resource.name)
         state = self.state()
@@ -201,7 +197,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
 
     # ------------------------------------------------------------------ Lifeboat's login key (0700 state)
     def login_key(self) -> str:
-        from providers.aws import _ed25519_pair
+        from toolkit.transport.hosts import ed25519_pair
 
         if self.settings.get("key"):
             path = Path(self.spec(self.specs[0].name).key)
@@ -211,7 +207,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         if not path.exists():
             private_dir(path.parent)
             os.chmod(self.state_root, 0o700)
-            private, public = _ed25519_pair(f"lifeboat@{self.prefix}")
+            private, public = ed25519_pair(f"lifeboat@{self.prefix}")
             write_private(path, private)
             write_private(path.with_suffix(".pub"), public.encode())
         return path.with_suffix(".pub").read_text().strip()
@@ -241,7 +237,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
             self.placement(svc)
         facts = {"module": str(self.module_dir), "state_dir": str(self.state_root)}
         if self.outputs():
-            facts["hosts"] = BaremetalProvider.check(self).get("hosts")
+            facts["hosts"] = HostsProvider.check(self).get("hosts")
             if not self.media_on_hosts() and self.stack.buckets:
                 facts["object_store"] = {"type": self.module_store().TYPE, **self.module_store().check()}
         return facts
@@ -253,14 +249,14 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
             out.extend(Resource("infra", r["address"], {}, {"id": r["id"]}) for r in ws.resources())
         if out:
             self.outputs()
-            out.extend(BaremetalProvider.observe(self))
+            out.extend(HostsProvider.observe(self))
         return out
 
     def desired(self, resources, secrets=None):
         ws = self.workspace()
         ws.prepare({}, self.terraform_variables())
         out = self._planned_infra(ws.plan())
-        out.extend(BaremetalProvider.desired(self, resources, secrets))
+        out.extend(HostsProvider.desired(self, resources, secrets))
         return out
 
     def hosts_made(self) -> bool:
@@ -277,7 +273,7 @@ class TerraformModuleProvider(TerraformHosts, BaremetalProvider):
         self._apply_infra(None, None)
 
     def free_space(self) -> list[dict]:
-        return BaremetalProvider.free_space(self) if self.hosts_made() else []  # unknown until they exist
+        return HostsProvider.free_space(self) if self.hosts_made() else []  # unknown until they exist
 
     def _destroy_infra(self) -> None:
         ws = self.workspace()
@@ -359,7 +355,7 @@ class _SecretsOnHosts(SecretStore):
             if not writing:
                 return None
             self.p.make_hosts()
-        return BaremetalProvider.secrets(self.p)
+        return HostsProvider.secrets(self.p)
 
     def names(self) -> list[str]:
         store = self._store(writing=False)

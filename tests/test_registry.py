@@ -9,7 +9,7 @@ from .conftest import REPO, chirp_stack, run_cli
 
 
 def test_builtin_provider_modules_load_only_when_asked():
-    code = ("import sys; from toolkit import registry; assert 'providers.local' not in sys.modules; "
+    code = ("import sys; from toolkit.contract import registry; assert 'providers.local' not in sys.modules; "
             "registry.load('local'); assert 'providers.local' in sys.modules; "
             "assert 'psycopg' not in sys.modules and 'redis' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -101,10 +101,10 @@ def test_a_copy_checks_what_it_read_against_the_digest_recorded_with_the_object(
 
     import boto3
 
-    from providers.aws import SHA_META
     from toolkit.errors import VerificationFailed
     from toolkit.stores.copier import copy_objects
     from toolkit.stores.dirstore import DirectoryStore
+    from toolkit.stores.s3 import SHA_META
     from toolkit.stores.sftpstore import RemoteDirectoryStore
     from toolkit.transport.connection import SSHConnection
 
@@ -156,10 +156,10 @@ def test_a_read_cut_short_goes_on_from_where_it_stopped(server, request, tmp_pat
 
     import boto3
 
-    from providers.aws import _ResumingBody
     from toolkit.errors import ProviderError
     from toolkit.stores.copier import copy_objects
     from toolkit.stores.dirstore import DirectoryStore
+    from toolkit.stores.s3 import _ResumingBody
 
     from .faultproxy import CuttingProxy
 
@@ -260,7 +260,7 @@ def test_object_bodies_are_not_hashed_twice_on_loopback(server, request, tmp_pat
 
     import boto3
 
-    from providers.aws import client_config, unsigned_payload_when_checksummed, unsigned_payloads_fit
+    from toolkit.stores.s3 import client_config, unsigned_payload_when_checksummed, unsigned_payloads_fit
 
     # (the same rule decides where a single-part write may go as a presigned PUT: S3Store._plain_put)
     for endpoint, fits in (("https://s3.example.com", True), ("http://127.0.0.1:9000", True),
@@ -289,7 +289,8 @@ def test_listings_read_timestamps_without_dateutil(server, request, tmp_path, mo
 
     from botocore.utils import parse_timestamp as botocore_parse
 
-    from providers.aws import AwsApi, parse_timestamp
+    from providers.aws.api import AwsApi
+    from toolkit.stores.s3 import parse_timestamp
 
     served = request.getfixturevalue(server)
     store = provider_on(tmp_path, served.url, monkeypatch).objects()
@@ -370,8 +371,8 @@ def test_plain_gets_and_puts_go_around_botocore_and_fall_back_to_it(server, requ
 
     if server == "s3rver":
         monkeypatch.setenv("S3C_KEY", "nobody")
-        from providers.aws import S3Store
         from providers.s3 import S3CompatibleApi
+        from toolkit.stores.s3 import S3Store
 
         refused = S3Store(S3CompatibleApi({"endpoint_url": served.url, "access_key_env": "S3C_KEY",
                                            "secret_key_env": "S3C_SECRET"}, "refused"), store.names)

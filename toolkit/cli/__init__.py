@@ -754,7 +754,7 @@ def release():
 
 def _release_provider(session: Session, on: str):
     provider = session.engine().provider(on)
-    if not hasattr(provider, "ex_rollback"):
+    if not provider.supports("releases"):
         raise BadInput(f"target {on} ({provider.TYPE}) keeps no releases to go back to.", code="release.unsupported")
     return provider
 
@@ -805,7 +805,7 @@ def hosts():
 
 def _ssh_provider(session: Session, on: str):
     provider = session.engine().provider(on)
-    if not hasattr(provider, "directory"):
+    if not provider.supports("ssh_hosts"):
         raise BadInput(f"target {on} ({provider.TYPE}) has no SSH hosts.", code="hosts.none")
     return provider
 

@@ -373,8 +373,13 @@ class Provider(ABC):
     DESCRIPTION: str = ""
     #: the services offered: any of compute, database, cache, objects, dns, secrets
     SERVICES: frozenset[str] = frozenset()
-    #: finer capabilities, e.g. {"tls": False, "replicas": True}
+    #: finer capabilities, e.g. {"tls": False, "replicas": True}. The command line reads these, never probes
+    #: for methods: "releases" (``ex_releases``/``ex_rollback``: `lifeboat release`), "ssh_hosts" (a
+    #: ``directory`` of SSH hosts with ``facts``/``bootstrap``: `lifeboat hosts`)
     FEATURES: dict[str, bool] = {}
+
+    def supports(self, feature: str) -> bool:
+        return bool(self.FEATURES.get(feature))
     #: settings accepted under the target in the stack file: name -> toolkit.schema.Field
     SETTINGS: dict = {}
 
