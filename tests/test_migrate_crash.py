@@ -10,7 +10,7 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.run.engine import Engine
-from toolkit.workflows.migrate import FAULT_POINTS
+from toolkit.run.faults import FAULT_POINTS
 
 from .conftest import run_cli, run_cli_stalled, seeded_chirp
 from .test_migrate_local import objects, rows

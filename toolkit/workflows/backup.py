@@ -30,7 +30,9 @@ from toolkit.contract import ObjectStore, Provider, SecretValue, Unsupported
 from toolkit.errors import BadInput, ProviderError, VerificationFailed
 from toolkit.paths import private_dir
 from toolkit.run.engine import Engine, operator, operator_secret
+from toolkit.run.faults import fault
 from toolkit.run.journal import Journal
+from toolkit.run.steps import run_steps
 from toolkit.stores.digests import method_of
 from toolkit.stores.sealed import (
     Opening,
@@ -193,32 +195,6 @@ def _bytes_stream(data: bytes):
     import io
 
     return io.BytesIO(data)
-
-
-# ---------------------------------------------------------------------------------------------- steps
-def run_steps(runner, journal: Journal, steps: list[str], label: str) -> list[dict]:
-    """``runner._step_<name>()`` for each step the journal does not show as done, each journalled before
-    and after (a failure as "failed" with its reason); the report of every step, earlier ones marked
-    resumed."""
-    out = []
-    for step in steps:
-        done = journal.finished(step)
-        if done is not None:
-            out.append({**_public(done), "resumed": True})
-            continue
-        runner.events.step(f"{label}: {step}")
-        journal.record(step, "begin")
-        t0 = time.monotonic()
-        _fault(step, label)
-        try:
-            data = getattr(runner, f"_step_{step}")() or {}
-        except Exception as exc:
-            journal.record(step, "failed", reason=getattr(exc, "message", None) or type(exc).__name__)
-            raise
-        seconds = round(time.monotonic() - t0, 3)
-        out.append(_public(journal.record(step, "done", seconds=seconds, **data)))
-        runner.events.done(f"{label}: {step}", seconds)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- backup
@@ -843,7 +819,7 @@ class Failover:
                 with self.repo.reading(name) as opening:
                     replayed = cluster.restore(_Progress(opening, self.events, "base backup"), until=self.before)
                     opening.drain()
-                _fault("replay:done")  # the crash tests stop here, the scratch cluster running
+                fault("replay:done", "failover")  # the crash tests stop here, the scratch cluster running
                 if opening.plain_sha256.hexdigest() != base["part"]["plain_sha256"]:
                     raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
                 reached = walarchive.lsn_position(replayed["lsn"])
@@ -1206,7 +1182,7 @@ class _Progress:
         self.count += len(data)
         self.events.progress(self.what, self.count, None, unit="bytes")
         if data:
-            _fault(f"{self.what}:mid")  # the crash tests stop here, with the dump begun
+            fault(f"{self.what}:mid", "backup")  # the crash tests stop here, with the dump begun
         return data
 
 
@@ -1223,13 +1199,3 @@ class _Guarded:
         except Tampered as exc:
             self.seen.append(exc)
             raise
-
-
-def _fault(point: str, workflow: str = "backup") -> None:
-    from toolkit.workflows.migrate import _fault as fault
-
-    fault(point, workflow)
-
-
-def _public(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k not in ("event",)}

@@ -45,7 +45,9 @@ from toolkit.contract import Provider, Record, Unsupported
 from toolkit.errors import BadInput, LockHeld, ProviderError, ToolkitError, VerificationFailed
 from toolkit.run.engine import Engine, operator
 from toolkit.run.events import human_bytes
+from toolkit.run.faults import fault
 from toolkit.run.journal import Journal
+from toolkit.run.steps import run_steps
 from toolkit.stores.digests import method_of
 
 STEPS = ["preflight", "lower_ttl", "secrets", "prepare", "database", "cache", "media", "deploy", "freeze", "final_sync", "cutover",
@@ -129,40 +131,20 @@ class Migration:
                                                      "cutover": self.cutover})
             self.journal = journal
             report = MigrationReport(journal.id, self.source_name, self.target_name)
-            for step in STEPS:
-                if step in ("lower_ttl", "cutover") and not self.cutover:
-                    continue
-                done = journal.finished(step)
-                if done is not None:
-                    report.steps.append({**_public(done), "resumed": True})
-                    continue
-                self.events.step(f"migrate: {step}")
-                journal.record(step, "begin")
-                t0 = time.monotonic()
-                try:
-                    _fault(step)
-                    data = getattr(self, f"_step_{step}")() or {}
-                except BaseException as exc:
-                    frozen = journal.finished("freeze")
-                    if frozen and frozen.get("paused") and not journal.finished("cutover"):
-                        self._thaw(frozen["paused"])
-                        journal.record("freeze", "undone", reason="lifted after a failure before the cutover")
-                    explained = self._explain(step, exc) if isinstance(exc, Exception) else None
-                    if explained is not None and self.events.verbose:
-                        import traceback
-
-                        traceback.print_exception(exc)  # what was explained, for a bug report
-                    if explained is not None:
-                        journal.record(step, "failed", reason=explained.message)
-                        raise explained from exc
-                    raise
-                seconds = round(time.monotonic() - t0, 3)
-                entry = journal.record(step, "done", seconds=seconds, **data)
-                report.steps.append(_public(entry))
-                self.events.done(f"migrate: {step}", seconds)
+            skip = () if self.cutover else ("lower_ttl", "cutover")
+            report.steps = run_steps(self, journal, STEPS, "migrate", skip=skip, cleanup=self._after_failure,
+                                     explain=self._explain)
             journal.record("migration", "done")
         report.seconds = time.monotonic() - began
         return report
+
+    def _after_failure(self, step: str, exc: BaseException) -> None:
+        """A step failed (or was interrupted): a write freeze not yet followed by the cutover is lifted, so
+        that the source serves again."""
+        frozen = self.journal.finished("freeze")
+        if frozen and frozen.get("paused") and not self.journal.finished("cutover"):
+            self._thaw(frozen["paused"])
+            self.journal.record("freeze", "undone", reason="lifted after a failure before the cutover")
 
     def _preflight(self) -> None:
         self.engine.preflight(self.source_name)
@@ -336,7 +318,7 @@ class Migration:
 
         try:
             return copy_database(self.source.database(), self.target.database(), events=self.events,
-                                 frozen=frozen, fault=_fault, jobs=self.db_jobs)
+                                 frozen=frozen, fault=_migrate_fault, jobs=self.db_jobs)
         except VerificationFailed as exc:
             raise VerificationFailed(f"migrate: {exc.message}", hint=exc.hint) from None
 
@@ -393,11 +375,11 @@ class Migration:
         from toolkit.stores.copier import copy_objects
 
         return copy_objects(self.source.objects(), self.target.objects(), sorted(self.stack.buckets),
-                            parallel=self.parallel, events=self.events, fault=_fault, mirror=frozen)
+                            parallel=self.parallel, events=self.events, fault=_migrate_fault, mirror=frozen)
 
     def _step_deploy(self) -> dict:
         applied = self.engine.up(self.target_name, locked=True)
-        _fault("deploy:mid")
+        fault("deploy:mid", "migrate")
         return {"applied": [a["resource"] for a in applied.applied]}
 
     def _step_freeze(self) -> dict:
@@ -407,7 +389,7 @@ class Migration:
         services = sorted(self.stack.services)
         try:
             self.source.compute().pause(services)
-            _fault("freeze:mid")
+            fault("freeze:mid", "migrate")
         except Unsupported as exc:
             self.events.warn(f"the source cannot pause its services ({exc}); writes made after the final pass "
                              "will not be carried over.")
@@ -469,7 +451,7 @@ class Migration:
                 ttl = min(ttl, dns.cutover_ttl)
             record = Record(name, rtype, ttl, tuple(change.after.attrs["values"]))
             service.upsert(dns.zone, record)
-            _fault("cutover:mid")
+            fault("cutover:mid", "migrate")
             confirmed.update(service.confirm(dns.zone, record))
             switched.append({"record": change.name, "values": list(record.values), "ttl": ttl})
         out: dict = {"records": switched, "confirmed_on": sorted(confirmed)}
@@ -503,32 +485,6 @@ class Migration:
         except Unsupported:
             pass
         return out
-
-
-FAULT_POINTS = ["database:mid", "media:mid", "deploy:mid", "freeze:mid", "cutover:mid"]
-
-
-def _fault(point: str, workflow: str = "migrate") -> None:
-    """Fault injection for the crash tests. LIFEBOAT_FAULT=kill:<point> kills this process (SIGKILL, as a
-    crash or an operator's kill -9 would) and fail:<point> makes it fail as an error would. A point is a step
-    name (right after the journal says it began) or one of FAULT_POINTS: mid-dump, mid-object (half of a
-    large object sent), deploy done but not journalled, source paused but not journalled, a record switched
-    but not confirmed. stall:<point> waits LIFEBOAT_FAULT_SECONDS there (after saying so on stderr)."""
-    import os
-    import signal
-
-    fault = os.environ.get("LIFEBOAT_FAULT")
-    if not fault or fault.partition(":")[2] != point:
-        return
-    if fault.startswith("stall:"):  # the tests break something meanwhile (stop a host)
-        import sys
-
-        print(f"lifeboat: fault: stalled at {point}", file=sys.stderr, flush=True)
-        time.sleep(float(os.environ.get("LIFEBOAT_FAULT_SECONDS", "30")))
-    if fault.startswith("kill:"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if fault.startswith("fail:"):
-        raise ProviderError(f"{workflow}: injected failure at {point} (LIFEBOAT_FAULT).", code=f"{workflow}.fault")
 
 
 def last_migration(engine: Engine) -> Journal | None:
@@ -576,5 +532,6 @@ def rollback(engine: Engine) -> dict:
             "source_services": "running", "target_paused": paused}
 
 
-def _public(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k not in ("event",)}
+def _migrate_fault(point: str) -> None:
+    """The crash tests' points inside the copies (database:mid, media:mid)."""
+    fault(point, "migrate")
