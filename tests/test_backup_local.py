@@ -138,7 +138,8 @@ def test_backup_into_an_s3_repository(world, moto_server):
 def test_retention_removes_old_backups_and_unreferenced_media(world, monkeypatch):
     """keep=1: the older backup goes, and with it the media blob no kept backup lists; a backup running
     holds the source's lock: a second one is exit 3."""
-    from toolkit.workflows.backup import Repository, prune
+    from toolkit.workflows.backup import prune
+    from toolkit.workflows.repository import Repository
 
     from .conftest import run_cli_stalled
 
@@ -337,7 +338,7 @@ def test_tampered_media_object_is_named(world, monkeypatch):
     if "second" not in world:
         pytest.skip("needs the backups of the first test")
     engine = engine_of(stack)
-    from toolkit.workflows.backup import Repository
+    from toolkit.workflows.repository import Repository
 
     monkeypatch.setenv(KEY_VAR, KEY)
     repo = Repository.open(engine.provider("new"), engine.stack)

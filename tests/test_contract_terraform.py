@@ -76,7 +76,8 @@ def test_drill_applies_the_module_again_for_its_scratch_copy(deployed, monkeypat
     (module, hosts' folders, state) while the deployment keeps running."""
     import psycopg
 
-    from toolkit.workflows.backup import Backup, Drill
+    from toolkit.workflows.backup import Backup
+    from toolkit.workflows.drill import Drill
 
     engine = Engine(deployed.stack)
     with psycopg.connect(deployed.database().connection_url().reveal_text(), autocommit=True) as conn:

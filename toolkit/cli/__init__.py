@@ -538,7 +538,7 @@ def backups_list(session: Session, at):
     """Each backup with its time, size and whether all of it is there (verify opens every byte)."""
     from toolkit.cli.output import Outcome
     from toolkit.run.events import human_bytes
-    from toolkit.workflows.backup import list_backups
+    from toolkit.workflows.backups import list_backups
 
     found = list_backups(session.engine(), at)
 
@@ -570,7 +570,7 @@ def backups_verify(session: Session, at, backup_id):
     fails)."""
     from toolkit.cli.output import Outcome
     from toolkit.errors import EXIT_VERIFY, Problem
-    from toolkit.workflows.backup import verify_backups
+    from toolkit.workflows.backups import verify_backups
 
     found = verify_backups(session.engine(), at, backup_id)
 
@@ -606,7 +606,7 @@ def failover_(session: Session, to, at, backup_id, before, no_cutover, no_wal, r
     """Bring the stack up on TARGET from its newest backup, needing nothing from where it ran: restore,
     verify, deploy, switch DNS; report the recovery point (RPO) and time (RTO)."""
     from toolkit.cli.output import Outcome
-    from toolkit.workflows.backup import Failover
+    from toolkit.workflows.failover import Failover
 
     engine = session.engine()
     engine.provider(to)  # an unknown target is bad input before anything is asked
@@ -643,7 +643,7 @@ def drill_(session: Session, to, at, backup_id, against, report_dir):
     from pathlib import Path
 
     from toolkit.cli.output import Outcome
-    from toolkit.workflows.backup import Drill
+    from toolkit.workflows.drill import Drill
 
     done = Drill(session.engine(), to, at=at, backup_id=backup_id, against=against,
                  report_dir=Path(report_dir) if report_dir else None).run()
