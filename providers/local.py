@@ -52,6 +52,8 @@ from toolkit.contract import (
 )
 from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
 from toolkit.hostops.builds import release_id
+from toolkit.hostops.postgres import PostgresHost
+from toolkit.hostops.redis import RedisHost
 from toolkit.paths import private_dir, write_private
 from toolkit.run.locks import FileLock
 from toolkit.stores.dirstore import DirectoryStore
@@ -596,7 +598,7 @@ class LocalProvider(KindDispatch, Provider):
             out.append(Resource("database", pg.database, {"version": pg.version, "extensions": [],
                                                           "running": self._pg_running()}))
         if state.get("redis"):
-            out.append(Resource("cache", "redis", {"running": self._redis_running()},
+            out.append(Resource("cache", "redis", {"running": self.redis().running()},
                                 {"port": state.get("ports", {}).get("redis")}))
         store = DirectoryStore(self.state.objects)
         if self.state.objects.is_dir():
@@ -647,82 +649,40 @@ class LocalProvider(KindDispatch, Provider):
                 break
             parent = parent.parent
 
-    # ------------------------------------------------------------------ database
+    # ------------------------------------------------------------------ database (the host machinery, here)
+    def postgres(self, port: int | None = None) -> PostgresHost:
+        """This target's cluster, run by toolkit.hostops over a LocalConnection as on any host. As root, it
+        runs as the account ``user`` (default lifeboat) with its data under /var/lib/lifeboat."""
+        return PostgresHost(LocalConnection(umask=0o077), base=str(self.pg_root()), version=self.stack.postgres.version
+                            if self.stack.postgres else 0, listen="127.0.0.1",
+                            port=port or self.state.load().get("ports", {}).get("postgres") or 0,
+                            account=self.pg_user() or "", as_root=self.as_root, bindir=str(self.pg_bindir()),
+                            wal=self.stack.archives_wal)
+
     def _pg_running(self) -> bool:
-        pidfile = self.pg_root() / "data" / "postmaster.pid"
+        pidfile = self.pg_root() / "data" / "postmaster.pid"  # no binaries needed to tell (observe, destroy)
         try:
             pid = int(pidfile.read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return False
         return pid_alive(pid)
 
-    def _ensure_account(self) -> None:
-        user = self.pg_user()
-        if user:
-            from toolkit.hostops import ensure_account
-
-            ensure_account(LocalConnection(), user)
-
-    def _pg_conn(self) -> LocalConnection:
-        return LocalConnection(user=self.pg_user(), umask=0o077)
-
-    def _chown(self, path: Path) -> None:
-        user = self.pg_user()
-        if user:
-            shutil.chown(path, user, user)
-
     def _apply_database(self, before: Resource | None, after: Resource) -> None:
         pg = self.stack.postgres
-        bindir = self.pg_bindir()
-        self._ensure_account()
         root = self.pg_root()
-        data, sockets, log = root / "data", root / "run", root / "postgres.log"
-        if self.as_root:
+        if self.as_root:  # /var/lib/lifeboat: open to the account the cluster runs as
             root.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._chown(root)
         self.state.update(pg_root=str(root))
-        conn = self._pg_conn()
-        done = root / ".initdb-complete"
-        if not done.exists():
-            if data.exists():
-                shutil.rmtree(data)  # a half-made cluster from an interrupted run
-            pwfile = root / ".pwfile"
-            write_private(pwfile, self.internal_secret("pg_superuser").reveal())
-            self._chown(pwfile)
-            try:
-                conn.run(pgcommands.initdb(bindir, data, superuser=PG_SUPERUSER, pwfile=pwfile), timeout=180)
-            finally:
-                pwfile.unlink(missing_ok=True)
-            with open(data / "postgresql.conf", "a") as handle:
-                handle.write("\ninclude_if_exists = 'lifeboat.conf'\n")
-            done.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        sockets.mkdir(exist_ok=True, mode=0o700)
-        self._chown(sockets)
-        wal = self.stack.archives_wal
-        if wal:
-            self.wal_spool().mkdir(exist_ok=True, mode=0o700)
-            self._chown(self.wal_spool())
         port = self.state.port("postgres")
-        conf = data / "lifeboat.conf"
-        running = self._pg_running()
-        if not running and port_open(port):  # someone else took our port while we were down
+        if not self._pg_running() and port_open(port):  # someone else took our port while we were down
             self.state.forget_port("postgres")
             port = self.state.port("postgres")
-        text = pgcommands.postgres_conf(port=port, socket_dir=sockets, wal_spool=self.wal_spool() if wal else None)
-        if not running or not conf.exists() or conf.read_text() != text:
-            conf.write_text(text)
-            self._chown(conf)
-            try:  # archive_mode takes a restart
-                conn.run(pgcommands.pg_ctl_restart(bindir, data, log) if running
-                         else pgcommands.pg_ctl_start(bindir, data, log), timeout=150)
-            except CommandFailed as exc:
-                raise ProviderError(f"{self.label}: PostgreSQL did not start: {exc.message}\n"
-                                    f"{tail(log.read_text(errors='replace')) if log.exists() else ''}",
-                                    code="local.postgres_start") from None
-        self._pg_setup(pg)
+        self.postgres(port).ensure(superuser=PG_SUPERUSER, superuser_password=self.internal_secret("pg_superuser").reveal(),
+                                   clients=[], database=pg.database, app_user=pg.user,
+                                   app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions,
+                                   events=self.events)
         self.state.update(postgres={"database": pg.database, "user": pg.user, "version": pg.version,
-                                    "extensions": sorted(pg.extensions), "wal_archive": wal})
+                                    "extensions": sorted(pg.extensions), "wal_archive": self.stack.archives_wal})
 
     def pg_connect(self, database: str, *, app: bool = False):
         import psycopg
@@ -733,46 +693,9 @@ class LocalProvider(KindDispatch, Provider):
         return psycopg.connect(host="127.0.0.1", port=self.state.port("postgres"), user=user, password=password,
                                dbname=database, connect_timeout=10, autocommit=True)
 
-    def _pg_setup(self, pg) -> None:
-        from psycopg import sql
-
-        app_password = self.internal_secret("pg_app").reveal_text()
-        with self.pg_connect("postgres") as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (pg.user,))
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(pg.user), sql.Literal(app_password)))
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.database,))
-            if not cur.fetchone():
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-                    sql.Identifier(pg.database), sql.Identifier(pg.user)))
-        with self.pg_connect(pg.database) as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(pg.user)))
-            cur.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(pg.user)))
-            cur.execute("SELECT name FROM pg_available_extension_versions WHERE trusted AND name = ANY(%s)",
-                        (list(pg.extensions),))
-            trusted = {r[0] for r in cur.fetchall()}
-        # Trusted extensions are created by the app's role, so it owns them and a dump of the database
-        # restores (DROP/CREATE/COMMENT EXTENSION) with the app's role alone, on any provider.
-        with self.pg_connect(pg.database, app=True) as conn, conn.cursor() as cur:
-            for ext in pg.extensions:
-                if ext in trusted:
-                    cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
-        with self.pg_connect(pg.database) as conn, conn.cursor() as cur:
-            for ext in pg.extensions:
-                if ext not in trusted:
-                    cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
-
     def _delete_database(self, resource: Resource) -> None:
-        root = self.pg_root()
-        if self._pg_running():
-            self._pg_conn().run(pgcommands.pg_ctl_stop(self.pg_bindir(), root / "data"), check=False, timeout=90)
-        deadline = time.time() + 30
-        while self._pg_running() and time.time() < deadline:
-            time.sleep(0.2)
-        if self._pg_running():
-            raise ProviderError(f"{self.label}: PostgreSQL in {root / 'data'} did not stop.")
-        shutil.rmtree(root, ignore_errors=True)
+        if self.pg_root().exists():
+            self.postgres().remove()
         state = self.state.load()
         state.pop("postgres", None)
         state.pop("pg_root", None)
@@ -787,47 +710,24 @@ class LocalProvider(KindDispatch, Provider):
         return SecretValue(f"postgresql://{pg.user}:{password}@127.0.0.1:{port}/{pg.database}")
 
     # ------------------------------------------------------------------ cache
-    def _redis_pid(self) -> int | None:
-        try:
-            return int((self.state.redis / "redis.pid").read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _redis_running(self) -> bool:
-        return pid_alive(self._redis_pid())
+    def redis(self, port: int | None = None) -> RedisHost:
+        """This target's Redis, run by toolkit.hostops over a LocalConnection as on any host."""
+        binary = self.settings.get("redis_server") or shutil.which("redis-server") or "redis-server"
+        return RedisHost(LocalConnection(umask=0o077), base=str(self.state.redis), listen="127.0.0.1",
+                         port=port or self.state.load().get("ports", {}).get("redis") or 0, binary=binary)
 
     def _apply_cache(self, before: Resource | None, after: Resource) -> None:
-        binary = self.redis_binary()
-        directory = self.state.redis
-        private_dir(directory)
-        if self._redis_running():
-            return
+        self.redis_binary()  # installed, else a clear error
+        private_dir(self.state.root)
         port = self.state.port("redis")
-        if port_open(port):
+        if not self.redis().running() and port_open(port):
             self.state.forget_port("redis")
             port = self.state.port("redis")
-        conf = directory / "redis.conf"
-        write_private(conf, pgcommands.redis_conf(port=port, data_dir=directory, pid_file=directory / "redis.pid",
-                                                  log_file=directory / "redis.log",
-                                                  password=self.internal_secret("redis").reveal_text()))
-        LocalConnection(umask=0o077).run(pgcommands.redis_server(binary, conf), timeout=30)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            if LocalCache(self).ping():
-                break
-            time.sleep(0.1)
-        else:
-            log = directory / "redis.log"
-            raise ProviderError(f"{self.label}: redis-server did not answer on 127.0.0.1:{port}.\n"
-                                f"{tail(log.read_text(errors='replace')) if log.exists() else ''}",
-                                code="local.redis_start")
+        self.redis(port).start(self.internal_secret("redis").reveal())
         self.state.update(redis={"version": self.stack.redis.version if self.stack.redis else None})
 
     def _delete_cache(self, resource: Resource) -> None:
-        pid = self._redis_pid()
-        if pid_alive(pid):
-            terminate(pid, grace=15)
-        shutil.rmtree(self.state.redis, ignore_errors=True)
+        self.redis().remove()
         state = self.state.load()
         state.pop("redis", None)
         self.state.save(state)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.config import stackfile
-from toolkit.hostops import HostLock
+from toolkit.hostops.lock import HostLock
 from toolkit.run.engine import Engine
 
 from .acme import fetch_verified

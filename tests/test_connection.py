@@ -274,7 +274,7 @@ def test_a_host_without_the_sftp_subsystem_is_named_and_leaves_no_lock(lab):
     import time
 
     from toolkit.errors import ProviderError
-    from toolkit.hostops import HostLock
+    from toolkit.hostops.lock import HostLock
 
     host = lab.hosts[2]
     host.stop()
@@ -309,7 +309,8 @@ def test_venvs_are_made_from_a_python_the_app_account_can_run(lab, tmp_path):
     import tempfile
 
     from toolkit.errors import ProviderError
-    from toolkit.hostops import Releases, app_interpreter
+    from toolkit.hostops.bootstrap import app_interpreter
+    from toolkit.hostops.releases import Releases
 
     closed = Path(tempfile.mkdtemp(prefix="lifeboat-closed-home-", dir="/tmp"))  # 0700, as root's home
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--copies", "--without-pip", str(closed / "py")], check=True)

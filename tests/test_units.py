@@ -122,7 +122,7 @@ def test_envelope_shape():
 
 
 def test_packages_per_role():
-    from toolkit.hostops import packages_needed
+    from toolkit.hostops.bootstrap import packages_needed
 
     base = ["python3", "python3-venv", "tar", "coreutils", "util-linux"]
     assert packages_needed(("db",), postgres=15, redis=True, tls=True, runtime="process", app=False) == \

@@ -15,13 +15,10 @@ from toolkit.contract import (
     SecretValue,
 )
 from toolkit.errors import BadInput, ProviderError
-from toolkit.hostops import (
-    Releases,
-    on_hosts,
-    one_host_at_a_time,
-    sh,
-)
 from toolkit.hostops.builds import SKIP_IN_BUILD
+from toolkit.hostops.many import on_hosts, one_host_at_a_time
+from toolkit.hostops.releases import Releases
+from toolkit.hostops.shell import sh
 from toolkit.transport.hosts import HostSpec
 
 

@@ -28,18 +28,15 @@ from toolkit.contract import (
     data_resource,
 )
 from toolkit.errors import BadInput, ProviderError, ToolkitError
-from toolkit.hostops import (
-    DockerRuntime,
-    HostFacts,
-    HostLock,
-    PostgresHost,
-    ProcessRuntime,
-    RedisHost,
-    SystemdRuntime,
-    on_hosts,
-    sh,
-)
+from toolkit.hostops.bootstrap import HostFacts
 from toolkit.hostops.builds import release_id
+from toolkit.hostops.docker import DockerRuntime
+from toolkit.hostops.lock import HostLock
+from toolkit.hostops.many import on_hosts
+from toolkit.hostops.postgres import PostgresHost
+from toolkit.hostops.redis import RedisHost
+from toolkit.hostops.runtime import ProcessRuntime, SystemdRuntime
+from toolkit.hostops.shell import sh
 from toolkit.stores.sftpstore import RemoteDirectoryStore
 from toolkit.transport.hosts import HostSpec
 
@@ -224,7 +221,7 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
     def app_python(self, host: str) -> str:
         """The interpreter the app account can run on ``host`` (asked once per host)."""
         if host not in self._app_python:
-            from toolkit.hostops import app_interpreter
+            from toolkit.hostops.bootstrap import app_interpreter
 
             self._app_python[host] = app_interpreter(self.conn(host))
         return self._app_python[host]
@@ -235,14 +232,14 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         if not self.facts(host).is_root:
             return None
         account = self.settings.get("app_account") or "lifeboat-app"
-        from toolkit.hostops import ensure_account
+        from toolkit.hostops.bootstrap import ensure_account
 
         ensure_account(self.conn(host), account)
         return account
 
     def bootstrap_plan(self) -> dict[str, dict]:
         """Per host: its OS, the packages its roles need and which of them are missing. Read-only."""
-        from toolkit.hostops import missing_packages, packages_needed
+        from toolkit.hostops.bootstrap import missing_packages, packages_needed
 
         def look(name: str) -> dict:
             spec = self.spec(name)
@@ -264,7 +261,7 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
 
     def bootstrap(self, plan: dict[str, dict]) -> None:
         """Install what is missing (Debian/Ubuntu, as root) and create the accounts and directories."""
-        from toolkit.hostops import install_packages
+        from toolkit.hostops.bootstrap import install_packages
 
         def run(name: str) -> None:
             item = plan[name]
@@ -517,20 +514,9 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
     def _apply_database(self, before, after) -> None:
         pg = self.stack.postgres
         pgh = self.postgres()
-        superuser_pw = self.internal_secret("pg_superuser").reveal()
-        if not pgh.initialized():
-            self.events.step(f"{pgh.conn.host}: initdb")
-            pgh.init(superuser_pw, PG_SUPERUSER)
-        needs = pgh.configure(self._clients())
-        if not pgh.running():
-            pgh.start()
-        elif needs == "restart":
-            self.events.step(f"{pgh.conn.host}: restarting PostgreSQL (WAL archiving {'on' if pgh.wal_spool else 'off'})")
-            pgh.restart()
-        elif needs:
-            pgh.reload()
-        pgh.setup(superuser=PG_SUPERUSER, superuser_password=superuser_pw, database=pg.database, app_user=pg.user,
-                  app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions)
+        pgh.ensure(superuser=PG_SUPERUSER, superuser_password=self.internal_secret("pg_superuser").reveal(),
+                   clients=self._clients(), database=pg.database, app_user=pg.user,
+                   app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions, events=self.events)
         state = self.state()
         state["postgres"] = {"database": pg.database, "user": pg.user, "version": pg.version,
                              "extensions": sorted(pg.extensions), "host": pgh.conn.host,

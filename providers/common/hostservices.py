@@ -23,11 +23,9 @@ from toolkit.contract import (
     Unsupported,
 )
 from toolkit.errors import BadInput, ProviderError
-from toolkit.hostops import (
-    Releases,
-    on_hosts,
-    sh,
-)
+from toolkit.hostops.many import on_hosts
+from toolkit.hostops.releases import Releases
+from toolkit.hostops.shell import sh
 
 if TYPE_CHECKING:
     from providers.common.hosts import HostsProvider

@@ -8,8 +8,9 @@ import hashlib
 import json
 import time
 
+from toolkit.agents import MEDIASERVER_SOURCE
 from toolkit.errors import ProviderError
-from toolkit.hostops import MEDIASERVER_SOURCE, sh
+from toolkit.hostops.shell import sh
 
 
 class MediaGateway:

@@ -11,10 +11,8 @@ from toolkit.contract import (
     SecretValue,
 )
 from toolkit.errors import BadInput, ProviderError
-from toolkit.hostops import (
-    on_hosts,
-    sh,
-)
+from toolkit.hostops.many import on_hosts
+from toolkit.hostops.shell import sh
 from toolkit.transport.hosts import HostSpec
 
 

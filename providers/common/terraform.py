@@ -112,7 +112,7 @@ class TerraformHosts:
     def _clean_hosts(self) -> None:
         """Before the machines go: stop what Lifeboat runs there and remove its root (this matters where
         the hosts outlive the machines Terraform knows, and costs little otherwise)."""
-        from toolkit.hostops import on_hosts
+        from toolkit.hostops.many import on_hosts
 
         self.outputs()
 

@@ -150,7 +150,9 @@ def pg_hba(clients: list[str]) -> str:
              "local all all scram-sha-256",
              "local replication all scram-sha-256",  # pg_basebackup on the host itself (backup: wal: true)
              "host all all 127.0.0.1/32 scram-sha-256",
-             "host all all ::1/128 scram-sha-256"]
+             "host all all ::1/128 scram-sha-256",
+             "host replication all 127.0.0.1/32 scram-sha-256",  # pg_basebackup over loopback (the local provider)
+             "host replication all ::1/128 scram-sha-256"]
     for client in sorted(set(clients)):
         try:
             ip = ipaddress.ip_address(client)

@@ -314,7 +314,7 @@ class RemoteDirectoryStore(ObjectStore):
         partial files removed."""
         import time
 
-        from toolkit.hostops import find_processes, stop_processes
+        from toolkit.hostops.bootstrap import find_processes, stop_processes
 
         leftovers = [(pid, start, argv) for pid, start, argv in find_processes(self.conn, self.root)
                      if len(argv) >= 6 and argv[1] == "-c" and argv[3] == self.root

@@ -73,7 +73,7 @@ def replay_account() -> str | None:
     system account ``lifeboat`` (made when missing, as the local provider does)."""
     if os.geteuid() != 0:
         return None
-    from toolkit.hostops import ensure_account
+    from toolkit.hostops.bootstrap import ensure_account
     from toolkit.transport.connection import LocalConnection
 
     ensure_account(LocalConnection(), "lifeboat")
