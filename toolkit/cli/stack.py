@@ -1,0 +1,264 @@
+"""Commands on one target's stack: init, validate, providers, plan, up, status, destroy, exec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from toolkit.cli.app import Session, cli, envelope_command, target_option
+from toolkit.errors import (
+    EXIT_FAILED,
+    EXIT_PLAN_CHANGES,
+    BadInput,
+    Problem,
+)
+
+
+# ---------------------------------------------------------------------------------------------- init
+@cli.command()
+@click.argument("path", required=False)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@envelope_command("init")
+def init(session: Session, path, force):
+    """Write an annotated example stack file (a Mastodon-like app)."""
+    from toolkit.cli.output import Outcome
+    from toolkit.config import stackfile
+    from toolkit.paths import example_stack
+
+    target = Path(path) if path else stackfile.resolve_path(session.config)
+    if target.exists() and not force:
+        raise BadInput(f"{target} already exists; nothing was written.", hint="pass --force to overwrite it.",
+                       code="init.exists")
+    text = example_stack().read_text()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+    def human(console):
+        console.line(f"wrote {target}: an annotated stack for a Mastodon-like app.")
+        console.line(f"next: edit it, then `lifeboat --config {target} validate`.")
+
+    return Outcome({"path": str(target), "bytes": len(text.encode())}, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@cli.command()
+@envelope_command("validate")
+def validate(session: Session):
+    """Check the stack file; every problem names file, line and key."""
+    from toolkit.cli.output import Outcome
+
+    stack = session.stack()
+    data = {
+        "path": str(stack.path),
+        "name": stack.name,
+        "domain": stack.domain,
+        "services": {n: {"role": s.role, "replicas": s.replicas} for n, s in stack.services.items()},
+        "postgres": stack.postgres.version if stack.postgres else None,
+        "redis": stack.redis is not None,
+        "buckets": sorted(stack.buckets),
+        "secrets": sorted(stack.secrets),
+        "targets": {n: t.type for n, t in stack.targets.items()},
+        "dns": stack.dns.provider if stack.dns else None,
+    }
+
+    def human(console):
+        targets = ", ".join(f"{n} ({t.type})" for n, t in stack.targets.items())
+        console.line(f"{stack.path}: valid. Stack {stack.name} ({stack.domain}): "
+                     f"{len(stack.services)} services, targets {targets}.")
+
+    return Outcome(data, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- providers
+@cli.command()
+@envelope_command("providers")
+def providers(session: Session):
+    """List provider types, the services they offer and their settings."""
+    from toolkit.cli.output import Outcome
+    from toolkit.contract import registry
+
+    rows = []
+    for name in registry.names():
+        cls = registry.load(name)
+        rows.append({
+            "type": name, "description": cls.DESCRIPTION, "services": sorted(cls.SERVICES),
+            "features": dict(cls.FEATURES),
+            "settings": {k: {"expected": f.spec.expected, "required": f.required, "doc": f.doc}
+                         for k, f in cls.SETTINGS.items()},
+        })
+
+    def human(console):
+        for row in rows:
+            console.line(f"{row['type']}: {row['description']}")
+            console.line(f"  services: {', '.join(row['services'])}")
+            feats = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in row["features"].items())
+            console.line(f"  features: {feats}")
+            for key, info in row["settings"].items():
+                console.line(f"  {key}: {info['expected']}{' (required)' if info['required'] else ''}"
+                             f"{' - ' + info['doc'] if info['doc'] else ''}")
+
+    return Outcome({"providers": rows}, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def render_plan(console, plan, warnings=()):
+    symbols = {"create": "[green]+[/]", "update": "[yellow]~[/]", "delete": "[red]-[/]", "noop": "[dim]=[/]",
+               "skip": "[dim]![/]"}
+    console.line(f"Plan for target {plan.target}:")
+    unchanged_infra = sum(1 for c in plan.changes if c.kind == "infra" and c.action == "noop")
+    if unchanged_infra:
+        console.print("  [dim]=[/] ", end="")
+        console.line(f"noop    {unchanged_infra} Terraform resources")
+    for change in plan.changes:
+        if change.kind == "infra" and change.action == "noop":
+            continue
+        if change.kind == "infra" and change.action == "update":
+            attrs = change.after.attrs
+            detail = ("replace; " if attrs.get("replace") else "") + "changes " + ", ".join(attrs.get("changed") or [])
+        else:
+            detail = ", ".join(f"{k}: {v['before']} -> {v['after']}" for k, v in change.diff().items()
+                               if change.action == "update")
+        reason = f" ({change.reason})" if change.reason and change.action in ("skip", "delete") else ""
+        console.print(f"  {symbols[change.action]} ", end="")
+        console.line(f"{change.action:<7} {change.id}{(' ' + detail) if detail else ''}{reason}")
+    s = plan.summary()
+    console.line(f"{s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+                 f"{s['noop']} unchanged.")
+    for warning in warnings:
+        console.warn(warning)
+
+
+@cli.command()
+@target_option
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 10 when changes are pending.")
+@click.option("--take-dns", is_flag=True, help="Point DNS records at this target even if they point elsewhere.")
+@envelope_command("plan")
+def plan(session: Session, on, detailed_exitcode, take_dns):
+    """Show what `up --on TARGET` would change. Changes nothing."""
+    from toolkit.cli.output import Outcome
+
+    engine = session.engine()
+    engine.preflight(on)
+    warnings: list[str] = []
+    result = engine.plan(on, take_dns=take_dns, warnings=warnings)
+    status = "changes" if result.has_changes else "ok"
+    code = EXIT_PLAN_CHANGES if (detailed_exitcode and result.has_changes) else 0
+    data = result.as_dict()
+    data["warnings"] = warnings
+    return Outcome(data, status=status, exit_code=code, human=lambda c: render_plan(c, result, warnings))
+
+
+# ---------------------------------------------------------------------------------------------- up
+@cli.command()
+@target_option
+@click.option("--take-dns", is_flag=True, help="Point DNS records at this target even if they point elsewhere.")
+@envelope_command("up")
+def up(session: Session, on, take_dns):
+    """Create or update the stack on TARGET until it matches the stack file. Safe to re-run."""
+    from toolkit.cli.output import Outcome
+
+    engine = session.engine()
+    applied = engine.up(on, take_dns=take_dns)
+    status = engine.status(on)
+    data = {"target": on, "plan": applied.plan.as_dict(), "applied": applied.applied,
+            "seconds": round(applied.seconds, 3), "status": status, "warnings": applied.warnings}
+    errors = [Problem("up.unhealthy", f"after up: {p}", f"see `lifeboat status --on {on}` and the service logs.")
+              for p in status["problems"]]
+
+    def human(console):
+        s = applied.plan.summary()
+        if not applied.applied:
+            console.line(f"{on}: up to date, nothing to do ({applied.seconds:.1f}s).")
+        else:
+            console.line(f"{on}: {s['create']} created, {s['update']} updated, {s['delete']} deleted "
+                         f"in {applied.seconds:.1f}s.")
+        render_status(console, status)
+
+    if errors:
+        return Outcome(data, status="error", exit_code=EXIT_FAILED, human=human, errors=errors)
+    return Outcome(data, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- status
+def render_status(console, data):
+    console.line(f"Stack {data['stack']} on {data['target']} ({data['type']}): "
+                 f"{'healthy' if data['healthy'] else 'NOT healthy' if data['deployed'] else 'not deployed'}")
+    for inst in data["services"]:
+        mark = "[green]ok[/]" if inst["healthy"] else "[red]!![/]"
+        console.print(f"  {mark} ", end="")
+        name = f"{inst['service']}.{inst['replica']}"
+        console.line(f"{name:<14} {inst['host']:<10} {inst['state']:<10} {inst['url'] or '':<28} "
+                     f"release {inst['release'] or '-'}")
+    for res in data["resources"]:
+        if res["kind"] == "service":
+            continue
+        extra = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("kind", "name"))
+        console.line(f"     {res['kind']}/{res['name']}: {extra}")
+    for problem in data.get("problems", []):
+        console.warn(problem)
+
+
+@cli.command()
+@target_option
+@envelope_command("status")
+def status(session: Session, on):
+    """Services, data and health of the stack on TARGET. Exit 1 when something is not healthy."""
+    from toolkit.cli.output import Outcome
+
+    data = session.engine().status(on)
+    errors = []
+    if not data["deployed"]:
+        errors.append(Problem("status.not_deployed", f"the stack is not deployed on {on}.",
+                              f"run `lifeboat up --on {on}`."))
+    errors += [Problem("status.unhealthy", p) for p in data["problems"]]
+    ok = data["healthy"]
+    return Outcome(data, status="ok" if ok else "error", exit_code=0 if ok else EXIT_FAILED,
+                   human=lambda c: render_status(c, data), errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------- destroy
+@cli.command()
+@target_option
+@click.option("--delete-backups", is_flag=True, help="Also when TARGET keeps the stack's backups (they go too).")
+@envelope_command("destroy")
+def destroy(session: Session, on, delete_backups):
+    """Stop and remove everything the stack has on TARGET, data included (asks first)."""
+    from toolkit.cli.output import Outcome
+
+    engine = session.engine()
+    engine.keep_backups(on, delete_backups)
+    preview = engine.destroy_plan(on)
+    if preview.pending:
+        session.confirm(f"Destroy stack {engine.stack.name} on {on}: {len(preview.pending)} resources, "
+                        "their data included?")
+    applied = engine.destroy(on, delete_backups=delete_backups)
+
+    def human(console):
+        console.line(f"{on}: destroyed {len(applied.applied)} resources in {applied.seconds:.1f}s; "
+                     "nothing of the stack is left there.")
+        for warning in applied.warnings:
+            console.warn(warning)
+
+    return Outcome({"target": on, "plan": applied.plan.as_dict(), "applied": applied.applied,
+                    "seconds": round(applied.seconds, 3), "warnings": applied.warnings}, human=human)
+
+
+# ---------------------------------------------------------------------------------------------- exec
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
+@target_option
+@click.argument("service")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@envelope_command("exec")
+def exec_(session: Session, on, service, argv):
+    """Run a one-off command in SERVICE's environment on TARGET (e.g. a seed or a migration)."""
+    from toolkit.cli.output import Outcome
+
+    engine = session.engine()
+    code = engine.provider(on).compute().exec(service, list(argv))
+    errors = [] if code == 0 else [Problem("exec.failed", f"`{' '.join(argv)}` exited with {code}.")]
+    return Outcome({"target": on, "service": service, "exit_code": code}, status="ok" if code == 0 else "error",
+                   exit_code=0 if code == 0 else EXIT_FAILED, errors=errors)
