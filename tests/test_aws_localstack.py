@@ -15,11 +15,11 @@ import boto3
 import pytest
 
 from toolkit.config import stackfile
+from toolkit.contract.suite import ProviderContract
 from toolkit.errors import ProviderError
 from toolkit.run.engine import Engine
 
 from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
-from .contract import ProviderContract
 from .sshd import lab_first_address
 
 pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes minutes

@@ -19,10 +19,10 @@ import boto3
 import pytest
 
 from toolkit.config import stackfile
+from toolkit.contract.suite import AWKWARD_KEYS, ProviderContract
 from toolkit.run.engine import Engine
 
 from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
-from .contract import AWKWARD_KEYS, ProviderContract
 from .sshd import lab_first_address
 
 pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes minutes

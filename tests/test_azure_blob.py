@@ -11,11 +11,11 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.contract import Resource
+from toolkit.contract.suite import AWKWARD_KEYS, ObjectStoreContract
 from toolkit.errors import BadInput, ProviderUnreachable
 from toolkit.run.engine import Engine
 
 from .azurelab import ACCOUNT, KEY
-from .contract import AWKWARD_KEYS, ObjectStoreContract
 
 STACK = """version: 1
 name: azb

@@ -10,12 +10,12 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.contract import Record
+from toolkit.contract.suite import DnsContract
 from toolkit.errors import BadInput, ProviderUnreachable
 from toolkit.run.engine import Engine
 
 from .clouddnslab import FakeDigitalOcean, FakeHetzner
 from .conftest import run_cli, tiny_app
-from .contract import DnsContract
 
 ZONE = "lifeboat.test"
 TOKEN = "fake-token-5d1c0e9a"  # noqa: S105 - the fakes' token, not a credential

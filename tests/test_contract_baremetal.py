@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from toolkit.config import stackfile
+from toolkit.contract.suite import ProviderContract
 from toolkit.run.engine import Engine
 
 from .conftest import baremetal_target, make_host_roots, tiny_app
-from .contract import ProviderContract
 
 STACK = """version: 1
 name: contract

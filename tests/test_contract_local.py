@@ -7,10 +7,10 @@ import stat
 import pytest
 
 from toolkit.config import stackfile
+from toolkit.contract.suite import ProviderContract
 from toolkit.run.engine import Engine
 
 from .conftest import tiny_app
-from .contract import ProviderContract
 
 STACK = """version: 1
 name: contract

@@ -11,11 +11,11 @@ import os
 import pytest
 
 from toolkit.config import stackfile
+from toolkit.contract.suite import ProviderContract
 from toolkit.run.engine import Engine
 
 from .clouddnslab import FakeHetzner
 from .conftest import make_host_roots, tiny_app
-from .contract import ProviderContract
 from .test_contract_baremetal import STACK
 from .test_terraform_module import target
 

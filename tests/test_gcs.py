@@ -10,10 +10,9 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.contract import Resource
+from toolkit.contract.suite import ObjectStoreContract
 from toolkit.errors import BadInput
 from toolkit.run.engine import Engine
-
-from .contract import ObjectStoreContract
 
 STACK = """version: 1
 name: gcsy

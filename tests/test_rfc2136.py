@@ -10,11 +10,11 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.contract import Record
+from toolkit.contract.suite import DnsContract
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.run.engine import Engine
 
 from .conftest import require, run_cli
-from .contract import DnsContract
 
 
 def dns_stack(directory: Path, lab, *, key: str | None = None, extra: str = "", check_secondary: bool = True) -> Path:

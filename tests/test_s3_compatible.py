@@ -9,11 +9,11 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.contract import Resource
+from toolkit.contract.suite import AWKWARD_KEYS, ObjectStoreContract
 from toolkit.errors import BadInput, ProviderUnreachable
 from toolkit.run.engine import Engine
 
 from .conftest import make_host_roots, run_cli
-from .contract import AWKWARD_KEYS, ObjectStoreContract
 
 STACK = """version: 1
 name: s3c

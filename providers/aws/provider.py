@@ -11,7 +11,6 @@ import shutil
 
 from providers.aws.api import ENDPOINTS, AwsApi
 from providers.aws.rds import RDS_ADMIN, RdsDatabase
-from providers.aws.route53 import Route53Dns
 from providers.aws.secretsmanager import SecretsManagerStore
 from providers.common.hosts import HOST_FEATURES, HOST_SETTINGS, HostsProvider
 from providers.common.hostservices import HostCompute
@@ -24,6 +23,7 @@ from toolkit.contract import (
     Unsupported,
     bucket_var,
 )
+from toolkit.dns.route53 import Route53Dns
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.paths import templates_dir, write_private
 from toolkit.stores.s3 import S3Store, client_error

@@ -12,7 +12,7 @@ from toolkit.contract import (
 from toolkit.errors import ProviderError
 
 if TYPE_CHECKING:
-    from providers.aws.api import AwsApi
+    from toolkit.stores.s3 import S3Api as AwsApi  # anything with client(service)
 
 
 class Route53Dns(DnsService):

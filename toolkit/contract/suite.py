@@ -1,6 +1,16 @@
-"""The provider contract suite, written once. A provider passes it by subclassing ``ProviderContract``
-and giving a class-scoped ``provider`` fixture: a provider instance with the stack deployed (database
-running, bucket ``media`` present), as Libcloud's integration suite does per backend."""
+"""The provider contract suite, written once and shipped with Lifeboat so that a third-party provider runs
+it too (pytest needed, which Lifeboat itself does not import). A provider passes it by subclassing
+``ProviderContract`` (or ``ObjectStoreContract`` / ``DnsContract`` for a store-only or DNS-only provider)
+and giving a ``provider`` fixture: a provider instance with the stack deployed (database running, bucket
+``media`` present), as Libcloud's integration suite does per backend::
+
+    from toolkit.contract.suite import DnsContract
+
+    class TestMyDns(DnsContract):
+        @pytest.fixture
+        def provider(self):
+            return MyDnsProvider(stack, stack.targets["mine"])
+"""
 
 from __future__ import annotations
 
