@@ -19,7 +19,7 @@ def store(spec: dict):
         return DirectoryStore(spec["root"])
     if kind == "sftp":
         from toolkit.stores.sftpstore import RemoteDirectoryStore
-        from toolkit.transport.connection import SSHConnection
+        from toolkit.transport.ssh import SSHConnection
 
         conn = SSHConnection(spec["host"], port=spec["port"], user=spec["user"], key_file=spec["key"],
                              known_hosts=spec["known_hosts"])

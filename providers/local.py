@@ -22,7 +22,6 @@ import json
 import os
 import secrets as pysecrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from toolkit.agents.supervisor import alive, terminate
+from toolkit.agents.supervisor import alive
 from toolkit.commands import pgcommands
 from toolkit.config.schema import Field, Int, Str
 from toolkit.contract import (
@@ -53,6 +52,7 @@ from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
 from toolkit.hostops.builds import release_id
 from toolkit.hostops.postgres import PostgresHost
 from toolkit.hostops.redis import RedisHost
+from toolkit.hostops.runtime import ProcessRuntime
 from toolkit.paths import private_dir, write_private
 from toolkit.run.locks import FileLock
 from toolkit.stores.dirstore import DirectoryStore
@@ -779,65 +779,21 @@ class LocalProvider(KindDispatch, Provider):
             if name in data.get("services", {}):
                 self.wait_healthy(self.stack.services[name])
 
-    def _write_spec(self) -> Path:
-        spec = self.state.services / "supervisor.json"
-        write_private(spec, json.dumps({"programs": self._programs()}, indent=1))
-        return spec
+    def runtime(self) -> ProcessRuntime:
+        """The services' supervisor: the host machinery's, over a LocalConnection, in the state folder."""
+        return ProcessRuntime(LocalConnection(umask=0o077), str(self.state.root), python=sys.executable)
 
     def supervisor_pid(self) -> int | None:
-        try:
-            pid = int((self.state.services / "supervisor.pid").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            return None
-        if not (b"toolkit.agents.supervisor" in cmdline or b"toolkit.supervisor" in cmdline) or not pid_alive(pid):
-            # (toolkit.supervisor: started by Lifeboat 0.1 before its modules moved into packages)
-            return None
-        return pid
+        return self.runtime().pid()
 
     def supervisor_status(self) -> dict:
-        try:
-            return json.loads((self.state.services / "status.json").read_text()).get("programs", {})
-        except (FileNotFoundError, ValueError):
-            return {}
+        return self.runtime().status()
 
     def _start_or_reload_supervisor(self) -> None:
-        spec = self._write_spec()
-        pid = self.supervisor_pid()
-        if pid:
-            os.kill(pid, signal.SIGHUP)
-            return
-        self._reap_orphans()
-        (self.state.services / "status.json").unlink(missing_ok=True)
-        fd = os.open(self.state.services / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        log = os.fdopen(fd, "ab")
-        try:
-            subprocess.Popen([sys.executable, "-m", "toolkit.agents.supervisor", str(spec)], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                             cwd=str(self.state.root), umask=0o077)
-        finally:
-            log.close()
-        deadline = time.time() + 10
-        while time.time() < deadline and self.supervisor_pid() is None:
-            time.sleep(0.05)
-        if self.supervisor_pid() is None:
-            raise ProviderError(f"{self.label}: the process supervisor did not start; see "
-                                f"{self.state.services / 'supervisor.log'}.", code="local.supervisor")
+        self.runtime().apply(self._programs())
 
     def stop_supervisor(self) -> None:
-        pid = self.supervisor_pid()
-        if pid:
-            terminate(pid, grace=20)
-        self._reap_orphans()
-
-    def _reap_orphans(self, names: set[str] | None = None) -> None:
-        """Stop service processes a dead supervisor left behind (see toolkit.supervisor.reap)."""
-        from toolkit.agents.supervisor import reap
-
-        reap(self.state.services / "status.json", sorted(names) if names is not None else None)
+        self.runtime().stop()
 
     def _apply_service(self, before: Resource | None, after: Resource) -> None:
         svc = self.stack.services[after.name]
@@ -907,15 +863,14 @@ class LocalProvider(KindDispatch, Provider):
             data.get("ports", {}).pop(f"{resource.name}.{replica}", None)
             (self.state.services / "env" / f"{resource.name}.{replica}.json").unlink(missing_ok=True)
         self.state.save(data)
+        runtime = self.runtime()
         if not data.get("services"):
-            self.stop_supervisor()
+            runtime.stop()
             return
-        pid = self.supervisor_pid()
-        self._write_spec()
-        if not pid:
-            self._reap_orphans({f"{resource.name}.{i}" for i in range((info or {}).get("replicas", 0))})
+        if not runtime.running():
+            runtime.reap([f"{resource.name}.{i}" for i in range((info or {}).get("replicas", 0))])
         else:
-            os.kill(pid, signal.SIGHUP)
+            runtime.apply(self._programs())
             deadline = time.time() + 20
             while time.time() < deadline and any(p.startswith(resource.name + ".")
                                                  for p in self.supervisor_status()):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import CommandFailed, ProviderUnreachable
-from toolkit.transport.connection import ChangedHostKey, LocalConnection, SSHConnection, UnknownHostKey
+from toolkit.transport.connection import LocalConnection
+from toolkit.transport.ssh import ChangedHostKey, SSHConnection, UnknownHostKey
 
 from .sshd import start_lab
 
@@ -199,7 +200,7 @@ def test_bulk_streams_prefer_a_cheap_key_exchange(lab, monkeypatch):
     OpenSSH 9.x's default sntrup761, 66 ms of client CPU each), and LIFEBOAT_BULK_SSH_KEX overrides that."""
     import subprocess
 
-    from toolkit.transport.connection import BULK_KEX
+    from toolkit.transport.bulk import BULK_KEX
 
     def agreed(conn) -> str:
         argv = conn.openssh()

@@ -42,7 +42,7 @@ def store(request, tmp_path):
         yield DirectoryStore(tmp_path / "objects"), tmp_path / "objects"
         return
     from toolkit.stores.sftpstore import RemoteDirectoryStore
-    from toolkit.transport.connection import SSHConnection
+    from toolkit.transport.ssh import SSHConnection
 
     lab = request.getfixturevalue("ssh_lab")
     roots = make_host_roots()

@@ -106,7 +106,7 @@ def test_a_copy_checks_what_it_read_against_the_digest_recorded_with_the_object(
     from toolkit.stores.dirstore import DirectoryStore
     from toolkit.stores.s3 import SHA_META
     from toolkit.stores.sftpstore import RemoteDirectoryStore
-    from toolkit.transport.connection import SSHConnection
+    from toolkit.transport.ssh import SSHConnection
 
     moto_server.reset()
     src = provider_on(tmp_path, moto_server.url, monkeypatch).objects()

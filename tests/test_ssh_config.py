@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.transport.connection import UnknownHostKey
 from toolkit.transport.hosts import HostSpec, SshDirectory
+from toolkit.transport.ssh import UnknownHostKey
 
 
 @pytest.fixture

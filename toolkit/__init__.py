@@ -2,7 +2,7 @@
 
 The package is provider-agnostic: the stack model, the provider contract, connections, pure command
 builders, the planner, the engine and its output. Provider adapters live in the top-level ``providers``
-package and are resolved lazily by :mod:`toolkit.registry`.
+package and are resolved lazily by :mod:`toolkit.contract.registry`.
 """
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """The ``aws`` provider: provision with Terraform, operate with boto3, run the services over SSH.
 
-- Terraform (``templates/terraform/aws``, through :mod:`toolkit.terraform`) makes the network, one EC2
+- Terraform (``templates/terraform/aws``, through :mod:`toolkit.transport.terraform`) makes the network, one EC2
   instance per entry of ``instances:``, RDS PostgreSQL, the media buckets (private, versioned, encrypted)
   and, when the stack's DNS lives here, a Route53 zone. Its state is kept in the target's state directory
   (0700) or in an S3 backend with a lock file (``terraform_backend:``).

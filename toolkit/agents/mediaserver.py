@@ -35,7 +35,7 @@ MAX_NAME = 240
 
 
 def encode_key(key: str) -> str:
-    """The file name of a key: toolkit.dirstore.encode_key (tests hold the two to the same answers)."""
+    """The file name of a key: toolkit.stores.dirstore.encode_key (tests hold the two to the same answers)."""
     if not key or len(key.encode("utf-8")) > 1024:
         raise ValueError("object keys are 1 to 1024 bytes of UTF-8")
     name = quote(key, safe=" ")

@@ -123,7 +123,7 @@ def _ssh_provider(session: Session, on: str):
 def hosts_trust(session: Session, on, names):
     """Record the host keys of TARGET's hosts in its known_hosts after you confirm each fingerprint."""
     from toolkit.cli.output import Outcome
-    from toolkit.transport.connection import ChangedHostKey, fingerprint
+    from toolkit.transport.ssh import ChangedHostKey, fingerprint
 
     provider = _ssh_provider(session, on)
     directory = provider.directory

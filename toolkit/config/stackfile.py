@@ -1,4 +1,4 @@
-"""Load and validate ``lifeboat.yml`` into a :class:`toolkit.model.Stack`.
+"""Load and validate ``lifeboat.yml`` into a :class:`toolkit.config.model.Stack`.
 
 Every problem names the file, the line, the key path and what was expected; unknown keys get the
 closest known key. Loading never changes anything on disk or anywhere else.

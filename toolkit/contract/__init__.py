@@ -166,7 +166,7 @@ class DatabaseService(ABC):
         """A stream of the database in pg_dump's custom format (``compress``: its zlib level, 0 for none);
         closed when the context exits.
         ``snapshot``: an id from :meth:`snapshot`, so the dump sees exactly what that snapshot sees;
-        ``part``: one part of a parallel copy (toolkit.pgcommands.Part), None for everything."""
+        ``part``: one part of a parallel copy (toolkit.commands.pgcommands.Part), None for everything."""
 
     def snapshot(self) -> AbstractContextManager[tuple[str, Callable[[], dict[str, TableDigest]],
                                                        Callable[[], list[tuple[str, str, int]]]]]:
@@ -177,7 +177,7 @@ class DatabaseService(ABC):
         raise Unsupported("this database service cannot export a snapshot")
 
     def wal_source(self):
-        """Its WAL archive (toolkit.walarchive.WalSource), where the provider runs PostgreSQL with
+        """Its WAL archive (toolkit.workflows.walarchive.WalSource), where the provider runs PostgreSQL with
         ``backup: wal: true``."""
         raise Unsupported("this database service archives no WAL")
 
@@ -188,7 +188,7 @@ class DatabaseService(ABC):
     @abstractmethod
     def table_digests(self, method: str = "auto") -> dict[str, TableDigest]:
         """Row count and an order-independent content digest per table, computed where the data is
-        (``method``: toolkit.digests, "auto", "r1" or "text")."""
+        (``method``: toolkit.stores.digests, "auto", "r1" or "text")."""
 
     @abstractmethod
     def connection_url(self) -> SecretValue:
@@ -380,7 +380,7 @@ class Provider(ABC):
 
     def supports(self, feature: str) -> bool:
         return bool(self.FEATURES.get(feature))
-    #: settings accepted under the target in the stack file: name -> toolkit.schema.Field
+    #: settings accepted under the target in the stack file: name -> toolkit.config.schema.Field
     SETTINGS: dict = {}
 
     def __init__(self, stack: Stack, target: Target):

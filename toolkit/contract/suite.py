@@ -240,7 +240,7 @@ class ProviderContract(DnsContract, ObjectStoreContract):
         assert set(provider.stack.postgres.extensions) <= set(info.extensions)
 
     def test_digest_sees_a_changed_value(self, provider):
-        """Both row hashes (toolkit.digests: r1 by column type, text of the whole row) see a change in any
+        """Both row hashes (toolkit.stores.digests: r1 by column type, text of the whole row) see a change in any
         kind of column, including values equal but written differently, and not the row order."""
         import psycopg
 

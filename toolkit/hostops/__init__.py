@@ -1,4 +1,4 @@
-"""Operations on one host through a :class:`toolkit.connection.Connection`: PostgreSQL, Redis, the
+"""Operations on one host through a :class:`toolkit.transport.connection.Connection`: PostgreSQL, Redis, the
 process supervisor, app releases, a lock, and running work on many hosts at once.
 
 Every command is an argv list; shell snippets are constant strings that receive their values as

@@ -13,23 +13,28 @@ from toolkit.transport.connection import Connection
 
 
 class ProcessRuntime:
-    """Services as processes kept alive by Lifeboat's supervisor (stdlib only, uploaded to the host)."""
+    """Services as processes kept alive by Lifeboat's supervisor (stdlib only, uploaded to the host; on this
+    machine, the local provider's, copied into its state folder), run by ``python``."""
 
-    def __init__(self, conn: Connection, root: str):
+    #: what a supervisor's command line holds: the uploaded copy, or `python -m` as Lifeboat 0.1 ran it here
+    COMMAND_LINES = ("supervisor.py", "toolkit.agents.supervisor", "toolkit.supervisor")
+
+    def __init__(self, conn: Connection, root: str, *, python: str = "python3"):
         self.conn = conn
         self.root = root
         self.dir = f"{root}/services"
+        self.python = python
 
-    def _pid(self) -> int | None:
+    def pid(self) -> int | None:
         raw = self.conn.read_bytes(f"{self.dir}/supervisor.pid")
         if not raw:
             return None
         pid = raw.decode().strip()
         result = sh(self.conn, 'tr "\\0" " " < "/proc/$1/cmdline" 2>/dev/null', pid, check=False)
-        return int(pid) if result.ok and "supervisor.py" in result.text else None
+        return int(pid) if result.ok and any(c in result.text for c in self.COMMAND_LINES) else None
 
     def running(self) -> bool:
-        return self._pid() is not None
+        return self.pid() is not None
 
     def status(self) -> dict:
         raw = self.conn.read_bytes(f"{self.dir}/status.json")
@@ -61,17 +66,17 @@ class ProcessRuntime:
     def apply(self, programs: list[dict]) -> None:
         self.prepare()
         self.conn.write_bytes(f"{self.dir}/supervisor.json", json.dumps({"programs": programs}).encode())
-        pid = self._pid()
+        pid = self.pid()
         if pid:
             self.conn.run(["kill", "-HUP", str(pid)])
             return
         self.reap()
         self.conn.run(["rm", "-f", f"{self.dir}/status.json"])
-        sh(self.conn, 'cd "$1" && umask 077 && nohup setsid python3 supervisor.py supervisor.json '
-                      '>> supervisor.log 2>&1 < /dev/null &', self.dir)
+        sh(self.conn, 'cd "$1" && umask 077 && nohup setsid "$2" supervisor.py supervisor.json '
+                      '>> supervisor.log 2>&1 < /dev/null &', self.dir, self.python)
         deadline = time.time() + 15
         while time.time() < deadline:
-            if self._pid():
+            if self.pid():
                 return
             time.sleep(0.1)
         log = self.conn.read_bytes(f"{self.dir}/supervisor.log") or b""
@@ -79,14 +84,16 @@ class ProcessRuntime:
                             f"{log.decode(errors='replace')[-800:]}", code="host.supervisor")
 
     def reap(self, names: list[str] | None = None) -> None:
-        """Stop programs a dead supervisor left running (see toolkit.supervisor --reap)."""
+        """Stop programs a dead supervisor left running (see toolkit.agents.supervisor --reap)."""
         if self.conn.read_bytes(f"{self.dir}/supervisor.py") is None:
-            return
-        argv = ["python3", f"{self.dir}/supervisor.py", "--reap", f"{self.dir}/status.json", *(names or [])]
+            if self.conn.read_bytes(f"{self.dir}/status.json") is None:
+                return  # no supervisor ever ran here
+            self.prepare()  # one ran from elsewhere (Lifeboat 0.1 ran the local one as python -m)
+        argv = [self.python, f"{self.dir}/supervisor.py", "--reap", f"{self.dir}/status.json", *(names or [])]
         self.conn.run(argv, check=False, timeout=60)
 
     def stop(self) -> None:
-        pid = self._pid()
+        pid = self.pid()
         if pid:
             sh(self.conn, 'kill -TERM "$1"; for i in $(seq 1 150); do kill -0 "$1" 2>/dev/null || exit 0; '
                           'sleep 0.2; done; kill -9 "$1"', pid, check=False, timeout=60)
@@ -132,8 +139,7 @@ class SystemdRuntime(ProcessRuntime):
     UNIT_DIR = "/etc/systemd/system"
 
     def __init__(self, conn: Connection, root: str, python: str):
-        super().__init__(conn, root)
-        self.python = python  # the host's python3 (HostFacts), which runs the exec helper
+        super().__init__(conn, root, python=python)  # the host's python3 (HostFacts): the exec helper
         self.prefix = f"lifeboat-{hashlib.sha256(root.encode()).hexdigest()[:8]}-"
 
     def unit(self, program: str) -> str:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from toolkit.contract import ObjectInfo, ObjectStore
 from toolkit.errors import BadInput, CommandFailed, ProviderError, VerificationFailed
 from toolkit.stores.dirstore import CHUNK, encode_key, partial_name, stale_partial
-from toolkit.transport.connection import SSHConnection
+from toolkit.transport.ssh import SSHConnection
 
 POOL = 8  # SFTP sessions kept open per store (OpenSSH allows 10 sessions per connection by default)
 SESSION_TIMEOUT = 600.0  # seconds a session waits for the host before the operation fails
@@ -22,7 +22,7 @@ SESSION_TIMEOUT = 600.0  # seconds a session waits for the host before the opera
 
 class RemoteDirectoryStore(ObjectStore):
     NATIVE_CHECKSUMS = ("sha256",)
-    # Object data goes through the system OpenSSH client where it can be used (toolkit.connection:
+    # Object data goes through the system OpenSSH client where it can be used (toolkit.transport.connection:
     # bulk_write/bulk_read, one process and TCP connection per stream), so several objects move at once.
     # Through paramiko, one at a time: its channels on one connection are not reliable under concurrent
     # heavy transfers (sessions dropped mid-write, stalls were seen with 4). Small objects go in batches

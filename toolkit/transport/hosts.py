@@ -13,7 +13,7 @@ from pathlib import Path
 from toolkit.config.schema import Bool, DictOf, Field, Int, ListOf, Map, Scalar, Str
 from toolkit.errors import BadInput, ProviderUnreachable
 from toolkit.paths import private_dir
-from toolkit.transport.connection import SSHConnection, fingerprint, known_hosts_name
+from toolkit.transport.ssh import SSHConnection, fingerprint, known_hosts_name
 
 ROLES = ["web", "worker", "db", "storage", "proxy"]
 
