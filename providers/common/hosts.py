@@ -25,7 +25,7 @@ from toolkit.contract import (
     SecretValue,
     Unsupported,
     bucket_var,
-    data_resource,
+    desired_resources,
 )
 from toolkit.errors import BadInput, ProviderError, ToolkitError
 from toolkit.hostops.bootstrap import HostFacts
@@ -473,18 +473,9 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         return out
 
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
-        out = []
-        for res in resources:
-            data = data_resource(res, wal_archive=self.stack.archives_wal)
-            if data is not None:
-                out.append(data)
-            elif res.kind == "service":
-                svc = self.stack.services[res.name]
-                out.append(Resource("service", res.name, {
-                    "release": release_id(svc), "config": self.config_id(svc, secrets),
-                    "replicas": svc.replicas, "hosts": self.placement(svc), "running": True}))
-            else:
-                out.append(res)
+        out = desired_resources(self.stack, resources, lambda svc: {
+            "release": release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas,
+            "hosts": self.placement(svc)})
         if self.gateway_needed():
             out.append(Resource("media", "gateway", {"config": self.gateway_id(),
                                                      "host": self.first("storage", "an object store").name,

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from providers.local.services import LocalCache, LocalCompute, LocalDatabase, LocalSecrets
+from providers.common.hostservices import HostCache
+from providers.local.services import LocalCompute, LocalDatabase, LocalSecrets
 from providers.local.state import PG_SUPERUSER, LocalState, pid_alive, port_open
 from toolkit.config.schema import Field, Int, Str
 from toolkit.contract import (
@@ -21,7 +22,7 @@ from toolkit.contract import (
     Resource,
     SecretValue,
     bucket_var,
-    data_resource,
+    desired_resources,
 )
 from toolkit.dns.zonefile import ZoneFileDns
 from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
@@ -223,19 +224,8 @@ class LocalProvider(KindDispatch, Provider):
         return out
 
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
-        out = []
-        for res in resources:
-            data = data_resource(res, wal_archive=self.stack.archives_wal)
-            if data is not None:
-                out.append(data)
-            elif res.kind == "service":
-                svc = self.stack.services[res.name]
-                out.append(Resource("service", res.name, {"release": self.release_id(svc),
-                                                          "config": self.config_id(svc, secrets),
-                                                          "replicas": svc.replicas, "running": True}))
-            else:
-                out.append(res)
-        return out
+        return desired_resources(self.stack, resources, lambda svc: {
+            "release": self.release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas})
 
     def finish_destroy(self) -> None:
         self.stop_supervisor()
@@ -568,8 +558,8 @@ class LocalProvider(KindDispatch, Provider):
     def database(self) -> LocalDatabase:
         return LocalDatabase(self)
 
-    def cache(self) -> LocalCache:
-        return LocalCache(self)
+    def cache(self) -> HostCache:
+        return HostCache(self)  # the host machinery's, over this machine's RedisHost
 
     def objects(self) -> DirectoryStore:
         return DirectoryStore(self.state.objects)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from providers.local.state import PG_SUPERUSER, pid_alive
 from toolkit.commands import pgcommands
 from toolkit.contract import (
-    CacheService,
     ComputeService,
     DatabaseInfo,
     DatabaseService,
@@ -140,24 +139,6 @@ class LocalDatabase(DatabaseService):
 
     def connection_url(self) -> SecretValue:
         return self.p.database_url()
-
-
-class LocalCache(CacheService):
-    def __init__(self, provider: LocalProvider):
-        self.p = provider
-
-    def connection_url(self) -> SecretValue:
-        return self.p.redis_url()
-
-    def ping(self) -> bool:
-        import redis
-
-        try:
-            client = redis.Redis(host="127.0.0.1", port=self.p.state.port("redis"),
-                                 password=self.p.internal_secret("redis").reveal_text(), socket_timeout=2)
-            return bool(client.ping())
-        except Exception:
-            return False
 
 
 class LocalCompute(ComputeService):

@@ -569,3 +569,19 @@ def data_resource(res: Resource, *, wal_archive: bool = False) -> Resource | Non
         return Resource("database", res.name, {**res.attrs, "running": True, **({"wal_archive": True} if wal_archive
                                                                                 else {})})
     return None
+
+
+def desired_resources(stack, resources: list[Resource], service_attrs) -> list[Resource]:
+    """The planned ``resources`` as a provider that runs them will hold them: the data kinds as
+    :func:`data_resource` gives them, each service with ``service_attrs(svc)`` (what its release and
+    configuration are) and running, anything else as planned."""
+    out = []
+    for res in resources:
+        data = data_resource(res, wal_archive=stack.archives_wal)
+        if data is not None:
+            out.append(data)
+        elif res.kind == "service":
+            out.append(Resource("service", res.name, {**service_attrs(stack.services[res.name]), "running": True}))
+        else:
+            out.append(res)
+    return out

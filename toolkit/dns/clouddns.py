@@ -1,20 +1,7 @@
-"""DNS at the clouds that host one: ``type: digitalocean-dns`` (DigitalOcean's v2 API, domain records) and
-``type: hetzner-dns`` (the Hetzner Cloud API's zones and RRsets). DNS-only targets, like ``rfc2136``: a
-stack names one under ``dns: provider:``, or a ``type: terraform`` module hands one out through its
-``lifeboat_dns`` output (providers.tfmodule).
-
-Both speak JSON over HTTPS with a bearer token read from the environment variable named by ``token_env``
-(never from the stack file, never printed; a plain-http ``endpoint`` is refused unless it is on this
-machine). A change counts as done when the API reads it back (``confirm``); these clouds take no RFC 2136
-updates, and their nameservers follow their API within seconds.
-
-Record values are written as in a zone file, as everywhere in Lifeboat: TXT quoted, CNAME/MX targets as
-absolute names, MX as "priority target", CAA as 'flags tag "value"'. The zone's own SOA and NS records
-belong to the cloud and are left alone.
-
-Tested in Lifeboat's CI against fakes of the two APIs (tests/clouddnslab.py: the requests, paging and
-asynchronous actions as documented), not against the clouds themselves: say so where it matters.
-"""
+"""DNS services over the JSON APIs of DigitalOcean (v2 domain records) and Hetzner (Cloud API zones and
+RRsets), with a bearer token; record values as in a zone file; a change is done when the API reads it
+back. The ``digitalocean-dns`` and ``hetzner-dns`` providers (providers/clouddns.py) give them their
+settings."""
 
 from __future__ import annotations
 

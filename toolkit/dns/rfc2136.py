@@ -1,17 +1,6 @@
-"""``rfc2136``: DNS only. Records on any authoritative server that takes RFC 2136 dynamic updates signed
-with TSIG (BIND 9, Knot, PowerDNS), independent of where the stack runs.
-
-A stack names such a target under ``dns: provider:``; it cannot run services (``up --on`` it is refused).
-
-- Updates go to the primary (``server``/``port``) over TCP, signed with the TSIG key; the key comes from a
-  BIND key file (what ``tsig-keygen`` writes) or from an environment variable, and never reaches argv, logs
-  or journals.
-- ``records()`` asks the primary for the names the stack manages (signed queries over TCP), so no zone
-  transfer permission is needed.
-- ``confirm()`` asks every server in ``check_servers`` (default: the primary) directly, without recursion,
-  until each answers the new values and TTL: the change is live on the authoritative servers, not only
-  accepted by the primary. Secondaries that follow the primary by NOTIFY and zone transfer are listed there.
-"""
+"""DNS over RFC 2136 dynamic updates signed with TSIG (BIND 9, Knot, PowerDNS): records read by signed
+queries to the primary, changes confirmed on every authoritative server named. The ``rfc2136`` provider
+(providers/rfc2136.py) reads the key and gives it its settings."""
 
 from __future__ import annotations
 
