@@ -242,7 +242,7 @@ def test_the_pinned_known_hosts_goes_when_a_process_exits_without_closing(lab, t
 
     host = lab.hosts[0]
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-              "from toolkit.connection import SSHConnection\n"
+              "from toolkit.transport.ssh import SSHConnection\n"
               f"conn = SSHConnection({host.address!r}, port={host.port}, user={lab.user!r}, "
               f"key_file={str(lab.client_key)!r}, known_hosts={str(lab.known_hosts)!r})\n"
               "argv = conn.openssh()\n"

@@ -1,4 +1,4 @@
-"""toolkit.terraform against the real Terraform binary (python-terraform underneath), offline."""
+"""toolkit.transport.terraform against the real Terraform binary (python-terraform underneath), offline."""
 
 from __future__ import annotations
 
