@@ -146,3 +146,15 @@ def test_envelope_is_valid_json_even_with_unicode(tmp_path):
     stack.write_text(text)
     out = run_cli("-c", str(stack), "-o", "json", "validate")
     assert json.loads(out.stdout)["status"] == "ok"
+
+
+def test_commands_for_a_capability_read_the_providers_features(tmp_path):
+    """`release` and `hosts` need FEATURES releases / ssh_hosts: the local provider declares neither, so both
+    are refused as bad input naming the target, before anything is touched."""
+    stack = chirp_stack(tmp_path)
+    for argv, code in ((["release", "list"], "release.unsupported"), (["hosts", "trust"], "hosts.none")):
+        result = run_cli("-c", str(stack), "-o", "json", *argv, "--on", "here")
+        assert result.code == 2, result
+        error = result.envelope["errors"][0]
+        assert error["code"] == code and "here (local)" in error["message"], error
+    assert not (tmp_path / "state").exists()

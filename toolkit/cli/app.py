@@ -16,6 +16,7 @@ from toolkit import __version__, settle
 from toolkit.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    BadInput,
     ConfirmationRequired,
     Problem,
     ToolkitError,
@@ -62,6 +63,13 @@ class Session:
         from toolkit.run.engine import Engine
 
         return Engine(self.stack(), self.events())
+
+    def provider_with(self, on: str, *, feature: str, lacks: str, code: str):
+        """TARGET's provider, which must declare ``feature`` (FEATURES); else bad input saying what it lacks."""
+        provider = self.engine().provider(on)
+        if not provider.supports(feature):
+            raise BadInput(f"target {on} ({provider.TYPE}) {lacks}.", code=code)
+        return provider
 
     def confirm(self, question: str) -> None:
         if self.yes:

@@ -53,16 +53,12 @@ def lock_release(session: Session, on):
 
 
 # ---------------------------------------------------------------------------------------------- releases
+KEEPS_RELEASES = {"feature": "releases", "lacks": "keeps no releases to go back to", "code": "release.unsupported"}
+
+
 @cli.group()
 def release():
     """Releases a target keeps (the last three per service): list them, go back to the previous one."""
-
-
-def _release_provider(session: Session, on: str):
-    provider = session.engine().provider(on)
-    if not provider.supports("releases"):
-        raise BadInput(f"target {on} ({provider.TYPE}) keeps no releases to go back to.", code="release.unsupported")
-    return provider
 
 
 @release.command("list")
@@ -72,7 +68,7 @@ def release_list(session: Session, on):
     """Per service: the running release, the one `release rollback` goes to, and what the hosts keep."""
     from toolkit.cli.output import Outcome
 
-    found = _release_provider(session, on).ex_releases()
+    found = session.provider_with(on, **KEEPS_RELEASES).ex_releases()
 
     def human(console):
         for name, info in found.items():
@@ -92,7 +88,7 @@ def release_rollback(session: Session, on, services):
     from toolkit.cli.output import Outcome
     from toolkit.run.engine import operator
 
-    provider = _release_provider(session, on)
+    provider = session.provider_with(on, **KEEPS_RELEASES)
     provider.events = session.events()
     found = provider.ex_releases()
     targets = list(services) or sorted(found)
@@ -104,16 +100,12 @@ def release_rollback(session: Session, on, services):
 
 
 # ---------------------------------------------------------------------------------------------- hosts
+HAS_HOSTS = {"feature": "ssh_hosts", "lacks": "has no SSH hosts", "code": "hosts.none"}
+
+
 @cli.group()
 def hosts():
     """SSH hosts of a target: check them, trust their keys."""
-
-
-def _ssh_provider(session: Session, on: str):
-    provider = session.engine().provider(on)
-    if not provider.supports("ssh_hosts"):
-        raise BadInput(f"target {on} ({provider.TYPE}) has no SSH hosts.", code="hosts.none")
-    return provider
 
 
 @hosts.command("trust")
@@ -125,7 +117,7 @@ def hosts_trust(session: Session, on, names):
     from toolkit.cli.output import Outcome
     from toolkit.transport.ssh import ChangedHostKey, fingerprint
 
-    provider = _ssh_provider(session, on)
+    provider = session.provider_with(on, **HAS_HOSTS)
     directory = provider.directory
     chosen = list(names) or [s.name for s in provider.specs]
     unknown = [n for n in chosen if n not in directory.specs]
@@ -170,7 +162,7 @@ def hosts_bootstrap(session: Session, on, check_only):
     """Prepare bare Debian/Ubuntu hosts: install the packages their roles need, create accounts and folders."""
     from toolkit.cli.output import Outcome
 
-    provider = _ssh_provider(session, on)
+    provider = session.provider_with(on, **HAS_HOSTS)
     plan = provider.bootstrap_plan()
     missing = {h: p["missing"] for h, p in plan.items() if p["missing"]}
     if missing and not check_only:
