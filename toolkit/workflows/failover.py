@@ -198,11 +198,11 @@ class Failover:
         scratch cluster on this machine (up to --before when given), then copied into the target and
         verified there table by table. The recovery point is the last transaction replayed."""
         from toolkit.stores.copier import copy_database
-        from toolkit.workflows import walarchive
+        from toolkit.workflows import replay, walarchive
 
         pg = self.stack.postgres
-        cluster = walarchive.ReplayCluster(walarchive.server_bindir(int(db["version"])),
-                                           os_user=walarchive.replay_account(), database=pg.database, user=pg.user)
+        cluster = replay.ReplayCluster(replay.server_bindir(int(db["version"])),
+                                       os_user=replay.replay_account(), database=pg.database, user=pg.user)
         try:
             try:  # what fails here is the base backup or the archive: the dump may still restore
                 self.events.step(f"fetching the archived WAL from {base['start_segment']}")
