@@ -30,7 +30,7 @@ ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 
 
 class S3CompatibleApi:
-    """The one boto3 S3 client of an S3-compatible target (what providers.aws.S3Store asks of its api)."""
+    """The one boto3 S3 client of an S3-compatible target (what toolkit.stores.s3.S3Store asks of its api)."""
 
     def __init__(self, settings: dict, label: str):
         self.settings, self.label = settings, label
