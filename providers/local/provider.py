@@ -247,9 +247,9 @@ class LocalProvider(KindDispatch, Provider):
     def postgres(self, port: int | None = None) -> PostgresHost:
         """This target's cluster, run by toolkit.hostops over a LocalConnection as on any host. As root, it
         runs as the account ``user`` (default lifeboat) with its data under /var/lib/lifeboat."""
-        return PostgresHost(LocalConnection(umask=0o077), base=str(self.pg_root()), version=self.stack.postgres.version
-                            if self.stack.postgres else 0, listen="127.0.0.1",
-                            port=port or self.state.load().get("ports", {}).get("postgres") or 0,
+        pg = self.stack.postgres
+        return PostgresHost(LocalConnection(umask=0o077), base=str(self.pg_root()), version=pg.version if pg else 0,
+                            listen="127.0.0.1", port=port or self.state.load().get("ports", {}).get("postgres") or 0,
                             account=self.pg_user() or "", as_root=self.as_root, bindir=str(self.pg_bindir()),
                             wal=self.stack.archives_wal)
 
@@ -271,8 +271,8 @@ class LocalProvider(KindDispatch, Provider):
         if not self._pg_running() and port_open(port):  # someone else took our port while we were down
             self.state.forget_port("postgres")
             port = self.state.port("postgres")
-        self.postgres(port).ensure(superuser=PG_SUPERUSER, superuser_password=self.internal_secret("pg_superuser").reveal(),
-                                   clients=[], database=pg.database, app_user=pg.user,
+        self.postgres(port).ensure(superuser=PG_SUPERUSER, clients=[], database=pg.database, app_user=pg.user,
+                                   superuser_password=self.internal_secret("pg_superuser").reveal(),
                                    app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions,
                                    events=self.events)
         self.state.update(postgres={"database": pg.database, "user": pg.user, "version": pg.version,
