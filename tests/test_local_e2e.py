@@ -19,7 +19,7 @@ from toolkit.agents.supervisor import alive
 from toolkit.config import stackfile
 from toolkit.run.engine import Engine
 
-from .conftest import chirp_stack, run_cli
+from .conftest import CHIRP, chirp_stack, run_cli
 
 
 def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -134,6 +134,15 @@ def test_local_end_to_end(deployment):
     again = run_cli(*lb, "up", "--on", "here")
     assert again.code == 0 and again.envelope["data"]["applied"] == []
     assert run_cli(*lb, "plan", "--on", "here", "--detailed-exitcode").code == 0
+
+    # A service the stack declares but the target does not run makes status unhealthy (exit 1), named.
+    more = root / "more.yml"
+    more.write_text(stack.read_text().replace("  worker:\n", "  beat:\n    role: worker\n    build: "
+                                              f"{CHIRP}\n    command: [\"sleep\", \"60\"]\n  worker:\n", 1))
+    missing = run_cli("-c", str(more), "-o", "json", "status", "--on", "here")
+    assert missing.code == 1 and missing.envelope["data"]["healthy"] is False, missing
+    assert [p for p in missing.envelope["data"]["problems"] if "service beat is declared but not deployed" in p]
+    more.unlink()
 
     # A concurrent run is refused with exit 3 and says who holds the lock.
     with provider.lock("someone@elsewhere"):

@@ -364,8 +364,15 @@ class Engine:
         data["deployed"] = bool(observed)
         unhealthy = [f"{i.service}.{i.replica}" for i in instances if not i.healthy]
         down = [r.id for r in observed.values() if r.attrs.get("running") is False]
-        data["healthy"] = bool(observed) and not unhealthy and not down
-        data["problems"] = ([f"{x} is not healthy" for x in unhealthy] + [f"{x} is not running" for x in down])
+        # a service the stack declares that this target does not run (a failover stopped before deploying,
+        # a service added since the last `up`) is a problem, not an absence to overlook
+        deployed = {r.name for r in observed.values() if r.kind == "service"}
+        missing = [name for name in self.stack.services if name not in deployed] \
+            if observed and "compute" in provider.SERVICES else []
+        data["healthy"] = bool(observed) and not unhealthy and not down and not missing
+        data["problems"] = ([f"{x} is not healthy" for x in unhealthy] + [f"{x} is not running" for x in down]
+                            + [f"service {x} is declared but not deployed here (run `lifeboat up --on {on}`)"
+                               for x in missing])
         return data
 
 
