@@ -169,6 +169,42 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     assert steps["verify"]["database"] == "identical"
 
 
+def test_verify_tells_the_targets_own_writes_from_the_sources(stack):
+    """After a frozen move, a difference at verification comes from the target's own services (its worker
+    writing once started), not from the source: verify says so, naming the tables."""
+    import os
+    import subprocess
+
+    import psycopg
+
+    from .conftest import LIFEBOAT
+
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    assert run_cli(*lb, "up", "--on", "old").code == 0  # the source serves again (the last move froze it)
+    proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "old", "--to", "new"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LIFEBOAT_FAULT": "stall:verify", "LIFEBOAT_FAULT_SECONDS": "15"})
+    try:
+        for line in proc.stderr:
+            if "stalled at verify" in line:
+                break
+        new = Engine(stackfile.load(stack)).provider("new")
+        with psycopg.connect(new.database().connection_url().reveal_text(), autocommit=True) as conn:
+            conn.execute("INSERT INTO posts (user_id, body) SELECT id, 'the target writes' FROM users LIMIT 1")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    steps = {s["step"]: s for s in json.loads(out)["data"]["steps"]}
+    assert steps["freeze"]["paused"] == ["web", "worker"]
+    verified = steps["verify"]
+    assert verified["database"].startswith("written on the target since the final copy"), verified
+    tables = verified["database_tables"]
+    assert tables and all("posts" in name for name in tables), verified  # the table (and its id sequence)
+
+
 def test_a_concurrent_migration_gets_exit_3_naming_the_holder(stack):
     engine = Engine(stackfile.load(stack))
     with engine.provider("new").lock("someone@elsewhere"):

@@ -468,10 +468,18 @@ class Migration:
         out = {"target_healthy": True}
         if self.stack.postgres:
             before = self.source.database().table_digests()
-            if before != self.target.database().table_digests(method_of(before)):
-                out["database"] = "changed on the source since the copy (no write freeze yet)"
-            else:
+            after = self.target.database().table_digests(method_of(before))
+            differ = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+            if not differ:
                 out["database"] = "identical"
+            elif self._journal_paused():  # the final copy was verified equal while the source was frozen
+                out["database"] = ("written on the target since the final copy, by its own services: the copy "
+                                   "was verified equal while the source was frozen")
+            else:
+                out["database"] = ("the source kept serving after the copy (no write freeze), so it has taken "
+                                   "writes since (the target's services may have written too)")
+            if differ:
+                out["database_tables"] = differ[:20]
         try:
             dns = self.engine.dns_provider()
             if dns is not None and self.cutover:
