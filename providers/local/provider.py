@@ -288,8 +288,9 @@ class LocalProvider(KindDispatch, Provider):
                                dbname=database, connect_timeout=10, autocommit=True)
 
     def _delete_database(self, resource: Resource) -> None:
-        if self.pg_root().exists():
-            self.postgres().remove()
+        if self._pg_running():
+            self.postgres().remove()  # stopped first, and its data never removed while it runs
+        shutil.rmtree(self.pg_root(), ignore_errors=True)  # (no server binaries needed when it is down)
         state = self.state.load()
         state.pop("postgres", None)
         state.pop("pg_root", None)
