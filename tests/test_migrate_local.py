@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
 from toolkit.config import stackfile
 from toolkit.run.engine import Engine
 
-from .conftest import run_cli, seeded_chirp
+from .conftest import LIFEBOAT, run_cli, seeded_chirp
 
 NEW = """  new:
     type: local
@@ -41,6 +44,23 @@ def rows(provider) -> dict:
     with psycopg.connect(provider.database().connection_url().reveal_text()) as conn:
         return {t: conn.execute(f"SELECT count(*), md5(string_agg(x::text, '' ORDER BY x::text)) FROM {t} x")  # noqa: S608
                 .fetchone() for t in ("users", "posts", "follows", "media")}
+
+
+@contextmanager
+def stalled(argv: list[str], point: str, seconds: int):
+    """A lifeboat run (a process of its own) held at ``point`` by the fault hook for up to ``seconds``:
+    yielded once it says so, killed afterwards if it is still there."""
+    proc = subprocess.Popen([*LIFEBOAT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LIFEBOAT_FAULT": f"stall:{point}", "LIFEBOAT_FAULT_SECONDS": str(seconds)})
+    try:
+        for line in proc.stderr:
+            if f"stalled at {point}" in line:
+                break
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -172,30 +192,15 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
 def test_verify_tells_the_targets_own_writes_from_the_sources(stack):
     """After a frozen move, a difference at verification comes from the target's own services (its worker
     writing once started), not from the source: verify says so, naming the tables."""
-    import os
-    import subprocess
-
     import psycopg
-
-    from .conftest import LIFEBOAT
 
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     assert run_cli(*lb, "up", "--on", "old").code == 0  # the source serves again (the last move froze it)
-    proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "old", "--to", "new"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LIFEBOAT_FAULT": "stall:verify", "LIFEBOAT_FAULT_SECONDS": "15"})
-    try:
-        for line in proc.stderr:
-            if "stalled at verify" in line:
-                break
+    with stalled([*lb, "migrate", "--from", "old", "--to", "new"], "verify", 15) as proc:
         new = Engine(stackfile.load(stack)).provider("new")
         with psycopg.connect(new.database().connection_url().reveal_text(), autocommit=True) as conn:
             conn.execute("INSERT INTO posts (user_id, body) SELECT id, 'the target writes' FROM users LIMIT 1")
         out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, out
     steps = {s["step"]: s for s in json.loads(out)["data"]["steps"]}
     assert steps["freeze"]["paused"] == ["web", "worker"]
@@ -233,26 +238,12 @@ def test_ctrl_c_exits_130_and_resume_finishes_the_move(stack, sig, code):
     """SIGINT (what Ctrl-C sends) to a real run in the middle of its media step: exit 130, the envelope says
     to re-run with --resume, the locks are released, and --resume completes the move. SIGTERM (systemd, a
     CI timeout) unwinds the same way, exit 143 (it used to end the process where it stood)."""
-    import os
     import signal
-    import subprocess
-
-    from .conftest import LIFEBOAT
 
     lb = ["-c", str(stack), "-o", "json", "--yes"]
-    proc = subprocess.Popen([*LIFEBOAT, *lb, "migrate", "--from", "old", "--to", "new", "--no-cutover"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LIFEBOAT_FAULT": "stall:media", "LIFEBOAT_FAULT_SECONDS": "120"})
-    try:
-        for line in proc.stderr:
-            if "stalled at media" in line:
-                break
+    with stalled([*lb, "migrate", "--from", "old", "--to", "new", "--no-cutover"], "media", 120) as proc:
         proc.send_signal(getattr(signal, sig))
         out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == code, (proc.returncode, out)
     error = json.loads(out)["errors"][0]
     assert error["code"] == "interrupted" and "--resume" in error["message"], error
