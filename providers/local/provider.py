@@ -14,7 +14,7 @@ from pathlib import Path
 
 from providers.common.hostservices import HostCache
 from providers.local.services import LocalCompute, LocalDatabase, LocalSecrets
-from providers.local.state import PG_SUPERUSER, LocalState, pid_alive, port_open
+from providers.local.state import PG_SUPERUSER, LocalState, pid_alive
 from toolkit.config.schema import Field, Int, Str
 from toolkit.contract import (
     KindDispatch,
@@ -108,9 +108,12 @@ class LocalProvider(KindDispatch, Provider):
             hint=f"install them (Debian: apt-get install postgresql-{version}) or set postgres_bin.",
             code="local.missing_postgres")
 
-    def redis_binary(self) -> str:
-        found = self.settings.get("redis_server") or shutil.which("redis-server") or \
+    def _redis_server(self) -> str | None:
+        return self.settings.get("redis_server") or shutil.which("redis-server") or \
             ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+
+    def redis_binary(self) -> str:
+        found = self._redis_server()
         if not found:
             raise ProviderError(f"{self.label}: the stack uses Redis but redis-server is not installed.",
                                 hint="install it (Debian: apt-get install redis-server) or set redis_server.",
@@ -249,7 +252,7 @@ class LocalProvider(KindDispatch, Provider):
         runs as the account ``user`` (default lifeboat) with its data under /var/lib/lifeboat."""
         pg = self.stack.postgres
         return PostgresHost(LocalConnection(umask=0o077), base=str(self.pg_root()), version=pg.version if pg else 0,
-                            listen="127.0.0.1", port=port or self.state.load().get("ports", {}).get("postgres") or 0,
+                            listen="127.0.0.1", port=port or self.state.recorded_port("postgres") or 0,
                             account=self.pg_user() or "", as_root=self.as_root, bindir=str(self.pg_bindir()),
                             wal=self.stack.archives_wal)
 
@@ -267,10 +270,7 @@ class LocalProvider(KindDispatch, Provider):
         if self.as_root:  # /var/lib/lifeboat: open to the account the cluster runs as
             root.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.state.update(pg_root=str(root))
-        port = self.state.port("postgres")
-        if not self._pg_running() and port_open(port):  # someone else took our port while we were down
-            self.state.forget_port("postgres")
-            port = self.state.port("postgres")
+        port = self.state.port_to_start("postgres", running=self._pg_running())
         self.postgres(port).ensure(superuser=PG_SUPERUSER, clients=[], database=pg.database, app_user=pg.user,
                                    superuser_password=self.internal_secret("pg_superuser").reveal(),
                                    app_password=self.internal_secret("pg_app").reveal(), extensions=pg.extensions,
@@ -307,17 +307,14 @@ class LocalProvider(KindDispatch, Provider):
     # ------------------------------------------------------------------ cache
     def redis(self, port: int | None = None) -> RedisHost:
         """This target's Redis, run by toolkit.hostops over a LocalConnection as on any host."""
-        binary = self.settings.get("redis_server") or shutil.which("redis-server") or "redis-server"
         return RedisHost(LocalConnection(umask=0o077), base=str(self.state.redis), listen="127.0.0.1",
-                         port=port or self.state.load().get("ports", {}).get("redis") or 0, binary=binary)
+                         port=port or self.state.recorded_port("redis") or 0,
+                         binary=self._redis_server() or "redis-server")
 
     def _apply_cache(self, before: Resource | None, after: Resource) -> None:
         self.redis_binary()  # installed, else a clear error
         private_dir(self.state.root)
-        port = self.state.port("redis")
-        if not self.redis().running() and port_open(port):
-            self.state.forget_port("redis")
-            port = self.state.port("redis")
+        port = self.state.port_to_start("redis", running=self.redis().running())
         self.redis(port).start(self.internal_secret("redis").reveal())
         self.state.update(redis={"version": self.stack.redis.version if self.stack.redis else None})
 

@@ -77,6 +77,19 @@ class LocalState:
             self.save(data)
         return ports[name]
 
+    def recorded_port(self, name: str) -> int | None:
+        """The port recorded for ``name``, if any (nothing is picked)."""
+        return self.load().get("ports", {}).get(name)
+
+    def port_to_start(self, name: str, *, running: bool) -> int:
+        """The port to start ``name`` on: its recorded one, unless it is down and something else took that
+        port meanwhile; then a new free one (recorded)."""
+        port = self.port(name)
+        if not running and port_open(port):
+            self.forget_port(name)
+            port = self.port(name)
+        return port
+
     def forget_port(self, name: str) -> None:
         data = self.load()
         data.get("ports", {}).pop(name, None)
