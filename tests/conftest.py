@@ -74,7 +74,7 @@ def cli():
 
 def chirp_stack(directory: Path, *, name: str = "chirp", target: str = "here", extra_target: str = "",
                 replicas: int = 1, secrets: str = "  CHIRP_SECRET_KEY: {from: generate, length: 48}\n",
-                dns: bool = True, ttl: int = 4, cutover_ttl: int = 2) -> Path:
+                dns: bool = True, ttl: int = 4, cutover_ttl: int = 2, extensions: tuple[str, ...] = ("pg_trgm",)) -> Path:
     """Write a chirp stack file into ``directory`` whose local target keeps its state there too."""
     text = f"""version: 1
 name: {name}
@@ -97,7 +97,7 @@ services:
 postgres:
   version: 15
   database: chirp
-  extensions: [pg_trgm]
+  extensions: [{", ".join(extensions)}]
 redis:
   version: 7
 buckets:
@@ -191,6 +191,33 @@ def make_host_roots() -> Path:
     path = Path(tempfile.mkdtemp(prefix="lifeboat-roots-", dir="/tmp"))
     path.chmod(0o711)
     return path
+
+
+@pytest.fixture(params=["local", "ssh"])
+def dir_store(request, tmp_path):
+    """A directory object store (toolkit/stores/dirstore.py) here, and one on an SSH host (sftpstore.py), with
+    its root: the lab's hosts are this machine, so a test looks at the files."""
+    from toolkit.stores.dirstore import DirectoryStore
+
+    if request.param == "local":
+        yield DirectoryStore(tmp_path / "objects"), tmp_path / "objects"
+        return
+    from toolkit.stores.sftpstore import RemoteDirectoryStore
+    from toolkit.transport.ssh import SSHConnection
+
+    lab = request.getfixturevalue("ssh_lab")
+    roots = make_host_roots()
+    shutil.chown(roots, lab.user)
+    host = lab.hosts[0]
+    conn = SSHConnection(host.address, port=host.port, user=lab.user, key_file=str(lab.client_key),
+                         known_hosts=str(lab.known_hosts))
+    remote = RemoteDirectoryStore(conn, str(roots / "objects"))
+    try:
+        yield remote, roots / "objects"  # the lab's hosts are this machine: the test looks at the files
+    finally:
+        remote.release()
+        conn.close()
+        shutil.rmtree(roots, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -153,7 +153,6 @@ class TestBaremetalContract(ProviderContract):
         from contextlib import contextmanager
 
         from toolkit.agents.batchwriter import batch_writer_program
-        from toolkit.stores.dirstore import encode_key
 
         store = provider.objects()
         bodies = {"batch/empty": b"", "batch/café ☕ with space.txt": "☕".encode() * 999,
@@ -174,7 +173,7 @@ class TestBaremetalContract(ProviderContract):
 
         # The host half refuses to place an object whose bytes do not hash to what the client says it sent.
         answer = bytearray()
-        frame = json.dumps({"name": encode_key("batch/liar"), "key": "batch/liar", "size": 3}).encode() + b"\n"
+        frame = json.dumps({"key": "batch/liar", "size": 3}).encode() + b"\n"
         frame += b"abc" + json.dumps({"sha256": "0" * 64}).encode() + b"\n"
         with store.conn.write_stream(["python3", "-c", batch_writer_program(), store.root, "media", "w-test-1-x"],
                                      output=answer) as sink:
@@ -204,7 +203,7 @@ class TestBaremetalContract(ProviderContract):
         # Where the file system cannot make unnamed files (the writer's "named" mode): partial files named
         # under .tmp/, renamed into place; a new object and one replacing another both land, nothing is left.
         def frames(objects: dict) -> bytes:  # what write_batch sends, for the writer run by hand
-            return b"".join(json.dumps({"name": encode_key(k), "key": k, "size": len(v)}).encode() + b"\n" + v
+            return b"".join(json.dumps({"key": k, "size": len(v)}).encode() + b"\n" + v
                             + json.dumps({"sha256": hashlib.sha256(v).hexdigest()}).encode() + b"\n"
                             for k, v in objects.items())
 

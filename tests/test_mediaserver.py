@@ -17,19 +17,13 @@ from urllib.parse import quote
 import pytest
 
 from toolkit.agents import mediaserver
-from toolkit.stores import dirstore
 from toolkit.stores.dirstore import DirectoryStore
 
 from .awslab import free_port, wait_http
-from .conftest import CHIRP, REPO
+from .conftest import CHIRP
 
 KEYS = ["photo.jpg", "a/b/c.txt", ".hidden", "~tilde", "café ☕/レポート.pdf", "a+b=c&d?e#f", "x" * 300, "%41",
         "../escape", "."]
-
-
-def test_names_are_the_directory_store_names():
-    for key in KEYS:
-        assert mediaserver.encode_key(key) == dirstore.encode_key(key), key
 
 
 @pytest.fixture
@@ -41,8 +35,9 @@ def gateway(tmp_path):
     token.write_bytes(b"s3cr3t-token\n")
     token.chmod(0o600)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "toolkit" / "agents" / "mediaserver.py"), "--bind", "127.0.0.1",
-                             "--port", str(port), "--root", str(root), "--token-file", str(token)])
+    # as it runs on the storage host: the layout's text ahead of its own (providers/common/media.py)
+    proc = subprocess.Popen([sys.executable, "-c", mediaserver.program(), "--bind", "127.0.0.1", "--port", str(port),
+                             "--root", str(root), "--token-file", str(token), "--mode", "0o640"], cwd="/")
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
         yield {"url": f"http://127.0.0.1:{port}/media", "port": port, "store": store}

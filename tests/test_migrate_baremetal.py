@@ -35,11 +35,23 @@ def test_local_to_baremetal(tmp_path, ssh_lab):
 
         cache = redis.Redis.from_url(here.cache().connection_url().reveal_text())
         cache.set("carried", "yes", ex=3600)
+        # media an app writes itself, in nested folders (issue 23 item 1: they were skipped, silently)
+        nested = {"attachments/2026/12/4/photo.webp": b"webp" * 1000, "cache/emoji/x/blob.png": b"png"}
+        for key, body in nested.items():
+            path = here.state.objects / "media" / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+        status = run_cli(*lb, "status", "--on", "here").envelope["data"]
+        assert {r["name"]: r for r in status["resources"] if r["kind"] == "bucket"}["media"]["objects"] == 12
 
         moved = run_cli(*lb, "migrate", "--from", "here", "--to", "colo")
         assert moved.code == 0, moved
         report = {s["step"]: s for s in moved.envelope["data"]["steps"]}
-        assert report["media"]["copied"] == 10 and report["cache"]["keys"] >= 1
+        assert report["media"]["copied"] == 12 and report["cache"]["keys"] >= 1
+        storage = roots / "web1" / "objects" / "media"  # the lab's hosts are this machine
+        for key, body in nested.items():  # where the app looks, the app account's
+            assert (storage / key).read_bytes() == body
+            assert (storage / key).owner() == "lifeboat-app" and (storage / key).stat().st_mode & 0o777 == 0o644
         assert [r["record"] for r in report["cutover"]["records"]] == ["chirp A"]
         assert sorted(report["cutover"]["records"][0]["values"]) == ["127.0.0.2", "127.0.0.3"]
 
@@ -76,7 +88,7 @@ def test_local_to_baremetal(tmp_path, ssh_lab):
         engine = Engine(stackfile.load(stack))
         here, colo = engine.provider("here"), engine.provider("colo")
         assert rows(here) == rows(colo)
-        assert objects(here.objects()) == objects(colo.objects()) and len(objects(here.objects())) == 11
+        assert objects(here.objects()) == objects(colo.objects()) and len(objects(here.objects())) == 13
         assert not list((stack.parent / "state" / "here").rglob(".tmp/w-*"))
     finally:
         run_cli(*lb, "destroy", "--on", "colo")

@@ -11,16 +11,14 @@ import hashlib
 import io
 import json
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from toolkit.stores.dirstore import DirectoryStore, encode_key
+from toolkit.stores.dirstore import DirectoryStore
+from toolkit.stores.layout import NESTED, Bucket
 from toolkit.stores.objmeta import META_XATTR
-
-from .conftest import make_host_roots
 
 LONG = "k" * 400  # stored under a hashed name: the key lives only in the cache
 
@@ -36,27 +34,13 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(params=["local", "ssh"])
-def store(request, tmp_path):
-    if request.param == "local":
-        yield DirectoryStore(tmp_path / "objects"), tmp_path / "objects"
-        return
-    from toolkit.stores.sftpstore import RemoteDirectoryStore
-    from toolkit.transport.ssh import SSHConnection
+def data_file(root, key: str) -> Path:
+    """Where the layout keeps ``key``'s file in the bucket media (toolkit/stores/layout.py)."""
+    return Path(Bucket(str(root), "media", NESTED).find(key)[0])
 
-    lab = request.getfixturevalue("ssh_lab")
-    roots = make_host_roots()
-    shutil.chown(roots, lab.user)
-    host = lab.hosts[0]
-    conn = SSHConnection(host.address, port=host.port, user=lab.user, key_file=str(lab.client_key),
-                         known_hosts=str(lab.known_hosts))
-    remote = RemoteDirectoryStore(conn, str(roots / "objects"))
-    try:
-        yield remote, roots / "objects"  # the lab's hosts are this machine: the test looks at the files
-    finally:
-        remote.release()
-        conn.close()
-        shutil.rmtree(roots, ignore_errors=True)
+
+def meta_file(root, key: str) -> Path:
+    return Path(Bucket(str(root), "media", NESTED).find(key)[1])
 
 
 def write_all(store, bodies: dict[str, bytes]) -> None:
@@ -75,15 +59,15 @@ def listed(store) -> dict[str, str]:
     return {info.key: info.sha256 for info in store.list("media")}
 
 
-def test_the_cache_rides_in_the_file_and_is_recomputed_when_the_file_changes(store):
-    store, root = store
+def test_the_cache_rides_in_the_file_and_is_recomputed_when_the_file_changes(dir_store):
+    store, root = dir_store
     store.create_bucket("media")
     bodies = {"a.txt": b"first version", "b.bin": bytes(range(256)) * 10, LONG: b"long key", "empty": b""}
     write_all(store, bodies)
     files, metas = root / "media", root / ".meta" / "media"
     assert sorted(os.listdir(metas)) == []  # no second file per object
     for key, body in bodies.items():
-        cached = attr(files / encode_key(key))
+        cached = attr(data_file(root, key))
         assert cached and cached["key"] == key and cached["sha256"] == sha(body), key
     assert listed(store) == {k: sha(v) for k, v in bodies.items()}
 
@@ -128,8 +112,8 @@ def no_attributes(tmp_path):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_where_the_file_system_takes_no_attributes_the_cache_is_a_file_of_its_own(store, no_attributes):
-    store, root = store
+def test_where_the_file_system_takes_no_attributes_the_cache_is_a_file_of_its_own(dir_store, no_attributes):
+    store, root = dir_store
     # the same store type, rooted on ramfs
     store = DirectoryStore(no_attributes / "objects") if isinstance(store, DirectoryStore) else \
         type(store)(store.conn, str(no_attributes / "objects"))
@@ -138,10 +122,10 @@ def test_where_the_file_system_takes_no_attributes_the_cache_is_a_file_of_its_ow
     bodies = {"a.txt": b"on ramfs", LONG: b"a hashed name on ramfs"}
     write_all(store, bodies)
     files, metas = root / "media", root / ".meta" / "media"
-    assert sorted(os.listdir(metas)) == sorted(encode_key(k) for k in bodies)
+    assert sorted(p for p in metas.rglob("*") if p.is_file()) == [metas / "a.txt"]
     for key, body in bodies.items():
-        assert attr(files / encode_key(key)) is None
-        cached = json.loads((metas / encode_key(key)).read_text())
+        assert attr(data_file(root, key)) is None
+        cached = json.loads(meta_file(root, key).read_text())
         assert cached["key"] == key and cached["sha256"] == sha(body)
     assert listed(store) == {k: sha(v) for k, v in bodies.items()}
     # the next listing uses it (a wrong digest planted in it comes back); a rewrite makes it stale
@@ -156,12 +140,12 @@ def test_where_the_file_system_takes_no_attributes_the_cache_is_a_file_of_its_ow
         store.release()
 
 
-def test_a_missing_bucket_is_named_and_nothing_is_made(store):
+def test_a_missing_bucket_is_named_and_nothing_is_made(dir_store):
     """Writing (one by one or a batch through the host's writer) or listing a bucket that does not exist is
     objects.no_bucket, naming it, and leaves no folder behind."""
     from toolkit.errors import ProviderError
 
-    store, root = store
+    store, root = dir_store
     for attempt in (lambda: write_all(store, {"a.txt": b"x"}), lambda: listed(store),
                     lambda: store.head("media", "a.txt")):
         with pytest.raises(ProviderError) as info:
@@ -172,14 +156,14 @@ def test_a_missing_bucket_is_named_and_nothing_is_made(store):
         store.release()
 
 
-def test_many_objects_read_through_one_stream(store, tmp_path):
+def test_many_objects_read_through_one_stream(dir_store, tmp_path):
     """open_many: every object's exact bytes, in order (an SSH host streams them all from one reader on the
     host); a missing one fails when it is reached; leaving early is clean. A copy from an SSH host reads
     its small objects that way, never one stream per object."""
     from toolkit.errors import ProviderError
     from toolkit.stores.copier import copy_objects
 
-    store, root = store
+    store, root = dir_store
     store.create_bucket("media")
     bodies = {"empty": b"", "small.txt": b"small", LONG: b"hashed name", "large.bin": bytes(range(256)) * 4096,
               "café ☕.jpg": "☕".encode() * 3000}

@@ -12,7 +12,7 @@ from toolkit.cli.output import Outcome, envelope
 from toolkit.commands import pgcommands
 from toolkit.contract import Resource, SecretValue
 from toolkit.plan import planner
-from toolkit.stores.dirstore import decode_name, encode_key
+from toolkit.stores.layout import flat_key, flat_name
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -36,7 +36,7 @@ def test_dump_and_restore_argv():
         "/usr/lib/postgresql/15/bin/pg_dump", "--format=custom", "--compress=1", "--no-password",
         "-h", "127.0.0.1", "-p", "5433", "-U", "chirp", "-d", "chirp"]
     assert pgcommands.pg_restore(BIN, host="h", port=1, user="u", database="d") == [
-        "/usr/lib/postgresql/15/bin/pg_restore", "--clean", "--if-exists", "--no-password", "--no-owner",
+        "python3", "-c", pgcommands.KEEP_EXTENSIONS, "/usr/lib/postgresql/15/bin/pg_restore", "--clean", "--if-exists", "--no-password", "--no-owner",
         "--role=u", "--exit-on-error", "--single-transaction", "-h", "h", "-p", "1", "-U", "u", "-d", "d"]
     assert "--clean" not in pgcommands.pg_restore(BIN, host="h", port=1, user="u", database="d", clean=False)
 
@@ -107,11 +107,11 @@ def test_secret_value_never_shows_or_serialises():
 
 @pytest.mark.parametrize("key", ["a", "media/x.jpg", "../../etc/passwd", ".", "..", ".hidden", "a//b", "café ☕.jpg",
                                  "sp ace", "per%cent", "new\nline", "~tilde", "x" * 300])
-def test_key_encoding_is_one_safe_file_name(key):
-    name = encode_key(key)
+def test_flat_names_are_one_safe_file_name(key):
+    name = flat_name(key)
     assert "/" not in name and name not in (".", "..") and not name.startswith(".")
     assert len(name.encode()) <= 240
-    decoded = decode_name(name)
+    decoded = flat_key(name)
     assert decoded == key or (decoded is None and name.startswith("~"))
 
 

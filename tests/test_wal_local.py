@@ -130,7 +130,7 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     assert len(segments) >= 4
 
     # An altered segment is refused, and so is a missing one: replay would stop there without a word.
-    victim = store._paths("lifeboat-backups", segments[-2])[0]
+    victim = store.path_of("lifeboat-backups", segments[-2])
     flip(victim, 4000)
     tampered = lb(stack, "failover", "--to", "new")
     assert tampered.code == 4, tampered
@@ -176,7 +176,7 @@ def test_failover_replays_the_wal_shipped_after_the_backup(stack):
     # The dump is not what a replay reads, but a backup is trusted whole (as `backups verify` says): a
     # tampered dump refuses the failover before anything on the target changes (it used to restore, exit 0).
     ident = backup.envelope["data"]["backup"]
-    dump = store._paths("lifeboat-backups", f"walapp/backups/{ident}/database.dump")[0]
+    dump = store.path_of("lifeboat-backups", f"walapp/backups/{ident}/database.dump")
     flip(dump, 100)
     with connect(stack, "new") as conn:
         conn.execute("UPDATE notes SET body = 'canary' WHERE id = 1")

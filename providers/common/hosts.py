@@ -56,6 +56,9 @@ HOST_SETTINGS = {
     "media_port": Field(Int(min=1, max=65535), default=8790,
                         doc="the media gateway's port on the storage host's private address (apps on the "
                             "other hosts reach the buckets through it)"),
+    "media_mode": Field(Str(pattern=r"0?[0-7]{3}", expected="an octal file mode such as 0644"), default="0644",
+                        doc="mode of the media files Lifeboat writes on the storage host (copies, restores), "
+                            "owned by the bucket folder's owner (the app account); folders get x where r is"),
     "port_offset": Field(Int(min=0, max=50000), default=0,
                          doc="added to every web service's port on these hosts (a drill's scratch copy runs "
                              "beside the target this way)"),
@@ -226,12 +229,18 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
             self._app_python[host] = app_interpreter(self.conn(host))
         return self._app_python[host]
 
+    def app_account_name(self, host: str) -> str | None:
+        """The account app processes run as on ``host``, as :meth:`app_account` names it (nothing made)."""
+        if not self.facts(host).is_root:
+            return None
+        return self.settings.get("app_account") or "lifeboat-app"
+
     def app_account(self, host: str) -> str | None:
         """The account app processes run as on ``host`` (created when missing); None when Lifeboat does
         not log in as root there (then they run as the login user)."""
-        if not self.facts(host).is_root:
+        account = self.app_account_name(host)
+        if account is None:
             return None
-        account = self.settings.get("app_account") or "lifeboat-app"
         from toolkit.hostops.bootstrap import ensure_account
 
         ensure_account(self.conn(host), account)
@@ -441,7 +450,9 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
             running = self.redis().running() if self.stack.redis is not None else False
             out.append(Resource("cache", "redis", {"running": running}, {"host": state["redis"].get("host")}))
         for name, info in sorted(state.get("buckets", {}).items()):
-            out.append(Resource("bucket", name, {}, {"host": info.get("host")}))
+            # recorded by up: an older Lifeboat's store is flat, and its files were never given to the app
+            out.append(Resource("bucket", name, {"layout": info.get("layout", "flat"), "owner": info.get("owner")},
+                                {"host": info.get("host")}))
         media = state.get("media")
         if media:
             status = self.runtime(media["host"]).status().get("media.0", {})
@@ -475,7 +486,7 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         out = desired_resources(self.stack, resources, lambda svc: {
             "release": release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas,
-            "hosts": self.placement(svc)})
+            "hosts": self.placement(svc)}, bucket_attrs=self.bucket_attrs() if self.media_on_hosts() else None)
         if self.gateway_needed():
             out.append(Resource("media", "gateway", {"config": self.gateway_id(),
                                                      "host": self.first("storage", "an object store").name,
@@ -555,17 +566,26 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
     # ------------------------------------------------------------------ buckets
     def objects(self) -> RemoteDirectoryStore:
         spec = self.first("storage", "an object store")
-        return RemoteDirectoryStore(self.conn(spec.name), f"{spec.root}/objects")
+        return RemoteDirectoryStore(self.conn(spec.name), f"{spec.root}/objects", file_mode=self.media_mode)
+
+    def bucket_attrs(self) -> dict:
+        """How the storage host keeps a bucket: nested paths, its files the app account's."""
+        host = self.first("storage", "an object store").name
+        return {"layout": "nested", "owner": self.app_account_name(host) if self.runtime_kind == "process" else None}
 
     def _apply_bucket(self, before, after) -> None:
         store = self.objects()
+        store.convert_layout()  # a store of the flat layout (an older Lifeboat's) gets nested paths
         store.create_bucket(after.name)
         host = self.first("storage", "an object store").name
-        account = self.app_account(host) if self.runtime_kind == "process" else None
-        if account:  # the app writes media there too (uploads); Lifeboat reads and writes as root
-            self.conn(host).run(["chown", "-R", f"{account}:{account}", store.root])
+        account = self.app_account(host) if after.attrs.get("owner") else None
+        if account:  # the app reads and writes media there (uploads); Lifeboat writes as root, files given to it
+            self.conn(host).run(["chown", "-R", "--no-dereference", f"{account}:{account}", store.root])
+            self.conn(host).run(["chmod", "-R", "u+rwX", store.bucket_dir(after.name)])
         state = self.state()
-        state.setdefault("buckets", {})[after.name] = {"host": store.conn.host}
+        for info in state.get("buckets", {}).values():
+            info["layout"] = "nested"  # the whole store was converted
+        state.setdefault("buckets", {})[after.name] = {"host": store.conn.host, "layout": "nested", "owner": account}
         self.save_state(state)
 
     def _delete_bucket(self, resource) -> None:

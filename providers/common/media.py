@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 
-from toolkit.agents import MEDIASERVER_SOURCE
+from toolkit.agents.mediaserver import program as mediaserver_program
 from toolkit.errors import ProviderError
 from toolkit.hostops.shell import sh
 
@@ -17,6 +17,10 @@ class MediaGateway:
     @property
     def media_port(self) -> int:
         return int(self.settings.get("media_port") or 8790)
+
+    @property
+    def media_mode(self) -> int:
+        return int(str(self.settings.get("media_mode") or "0644"), 8)
 
     def gateway_needed(self) -> bool:
         """Whether apps run on a host other than the storage host (they then reach the buckets through the
@@ -28,7 +32,7 @@ class MediaGateway:
 
     def gateway_id(self) -> str:
         spec = self.first("storage", "an object store")
-        digest = hashlib.sha256(MEDIASERVER_SOURCE.read_bytes())
+        digest = hashlib.sha256(mediaserver_program().encode())
         digest.update(json.dumps([spec.name, self.listen_address(spec), self.media_port, self.runtime_kind]).encode())
         return digest.hexdigest()[:16]
 
@@ -38,7 +42,7 @@ class MediaGateway:
         account = self.app_account(host) if self.runtime_kind == "process" else None
         base = f"{spec.root}/media"
         sh(conn, 'mkdir -p "$1" && chmod 755 "$1"', base)
-        conn.write_bytes(f"{base}/mediaserver.py", MEDIASERVER_SOURCE.read_bytes(), mode=0o644)
+        conn.write_bytes(f"{base}/mediaserver.py", mediaserver_program().encode(), mode=0o644)
         conn.write_bytes(f"{base}/token", self.internal_secret("media_token").reveal(), mode=0o600)
         if account:
             conn.run(["chown", f"{account}:{account}", f"{base}/token"])
@@ -47,7 +51,8 @@ class MediaGateway:
         address, config = self.listen_address(spec), after.attrs["config"]
         program = {"name": "media.0", "host": host, "cwd": base, "generation": config, "user": account,
                    "argv": ["python3", f"{base}/mediaserver.py", "--bind", address, "--port", str(self.media_port),
-                            "--root", f"{spec.root}/objects", "--token-file", f"{base}/token"],
+                            "--root", f"{spec.root}/objects", "--token-file", f"{base}/token",
+                            "--mode", oct(self.media_mode)],
                    "env_file": runtime.write_env("media.0", {"PATH": "/usr/local/bin:/usr/bin:/bin"}),
                    "log": f"{runtime.dir}/logs/media.0.log"}
         state = self.state()

@@ -33,6 +33,7 @@ from toolkit.hostops.runtime import ProcessRuntime
 from toolkit.paths import private_dir, write_private
 from toolkit.run.locks import FileLock
 from toolkit.stores.dirstore import DirectoryStore
+from toolkit.stores.layout import LAYOUT_NAMES
 from toolkit.transport.connection import LocalConnection
 
 
@@ -210,10 +211,15 @@ class LocalProvider(KindDispatch, Provider):
                                 {"port": state.get("ports", {}).get("redis")}))
         store = DirectoryStore(self.state.objects)
         if self.state.objects.is_dir():
+            layout = LAYOUT_NAMES.get(store.layout_found())
             for entry in sorted(self.state.objects.iterdir()):
                 if entry.is_dir() and not entry.name.startswith("."):
-                    count, size = store.stats(entry.name)
-                    out.append(Resource("bucket", entry.name, {}, {"objects": count, "bytes": size}))
+                    try:
+                        count, size = store.stats(entry.name)
+                        extra = {"objects": count, "bytes": size}
+                    except ProviderError as exc:  # what is wrong in it, shown (never a count that skips it)
+                        extra = {"problem": str(exc)}
+                    out.append(Resource("bucket", entry.name, {"layout": layout}, extra))
         running = self.supervisor_pid() is not None
         status = self.supervisor_status()
         for name, svc in sorted(state.get("services", {}).items()):
@@ -228,7 +234,8 @@ class LocalProvider(KindDispatch, Provider):
 
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
         return desired_resources(self.stack, resources, lambda svc: {
-            "release": self.release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas})
+            "release": self.release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas},
+            bucket_attrs={"layout": "nested"})
 
     def finish_destroy(self) -> None:
         self.stop_supervisor()
@@ -333,12 +340,16 @@ class LocalProvider(KindDispatch, Provider):
     # ------------------------------------------------------------------ buckets
     def _apply_bucket(self, before: Resource | None, after: Resource) -> None:
         private_dir(self.state.root)
-        DirectoryStore(self.state.objects).create_bucket(after.name)
+        store = DirectoryStore(self.state.objects)
+        if self.state.objects.is_dir():
+            store.convert_layout()  # a store of the flat layout (an older Lifeboat's) gets nested paths
+        store.create_bucket(after.name)
 
     def _delete_bucket(self, resource: Resource) -> None:
         store = DirectoryStore(self.state.objects)
         shutil.rmtree(store.bucket_dir(resource.name), ignore_errors=True)
-        shutil.rmtree(self.state.objects / ".meta" / resource.name, ignore_errors=True)
+        for folder in (".meta", ".keys", ".meta/.keys"):
+            shutil.rmtree(self.state.objects / folder / resource.name, ignore_errors=True)
 
     # ------------------------------------------------------------------ services
     def release_id(self, svc) -> str:

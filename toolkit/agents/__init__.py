@@ -5,4 +5,3 @@ from pathlib import Path
 
 AGENTS = Path(__file__).resolve().parent  # stdlib-only programs shipped to the hosts
 SUPERVISOR_SOURCE = AGENTS / "supervisor.py"
-MEDIASERVER_SOURCE = AGENTS / "mediaserver.py"

@@ -1,20 +1,21 @@
 """Many objects written on a host through one SSH stream: the host half runs as ``python3 -c BATCH_WRITER
-ROOT BUCKET PREFIX [named] [serve]`` (constant code; names and sizes come on stdin, never in argv) and the
+ROOT BUCKET PREFIX [named] [serve] [mode=0oNNN]`` (constant code; names and sizes come on stdin, never in argv) and the
 client half streams frames to it. One batch ends at the end of the input; with "serve", each batch ends
 with the line {"end": true} and is answered (after its objects are durable and in place) by its lines and
 {"done": n}, and the writer waits for the next one: one connection, login and start for a copy's batches.
 
 Frame per object, on the writer's stdin:
-    {"name": <encoded file name>, "key": <key>, "size": n, "content_type": ...}\\n
+    {"key": <key>, "size": n, "content_type": ...}\\n
     <n bytes>
     {"sha256": <SHA-256 of the n bytes as the client sent them>}\\n
 The host writes each object to a file with no name yet (O_TMPFILE in the bucket's folder; where the file
 system cannot, or with the argument "named", a partial file under .tmp/), hashing what it receives. At the
 end of the stream it makes every file durable at once (one syncfs of the filesystem, or an fsync per file
-where syncfs is missing), then links (or renames) into place each one whose hash is the client's, with its
-meta cache in the file's extended attribute (toolkit/stores/objmeta.py, whose text runs ahead of this program; a
-file of its own where the file system refuses), and syncs the folders; it answers one JSON line per object
-on stdout: {"name", "size", "sha256"} or {"name", "error", "sha256"}. Exit 3 before reading anything: no
+where syncfs is missing), then links (or renames) into its key's place (toolkit/stores/layout.py, whose text
+runs ahead of this program with toolkit/stores/objmeta.py's) each one whose hash is the client's, with the
+store's mode, the bucket folder's owner and its meta cache in the file's extended attribute (a file of its
+own where the file system refuses), and syncs the folders; it answers one JSON line per object on stdout:
+{"key", "size", "sha256"} or {"key", "error", "sha256"}. Exit 3 before reading anything: no
 such bucket. A stream cut short (the client died) places nothing: unnamed files vanish with the process,
 partial files are removed (or swept later: toolkit/stores/dirstore.py stale_partial). Every file stays open until
 it is in place (the descriptor limit is raised to the hard limit).
@@ -29,12 +30,14 @@ they arrive (sync_file_range, which waits for nothing), so the sync at the end h
 BATCH_WRITER = r'''
 import ctypes, fcntl, hashlib, json, os, queue, sys, threading
 root, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+MODE = int(([a[5:] for a in sys.argv[4:] if a.startswith("mode=")] or ["0o600"])[-1], 8)
 NAMED = "named" in sys.argv[4:]  # partial files named under .tmp/ even where unnamed ones can be made
 SERVE = "serve" in sys.argv[4:]  # batch after batch, each ended by {"end": true} and answered with {"done": n}
 SMALL = 256 << 10
 data_dir, meta_dir, tmp_dir = root + "/" + bucket, root + "/.meta/" + bucket, root + "/.tmp"
 if not os.path.isdir(data_dir):
     sys.exit(3)  # no such bucket: nothing made (the client says which)
+places = Bucket(root, bucket, layout_of(root), MODE)
 for d in (meta_dir, tmp_dir):
     os.makedirs(d, mode=0o700, exist_ok=True)
 try:
@@ -75,16 +78,17 @@ def create(index):
     return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
 
 
-def place(fd, tmp, name, index):
-    """Give the complete file its name, replacing an object of that name."""
+def place(fd, tmp, path, index):
+    """Give the complete file its name (a path), replacing an object of that name."""
     if tmp is None:
         try:
-            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd)  # linkat, following the fd's link
+            # linkat with AT_SYMLINK_FOLLOW (a dir fd makes Python call linkat; the path is absolute all the same)
+            os.link("/proc/self/fd/" + str(fd), path, dst_dir_fd=dir_fd)
             return
         except FileExistsError:  # an object replaced: named under .tmp/ first, then renamed over it
             tmp = tmp_dir + "/" + prefix + ".r" + str(index)
-            os.link(f"/proc/self/fd/{fd}", tmp, dst_dir_fd=dir_fd)  # (an absolute path: linkat all the same)
-    os.replace(tmp, data_dir + "/" + name)
+            os.link("/proc/self/fd/" + str(fd), tmp, dst_dir_fd=dir_fd)
+    os.replace(tmp, path)
 
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -129,7 +133,7 @@ def finish_writes():
 
 ended = False
 while not ended:  # one batch (the only one unless SERVE)
-    landed, failed, held = [], [], 0
+    landed, failed, held, folders = [], [], 0, {data_dir}
     pending = queue.Queue(16)  # (fd, bytes, _) to write, (fd, None, close?) after its last bytes, None to stop
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
@@ -142,9 +146,11 @@ while not ended:  # one batch (the only one unless SERVE)
             head = json.loads(line)
             if head.get("end"):
                 break
-            name, size = head["name"], int(head["size"])
-            if not name or "/" in name or name.startswith(".") or name in ("..", "."):
-                raise SystemExit("batch writer: refusing file name " + repr(name))
+            name, size = head["key"], int(head["size"])
+            try:
+                check_key(name)
+            except ValueError:
+                raise SystemExit("batch writer: refusing key " + repr(name))
             count += 1
             fd, tmp = create(count)
             landed.append([head, tmp, None, None, fd])
@@ -193,22 +199,30 @@ while not ended:  # one batch (the only one unless SERVE)
                         os.fsync(handle.fileno())
                 else:
                     os.fsync(fd)
-            name = head["name"]
+            key = head["key"]
             if got != want:
                 if tmp is not None:
                     os.unlink(tmp)
-                out.write(json.dumps({"name": name, "error": "sha256 differs", "sha256": got}) + "\n")
+                out.write(json.dumps({"key": key, "error": "sha256 differs", "sha256": got}) + "\n")
                 continue
             target = tmp if fd is None else fd
+            places.settle(target)
+            path, meta_path, elsewhere = places.target(key)
             st = os.stat(target)  # the cache rides with the file (its attribute) into place
-            store_meta(target, meta_dir + "/" + name, {"key": head["key"], "size": int(head["size"]),
-                                                       "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
-                                                       "sha256": got, "content_type": head.get("content_type")})
-            place(fd, tmp, name, index)
+            store_meta(target, meta_path, {"key": key, "size": int(head["size"]),
+                                           "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
+                                           "sha256": got, "content_type": head.get("content_type")})
+            place(fd, tmp, path, index)
+            places.remove(elsewhere)
+            folders.add(os.path.dirname(path))
+            folders.add(os.path.dirname(meta_path))
             entry[1] = None  # in place: nothing to remove if a later one fails
-            out.write(json.dumps({"name": name, "size": int(head["size"]), "sha256": got}) + "\n")
-        for d in (data_dir, meta_dir):
-            fd = os.open(d, os.O_RDONLY)
+            out.write(json.dumps({"key": key, "size": int(head["size"]), "sha256": got}) + "\n")
+        for d in sorted(folders):
+            try:
+                fd = os.open(d, os.O_RDONLY)
+            except OSError:  # a meta folder never made (every cache in an attribute)
+                continue
             try:
                 os.fsync(fd)
             finally:
@@ -235,7 +249,8 @@ while not ended:  # one batch (the only one unless SERVE)
 
 
 def batch_writer_program() -> str:
-    """The host half's code: the meta cache's functions (toolkit/stores/objmeta.py), then the writer."""
-    from toolkit.stores.objmeta import source
+    """The host half's code: the meta cache's and the layout's functions (toolkit/stores/objmeta.py,
+    toolkit/stores/layout.py), then the writer."""
+    from toolkit.stores.layout import host_program
 
-    return source() + BATCH_WRITER
+    return host_program(BATCH_WRITER)

@@ -1,6 +1,8 @@
 """The media gateway: a small HTTP server Lifeboat runs on the storage host (python3, standard library only)
 so that apps on the other hosts read and write the stack's buckets, which are files on that host in
-Lifeboat's directory-store layout (docs/object-layout.md). Apps on the storage host itself use the files.
+Lifeboat's directory-store layout (docs/object-layout.md: a key is a path). Apps on the storage host itself
+use the files. It runs as ``python3 -c`` of toolkit/stores/objmeta.py's and toolkit/stores/layout.py's text
+followed by this file's (:func:`program`), so where a key's file is comes from one definition.
 
     GET    /<bucket>/<key>   the object (Content-Length, X-Sha256 when known), 404 when absent
     HEAD   /<bucket>/<key>   the same without the body
@@ -15,10 +17,8 @@ token read from a 0600 file at start (never on the command line). It listens on 
 address only; docs/app-contract.md says what apps are given (``BUCKET_<NAME>_URL`` = http://..., and
 ``BUCKET_<NAME>_TOKEN``).
 
-Usage: python3 mediaserver.py --bind ADDRESS --port PORT --root OBJECTS_DIR --token-file PATH
+Usage: python3 mediaserver.py --bind ADDRESS --port PORT --root OBJECTS_DIR --token-file PATH [--mode 0o644]
 """
-
-from __future__ import annotations
 
 import argparse
 import hashlib
@@ -28,27 +28,15 @@ import os
 import socket
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 CHUNK = 1 << 20
-MAX_NAME = 240
-
-
-def encode_key(key: str) -> str:
-    """The file name of a key: toolkit.stores.dirstore.encode_key (tests hold the two to the same answers)."""
-    if not key or len(key.encode("utf-8")) > 1024:
-        raise ValueError("object keys are 1 to 1024 bytes of UTF-8")
-    name = quote(key, safe=" ")
-    if name.startswith((".", "~")):
-        name = f"%{ord(name[0]):02X}" + name[1:]
-    if len(name.encode()) > MAX_NAME:
-        return "~" + hashlib.sha256(key.encode("utf-8")).hexdigest()
-    return name
 
 
 class Handler(BaseHTTPRequestHandler):
     root = ""
     token = b""
+    mode = 0o600
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:  # the supervisor keeps a log; requests are not logged (keys)
@@ -65,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _target(self):
-        """(bucket directory, bucket, key or None) of an authorised request; None after replying."""
+        """(the bucket's places, bucket, key or None) of an authorised request; None after replying."""
         given = (self.headers.get("Authorization") or "").removeprefix("Bearer ").encode()
         if not hmac.compare_digest(given, self.token):
             self._reply(401, b'{"error": "unauthorised"}')
@@ -76,14 +64,18 @@ class Handler(BaseHTTPRequestHandler):
         if not bucket or bucket.startswith(".") or "/" in bucket or not os.path.isdir(directory):
             self._reply(404, b'{"error": "no such bucket"}')
             return None
-        return directory, bucket, unquote(key) or None
-
-    def _file(self, directory: str, key: str) -> str | None:
+        key = unquote(key) or None
         try:
-            return os.path.join(directory, encode_key(key))
+            places = Bucket(self.root, bucket, layout_of(self.root, mark=False), self.mode)  # noqa: F821 - layout's
+            if key is not None:
+                check_key(key)  # noqa: F821
+        except LayoutError as exc:  # noqa: F821
+            self._reply(503, json.dumps({"error": str(exc)}).encode())
+            return None
         except ValueError:
             self._reply(400, b'{"error": "bad key"}')
             return None
+        return places, bucket, key
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's names
         if self.path == "/healthz":
@@ -91,15 +83,19 @@ class Handler(BaseHTTPRequestHandler):
         found = self._target()
         if found is None:
             return None
-        directory, bucket, key = found
+        places, bucket, key = found
         if key is None:
-            return self._reply(200, json.dumps({"keys": sorted(self._keys(directory, bucket))}).encode())
-        path = self._file(directory, key)
-        if path is None:
-            return None
+            try:
+                keys = sorted(self._keys(places))
+            except NotAnObject as exc:  # noqa: F821 - layout's
+                return self._reply(409, json.dumps({"error": str(exc)}).encode())
+            return self._reply(200, json.dumps({"keys": keys}).encode())
+        where = places.find(key)
         try:
-            handle = open(path, "rb")
+            handle = open(where[0], "rb") if where else None
         except (FileNotFoundError, IsADirectoryError):
+            handle = None
+        if handle is None:
             return self._reply(404, b'{"error": "no such key"}')
         with handle:
             size = os.fstat(handle.fileno()).st_size
@@ -115,22 +111,10 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET  # noqa: N815
 
-    def _keys(self, directory: str, bucket: str):
-        for entry in os.scandir(directory):
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            if not entry.name.startswith("~"):
-                yield unquote(entry.name)
-                continue
-            key = None  # a hashed name: the key is in the meta cache (the file's attribute, or a file of its own)
-            try:
-                key = json.loads(os.getxattr(entry.path, "user.lifeboat.meta"))["key"]
-            except (OSError, ValueError, KeyError, TypeError):
-                try:
-                    with open(os.path.join(self.root, ".meta", bucket, entry.name)) as meta:
-                        key = json.load(meta)["key"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    pass
+    def _keys(self, places):
+        for key, data, meta in places.walk():
+            if key is None:  # a hashed name: the key is in its meta cache
+                key = (load_meta(data, meta)[1] or {}).get("key")  # noqa: F821 - objmeta's
             if key is not None:
                 yield key
 
@@ -138,11 +122,10 @@ class Handler(BaseHTTPRequestHandler):
         found = self._target()
         if found is None or found[2] is None:
             return None if found is None else self._reply(400, b'{"error": "no key"}')
-        directory, bucket, key = found
-        path = self._file(directory, key)
+        places, bucket, key = found
         length = self.headers.get("Content-Length")
-        if path is None or length is None or not length.isdigit():
-            return None if path is None else self._reply(411, b'{"error": "Content-Length required"}')
+        if length is None or not length.isdigit():
+            return self._reply(411, b'{"error": "Content-Length required"}')
         size, digest = int(length), hashlib.sha256()
         tmpdir = os.path.join(self.root, ".tmp")
         os.makedirs(tmpdir, mode=0o700, exist_ok=True)
@@ -160,21 +143,21 @@ class Handler(BaseHTTPRequestHandler):
                 out.flush()
                 os.fsync(out.fileno())
             if not left:
+                places.settle(tmp)
+                path, meta, elsewhere = places.target(key)
+                st = os.stat(tmp)
+                store_meta(tmp, meta, {"key": key, "size": size, "mtime_ns": st.st_mtime_ns,  # noqa: F821
+                                       "mtime_s": int(st.st_mtime), "sha256": digest.hexdigest(),
+                                       "content_type": self.headers.get("Content-Type")})
                 os.replace(tmp, path)
                 tmp = ""
+                places.remove(elsewhere)
         finally:
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
         if left:  # answered only once the partial file is gone: "nothing was stored" holds when it arrives
             self.close_connection = True
             return self._reply(400, b'{"error": "the body ended early; nothing was stored"}')
-        meta = os.path.join(self.root, ".meta", bucket, os.path.basename(path))
-        if os.path.exists(meta):
-            os.unlink(meta)  # a cache of the old bytes; Lifeboat recomputes it
-        if os.path.basename(path).startswith("~"):  # a hashed name needs its key kept
-            os.makedirs(os.path.dirname(meta), mode=0o700, exist_ok=True)
-            with open(meta, "w") as handle:
-                json.dump({"key": key}, handle)
         body = json.dumps({"key": key, "size": size, "sha256": digest.hexdigest()}).encode()
         return self._reply(201, body)
 
@@ -182,12 +165,8 @@ class Handler(BaseHTTPRequestHandler):
         found = self._target()
         if found is None or found[2] is None:
             return None if found is None else self._reply(400, b'{"error": "no key"}')
-        path = self._file(found[0], found[2])
-        if path is None:
-            return None
-        for doomed in (path, os.path.join(self.root, ".meta", found[1], os.path.basename(path))):
-            if os.path.exists(doomed):
-                os.unlink(doomed)
+        places, _, key = found
+        places.remove(places.places(key))
         return self._reply(204)
 
 
@@ -197,13 +176,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--root", required=True)
     parser.add_argument("--token-file", required=True)
+    parser.add_argument("--mode", default="0o600", help="of the files it writes (folders: x wherever r is)")
     args = parser.parse_args(argv)
+    Handler.mode = int(args.mode, 8)
     with open(args.token_file, "rb") as handle:
         Handler.token = handle.read().strip()
     Handler.root = args.root
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     server.daemon_threads = True
     server.serve_forever()
+
+
+def program():
+    """The gateway's code as it runs: the meta cache's and the layout's functions, then this file's."""
+    from toolkit.stores.layout import host_program
+
+    with open(__file__, encoding="utf-8") as handle:
+        return host_program(handle.read())
 
 
 if __name__ == "__main__":

@@ -571,14 +571,18 @@ def data_resource(res: Resource, *, wal_archive: bool = False) -> Resource | Non
     return None
 
 
-def desired_resources(stack, resources: list[Resource], service_attrs) -> list[Resource]:
+def desired_resources(stack, resources: list[Resource], service_attrs, bucket_attrs: dict | None = None
+                      ) -> list[Resource]:
     """The planned ``resources`` as a provider that runs them will hold them: the data kinds as
     :func:`data_resource` gives them, each service with ``service_attrs(svc)`` (what its release and
-    configuration are) and running, anything else as planned."""
+    configuration are) and running, each bucket with ``bucket_attrs`` (how its store keeps it), anything
+    else as planned."""
     out = []
     for res in resources:
         data = data_resource(res, wal_archive=stack.archives_wal)
-        if data is not None:
+        if data is not None and data.kind == "bucket" and bucket_attrs:
+            out.append(Resource("bucket", data.name, {**data.attrs, **bucket_attrs}, data.extra))
+        elif data is not None:
             out.append(data)
         elif res.kind == "service":
             out.append(Resource("service", res.name, {**service_attrs(stack.services[res.name]), "running": True}))

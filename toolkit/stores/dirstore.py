@@ -1,17 +1,10 @@
 """An object store that is a directory: one file per object, written atomically, with checksums.
 
-Layout under ``root`` (documented in docs/object-layout.md, so an app can read it directly):
-
-    <root>/<bucket>/<encoded key>          the object's bytes
-    <root>/.meta/<bucket>/<encoded key>    JSON: key, size, sha256, md5, mtime_ns (a cache, never trusted
-                                           unless size and mtime match the data file), where the data
-                                           file's attribute user.lifeboat.meta cannot hold it
-                                           (toolkit/stores/objmeta.py)
-    <root>/.tmp/                           partial writes; renamed into place when complete
-
-A key is encoded as one file name: percent-encoding of every byte outside [A-Za-z0-9_-.~ ] except that a
-leading "." or "~" is encoded too, so "a/b", "../x" and "." are all plain names in one directory. Keys whose
-encoded name would exceed 240 bytes are stored as "~<sha256 of key>" and their key is kept in the meta.
+The layout (where each key's file is: a key is a path, ``attachments/2026/x.webp``; keys that cannot be
+paths are kept apart under ``.keys/``; stores of the older flat layout read as they are until ``up``
+converts them) is toolkit/stores/layout.py, documented in docs/object-layout.md so an app can read and
+write the files directly. The meta cache (checksums, content type) is toolkit/stores/objmeta.py. Partial
+writes go to ``<root>/.tmp/`` and are renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -25,16 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import quote, unquote
 
 from toolkit.contract import ObjectInfo, ObjectStore
 from toolkit.errors import BadInput, ProviderError
 from toolkit.paths import private_dir
 from toolkit.run.locks import gone_here
+from toolkit.stores import layout
 from toolkit.stores.objmeta import load_meta, store_meta
 
 CHUNK = 1 << 20
-MAX_NAME = 240
 STALE_PARTIAL = 24 * 3600
 
 
@@ -57,28 +49,29 @@ def stale_partial(name: str, mtime: float) -> bool:
 
 
 def encode_key(key: str) -> str:
-    if not key or len(key.encode("utf-8")) > 1024:
-        raise BadInput(f"object key {key[:60]!r} must be 1 to 1024 bytes of UTF-8.", code="objects.bad_key")
-    name = quote(key, safe=" ")
-    if name.startswith((".", "~")):  # no hidden files, and "~" marks hashed names
-        name = f"%{ord(name[0]):02X}" + name[1:]
-    if len(name.encode()) > MAX_NAME:
-        return "~" + hashlib.sha256(key.encode("utf-8")).hexdigest()
-    return name
+    """The key's flat name (toolkit/stores/layout.py), with Lifeboat's error for a bad key."""
+    try:
+        return layout.flat_name(key)
+    except ValueError:
+        raise BadInput(f"object key {key[:60]!r} must be 1 to 1024 bytes of UTF-8.", code="objects.bad_key") from None
 
 
-def decode_name(name: str) -> str | None:
-    """The key for a file name, or None when it must come from the meta file (hashed names)."""
-    if name.startswith("~"):
-        return None
-    return unquote(name)
+def checked(key: str) -> str:
+    encode_key(key)
+    return key
+
+
+def not_an_object(exc: layout.NotAnObject, bucket: str, where: str = "") -> ProviderError:
+    return ProviderError(f"bucket {bucket}{where}: {exc}. Nothing was skipped: Lifeboat stops rather than leave "
+                         "it behind.", code="objects.not_an_object")
 
 
 class DirectoryStore(ObjectStore):
     NATIVE_CHECKSUMS = ("sha256", "md5")
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, file_mode: int = 0o600):
         self.root = Path(root)
+        self.file_mode = file_mode  # of the files it writes (folders: x wherever r is)
 
     # -- paths
     def bucket_dir(self, bucket: str) -> Path:
@@ -86,32 +79,49 @@ class DirectoryStore(ObjectStore):
             raise BadInput(f"bad bucket name {bucket!r}.", code="objects.bad_bucket")
         return self.root / bucket
 
-    def _paths(self, bucket: str, key: str) -> tuple[Path, Path]:
-        name = encode_key(key)
-        return self.bucket_dir(bucket) / name, self.root / ".meta" / bucket / name
+    def layout(self) -> int:
+        try:
+            return layout.layout_of(str(self.root))
+        except layout.LayoutError as exc:
+            raise ProviderError(str(exc) + ".", code="objects.layout") from None
+
+    def layout_found(self) -> int:
+        """The store's layout as it is, marking nothing (0: a conversion was interrupted)."""
+        try:
+            return layout.layout_of(str(self.root), mark=False)
+        except layout.LayoutError:
+            return 0
+
+    def _bucket(self, bucket: str) -> layout.Bucket:
+        """The bucket's places (toolkit/stores/layout.py); it must exist."""
+        path = self.bucket_dir(bucket)
+        if not path.is_dir():
+            raise ProviderError(f"bucket {bucket} does not exist at {self.root}.", code="objects.no_bucket")
+        return layout.Bucket(str(self.root), bucket, self.layout(), self.file_mode)
 
     def create_bucket(self, bucket: str) -> None:
+        private_dir(self.root)
+        self.layout()  # a new store is marked nested before its .meta exists (which alone would say flat)
         for path in (self.bucket_dir(bucket), self.root / ".meta" / bucket, self.root / ".tmp"):
             private_dir(path)
+
+    def convert_layout(self, log=None) -> int:
+        """Convert a store of the flat layout to nested paths (toolkit/stores/layout.py convert): the number
+        of objects moved, 0 when it is nested already."""
+        return layout.convert(str(self.root), self.file_mode, log)
 
     def bucket_exists(self, bucket: str) -> bool:
         return self.bucket_dir(bucket).is_dir()
 
-    def _require(self, bucket: str) -> Path:
-        path = self.bucket_dir(bucket)
-        if not path.is_dir():
-            raise ProviderError(f"bucket {bucket} does not exist at {self.root}.", code="objects.no_bucket")
-        return path
-
     # -- metadata (toolkit/stores/objmeta.py: the data file's extended attribute, else a file of its own)
-    def _info(self, data: Path, meta: Path, key: str | None) -> ObjectInfo | None:
+    def _info(self, data: str, meta: str, key: str | None) -> ObjectInfo | None:
         try:
-            st = data.stat()
-        except FileNotFoundError:
+            st = os.lstat(data)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         cached, anything = load_meta(data, meta, st)
         if cached:
-            return ObjectInfo(cached["key"], st.st_size, cached["sha256"], cached.get("md5"),
+            return ObjectInfo(key or cached["key"], st.st_size, cached["sha256"], cached.get("md5"),
                               {"content_type": cached.get("content_type")})
         # Written by someone else (the app) or the cache is stale: compute where the data lives.
         sha, md5 = _hash_file(data)
@@ -120,55 +130,64 @@ class DirectoryStore(ObjectStore):
             key = (anything or {}).get("key")
             if key is None:
                 return None
-        self._write_meta(data, meta, key, st, sha, md5, content_type)
+        try:
+            self._write_meta(data, meta, key, st, sha, md5, content_type)
+        except OSError:
+            pass  # a cache only: the next read hashes it again
         return ObjectInfo(key, st.st_size, sha, md5, {"content_type": content_type})
 
-    def _write_meta(self, data, meta: Path, key, st, sha, md5, content_type) -> None:
+    def _write_meta(self, data, meta: str, key, st, sha, md5, content_type) -> None:
         store_meta(data, str(meta), {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                      "mtime_s": int(st.st_mtime), "sha256": sha, "md5": md5,
                                      "content_type": content_type})
 
+    def _walk(self, bucket: str, prefix: str = ""):
+        places = self._bucket(bucket)
+        try:
+            yield from places.walk(prefix)
+        except layout.NotAnObject as exc:
+            raise not_an_object(exc, bucket) from None
+
     # -- contract
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        directory = self._require(bucket)
         entries = []
-        with os.scandir(directory) as it:
-            for entry in it:
-                if not entry.is_file(follow_symlinks=False):
+        for key, data, meta in self._walk(bucket, prefix):
+            if key is None:
+                key = (load_meta(data, meta)[1] or {}).get("key")
+                if key is None or not key.startswith(prefix):
                     continue
-                key = decode_name(entry.name)
-                if key is None:
-                    key = (load_meta(entry.path, self.root / ".meta" / bucket / entry.name)[1] or {}).get("key")
-                    if key is None:
-                        continue
-                if key.startswith(prefix):
-                    entries.append((key, entry.name))
+            entries.append((key, data, meta))
         entries.sort()
-        for key, name in entries:
-            info = self._info(directory / name, self.root / ".meta" / bucket / name, key)
+        for key, data, meta in entries:
+            info = self._info(data, meta, key)
             if info is not None:
                 yield info
 
+    def path_of(self, bucket: str, key: str) -> Path | None:
+        """The file that holds ``key``'s object, or None."""
+        found = self._bucket(bucket).find(checked(key))
+        return Path(found[0]) if found else None
+
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        self._require(bucket)
-        data, meta = self._paths(bucket, key)
-        return self._info(data, meta, key)
+        found = self._bucket(bucket).find(checked(key))
+        return self._info(found[0], found[1], key) if found else None
 
     @contextmanager
     def open_read(self, bucket: str, key: str):
-        self._require(bucket)
-        data, _ = self._paths(bucket, key)
+        found = self._bucket(bucket).find(checked(key))
         try:
-            handle = open(data, "rb")
+            handle = open(found[0], "rb") if found else None
         except FileNotFoundError:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found") from None
+            handle = None
+        if handle is None:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
         with handle:
             yield handle
 
     def write(self, bucket: str, key: str, stream: BinaryIO, *, size: int | None = None,
               content_type: str | None = None) -> ObjectInfo:
-        self._require(bucket)
-        data, meta = self._paths(bucket, key)
+        places = self._bucket(bucket)
+        checked(key)
         tmpdir = self.root / ".tmp"
         private_dir(tmpdir)
         sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -190,6 +209,8 @@ class DirectoryStore(ObjectStore):
             if size is not None and written != size:
                 raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
                                     "nothing was stored.", code="objects.short_write")
+            places.settle(tmp)
+            data, meta, elsewhere = places.target(key)
             # the cache goes with the file (in its attribute) before it is renamed into place
             self._write_meta(tmp, meta, key, os.stat(tmp), sha.hexdigest(), md5.hexdigest(), content_type)
             os.replace(tmp, data)
@@ -199,16 +220,12 @@ class DirectoryStore(ObjectStore):
             except FileNotFoundError:
                 pass
             raise
+        places.remove(elsewhere)  # an older copy under its other name
         return ObjectInfo(key, written, sha.hexdigest(), md5.hexdigest(), {"content_type": content_type})
 
     def delete(self, bucket: str, key: str) -> None:
-        self._require(bucket)
-        data, meta = self._paths(bucket, key)
-        for path in (data, meta):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        places = self._bucket(bucket)
+        places.remove(places.places(checked(key)))
 
     def sweep_partial(self) -> int:
         removed = 0
@@ -233,13 +250,10 @@ class DirectoryStore(ObjectStore):
 
     def stats(self, bucket: str) -> tuple[int, int]:
         """(objects, bytes) without hashing anything."""
-        count = total = 0
-        with os.scandir(self._require(bucket)) as it:
-            for entry in it:
-                if entry.is_file(follow_symlinks=False):
-                    count += 1
-                    total += entry.stat().st_size
-        return count, total
+        try:
+            return self._bucket(bucket).stats()
+        except layout.NotAnObject as exc:
+            raise not_an_object(exc, bucket) from None
 
 
 def _hash_file(path: Path) -> tuple[str, str]:

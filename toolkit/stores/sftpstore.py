@@ -1,5 +1,7 @@
-"""The directory object store on a remote host: same layout as toolkit/stores/dirstore.py, data moved as SFTP
-streams, checksums computed on the host (``sha256sum``) so nothing is pulled back to verify."""
+"""The directory object store on a remote host: same layout as toolkit/stores/dirstore.py (toolkit/stores/layout.py,
+whose text runs on the host ahead of the programs here: where each key's file is), data moved as SSH streams,
+checksums computed on the host so nothing is pulled back to verify. Files it writes get the store's mode
+and the bucket folder's owner (the app account, where the app runs as one)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,13 @@ import hashlib
 import json
 import stat
 import threading
-import uuid
 import weakref
 from contextlib import contextmanager
 
 from toolkit.contract import ObjectInfo, ObjectStore
 from toolkit.errors import BadInput, CommandFailed, ProviderError, VerificationFailed
-from toolkit.stores.dirstore import CHUNK, encode_key, partial_name, stale_partial
+from toolkit.stores.dirstore import CHUNK, checked, partial_name, stale_partial
+from toolkit.stores.layout import host_program as program
 from toolkit.transport.ssh import SSHConnection
 
 POOL = 8  # SFTP sessions kept open per store (OpenSSH allows 10 sessions per connection by default)
@@ -34,9 +36,10 @@ class RemoteDirectoryStore(ObjectStore):
     def PARALLEL(self) -> int:  # noqa: N802 - the contract's name
         return self.BULK_PARALLEL if self.conn.openssh() is not None else 1
 
-    def __init__(self, conn: SSHConnection, root: str):
+    def __init__(self, conn: SSHConnection, root: str, *, file_mode: int = 0o600):
         self.conn = conn
         self.root = root.rstrip("/")
+        self.file_mode = file_mode  # of the files it writes (folders: x wherever r is)
         self._pool: list = []
         self._pool_lock = threading.Lock()
         self._writers: dict[str, list] = {}  # batch writers between batches, per bucket (_writer)
@@ -90,15 +93,45 @@ class RemoteDirectoryStore(ObjectStore):
         return f"{self.root}/.meta/{bucket}"
 
     def create_bucket(self, bucket: str) -> None:
-        # one round trip; paths as arguments, never pasted into the script
-        self.conn.run(["sh", "-c", 'mkdir -p -- "$@" && chmod 700 -- "$0"', self.root, self.bucket_dir(bucket),
-                       self._meta_dir(bucket), f"{self.root}/.tmp"])
+        self.bucket_dir(bucket)
+        self._host_op(bucket, "create")
+
+    def convert_layout(self, log=None) -> int:
+        """Convert a store of the flat layout on the host to nested paths (toolkit/stores/layout.py convert):
+        the number of objects moved, 0 when it is nested already."""
+        return int(self._host_op("-", "convert")["moved"])
+
+    def layout(self) -> int:
+        return int(self._host_op("-", "layout")["layout"])
 
     def bucket_exists(self, bucket: str) -> bool:
         return self.conn.run(["test", "-d", self.bucket_dir(bucket)], check=False).ok
 
     def remove_bucket(self, bucket: str) -> None:
-        self.conn.run(["rm", "-rf", self.bucket_dir(bucket), self._meta_dir(bucket)])
+        self.conn.run(["rm", "-rf", self.bucket_dir(bucket), self._meta_dir(bucket), f"{self.root}/.keys/{bucket}",
+                       f"{self.root}/.meta/.keys/{bucket}"])
+
+    def _host_op(self, bucket: str, op: str, request: dict | None = None) -> dict:
+        """One of HOST_OPS on the host: what it answers (a JSON line)."""
+        argv = ["python3", "-c", program(HOST_OPS), self.root, bucket, op, oct(self.file_mode)]
+        result = self.conn.run(argv, input=json.dumps(request or {}).encode() + b"\n", check=False, timeout=3600)
+        return self._answer(result, bucket, ["python3", "-c", "HOST_OPS", self.root, bucket, op])
+
+    def _answer(self, result, bucket: str, shown: list[str]) -> dict:
+        """The last JSON line a host program printed; its exit codes as Lifeboat's errors."""
+        if result.exit_code == 3:
+            raise self._no_bucket(bucket)
+        if result.exit_code in (4, 5):
+            found = json.loads(result.stderr.decode("utf-8", "replace").strip().splitlines()[-1])
+            if "what" in found:
+                raise ProviderError(f"bucket {bucket} on {self.conn.host}: {found['path']} is {found['what']}. "
+                                    "Nothing was skipped: Lifeboat stops rather than leave it behind.",
+                                    code="objects.not_an_object")
+            raise ProviderError(f"{self.conn.host}: {found['error']}.", code="objects.layout")
+        if not result.ok:
+            raise CommandFailed(self.conn.host, shown, result.exit_code, result.stdout, result.stderr)
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else {}
 
     def _no_bucket(self, bucket: str) -> ProviderError:
         return ProviderError(f"bucket {bucket} does not exist at {self.conn.host}:{self.root}.",
@@ -116,15 +149,9 @@ class RemoteDirectoryStore(ObjectStore):
     def _listing(self, bucket: str, request: dict) -> list[ObjectInfo]:
         """One program on the host (LISTER) reads the bucket with each object's meta cache and hashes there
         what has none that is fresh: one round trip for the whole bucket, whatever its size."""
-        from toolkit.stores.objmeta import source
-
-        result = self.conn.run(["python3", "-c", source() + LISTER, self.root, bucket],
+        result = self.conn.run(["python3", "-c", program(LISTER), self.root, bucket],
                                input=json.dumps(request).encode(), check=False, timeout=3600)
-        if result.exit_code == 3:
-            raise self._no_bucket(bucket)
-        if not result.ok:
-            raise CommandFailed(self.conn.host, ["python3", "-c", "LISTER", self.root, bucket], result.exit_code,
-                                result.stdout, result.stderr)
+        self._answer(result, bucket, ["python3", "-c", "LISTER", self.root, bucket])
         infos = []
         for line in result.stdout.decode("utf-8", "surrogateescape").splitlines():
             if line.strip():
@@ -133,46 +160,30 @@ class RemoteDirectoryStore(ObjectStore):
                                         {"content_type": found.get("content_type")}))
         return infos
 
-    def _write_meta(self, sftp, bucket: str, name: str, meta: dict) -> None:
-        path = f"{self._meta_dir(bucket)}/{name}"
-        tmp = f"{self._meta_dir(bucket)}/.m-{uuid.uuid4().hex}"
-        with sftp.open(tmp, "wb") as handle:
-            handle.write(json.dumps(meta).encode())
-        sftp.posix_rename(tmp, path)
-
     # -- contract
     def list(self, bucket: str, prefix: str = ""):
         yield from sorted(self._listing(bucket, {"prefix": prefix}), key=lambda info: info.key)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        found = self._listing(bucket, {"name": encode_key(key)})
+        found = self._listing(bucket, {"key": checked(key)})
         return found[0] if found else None
 
     @contextmanager
     def open_read(self, bucket: str, key: str):
-        """The object as a stream over an SSH channel (``cat``): flow-controlled by the SSH window, so
-        memory stays flat however large the object (SFTP prefetch would buffer it all)."""
-        path = f"{self.bucket_dir(bucket)}/{encode_key(key)}"
-        with self._sftp() as sftp:
-            self._require(sftp, bucket)
-            try:
-                sftp.stat(path)
-            except FileNotFoundError:
-                raise ProviderError(f"object {key!r} not found in bucket {bucket}.",
-                                    code="objects.not_found") from None
-        with self.conn.bulk_read(["cat", "--", path]) as stream:
-            yield stream
+        """The object as a stream from the reader on the host (open_many, one object): flow-controlled by the
+        SSH window, so memory stays flat however large the object."""
+        with self.open_many(bucket, [checked(key)]) as items:
+            yield next(items)[1]
 
     @contextmanager
     def open_many(self, bucket: str, keys: list[str]):
         """Many objects through one stream from a program on the host (READER): no connection, process
         or round trip per object. Each stream is the object's bytes, exactly; an object that shrank while
         it was read fails its stream's end (objects.changed), one that is gone fails when it is reached."""
-        names = [encode_key(k) for k in keys]
-        request = "".join(json.dumps(n) + "\n" for n in names).encode()
+        request = "".join(json.dumps(checked(k)) + "\n" for k in keys).encode()
         try:
-            with self.conn.bulk_read(["python3", "-c", READER, self.root, bucket], input=request) as stream:
-                items = _frames(stream, self.conn.host, bucket, keys, names)
+            with self.conn.bulk_read(["python3", "-c", program(READER), self.root, bucket], input=request) as stream:
+                items = _frames(stream, self.conn.host, bucket, keys)
                 try:
                     yield items
                 finally:
@@ -189,10 +200,11 @@ class RemoteDirectoryStore(ObjectStore):
             from contextlib import nullcontext
 
             return self.write_batch(bucket, [(key, lambda: nullcontext(stream), size, content_type)])[0]
-        name = encode_key(key)
+        checked(key)
         with self._sftp() as sftp:
-            directory = self._require(sftp, bucket)
-            tmp = f"{self.root}/.tmp/{partial_name()}"
+            self._require(sftp, bucket)
+            partial = partial_name()
+            tmp = f"{self.root}/.tmp/{partial}"
             sha = hashlib.sha256()
             written = 0
             try:
@@ -205,21 +217,18 @@ class RemoteDirectoryStore(ObjectStore):
                 if size is not None and written != size:
                     raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
                                         "nothing was stored.", code="objects.short_write")
-                # What landed on the host is checked there against what was sent.
-                landed = self.conn.run(["sha256sum", "--", tmp], timeout=3600).stdout.split()[0].decode()
-                if landed != sha.hexdigest():
-                    raise VerificationFailed(f"object {key!r}: the copy on {self.conn.host} has SHA-256 {landed}, "
-                                             f"the stream had {sha.hexdigest()}; nothing was stored.")
-                sftp.posix_rename(tmp, f"{directory}/{name}")
+                # What landed is hashed on the host and put in its key's place only if it is what was sent.
+                placed = self._host_op(bucket, "place", {"tmp": partial, "key": key, "sha256": sha.hexdigest(),
+                                                         "content_type": content_type})
+                if placed.get("sha256") != sha.hexdigest():
+                    raise VerificationFailed(f"object {key!r}: the copy on {self.conn.host} has SHA-256 "
+                                             f"{placed.get('sha256')}, the stream had {sha.hexdigest()}; nothing was stored.")
             except BaseException:
                 try:
                     sftp.remove(tmp)
                 except OSError:
                     pass
                 raise
-            attrs = sftp.stat(f"{directory}/{name}")
-            self._write_meta(sftp, bucket, name, {"key": key, "size": written, "mtime_s": int(attrs.st_mtime),
-                                                  "sha256": sha.hexdigest(), "content_type": content_type})
         return ObjectInfo(key, written, sha.hexdigest(), None, {"content_type": content_type})
 
     def write_batch(self, bucket: str, items: list) -> list[ObjectInfo]:
@@ -229,7 +238,7 @@ class RemoteDirectoryStore(ObjectStore):
         carried by the opened stream as ``recorded_sha256``), the client does not hash the stream again (and sends file-backed streams with sendfile): the host compares
         what landed with that one. Each object is renamed into place only after the host's SHA-256 of what landed
         equals the one of what was sent; returns their infos (in order)."""
-        sent: dict[str, tuple[str, int, str]] = {}
+        sent: dict[str, tuple[int, str]] = {}
         answer = bytearray()
         try:
             self._stream_batch(bucket, items, sent, answer)
@@ -237,10 +246,10 @@ class RemoteDirectoryStore(ObjectStore):
             with self._sftp() as sftp:  # the writer refuses a missing bucket (exit 3): say which
                 self._require(sftp, bucket)
             raise
-        results = {r["name"]: r for r in (json.loads(line) for line in answer.decode().splitlines() if line.strip())}
+        results = {r["key"]: r for r in (json.loads(line) for line in answer.decode().splitlines() if line.strip())}
         infos, bad = [], []
-        for name, (key, size, digest) in sent.items():
-            got = results.get(name)
+        for key, (size, digest) in sent.items():
+            got = results.get(key)
             if got is None or "error" in got or got["sha256"] != digest or got["size"] != size:
                 bad.append(key)
             else:
@@ -272,7 +281,7 @@ class RemoteDirectoryStore(ObjectStore):
     def _writer_argv(self, bucket: str) -> list[str]:
         from toolkit.agents.batchwriter import batch_writer_program
 
-        return ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name()]
+        return ["python3", "-c", batch_writer_program(), self.root, bucket, partial_name(), f"mode={oct(self.file_mode)}"]
 
     def _writer(self, bucket: str):
         """A batch writer for ``bucket`` kept from an earlier batch, else a new one (it serves batch after
@@ -288,12 +297,11 @@ class RemoteDirectoryStore(ObjectStore):
         return self.conn.bulk_session([*self._writer_argv(bucket), "serve"])
 
     def _send_frames(self, items: list, sink, sent: dict) -> None:
-        """Each object as a frame for the batch writer (toolkit/agents/batchwriter.py); ``sent``: name -> (key, size, SHA-256)."""
+        """Each object as a frame for the batch writer (toolkit/agents/batchwriter.py); ``sent``: key -> (size, SHA-256)."""
         for item in items:
             key, open_stream, size, content_type = item[:4]
             known = item[4] if len(item) > 4 else None  # the SHA-256 the source records, if any
-            name = encode_key(key)
-            sink.write(json.dumps({"name": name, "key": key, "size": size, "content_type": content_type}).encode()
+            sink.write(json.dumps({"key": checked(key), "size": size, "content_type": content_type}).encode()
                        + b"\n")
             with open_stream() as stream:
                 # a stream that learns the source's record as it opens (an S3 GET) counts as known too
@@ -306,7 +314,7 @@ class RemoteDirectoryStore(ObjectStore):
             # object into place only if what landed has it.
             digest = digest or known
             sink.write(json.dumps({"sha256": digest}).encode() + b"\n")
-            sent[name] = (key, size, digest)
+            sent[key] = (size, digest)
 
     def sweep_partial(self) -> int:
         """What a killed run left writing here: its batch writers stopped (a writer of this root whose
@@ -336,14 +344,7 @@ class RemoteDirectoryStore(ObjectStore):
         return removed
 
     def delete(self, bucket: str, key: str) -> None:
-        name = encode_key(key)
-        with self._sftp() as sftp:
-            directory = self._require(sftp, bucket)
-            for path in (f"{directory}/{name}", f"{self._meta_dir(bucket)}/{name}"):
-                try:
-                    sftp.remove(path)
-                except FileNotFoundError:
-                    pass
+        self._host_op(bucket, "delete", {"key": checked(key)})
 
     def checksum(self, bucket: str, key: str) -> str:
         info = self.head(bucket, key)
@@ -352,9 +353,8 @@ class RemoteDirectoryStore(ObjectStore):
         return info.sha256
 
     def stats(self, bucket: str) -> tuple[int, int]:
-        with self._sftp() as sftp:
-            attrs = [a for a in sftp.listdir_attr(self._require(sftp, bucket)) if stat.S_ISREG(a.st_mode)]
-        return len(attrs), sum(a.st_size for a in attrs)
+        count, total = self._host_op(bucket, "stats")["stats"]
+        return count, total
 
 
 __all__ = ["RemoteDirectoryStore"]
@@ -417,11 +417,11 @@ def _end_writers(writers: dict) -> Exception | None:
     return failed
 
 
-def _frames(stream, host: str, bucket: str, keys: list[str], names: list[str]):
-    for key, name in zip(keys, names, strict=True):
+def _frames(stream, host: str, bucket: str, keys: list[str]):
+    for key in keys:
         line = stream.readline()
         head = json.loads(line) if line.strip() else None
-        if not isinstance(head, dict) or head.get("name") != name:
+        if not isinstance(head, dict) or head.get("key") != key:
             raise ProviderError(f"reading {bucket} on {host}: the reader's stream broke before {key!r}.",
                                 code="objects.read_failed")
         if "error" in head:
@@ -472,32 +472,51 @@ class _Framed:
         pass
 
 
-# The host half of open_many (run as ``python3 -c READER ROOT BUCKET``; the encoded names on stdin, one JSON
-# string per line, read whole before anything is written). Per name: {"name", "size"}\n, the bytes, then
-# {"ok": true}\n, or {"error": "changed"}\n after zeros padding a file that shrank meanwhile; or only
-# {"name", "error": "missing"}\n. Exit 3: no such bucket.
-READER = r'''
-import json, os, sys
+# The start of every program below: the bucket's places (exit 3: no such bucket; exit 4: the store's layout
+# is not one this code reads, its reason as JSON on stderr; exit 5: something in the bucket is not an object).
+OPEN = r'''
+import json, stat, sys
 root, bucket = sys.argv[1], sys.argv[2]
-data_dir = root + "/" + bucket
-if not os.path.isdir(data_dir):
-    sys.exit(3)
-names = [json.loads(line) for line in sys.stdin.buffer.read().splitlines() if line.strip()]
+MODE = int(sys.argv[4], 8) if len(sys.argv) > 4 and sys.argv[4][:2] == "0o" else 0o600
+
+
+def fail(code, **why):
+    sys.stderr.write("\n" + json.dumps(why) + "\n")
+    sys.exit(code)
+
+
+def places_of(bucket):
+    if not os.path.isdir(root + "/" + bucket):
+        sys.exit(3)
+    try:
+        return Bucket(root, bucket, layout_of(root), MODE)
+    except LayoutError as exc:
+        fail(4, error=str(exc))
+'''
+
+
+# The host half of open_many (run as ``python3 -c program(READER) ROOT BUCKET``; the keys on stdin, one JSON
+# string per line, read whole before anything is written). Per key: {"key", "size"}\n, the bytes, then
+# {"ok": true}\n, or {"error": "changed"}\n after zeros padding a file that shrank meanwhile; or only
+# {"key", "error": "missing"}\n.
+READER = OPEN + r'''
+places = places_of(bucket)
+keys = [json.loads(line) for line in sys.stdin.buffer.read().splitlines() if line.strip()]
 out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
 SMALL = 256 << 10
-for name in names:
+for key in keys:
     fd = None
-    if isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
-        try:
-            fd = os.open(data_dir + "/" + name, os.O_RDONLY)
-        except OSError:
-            fd = None
+    try:
+        found = places.find(key)
+        fd = os.open(found[0], os.O_RDONLY | os.O_NOFOLLOW) if found else None
+    except (OSError, ValueError):
+        fd = None
     if fd is None:
-        out.write((json.dumps({"name": name, "error": "missing"}) + "\n").encode())
+        out.write((json.dumps({"key": key, "error": "missing"}) + "\n").encode())
         continue
     try:
         size = os.fstat(fd).st_size
-        out.write((json.dumps({"name": name, "size": size}) + "\n").encode())
+        out.write((json.dumps({"key": key, "size": size}) + "\n").encode())
         sent = 0
         if size <= SMALL:
             while sent < size:
@@ -527,61 +546,126 @@ out.flush()
 '''
 
 
-# The host half of listing (run as ``python3 -c objmeta + LISTER ROOT BUCKET``, the request on stdin:
-# {"prefix": P} for the objects whose keys start with P, {"name": N} for one file). Prints one JSON line per
+# The host half of listing (run as ``python3 -c program(LISTER) ROOT BUCKET``, the request on stdin:
+# {"prefix": P} for the objects whose keys start with P, {"key": K} for one). Prints one JSON line per
 # object: {key, size, sha256, md5, content_type}; an object without a fresh meta cache is hashed here and its
-# cache kept (unless it changed while it was hashed). Exit 3: no such bucket.
-LISTER = r'''
-import hashlib, json, stat, sys
-from urllib.parse import unquote
-root, bucket = sys.argv[1], sys.argv[2]
+# cache kept (unless it changed while it was hashed).
+LISTER = OPEN + r'''
+import hashlib
+places = places_of(bucket)
 request = json.loads(sys.stdin.readline())
-data_dir, meta_dir = root + "/" + bucket, root + "/.meta/" + bucket
-if not os.path.isdir(data_dir):
-    sys.exit(3)
-prefix, one = request.get("prefix", ""), request.get("name")
+prefix, one = request.get("prefix", ""), request.get("key")
 out = sys.stdout
 
 
-def names():
+def objects():
     if one is not None:
-        if one and "/" not in one and one not in (".", ".."):
-            yield one
+        found = places.find(one)
+        if found:
+            yield one, found[0], found[1]
         return
-    with os.scandir(data_dir) as found:
-        for entry in found:
-            yield entry.name
+    for found in places.walk(prefix):
+        yield found
 
 
-for name in names():
-    path, meta_path = data_dir + "/" + name, meta_dir + "/" + name
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        continue
-    if not stat.S_ISREG(st.st_mode):
-        continue
-    fresh, anything = load_meta(path, meta_path, st)
-    key = (anything or {}).get("key") if name.startswith("~") else unquote(name)  # dirstore.decode_name
-    if key is None or not key.startswith(prefix):
-        continue
-    if fresh is None:  # written by someone else, or changed since: hashed where it lives
-        sha = hashlib.sha256()
+try:
+    for key, path, meta_path in objects():
         try:
-            with open(path, "rb") as handle:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        fresh, anything = load_meta(path, meta_path, st)
+        if key is None:  # a hashed name: its key is in its cache
+            key = (anything or {}).get("key")
+        if key is None or not key.startswith(prefix):
+            continue
+        if fresh is None:  # written by someone else, or changed since: hashed where it lives
+            sha = hashlib.sha256()
+            try:
+                with open(path, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        sha.update(chunk)
+                    after = os.fstat(handle.fileno())
+            except FileNotFoundError:
+                continue
+            fresh = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
+                     "sha256": sha.hexdigest(), "content_type": (anything or {}).get("content_type")}
+            if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                try:
+                    store_meta(path, meta_path, fresh)
+                except OSError:
+                    pass  # a cache only: the next listing hashes it again
+        out.write(json.dumps({"key": key, "size": st.st_size, "sha256": fresh["sha256"], "md5": fresh.get("md5"),
+                              "content_type": fresh.get("content_type")}) + "\n")
+except NotAnObject as exc:
+    out.flush()
+    fail(5, path=exc.path, what=exc.what)
+out.flush()
+'''
+
+
+# One operation on the store (run as ``python3 -c program(HOST_OPS) ROOT BUCKET OP MODE``, its request as a
+# JSON line on stdin; answers one JSON line):
+#   create    the bucket's folders (a new store is marked nested first)   {}
+#   place     a complete partial file .tmp/<tmp>, hashed here, put in <key>'s place if its SHA-256 is the
+#             request's (else removed)                                    {"sha256": what landed}
+#   delete    <key>'s object, wherever it is                              {}
+#   stats     objects and bytes, nothing read                             {"stats": [n, bytes]}
+#   layout    the store's layout                                          {"layout": 1 | 2}
+#   convert   a flat store to nested paths                                {"moved": n}
+HOST_OPS = OPEN + r'''
+import hashlib
+op = sys.argv[3]
+request = json.loads(sys.stdin.readline() or "{}")
+answer = {}
+try:
+    if op == "convert":
+        answer["moved"] = convert(root, MODE)
+    elif op == "layout":
+        try:
+            answer["layout"] = layout_of(root, mark=False)
+        except LayoutError:
+            answer["layout"] = 0  # half converted
+    elif op == "create":
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        layout_of(root)
+        for folder in (root + "/" + bucket, root + "/.meta/" + bucket, root + "/.tmp"):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        places_of(bucket)
+    else:
+        places = places_of(bucket)
+        if op == "delete":
+            places.remove(places.places(request["key"]))
+        elif op == "stats":
+            answer["stats"] = list(places.stats())
+        elif op == "place":
+            tmp = root + "/.tmp/" + request["tmp"]
+            if "/" in request["tmp"] or not request["tmp"].startswith("w-"):
+                fail(4, error="refusing partial file name " + repr(request["tmp"]))
+            sha = hashlib.sha256()
+            with open(tmp, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     sha.update(chunk)
-                after = os.fstat(handle.fileno())
-        except FileNotFoundError:
-            continue
-        fresh = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
-                 "sha256": sha.hexdigest(), "content_type": (anything or {}).get("content_type")}
-        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-            try:
-                store_meta(path, meta_path, fresh)
-            except OSError:
-                pass  # a cache only: the next listing hashes it again
-    out.write(json.dumps({"key": key, "size": st.st_size, "sha256": fresh["sha256"], "md5": fresh.get("md5"),
-                          "content_type": fresh.get("content_type")}) + "\n")
-out.flush()
+                os.fsync(handle.fileno())
+            answer["sha256"] = sha.hexdigest()
+            if answer["sha256"] != request["sha256"]:
+                os.unlink(tmp)
+            else:
+                places.settle(tmp)
+                data, meta, elsewhere = places.target(request["key"])
+                st = os.stat(tmp)
+                store_meta(tmp, meta, {"key": request["key"], "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                       "mtime_s": int(st.st_mtime), "sha256": answer["sha256"],
+                                       "content_type": request.get("content_type")})
+                os.replace(tmp, data)
+                places.remove(elsewhere)
+        else:
+            fail(4, error="unknown operation " + repr(op))
+except NotAnObject as exc:
+    fail(5, path=exc.path, what=exc.what)
+except LayoutError as exc:
+    fail(4, error=str(exc))
+print(json.dumps(answer))
 '''

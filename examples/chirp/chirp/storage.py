@@ -15,19 +15,17 @@ from . import config
 CHUNK = 1 << 20
 
 
-def encode_key(key: str) -> str:
-    """The directory store's file name for a key (see Lifeboat docs/object-layout.md)."""
-    name = quote(key, safe=" ")
-    if name.startswith((".", "~")):  # no hidden files, and "~" marks hashed names
-        name = f"%{ord(name[0]):02X}" + name[1:]
-    if len(name.encode()) > 240:
-        raise ValueError("key too long for chirp's directory backend")
-    return name
-
-
 class DirectoryMedia:
+    """A folder of files, a key being a path in it (as in Lifeboat's directory store: docs/object-layout.md)."""
+
     def __init__(self, path: str):
         self.root = Path(path)
+
+    def path(self, key: str) -> Path:
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"chirp keeps media at plain paths; {key!r} is not one")
+        return self.root.joinpath(*parts)
 
     def put(self, key: str, stream, content_type: str | None = None) -> tuple[int, str]:
         tmpdir = self.root.parent / ".tmp"
@@ -42,7 +40,9 @@ class DirectoryMedia:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, self.root / encode_key(key))
+            target = self.path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -50,13 +50,13 @@ class DirectoryMedia:
         return size, digest.hexdigest()
 
     def open(self, key: str):
-        path = self.root / encode_key(key)
+        path = self.path(key)
         return open(path, "rb"), path.stat().st_size
 
     def keys(self):
-        for entry in os.scandir(self.root):
-            if entry.is_file() and not entry.name.startswith("~"):
-                yield unquote(entry.name)
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                yield Path(folder, name).relative_to(self.root).as_posix()
 
 
 def var(name: str) -> str | None:
