@@ -210,6 +210,7 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     cache = redis.Redis.from_url(old.cache().connection_url().reveal_text())
     cache.set("session:ünï", b"\x00logged-in", ex=3600)
     cache.rpush("timeline:1", "3", "2", "1")
+    redis.Redis.from_url(old.cache().connection_url().reveal_text(), db=1).rpush("celery", "queued task")  # the broker
     expected = {"rows": rows(old), "objects": objects(old.objects()),
                 "secret": old.secrets().read("CHIRP_SECRET_KEY").reveal_text()}
     world["secret"] = expected["secret"]
@@ -285,6 +286,8 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     cache = redis.Redis.from_url(new.cache().connection_url().reveal_text())
     assert cache.get("session:ünï") == b"\x00logged-in" and 0 < cache.ttl("session:ünï") <= 3600
     assert cache.lrange("timeline:1", 0, -1) == [b"3", b"2", b"1"]
+    assert redis.Redis.from_url(new.cache().connection_url().reveal_text(), db=1).lrange("celery", 0, -1) == [
+        b"queued task"]
     assert "BACKUP_KEY" not in new.secrets().names()
     records = {(r.name, r.type): r for r in engine_of(stack).provider("names").dns().records("lifeboat.test")}
     assert records[("chirp", "A")].values == ("127.0.0.21",)
@@ -300,7 +303,7 @@ def test_tampered_backup_is_refused_and_an_older_one_restores(world):
     if "second" not in world:
         pytest.skip("needs the backups of the test before")  # it failed: that failure is the report
     store = DirectoryStore(stack.parent / "state" / "new" / "objects")
-    dump = store._paths("lifeboat-backups", f"chirp/backups/{world['second']}/database.dump")[0]
+    dump = store.path_of("lifeboat-backups", f"chirp/backups/{world['second']}/database.dump")
     flip(dump, 5000)
     verify = lb(stack, "backups", "verify")
     assert verify.code == 4, verify
@@ -344,14 +347,14 @@ def test_tampered_media_object_is_named(world, monkeypatch):
     repo = Repository.open(engine.provider("new"), engine.stack)
     blob = repo.blob(hashlib.sha256(NEW_OBJECTS["later/bin"]).hexdigest())
     store = DirectoryStore(stack.parent / "state" / "new" / "objects")
-    flip(store._paths("lifeboat-backups", blob)[0], 200_000)
+    flip(store.path_of("lifeboat-backups", blob), 200_000)
     verify = lb(stack, "backups", "verify", "--backup", world["second"])
     assert verify.code == 4, verify
     problems = verify.envelope["data"]["backups"][0]["problems"]
     assert any("later/bin" in p for p in problems), problems
     # A media object is checked as it is restored (reading every object twice would double the restore):
     # the refusal then says exactly what it left on the target.
-    dump = store._paths("lifeboat-backups", f"chirp/backups/{world['second']}/database.dump")[0]
+    dump = store.path_of("lifeboat-backups", f"chirp/backups/{world['second']}/database.dump")
     flip(dump, 5000)  # the test before left it flipped
     engine.provider("new").objects().delete("media", "later/bin")  # so that the failover restores it
     refused = lb(stack, "failover", "--to", "new", "--backup", world["second"])

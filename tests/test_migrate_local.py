@@ -153,6 +153,12 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     old_cache = redis.Redis.from_url(engine.provider("old").cache().connection_url().reveal_text())
     old_cache.set(b"session:gone \xff", b"deleted on the source after the first pass")
     old_cache.set(b"session:kept", b"stays")
+    # a task queue in db 1 (Celery's broker) and a feed in db 7: every database in use is carried (item 14)
+    old_url = engine.provider("old").cache().connection_url().reveal_text()
+    broker = redis.Redis.from_url(old_url, db=1)
+    broker.rpush(b"celery", b"task-1", b"task-2")
+    broker.set(b"lock", b"x", px=600_000)
+    redis.Redis.from_url(old_url, db=7).zadd(b"feed:1", {b"post-9": 9.0})
     killed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "kill:freeze"})
     assert killed.code == -9
     import psycopg
@@ -168,8 +174,10 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     old_store.delete("media", deleted)
     old_cache.delete(b"session:gone \xff")
     new_store.write("media", "stray/not-on-the-source.bin", io.BytesIO(b"stray"), size=5)
-    new_cache = redis.Redis.from_url(engine.provider("new").cache().connection_url().reveal_text())
+    new_url = engine.provider("new").cache().connection_url().reveal_text()
+    new_cache = redis.Redis.from_url(new_url)
     assert new_cache.exists(b"session:gone \xff")
+    redis.Redis.from_url(new_url, db=2).set(b"stray", b"never on the source")
     resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--resume")
     assert resumed.code == 0, resumed
     steps = {s["step"]: s for s in resumed.envelope["data"]["steps"]}
@@ -178,7 +186,13 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     assert final["media"]["removed_from_target"] == 2, final["media"]
     assert sorted(final["media"]["removed_examples"]) == sorted([f"media/{deleted}", "media/stray/not-on-the-source.bin"])
     assert "exactly the source's keys" in final["media"]["verified"]
-    assert final["cache"]["removed_from_target"] == 1 and final["cache"]["keys"] >= 1, final["cache"]
+    assert final["cache"]["removed_from_target"] == 2 and final["cache"]["keys"] >= 4, final["cache"]
+    assert final["cache"]["databases"]["db1"] == 2 and final["cache"]["databases"]["db7"] == 1, final["cache"]
+    new_broker = redis.Redis.from_url(new_url, db=1)
+    assert new_broker.lrange(b"celery", 0, -1) == [b"task-1", b"task-2"]
+    assert 0 < new_broker.pttl(b"lock") <= 600_000
+    assert redis.Redis.from_url(new_url, db=7).zrange(b"feed:1", 0, -1, withscores=True) == [(b"post-9", 9.0)]
+    assert not redis.Redis.from_url(new_url, db=2).exists(b"stray")
     engine = Engine(stackfile.load(stack))
     old, new = engine.provider("old"), engine.provider("new")
     assert objects(old.objects()) == objects(new.objects()) and deleted not in objects(new.objects())

@@ -169,12 +169,9 @@ class Backup:
             return {"skipped": "no redis"}
         if spec.disposable:
             return {"skipped": "the stack marks the cache as disposable"}
-        import redis
-
-        client = redis.Redis.from_url(self.source.cache().connection_url().reveal_text(), socket_timeout=30)
-        dump = CacheDump(client)
+        dump = CacheDump(self.source.cache().connection_url().reveal_text())
         written = self.repo.put(self.repo.part(self.id, "cache.jsonl"), dump)
-        return {"part": written.as_dict(), "keys": dump.keys}
+        return {"part": written.as_dict(), "keys": dump.keys, "databases": dump.shown()}
 
     def _step_media(self) -> dict:
         from toolkit.stores.copier import releasing, run_parallel
@@ -336,29 +333,43 @@ def prune(repo: Repository, keep: int, *, current: str | None = None) -> dict:
 
 
 class CacheDump(Produced):
-    """Every Redis key as a line of JSON (key, milliseconds to live or 0, DUMP payload; base64), read as a
-    stream while the keys are scanned: nothing whole in memory."""
+    """Every Redis key of every database in use as a line of JSON (key, milliseconds to live or 0, DUMP
+    payload, both base64; then the database's number where it is not 0: lines of older backups have
+    three fields, all db 0), read as a stream while the keys are scanned: nothing whole in memory."""
 
-    def __init__(self, client):
+    def __init__(self, url: str):
+        from toolkit.workflows import rediskeys
+
         super().__init__()
-        self.client = client
         self.keys = 0
-        self._scan = client.scan_iter(count=1000)
+        self.per_db: dict[int, int] = {}
+        self._dbs = [(db, rediskeys.client(url, db)) for db in rediskeys.databases(url)]
+        self._scan = None
+
+    def shown(self) -> dict[str, int]:
+        from toolkit.workflows import rediskeys
+
+        return rediskeys.shown(self.per_db)
 
     def _fill(self) -> None:
         import base64
 
-        key = next(self._scan, None)
-        if key is None:
-            self._ended = True
-            return
+        key = next(self._scan, None) if self._scan is not None else None
+        while key is None:
+            if not self._dbs:
+                self._ended = True
+                return
+            self.db, self.client = self._dbs.pop(0)
+            self._scan = self.client.scan_iter(count=1000)
+            key = next(self._scan, None)
         dumped = self.client.dump(key)
         if dumped is None:
             return  # expired meanwhile
         ttl = self.client.pttl(key)
-        self._out += json.dumps([base64.b64encode(key).decode(), ttl if ttl and ttl > 0 else 0,
-                                 base64.b64encode(dumped).decode()]).encode() + b"\n"
+        line = [base64.b64encode(key).decode(), ttl if ttl and ttl > 0 else 0, base64.b64encode(dumped).decode()]
+        self._out += json.dumps(line + ([self.db] if self.db else [])).encode() + b"\n"
         self.keys += 1
+        self.per_db[self.db] = self.per_db.get(self.db, 0) + 1
 
 
 class Progress:

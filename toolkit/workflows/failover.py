@@ -246,9 +246,10 @@ class Failover:
             return {"skipped": "the backup holds no cache"}
         import base64
 
-        import redis
+        from toolkit.workflows import rediskeys
 
-        client = redis.Redis.from_url(self.target.cache().connection_url().reveal_text(), socket_timeout=30)
+        url = self.target.cache().connection_url().reveal_text()
+        clients: dict[int, object] = {}
         restored = 0
         with self.repo.reading(self.repo.part(self.id, "cache.jsonl")) as opening:
             pending = b""
@@ -257,8 +258,11 @@ class Failover:
                 pending += data
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    key, ttl, dumped = json.loads(line)
-                    client.restore(base64.b64decode(key), max(0, ttl), base64.b64decode(dumped), replace=True)
+                    key, ttl, dumped, *db = json.loads(line)  # (the database: not 0, or a backup before it was kept)
+                    db = db[0] if db else 0
+                    if db not in clients:
+                        clients[db] = rediskeys.client(url, db)
+                    clients[db].restore(base64.b64decode(key), max(0, ttl), base64.b64decode(dumped), replace=True)
                     restored += 1
                 if not data:
                     break

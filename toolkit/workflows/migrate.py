@@ -11,7 +11,8 @@ Steps (each journalled before and after it runs; ``--resume`` skips the ones tha
 4. prepare: the target's data services and infrastructure (``up`` limited to those kinds; no apps yet);
 5. database: ``pg_dump`` streamed into ``pg_restore`` (no temporary file, nothing whole in memory), then row
    counts and per-table digests computed on both sides must match (exit 4 otherwise);
-6. cache: Redis keys carried with DUMP/RESTORE and their TTLs (skipped when the stack marks it disposable);
+6. cache: Redis keys of every database in use carried with DUMP/RESTORE and their TTLs (skipped when the stack
+   marks it disposable);
 7. media: objects streamed, skipping those already identical on the target (size and SHA-256), each copy
    verified; an interrupted copy resumes without re-sending what arrived;
 8. deploy: the services on the target, health-checked (DNS still points at the source);
@@ -323,19 +324,43 @@ class Migration:
             raise VerificationFailed(f"migrate: {exc.message}", hint=exc.hint) from None
 
     def _step_cache(self, *, frozen: bool = False) -> dict:
-        """Every key with its TTL (DUMP/RESTORE). ``frozen`` (the pass after the freeze): afterwards the
-        target holds exactly the source's keys: those the source no longer has are removed (after a complete
-        scan of both), then both are compared again (exit 4 on a difference). Before the freeze such extras
-        are only counted."""
+        """Every key of every database in use, with its TTL (DUMP/RESTORE). ``frozen`` (the pass after the
+        freeze): afterwards the target holds exactly the source's keys: those the source no longer has are
+        removed (after a complete scan of both), then both are compared again (exit 4 on a difference).
+        Before the freeze such extras are only counted."""
         redis_spec = self.stack.redis
         if redis_spec is None:
             return {"skipped": "no redis"}
         if getattr(redis_spec, "disposable", False):
             return {"skipped": "the stack marks the cache as disposable"}
-        import redis
+        from toolkit.workflows import rediskeys
 
-        src = redis.Redis.from_url(self.source.cache().connection_url().reveal_text(), socket_timeout=30)
-        dst = redis.Redis.from_url(self.target.cache().connection_url().reveal_text(), socket_timeout=30)
+        src_url = self.source.cache().connection_url().reveal_text()
+        dst_url = self.target.cache().connection_url().reveal_text()
+        used = rediskeys.databases(src_url)
+        per_db: dict[int, int] = {}
+        out: dict = {"keys": 0, "already_there": 0}
+        extra_total = removed = 0
+        for db in sorted(set(used) | set(rediskeys.databases(dst_url) if frozen else [])):
+            copied, same, extra = self._copy_db(rediskeys.client(src_url, db), rediskeys.client(dst_url, db), db,
+                                                frozen)
+            per_db[db] = copied
+            out["keys"] += copied
+            out["already_there"] += same
+            extra_total += extra
+            removed += extra if frozen else 0
+        out["databases"] = rediskeys.shown(per_db)
+        if not frozen:
+            if extra_total:
+                out["extra_on_target"] = extra_total  # removed by the pass after the freeze
+            return out
+        out.update(removed_from_target=removed, verified="the target holds exactly the source's keys, in every "
+                                                         "database")
+        return out
+
+    def _copy_db(self, src, dst, db: int, frozen: bool) -> tuple[int, int, int]:
+        """One database's keys onto the target's database of the same number: (keys copied, already there,
+        keys on the target the source lacks: removed when ``frozen``)."""
         copied: set[bytes] = set()
         same = 0
         for key in src.scan_iter(count=1000):
@@ -352,22 +377,19 @@ class Migration:
         extra = sorted(held - copied)
         # a copied key missing on the target is a fault unless it expired on the source too (its TTL ran out)
         missing = [key for key in copied - held if src.exists(key)]
-        out: dict = {"keys": len(copied), "already_there": same}
         if not frozen:
             if missing:
-                raise VerificationFailed(f"migrate: {len(missing)} of the {len(copied)} keys copied are not in the "
-                                         "target's Redis.", code="cache.differ")
-            if extra:
-                out["extra_on_target"] = len(extra)  # removed by the pass after the freeze
-            return out
+                raise VerificationFailed(f"migrate: {len(missing)} of the {len(copied)} keys copied into Redis "
+                                         f"database {db} are not in the target's.", code="cache.differ")
+            return len(copied), same, len(extra)
         for start in range(0, len(extra), 500):
             dst.delete(*extra[start:start + 500])
         left = set(dst.scan_iter(count=1000)) - copied
         if left or missing:
-            raise VerificationFailed(f"migrate: after the final pass the target's Redis has {len(left)} keys the "
-                                     f"source lacks and lacks {len(missing)} of the source's.", code="cache.differ")
-        out.update(removed_from_target=len(extra), verified="the target holds exactly the source's keys")
-        return out
+            raise VerificationFailed(f"migrate: after the final pass the target's Redis database {db} has "
+                                     f"{len(left)} keys the source lacks and lacks {len(missing)} of the "
+                                     "source's.", code="cache.differ")
+        return len(copied), same, len(extra)
 
     def _step_media(self, *, frozen: bool = False) -> dict:
         if not self.stack.buckets:
