@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +97,7 @@ class RdsDatabase(DatabaseService):
         pg = self._pg()
         with self.endpoint() as (host, port):
             argv = pgcommands.pg_restore(client_bindir(pg.version), host=host, port=port, user=pg.user,
-                                         database=pg.database, clean=clean, part=part)
+                                         database=pg.database, clean=clean, part=part, python=sys.executable)
             with LocalConnection().write_stream(argv, env=self._env()) as sink:
                 shutil.copyfileobj(stream, sink, 1 << 20)
 

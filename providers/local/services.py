@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,7 +106,7 @@ class LocalDatabase(DatabaseService):
     def restore(self, stream, *, clean: bool = True, part=None) -> None:
         pg = self._pg()
         argv = pgcommands.pg_restore(self.p.pg_bindir(), host="127.0.0.1", port=self.p.state.port("postgres"),
-                                     user=pg.user, database=pg.database, clean=clean, part=part)
+                                     user=pg.user, database=pg.database, clean=clean, part=part, python=sys.executable)
         with LocalConnection().write_stream(argv, env=self._env()) as sink:
             shutil.copyfileobj(stream, sink, 1 << 20)
 

@@ -107,14 +107,99 @@ def pg_dump(bindir: Path, *, host: str, port: int, user: str, database: str, com
 
 
 def pg_restore(bindir: Path, *, host: str, port: int, user: str, database: str, clean: bool = True,
-               part: Part = None) -> list[str]:
+               part: Part = None, python: str = "python3") -> list[str]:
     """Restore a custom-format dump read from stdin in one transaction, owned by ``user``. Only the whole
-    database or its schema part drop what they replace (``clean``)."""
+    database or its schema part drop what they replace (``clean``). Run through :data:`KEEP_EXTENSIONS`,
+    so extensions that ``user`` does not own on the target are left as they are."""
     argv = [str(bindir / "pg_restore"), "--no-password", "--no-owner", f"--role={user}", "--exit-on-error",
             "--single-transaction", "-h", host, "-p", str(port), "-U", user, "-d", database]
     if clean and part in (None, "pre-data"):
         argv[1:1] = ["--clean", "--if-exists"]
-    return argv
+    return [python, "-c", KEEP_EXTENSIONS, *argv]
+
+
+# Runs pg_restore (its argv follows) so that the extensions the restoring role does not own on the target
+# are left as they are. An untrusted extension (bloom, postgis...) is created by the superuser when `up`
+# makes the database; the dump says DROP EXTENSION (with --clean), CREATE EXTENSION IF NOT EXISTS and
+# COMMENT ON EXTENSION, and the first and last need its owner: "must be owner of extension bloom". With no
+# such extension on the target (the usual case), pg_restore is exec'd as it is. Otherwise the archive's
+# table of contents is read from the start of the stream (``pg_restore -l`` fed until it has it; those
+# bytes are kept), the entries of those extensions (EXTENSION, and COMMENT on EXTENSION) left out of the
+# list, and pg_restore run with ``-L`` on the same stream: the order is the archive's, so a pipe serves.
+# Python 3.6, standard library only: it runs on the db host.
+KEEP_EXTENSIONS = r'''
+import os, re, subprocess, sys, tempfile
+argv = sys.argv[1:]
+opts = dict(zip(argv, argv[1:]))
+psql = os.path.join(os.path.dirname(argv[0]), "psql")
+found = subprocess.run([psql, "-X", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", opts["-h"], "-p", opts["-p"],
+                        "-U", opts["-U"], "-d", opts["-d"], "-c",
+                        "SELECT e.extname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner "
+                        "WHERE r.rolname <> current_user AND e.extname <> 'plpgsql'"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+if found.returncode != 0:
+    sys.stderr.write(found.stderr.decode("utf-8", "replace"))
+    sys.exit(found.returncode)
+keep = set(found.stdout.decode().split())
+if not keep:
+    os.execv(argv[0], argv)
+lister = subprocess.Popen([argv[0], "-l"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+held = []
+import threading
+listed = []
+reader = threading.Thread(target=lambda: listed.append(lister.stdout.read()))
+reader.start()
+while lister.poll() is None:
+    chunk = os.read(0, 1 << 16)
+    if not chunk:
+        break
+    held.append(chunk)
+    try:
+        lister.stdin.write(chunk)
+        lister.stdin.flush()
+    except (BrokenPipeError, OSError):
+        break
+try:
+    lister.stdin.close()
+except (BrokenPipeError, OSError):
+    pass
+reader.join()
+if lister.wait() != 0:
+    sys.stderr.write(lister.stderr.read().decode("utf-8", "replace"))
+    sys.exit(1)
+pattern = re.compile(r"^\d+; \d+ \d+ (EXTENSION - (\S+)|COMMENT - EXTENSION (\S+)) ")
+lines, left_out = [], []
+for line in listed[0].decode("utf-8", "surrogateescape").splitlines():
+    match = pattern.match(line)
+    name = match and (match.group(2) or match.group(3))
+    if name in keep:
+        left_out.append(name)
+        continue
+    lines.append(line)
+if left_out:
+    sys.stderr.write("lifeboat: extensions another role owns on the target, left as they are: "
+                     + ", ".join(sorted(set(left_out))) + "\n")
+listing = tempfile.NamedTemporaryFile("w", prefix="lifeboat-restore-", suffix=".list", delete=False)
+try:
+    with listing:
+        listing.write("\n".join(lines) + "\n")
+    restore = subprocess.Popen(argv[:1] + ["-L", listing.name] + argv[1:], stdin=subprocess.PIPE)
+    try:
+        for chunk in held:
+            restore.stdin.write(chunk)
+        while True:
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                break
+            restore.stdin.write(chunk)
+        restore.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+    code = restore.wait()
+finally:
+    os.unlink(listing.name)
+sys.exit(code)
+'''
 
 
 def redis_conf(*, port: int, data_dir: Path, pid_file: Path, log_file: Path, password: str,
