@@ -22,7 +22,7 @@ from toolkit.run.engine import Engine
 from toolkit.stores.dirstore import DirectoryStore
 
 from .conftest import run_cli, seeded_chirp
-from .test_migrate_local import objects, rows
+from .test_migrate_local import objects, on_db, rows
 
 KEY_VAR = "LB_TEST_BACKUP_KEY"
 KEY = "correct horse battery staple, but longer: 7f1c9a"
@@ -210,7 +210,9 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     cache = redis.Redis.from_url(old.cache().connection_url().reveal_text())
     cache.set("session:ünï", b"\x00logged-in", ex=3600)
     cache.rpush("timeline:1", "3", "2", "1")
-    redis.Redis.from_url(old.cache().connection_url().reveal_text(), db=1).rpush("celery", "queued task")  # the broker
+    # the broker, in db 1 (redis-py takes the URL's database over db=: the URL says which)
+    redis.Redis.from_url(on_db(old.cache().connection_url().reveal_text(), 1)).rpush("celery", "queued task")
+    assert not cache.exists("celery")
     expected = {"rows": rows(old), "objects": objects(old.objects()),
                 "secret": old.secrets().read("CHIRP_SECRET_KEY").reveal_text()}
     world["secret"] = expected["secret"]
@@ -286,7 +288,7 @@ def test_backup_twice_then_failover_after_the_source_is_gone(world):
     cache = redis.Redis.from_url(new.cache().connection_url().reveal_text())
     assert cache.get("session:ünï") == b"\x00logged-in" and 0 < cache.ttl("session:ünï") <= 3600
     assert cache.lrange("timeline:1", 0, -1) == [b"3", b"2", b"1"]
-    assert redis.Redis.from_url(new.cache().connection_url().reveal_text(), db=1).lrange("celery", 0, -1) == [
+    assert redis.Redis.from_url(on_db(new.cache().connection_url().reveal_text(), 1)).lrange("celery", 0, -1) == [
         b"queued task"]
     assert "BACKUP_KEY" not in new.secrets().names()
     records = {(r.name, r.type): r for r in engine_of(stack).provider("names").dns().records("lifeboat.test")}

@@ -24,6 +24,11 @@ NEW = """  new:
 """
 
 
+def on_db(url: str, db: int) -> str:
+    """The Redis URL of another database on the same server (redis-py takes the URL's path over db=)."""
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
 def get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
         return resp.read()
@@ -155,10 +160,11 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     old_cache.set(b"session:kept", b"stays")
     # a task queue in db 1 (Celery's broker) and a feed in db 7: every database in use is carried (item 14)
     old_url = engine.provider("old").cache().connection_url().reveal_text()
-    broker = redis.Redis.from_url(old_url, db=1)
+    broker = redis.Redis.from_url(on_db(old_url, 1))
+    assert broker.dbsize() == 0 and old_cache.dbsize() > 0  # two databases indeed
     broker.rpush(b"celery", b"task-1", b"task-2")
     broker.set(b"lock", b"x", px=600_000)
-    redis.Redis.from_url(old_url, db=7).zadd(b"feed:1", {b"post-9": 9.0})
+    redis.Redis.from_url(on_db(old_url, 7)).zadd(b"feed:1", {b"post-9": 9.0})
     killed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "kill:freeze"})
     assert killed.code == -9
     import psycopg
@@ -177,7 +183,7 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     new_url = engine.provider("new").cache().connection_url().reveal_text()
     new_cache = redis.Redis.from_url(new_url)
     assert new_cache.exists(b"session:gone \xff")
-    redis.Redis.from_url(new_url, db=2).set(b"stray", b"never on the source")
+    redis.Redis.from_url(on_db(new_url, 2)).set(b"stray", b"never on the source")
     resumed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--resume")
     assert resumed.code == 0, resumed
     steps = {s["step"]: s for s in resumed.envelope["data"]["steps"]}
@@ -188,11 +194,11 @@ def test_freeze_carries_late_writes_and_a_failure_lifts_it(stack):
     assert "exactly the source's keys" in final["media"]["verified"]
     assert final["cache"]["removed_from_target"] == 2 and final["cache"]["keys"] >= 4, final["cache"]
     assert final["cache"]["databases"]["db1"] == 2 and final["cache"]["databases"]["db7"] == 1, final["cache"]
-    new_broker = redis.Redis.from_url(new_url, db=1)
+    new_broker = redis.Redis.from_url(on_db(new_url, 1))
     assert new_broker.lrange(b"celery", 0, -1) == [b"task-1", b"task-2"]
     assert 0 < new_broker.pttl(b"lock") <= 600_000
-    assert redis.Redis.from_url(new_url, db=7).zrange(b"feed:1", 0, -1, withscores=True) == [(b"post-9", 9.0)]
-    assert not redis.Redis.from_url(new_url, db=2).exists(b"stray")
+    assert redis.Redis.from_url(on_db(new_url, 7)).zrange(b"feed:1", 0, -1, withscores=True) == [(b"post-9", 9.0)]
+    assert not redis.Redis.from_url(on_db(new_url, 2)).exists(b"stray")
     engine = Engine(stackfile.load(stack))
     old, new = engine.provider("old"), engine.provider("new")
     assert objects(old.objects()) == objects(new.objects()) and deleted not in objects(new.objects())

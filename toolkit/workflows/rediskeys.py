@@ -13,10 +13,15 @@ def databases(url: str) -> list[int]:
 
 
 def client(url: str, db: int):
-    """A client of database ``db`` on the server at ``url`` (whatever database the URL names)."""
+    """A client of database ``db`` on the server at ``url`` (whatever database the URL names: redis-py
+    takes the URL's path over a ``db=`` argument, so the path is what changes)."""
+    from urllib.parse import urlsplit, urlunsplit
+
     import redis
 
-    return redis.Redis.from_url(url, db=db, socket_timeout=30)
+    parts = urlsplit(url)
+    return redis.Redis.from_url(urlunsplit((parts.scheme, parts.netloc, f"/{int(db)}", parts.query, "")),
+                                socket_timeout=30)
 
 
 def shown(per_db: dict[int, int]) -> dict[str, int]:
