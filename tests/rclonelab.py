@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from urllib.parse import unquote
 
 from .conftest import require
 
@@ -43,13 +42,13 @@ def rclone(config: Path, *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
-def inventory(config: Path, remote: str, *, encoded_names: bool = False) -> dict[str, tuple[int, str]]:
-    """key -> (size, MD5 of the downloaded bytes). ``encoded_names``: a Lifeboat directory store, whose file
-    names are percent-encoded keys (docs/object-layout.md)."""
+def inventory(config: Path, remote: str) -> dict[str, tuple[int, str]]:
+    """path -> (size, MD5 of the downloaded bytes); in a Lifeboat directory store, a path is the key
+    (docs/object-layout.md)."""
     sizes = {e["Path"]: e["Size"] for e in json.loads(rclone(config, "lsjson", "-R", "--files-only", remote))}
     digests = {}
     for line in rclone(config, "hashsum", "MD5", "--download", remote).splitlines():
         digest, _, path = line.partition("  ")
         digests[path] = digest
     assert set(sizes) == set(digests), f"rclone listed {sorted(sizes)} but hashed {sorted(digests)}"
-    return {(unquote(p) if encoded_names else p): (sizes[p], digests[p]) for p in sizes}
+    return {p: (sizes[p], digests[p]) for p in sizes}

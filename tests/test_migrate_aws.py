@@ -3,8 +3,8 @@ real; the emulated instance paired with a real SSH host and the emulated RDS wit
 test_aws_moto.py) moved to a bare-metal host. Rows, media (written by the app itself to S3), secrets and
 the cache arrive; DNS (Route53) is switched. Then back onto AWS (bare metal -> aws) with new rows and
 awkward objects; rclone, reading S3 and the host (SFTP) with its own code, agrees on every key, size and
-MD5. (`rclone check` itself cannot pair them: the bare-metal store keeps percent-encoded file names, see
-docs/object-layout.md, so the test maps names back and compares rclone's two inventories.)"""
+MD5: the bare-metal store keeps each key at its path (docs/object-layout.md), so the two inventories are
+compared as rclone lists them, names and all.)"""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
             "cloud": s3_remote(moto_server.url, "testing", "testing"),
             "colo": sftp_remote(LAB[2], lab.hosts[2].port, lab.user, lab.client_key, lab.known_hosts)})
         on_s3 = inventory(config, f"cloud:{bucket}")
-        on_host = inventory(config, f"colo:{roots}/colo-box/objects/media", encoded_names=True)
+        on_host = inventory(config, f"colo:{roots}/colo-box/objects/media")
         assert on_s3 == on_host and len(on_s3) == 11
         assert on_s3["back/empty file.bin"][0] == 0
 
