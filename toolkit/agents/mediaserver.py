@@ -37,6 +37,7 @@ class Handler(BaseHTTPRequestHandler):
     root = ""
     token = b""
     mode = 0o600
+    s3_keys: dict = {}  # no S3 API unless the gateway is given key pairs
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:  # the supervisor keeps a log; requests are not logged (keys)
@@ -51,6 +52,17 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _s3(self) -> bool:
+        """Serve the request through the S3 API (toolkit/agents/s3api.py) when it is signed for it."""
+        if not s3_signed(self):  # noqa: F821 - s3api's, ahead of this text
+            return False
+        s3_serve(self)  # noqa: F821
+        return True
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._s3():
+            self._reply(405, b'{"error": "POST is for the S3 API"}')
 
     def _target(self):
         """(the bucket's places, bucket, key or None) of an authorised request; None after replying."""
@@ -80,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's names
         if self.path == "/healthz":
             return self._reply(200, b"ok", "text/plain")
+        if self._s3():
+            return None
         found = self._target()
         if found is None:
             return None
@@ -119,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
                 yield key
 
     def do_PUT(self) -> None:  # noqa: N802
+        if self._s3():
+            return None
         found = self._target()
         if found is None or found[2] is None:
             return None if found is None else self._reply(400, b'{"error": "no key"}')
@@ -143,15 +159,9 @@ class Handler(BaseHTTPRequestHandler):
                 out.flush()
                 os.fsync(out.fileno())
             if not left:
-                places.settle(tmp)
-                path, meta, elsewhere = places.target(key)
-                st = os.stat(tmp)
-                store_meta(tmp, meta, {"key": key, "size": size, "mtime_ns": st.st_mtime_ns,  # noqa: F821
-                                       "mtime_s": int(st.st_mtime), "sha256": digest.hexdigest(),
-                                       "content_type": self.headers.get("Content-Type")})
-                os.replace(tmp, path)
+                place_object(places, key, tmp, digest.hexdigest(), None,  # noqa: F821 - s3api's
+                             self.headers.get("Content-Type"))
                 tmp = ""
-                places.remove(elsewhere)
         finally:
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
@@ -162,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
         return self._reply(201, body)
 
     def do_DELETE(self) -> None:  # noqa: N802
+        if self._s3():
+            return None
         found = self._target()
         if found is None or found[2] is None:
             return None if found is None else self._reply(400, b'{"error": "no key"}')
@@ -177,8 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--token-file", required=True)
     parser.add_argument("--mode", default="0o600", help="of the files it writes (folders: x wherever r is)")
+    parser.add_argument("--s3-keys", help="a 0600 JSON file {access key id: secret}: the S3 API's key pairs")
     args = parser.parse_args(argv)
     Handler.mode = int(args.mode, 8)
+    if args.s3_keys:
+        with open(args.s3_keys) as handle:
+            Handler.s3_keys = json.load(handle)
     with open(args.token_file, "rb") as handle:
         Handler.token = handle.read().strip()
     Handler.root = args.root
@@ -189,10 +205,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def program():
     """The gateway's code as it runs: the meta cache's and the layout's functions, then this file's."""
+    from toolkit.agents import s3api
     from toolkit.stores.layout import host_program
 
-    with open(__file__, encoding="utf-8") as handle:
-        return host_program(handle.read())
+    with open(s3api.__file__, encoding="utf-8") as api, open(__file__, encoding="utf-8") as handle:
+        return host_program(api.read() + handle.read())
 
 
 if __name__ == "__main__":
