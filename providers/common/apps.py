@@ -7,15 +7,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import shlex
 import time
 
 from toolkit.commands.dockercmd import image_tag
+from toolkit.config.envtemplate import resolve
 from toolkit.contract import (
     Resource,
     SecretValue,
 )
 from toolkit.errors import BadInput, ProviderError
-from toolkit.hostops.builds import SKIP_IN_BUILD
+from toolkit.hostops.builds import SKIP_IN_BUILD, requirements_of
 from toolkit.hostops.many import on_hosts, one_host_at_a_time
 from toolkit.hostops.releases import Releases
 from toolkit.hostops.shell import sh
@@ -27,7 +29,7 @@ class AppDeploys:
     def config_id(self, svc, secrets: dict[str, SecretValue] | None = None, *, create: bool = False) -> str:
         key = self.internal_secret("release_key", create=create)
         key_bytes = key.reveal() if key is not None else b"not-yet-created"
-        env = dict(svc.env)
+        env = self.env_templates(svc)
         store = self.secrets()
         for name in svc.secrets:
             value = (secrets or {}).get(name) or store.read(name)
@@ -54,20 +56,22 @@ class AppDeploys:
                 env["VIRTUAL_ENV"] = venv
         env.update({"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica),
                "LIFEBOAT_BIND": self.listen_address(spec), "LANG": "C.UTF-8"})
-        env.update(svc.env)
         if self.stack.postgres:
             env["DATABASE_URL"] = self.database_url().reveal_text()
         if self.stack.redis is not None:
             env["REDIS_URL"] = self.redis_url().reveal_text()
         env.update(self.bucket_env(spec))
-        store = self.secrets()
-        for name in svc.secrets:
-            value = store.read(name)
-            if value is not None:
-                env[name] = value.reveal_text()
         if svc.is_web:
             env["PORT"] = str(self.app_port(svc, replica))
+        store = self.secrets()
+        given = {name: value.reveal_text() for name in svc.secrets if (value := store.read(name)) is not None}
+        env.update(resolve(self.env_templates(svc), {**env, **given}, where=f"{self.label}: service {svc.name}"))
+        env.update(given)
         return env
+
+    def env_templates(self, svc) -> dict[str, str]:
+        """The service's ``env:`` and then its target's (toolkit/config/envtemplate.py), unresolved."""
+        return {**svc.env, **(self.settings.get("env") or {})}
 
     def _host_programs(self, host: str, state: dict) -> list[dict]:
         programs = []
@@ -153,6 +157,13 @@ class AppDeploys:
             cwd = releases.upload(svc.name, release, svc.build, SKIP_IN_BUILD)
             releases.venv(requirements, events=self.events, host=host,
                           python=self.app_python(host) if account else "python3")
+            if svc.build_command and conn.read_bytes(f"{cwd}/.lifeboat-built") is None:
+                self.events.step(f"{host}: building {svc.name} release {release}: {shlex.join(svc.build_command)}")
+                self.run_in_release(host, svc, release, list(svc.build_command), as_app=False, what="build command",
+                                    code="host.build")
+                # what it wrote is the release's: readable by the app account, written by no one
+                conn.run(["chmod", "-R", "a+rX,go-w", cwd])
+                conn.write_bytes(f"{cwd}/.lifeboat-built", b"ok", mode=0o644)
             runtime = self.runtime(host)
             runtime.prepare()
             programs = []
@@ -166,13 +177,21 @@ class AppDeploys:
             return programs
 
         prepared = on_hosts(hosts, prepare, parallel=self.parallel)
+        released = (self.state().get("services", {}).get(svc.name) or {}).get("released")
+        if svc.release_command and released != release:
+            # once per new release, on one host, before any replica of it runs: the previous one still serves
+            self.events.step(f"{hosts[0]}: release phase of {svc.name} {release}: {shlex.join(svc.release_command)}")
+            self.run_in_release(hosts[0], svc, release, list(svc.release_command), as_app=True,
+                                what="release command", code="host.release_failed",
+                                after="; the new release was not started and the previous one still serves")
+            released = release
         state = self.state()
         previous = [p for p in (state.get("services", {}).get(svc.name) or {}).get("programs", [])]
         state["paused"] = [n for n in state.get("paused", []) if n != svc.name]  # `up` lifts a freeze
         state.setdefault("services", {})[svc.name] = {
             "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
             "generation": generation, "programs": [p for h in hosts for p in prepared[h]],
-            "previous": _previous_release(state, svc.name, release)}
+            "previous": _previous_release(state, svc.name, release), "released": released}
         self.save_state(state)
 
         def start(host: str) -> None:
@@ -197,7 +216,31 @@ class AppDeploys:
             Releases(self.conn(host), self.root(host)).prune(svc.name, keep=[release])
         self._confirm("services", svc.name)
 
-    def _wait_healthy(self, host: str, svc, generation: str, timeout: float = 90.0) -> None:
+    def run_in_release(self, host: str, svc, release: str, argv: list[str], *, as_app: bool, what: str = "",
+                       code: str = "host.command", after: str = "", check: bool = True, timeout: float = 3600,
+                       env: dict[str, str] | None = None):
+        """``argv`` in ``svc``'s release folder on ``host`` with the service's environment (replica 0): as the
+        app account when ``as_app`` (as the services run), else as the login (a build writes the release).
+        With ``check``, a failure is a ProviderError naming ``what`` with the output's tail."""
+        conn = self.conn(host)
+        cwd = Releases(conn, self.root(host)).path(svc.name, release)
+        account = self.app_account(host) if as_app else None
+        env = {**self.service_env(svc, self.spec(host), replica=0, release=release), **(env or {})}
+        result = conn.run([*(["runuser", "-u", account, "--"] if account else []), *argv], env=env, cwd=cwd,
+                          check=False, timeout=timeout)
+        if check and not result.ok:
+            from toolkit.errors import tail
+
+            raise ProviderError(f"{host}: the {what} of {svc.name} ({shlex.join(argv)}) exited with "
+                                f"{result.exit_code}{after}. Its output ends with:\n"
+                                f"{tail(result.stdout + result.stderr, lines=15)}", code=code)
+        return result
+
+    def health_timeout(self, svc, default: float = 90.0) -> float:
+        return float(svc.health_timeout or default)
+
+    def _wait_healthy(self, host: str, svc, generation: str, timeout: float | None = None) -> None:
+        timeout = timeout or self.health_timeout(svc)
         runtime = self.runtime(host)
         state = self.state()
         info = state.get("services", {}).get(svc.name)
@@ -221,7 +264,8 @@ class AppDeploys:
                             + (f" Its log ends with:\n{detail}" if detail else ""),
                             hint=f"logs are in {runtime.dir}/logs on {host}.", code="host.unhealthy")
 
-    def _wait_replica(self, host: str, svc, replica: int, generation: str, timeout: float = 90.0) -> None:
+    def _wait_replica(self, host: str, svc, replica: int, generation: str, timeout: float | None = None) -> None:
+        timeout = timeout or self.health_timeout(svc)
         runtime = self.runtime(host)
         name = f"{svc.name}.{replica}"
         url = f"http://{self.listen_address(self.spec(host))}:{self.app_port(svc, replica)}{svc.health or '/'}"
@@ -393,8 +437,3 @@ def _previous_release(state: dict, service: str, release: str) -> str | None:
         return info["release"]
     return info.get("previous")
 
-
-def requirements_of(svc) -> bytes | None:
-    if svc.build and (svc.build / "requirements.txt").exists():
-        return (svc.build / "requirements.txt").read_bytes()
-    return None

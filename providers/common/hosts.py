@@ -17,7 +17,7 @@ from providers.common.apps import AppDeploys
 from providers.common.hostservices import PG_SUPERUSER, HostCache, HostCompute, HostDatabase, RemoteSecrets
 from providers.common.media import MediaGateway
 from providers.common.proxy import TlsProxy
-from toolkit.config.schema import Field, Int, Map, Str
+from toolkit.config.schema import Bool, Field, Int, Map, Str
 from toolkit.contract import (
     KindDispatch,
     Provider,
@@ -56,6 +56,9 @@ HOST_SETTINGS = {
     "media_port": Field(Int(min=1, max=65535), default=8790,
                         doc="the media gateway's port on the storage host's private address (apps on the "
                             "other hosts reach the buckets through it)"),
+    "media_gateway": Field(Bool(), default=False,
+                           doc="run the media gateway (with its S3 API) even when every app runs on the storage "
+                               "host: for apps that only speak S3"),
     "media_mode": Field(Str(pattern=r"0?[0-7]{3}", expected="an octal file mode such as 0644"), default="0644",
                         doc="mode of the media files Lifeboat writes on the storage host (copies, restores), "
                             "owned by the bucket folder's owner (the app account); folders get x where r is"),
@@ -121,14 +124,17 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
 
     def bucket_env(self, spec: HostSpec) -> dict[str, str]:
         """The ``BUCKET_<NAME>_*`` variables of the apps on host ``spec`` (docs/app-contract.md): the
-        storage host's directories (file://) on that host, what ``remote_bucket_env`` says elsewhere."""
+        storage host's directories (file://) on that host, what ``remote_bucket_env`` says elsewhere; and
+        wherever the media gateway runs, its S3 endpoint and key pair, on every host."""
         storage = self.hosts_with("storage")
         if self.media_on_hosts() and storage and storage[0].name == spec.name:
-            return {bucket_var(b, "URL"): f"file://{spec.root}/objects/{b}" for b in self.stack.buckets}
+            env = {bucket_var(b, "URL"): f"file://{spec.root}/objects/{b}" for b in self.stack.buckets}
+            return {**env, **self.s3_env()}
         return self.remote_bucket_env()
 
     def remote_bucket_env(self, *, create: bool = True) -> dict[str, str]:
-        """The buckets for apps on hosts other than the storage host: the media gateway there."""
+        """The buckets for apps on hosts other than the storage host: the media gateway there (its own
+        protocol in ``_URL``/``_TOKEN``, and S3: ``_ENDPOINT``, ``_ACCESS_KEY_ID``...)."""
         if not self.gateway_needed():
             return {}
         from urllib.parse import quote
@@ -139,7 +145,30 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         for bucket in sorted(self.stack.buckets):
             env[bucket_var(bucket, "URL")] = f"http://{self.listen_address(spec)}:{self.media_port}/{quote(bucket)}"
             env[bucket_var(bucket, "TOKEN")] = token.reveal_text() if token is not None else ""
+        return {**env, **self.s3_env(create=create)}
+
+    def s3_env(self, *, create: bool = True) -> dict[str, str]:
+        """The media gateway's S3 API for each bucket (toolkit/agents/s3api.py), where the gateway runs."""
+        if not self.gateway_needed():
+            return {}
+        keys = self.s3_keys(create=create)
+        spec = self.first("storage", "an object store")
+        env = {}
+        for bucket in sorted(self.stack.buckets):
+            env[bucket_var(bucket, "ENDPOINT")] = f"http://{self.listen_address(spec)}:{self.media_port}"
+            env[bucket_var(bucket, "REGION")] = "us-east-1"
+            env[bucket_var(bucket, "ACCESS_KEY_ID")] = keys[0] if keys else ""
+            env[bucket_var(bucket, "SECRET_ACCESS_KEY")] = keys[1] if keys else ""
         return env
+
+    def s3_keys(self, *, create: bool = True) -> tuple[str, str] | None:
+        """(access key id, secret) of the gateway's S3 API: one pair per target, made once."""
+        import hashlib
+
+        secret = self.internal_secret("media_s3_secret", create=create)
+        if secret is None:
+            return None
+        return "LB" + hashlib.sha256(b"access key id:" + secret.reveal()).hexdigest()[:18].upper(), secret.reveal_text()
 
     def app_port(self, svc, replica: int) -> int:
         """Where replica ``replica`` of web service ``svc`` listens on its host."""
@@ -229,18 +258,12 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
             self._app_python[host] = app_interpreter(self.conn(host))
         return self._app_python[host]
 
-    def app_account_name(self, host: str) -> str | None:
-        """The account app processes run as on ``host``, as :meth:`app_account` names it (nothing made)."""
-        if not self.facts(host).is_root:
-            return None
-        return self.settings.get("app_account") or "lifeboat-app"
-
     def app_account(self, host: str) -> str | None:
         """The account app processes run as on ``host`` (created when missing); None when Lifeboat does
         not log in as root there (then they run as the login user)."""
-        account = self.app_account_name(host)
-        if account is None:
+        if not self.facts(host).is_root:
             return None
+        account = self.settings.get("app_account") or "lifeboat-app"
         from toolkit.hostops.bootstrap import ensure_account
 
         ensure_account(self.conn(host), account)
@@ -248,7 +271,7 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
 
     def bootstrap_plan(self) -> dict[str, dict]:
         """Per host: its OS, the packages its roles need and which of them are missing. Read-only."""
-        from toolkit.hostops.bootstrap import missing_packages, packages_needed
+        from toolkit.hostops.bootstrap import app_packages, missing_packages, packages_needed
 
         def look(name: str) -> dict:
             spec = self.spec(name)
@@ -257,6 +280,9 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
             needed = packages_needed(spec.roles, postgres=self.host_postgres_version(),
                                      redis=self.stack.redis is not None, tls=self.stack.tls is not None,
                                      runtime=self.runtime_kind, app=app)
+            if self.runtime_kind == "process":  # (in an image, the image has them)
+                needed += [p for svc in self.stack.services.values() if name in self.placement(svc)
+                           for p in app_packages(svc) if p not in needed]
             debian = facts["os"] in ("debian", "ubuntu")
             return {"os": f"{facts['os']} {facts['os_version']}".strip(), "supported": debian,
                     "root": facts["uid"] == 0, "needed": needed,
@@ -318,11 +344,12 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         return self._facts[name]
 
     def placement(self, svc) -> list[str]:
+        """The hosts that run ``svc``: every host of its role (a singleton: the first)."""
         hosts = [s.name for s in self.hosts_with(svc.role)]
         if not hosts:
             raise BadInput(f'{self.label}: service {svc.name} has role {svc.role}, but no host has that role.',
                            hint=f'add "{svc.role}" to the roles of a host.', code="host.missing_role")
-        return hosts
+        return hosts[:1] if svc.singleton else hosts
 
     def postgres(self, version: int | None = None) -> PostgresHost:
         spec = self.first("db", "PostgreSQL")
@@ -484,6 +511,13 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         return out
 
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
+        if self.runtime_kind == "docker":
+            phased = [s.name for s in self.stack.services.values() if s.release_command or s.build_command]
+            if phased:
+                raise BadInput(f"{self.label}: service(s) {', '.join(phased)} have release: or build_command:, which "
+                               "the docker runtime does not run yet.", hint="use the process runtime (the "
+                               "default), or run them in the image's build and entrypoint.",
+                               code="host.phases_unsupported")
         out = desired_resources(self.stack, resources, lambda svc: {
             "release": release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas,
             "hosts": self.placement(svc)}, bucket_attrs=self.bucket_attrs() if self.media_on_hosts() else None)
@@ -569,23 +603,25 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         return RemoteDirectoryStore(self.conn(spec.name), f"{spec.root}/objects", file_mode=self.media_mode)
 
     def bucket_attrs(self) -> dict:
-        """How the storage host keeps a bucket: nested paths, its files the app account's."""
-        host = self.first("storage", "an object store").name
-        return {"layout": "nested", "owner": self.app_account_name(host) if self.runtime_kind == "process" else None}
+        """How the storage host keeps a bucket: nested paths, its files the app account's (where Lifeboat
+        logs in as root: see _apply_bucket). Read from the settings only: a plan contacts no host for it."""
+        account = self.settings.get("app_account") or "lifeboat-app"
+        return {"layout": "nested", "owner": account if self.runtime_kind == "process" else None}
 
     def _apply_bucket(self, before, after) -> None:
         store = self.objects()
         store.convert_layout()  # a store of the flat layout (an older Lifeboat's) gets nested paths
         store.create_bucket(after.name)
         host = self.first("storage", "an object store").name
-        account = self.app_account(host) if after.attrs.get("owner") else None
+        account = self.app_account(host) if after.attrs.get("owner") else None  # None: not logged in as root
         if account:  # the app reads and writes media there (uploads); Lifeboat writes as root, files given to it
             self.conn(host).run(["chown", "-R", "--no-dereference", f"{account}:{account}", store.root])
             self.conn(host).run(["chmod", "-R", "u+rwX", store.bucket_dir(after.name)])
         state = self.state()
         for info in state.get("buckets", {}).values():
             info["layout"] = "nested"  # the whole store was converted
-        state.setdefault("buckets", {})[after.name] = {"host": store.conn.host, "layout": "nested", "owner": account}
+        state.setdefault("buckets", {})[after.name] = {"host": store.conn.host, "layout": "nested",
+                                                      "owner": after.attrs.get("owner")}
         self.save_state(state)
 
     def _delete_bucket(self, resource) -> None:

@@ -24,7 +24,6 @@ from toolkit.contract import (
 )
 from toolkit.errors import BadInput, ProviderError
 from toolkit.hostops.many import on_hosts
-from toolkit.hostops.releases import Releases
 from toolkit.hostops.shell import sh
 
 if TYPE_CHECKING:
@@ -212,9 +211,8 @@ class HostCompute(ComputeService):
                                 hint=f"run `lifeboat up --on {self.p.target.name}` first.", code="host.not_deployed")
         host = info["hosts"][0]
         conn = self.p.conn(host)
-        full = self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"])
-        full.update(env or {})
         if info.get("runtime") == "docker":
+            full = {**self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"]), **(env or {})}
             docker = self.p.docker(host)
             path = f"{docker.dir}/{service}.exec-{pysecrets.token_hex(4)}.env"
             sh(conn, 'mkdir -p "$1" && chmod 700 "$1"', docker.dir)
@@ -229,11 +227,8 @@ class HostCompute(ComputeService):
             sys.stdout.flush()
             sys.stderr.buffer.write(result.stderr)
             return result.exit_code
-        cwd = Releases(conn, self.p.root(host)).path(service, info["release"])
-        account = self.p.app_account(host)
-        as_account = ["runuser", "-u", account, "--"] if account else []
-        result = conn.run(["sh", "-c", 'cd "$0" && exec "$@"', cwd, *as_account, *argv], env=full, check=False,
-                          timeout=3600)
+        result = self.p.run_in_release(host, svc, info["release"], list(argv), as_app=True, check=False,
+                                       env=env)
         sys.stdout.buffer.write(result.stdout)
         sys.stdout.flush()
         sys.stderr.buffer.write(result.stderr)

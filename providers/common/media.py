@@ -28,6 +28,8 @@ class MediaGateway:
         storage = self.hosts_with("storage")
         if not self.media_on_hosts() or not storage:
             return False
+        if self.settings.get("media_gateway"):
+            return True
         return any(h != storage[0].name for svc in self.stack.services.values() for h in self.placement(svc))
 
     def gateway_id(self) -> str:
@@ -44,15 +46,17 @@ class MediaGateway:
         sh(conn, 'mkdir -p "$1" && chmod 755 "$1"', base)
         conn.write_bytes(f"{base}/mediaserver.py", mediaserver_program().encode(), mode=0o644)
         conn.write_bytes(f"{base}/token", self.internal_secret("media_token").reveal(), mode=0o600)
+        access, secret = self.s3_keys()
+        conn.write_bytes(f"{base}/s3keys.json", json.dumps({access: secret}).encode(), mode=0o600)
         if account:
-            conn.run(["chown", f"{account}:{account}", f"{base}/token"])
+            conn.run(["chown", f"{account}:{account}", f"{base}/token", f"{base}/s3keys.json"])
         runtime = self.runtime(host)
         runtime.prepare()
         address, config = self.listen_address(spec), after.attrs["config"]
         program = {"name": "media.0", "host": host, "cwd": base, "generation": config, "user": account,
                    "argv": ["python3", f"{base}/mediaserver.py", "--bind", address, "--port", str(self.media_port),
                             "--root", f"{spec.root}/objects", "--token-file", f"{base}/token",
-                            "--mode", oct(self.media_mode)],
+                            "--mode", oct(self.media_mode), "--s3-keys", f"{base}/s3keys.json"],
                    "env_file": runtime.write_env("media.0", {"PATH": "/usr/local/bin:/usr/bin:/bin"}),
                    "log": f"{runtime.dir}/logs/media.0.log"}
         state = self.state()

@@ -36,7 +36,9 @@ class TlsProxy:
             svc = main[0] if main else web[0]  # the first web service without a path serves the rest
 
             def ups(service) -> tuple[str, ...]:
-                return tuple(f"{address}:{self.app_port(service, i)}" for i in range(service.replicas))
+                # each host's proxy sends to its own replicas; a singleton's run on one host only
+                at = self.listen_address(self.spec(self.placement(service)[0])) if service.singleton else address
+                return tuple(f"{at}:{self.app_port(service, i)}" for i in range(service.replicas))
 
             routes = tuple(ProxyRoute(s.path, ups(s), s.health) for s in web if s.path and s is not svc)
             sites.append(ProxySite(self.stack.domain, ups(svc), svc.health, routes))

@@ -7,6 +7,7 @@ import hmac
 import json
 import os
 import secrets as pysecrets
+import shlex
 import shutil
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from providers.common.hostservices import HostCache
 from providers.local.services import LocalCompute, LocalDatabase, LocalSecrets
 from providers.local.state import PG_SUPERUSER, LocalState, pid_alive
+from toolkit.config.envtemplate import resolve
 from toolkit.config.schema import Field, Int, Str
 from toolkit.contract import (
     KindDispatch,
@@ -26,9 +28,10 @@ from toolkit.contract import (
 )
 from toolkit.dns.zonefile import ZoneFileDns
 from toolkit.errors import BadInput, CommandFailed, ProviderError, tail
-from toolkit.hostops.builds import release_id
+from toolkit.hostops.builds import SKIP_IN_BUILD, release_id, requirements_of
 from toolkit.hostops.postgres import PostgresHost
 from toolkit.hostops.redis import RedisHost
+from toolkit.hostops.releases import Releases
 from toolkit.hostops.runtime import ProcessRuntime
 from toolkit.paths import private_dir, write_private
 from toolkit.run.locks import FileLock
@@ -364,16 +367,25 @@ class LocalProvider(KindDispatch, Provider):
         blob = json.dumps({"env": env, "replicas": svc.replicas, "port": svc.port}, sort_keys=True).encode()
         return hmac.new(key_bytes, blob, hashlib.sha256).hexdigest()[:16]
 
-    def service_cwd(self, svc) -> str:
-        return str(svc.build) if svc.build else str(self.state.root)
+    def releases(self) -> Releases:
+        """Releases of the services (copies of their build folders, as on hosts): the previous one stays
+        until the next is healthy, and a build command writes into its own copy, never the source."""
+        return Releases(LocalConnection(), str(self.state.root))
+
+    def service_cwd(self, svc, release: str | None = None) -> str:
+        """Where ``svc`` runs: its release folder (the deployed one unless ``release``), else the state folder."""
+        if not svc.build:
+            return str(self.state.root)
+        if release is None:
+            release = (self.state.load().get("services", {}).get(svc.name) or {}).get("release") or self.release_id(svc)
+        return self.releases().path(svc.name, release)
 
     def service_env(self, svc, *, replica: int, fingerprint: bool = False,
-                    secrets: dict[str, SecretValue] | None = None) -> dict[str, str]:
+                    secrets: dict[str, SecretValue] | None = None, release: str | None = None) -> dict[str, str]:
         """The service's environment. With ``fingerprint`` only what the stack decides (no ports or
         generated passwords), and nothing is written."""
         env = {"LIFEBOAT_STACK": self.stack.name, "LIFEBOAT_SERVICE": svc.name, "LIFEBOAT_REPLICA": str(replica),
                "LIFEBOAT_BIND": self.address}
-        env.update(svc.env)
         if not fingerprint:
             if self.stack.postgres:
                 env["DATABASE_URL"] = self.database_url().reveal_text()
@@ -381,19 +393,22 @@ class LocalProvider(KindDispatch, Provider):
                 env["REDIS_URL"] = self.redis_url().reveal_text()
         for bucket in self.stack.buckets:
             env[bucket_var(bucket, "URL")] = (self.state.objects / bucket).as_uri()
-        store = self.secrets()
-        for name in svc.secrets:
-            value = (secrets or {}).get(name) or store.read(name)
-            if value is not None:
-                env[name] = value.reveal_text()
         if svc.is_web and not fingerprint:
             env["PORT"] = str(self._web_port(svc, replica))
+        store = self.secrets()
+        given = {name: value.reveal_text() for name in svc.secrets
+                 if (value := (secrets or {}).get(name) or store.read(name)) is not None}
+        templates = {**svc.env, **(self.settings.get("env") or {})}  # the service's, then the target's
+        # the fingerprint keeps the templates as written (what the stack decides, no ports or passwords)
+        env.update(templates if fingerprint else resolve(templates, {**env, **given},
+                                                         where=f"{self.label}: service {svc.name}"))
+        env.update(given)
         venv = self._venv_dir(svc)
         if venv is not None:
             env["VIRTUAL_ENV"] = str(venv)
             env["PATH"] = f"{venv / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        if svc.build:
-            env["PYTHONPATH"] = str(svc.build)
+        if svc.build and not fingerprint:
+            env["PYTHONPATH"] = self.service_cwd(svc, release)
         return env
 
     def _web_port(self, svc, replica: int) -> int:
@@ -408,10 +423,10 @@ class LocalProvider(KindDispatch, Provider):
         return self.state.port(name)
 
     def _venv_dir(self, svc) -> Path | None:
-        if not svc.build or not (svc.build / "requirements.txt").exists():
+        requirements = requirements_of(svc)
+        if requirements is None:
             return None
-        digest = hashlib.sha256((svc.build / "requirements.txt").read_bytes()).hexdigest()[:12]
-        return self.state.builds / f"venv-{digest}"
+        return self.state.builds / f"venv-{hashlib.sha256(requirements).hexdigest()[:12]}"
 
     def build(self, svc) -> None:
         venv = self._venv_dir(svc)
@@ -420,14 +435,15 @@ class LocalProvider(KindDispatch, Provider):
         if venv.exists():
             shutil.rmtree(venv)
         private_dir(venv.parent)
-        self.events.step(f"building {svc.name}: a virtualenv with {svc.build / 'requirements.txt'}")
+        self.events.step(f"building {svc.name}: a virtualenv with the requirements of {svc.build}")
         log = venv.parent / f"{venv.name}.log"
         conn = LocalConnection()
         base = getattr(sys, "_base_executable", sys.executable)
         try:
             conn.run([base, "-m", "venv", str(venv)], timeout=300)
+            (venv / "requirements.txt").write_bytes(requirements_of(svc))
             result = conn.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                               "-q", "-r", str(svc.build / "requirements.txt")], timeout=900)
+                               "-q", "-r", str(venv / "requirements.txt")], timeout=900)
             log.write_bytes(result.stdout + result.stderr)
         except CommandFailed as exc:
             raise ProviderError(f"{self.label}: building {svc.name} failed: {exc.message}",
@@ -481,48 +497,101 @@ class LocalProvider(KindDispatch, Provider):
 
     def _apply_service(self, before: Resource | None, after: Resource) -> None:
         svc = self.stack.services[after.name]
+        release = after.attrs["release"]
         self.build(svc)
+        if svc.build:
+            private_dir(self.state.root / "releases")  # the releases inside have release modes (0755/0644)
+            cwd = Path(self.releases().upload(svc.name, release, svc.build, SKIP_IN_BUILD))
+            if svc.build_command and not (cwd / ".lifeboat-built").exists():
+                self.events.step(f"building {svc.name} release {release}: {shlex.join(svc.build_command)}")
+                self._phase(svc, release, svc.build_command, "build command", "local.build")
+                (cwd / ".lifeboat-built").write_text("ok\n")
+        data = self.state.load()
+        previous = data.get("services", {}).get(svc.name)
+        released = (previous or {}).get("released")
+        if svc.release_command and released != release:
+            # once per new release, before any replica of it runs: the previous release still serves
+            self.events.step(f"release phase of {svc.name} {release}: {shlex.join(svc.release_command)}")
+            self._phase(svc, release, svc.release_command, "release command", "local.release_failed",
+                        "; the new release was not started and the previous one still serves")
+            released = release
         logs = self.state.services / "logs"
         private_dir(logs)
+        config = self.config_id(svc, create=True)
+        generation = f"{release}:{config}"
         programs = []
         for replica in range(svc.replicas):
-            env = self.service_env(svc, replica=replica)
-            env_file = self.state.services / "env" / f"{svc.name}.{replica}.json"
+            env = self.service_env(svc, replica=replica, release=release)
+            # one file per generation: the previous one's stay until the new one is healthy
+            env_file = self.state.services / "env" / f"{svc.name}.{replica}.{release}-{config}.json"
             write_private(env_file, json.dumps(env))
             programs.append({"name": f"{svc.name}.{replica}", "argv": list(svc.command),
-                             "cwd": self.service_cwd(svc), "env_file": str(env_file),
-                             "log": str(logs / f"{svc.name}.{replica}.log"),
-                             "generation": None})
+                             "cwd": self.service_cwd(svc, release), "env_file": str(env_file),
+                             "log": str(logs / f"{svc.name}.{replica}.log"), "generation": generation})
         data = self.state.load()
-        old_replicas = data.get("services", {}).get(svc.name, {}).get("replicas", 0)
-        config = self.config_id(svc, create=True)
-        generation = f"{after.attrs['release']}:{config}"
-        for program in programs:
-            program["generation"] = generation
+        old_replicas = (previous or {}).get("replicas", 0)
         data.setdefault("services", {})[svc.name] = {
-            "release": after.attrs["release"], "config": config, "replicas": svc.replicas,
-            "programs": programs, "confirmed": False, "generation": generation}
+            "release": release, "config": config, "replicas": svc.replicas,
+            "programs": programs, "confirmed": False, "generation": generation, "released": released}
         data["paused"] = [n for n in data.get("paused", []) if n != svc.name]  # `up` lifts a freeze
         for replica in range(svc.replicas, old_replicas):
             data.get("ports", {}).pop(f"{svc.name}.{replica}", None)
-            (self.state.services / "env" / f"{svc.name}.{replica}.json").unlink(missing_ok=True)
         self.state.save(data)
         self._start_or_reload_supervisor()
-        self.wait_healthy(svc)
+        try:
+            self.wait_healthy(svc)
+        except ProviderError as exc:
+            if not previous or not previous.get("confirmed") or previous.get("generation") == generation:
+                raise
+            # the previous release (its folder and env files are still there) serves again
+            data = self.state.load()
+            data["services"][svc.name] = {**previous, "released": released}
+            self.state.save(data)
+            self._start_or_reload_supervisor()
+            try:
+                self.wait_healthy(svc)  # (the previous generation's, as the state says now)
+                again = f"The previous release ({previous.get('release')}) was started again and is healthy."
+            except ProviderError as second:
+                again = f"The previous release ({previous.get('release')}) was started again, but: {second.message}"
+            raise ProviderError(f"{exc.message} {again}", hint=exc.hint, code=exc.code) from None
         data = self.state.load()
         data["services"][svc.name]["confirmed"] = True
         self.state.save(data)
+        self._prune_generations(svc.name, [p["env_file"] for p in programs])
+        if svc.build:
+            self.releases().prune(svc.name, keep=[release])
 
-    def wait_healthy(self, svc, timeout: float = 60.0) -> None:
+    def _prune_generations(self, service: str, keep: list[str]) -> None:
+        for path in (self.state.services / "env").glob(f"{service}.*.json"):
+            if str(path) not in keep:
+                path.unlink(missing_ok=True)
+
+    def _phase(self, svc, release: str, argv, what: str, code: str, after: str = "") -> None:
+        """A build or release command of ``svc``, in the folder of ``release``, with its environment (replica 0)."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+               **self.service_env(svc, replica=0, release=release)}
+        result = LocalConnection().run(list(argv), env=env, cwd=self.service_cwd(svc, release), check=False,
+                                       timeout=3600)
+        if not result.ok:
+            raise ProviderError(f"{self.label}: the {what} of {svc.name} ({shlex.join(argv)}) exited with "
+                                f"{result.exit_code}{after}. Its output ends with:\n"
+                                f"{tail(result.stdout + result.stderr, lines=15)}", code=code)
+
+    def wait_healthy(self, svc, timeout: float | None = None) -> None:
+        timeout = float(timeout or svc.health_timeout or 60)
         deadline = time.time() + timeout
         compute = LocalCompute(self)
         generation = self.state.load()["services"][svc.name]["generation"]
         wanted = {f"{svc.name}.{i}" for i in range(svc.replicas)}
+        crashed = False
         while time.time() < deadline:
             # The supervisor reports which generation each program runs: wait for exactly the wanted
             # replicas, on the new generation, all healthy (scaled-down replicas gone).
             status = self.supervisor_status()
             mine = {n for n in status if n.rsplit(".", 1)[0] == svc.name}
+            if any(status[n].get("generation") == generation and status[n].get("state") == "crashed" for n in mine):
+                crashed = True  # it keeps dying right after it starts: waiting longer will not help
+                break
             if mine == wanted and all(status[n].get("generation") == generation for n in wanted):
                 instances = [i for i in compute.instances() if i.service == svc.name]
                 if len(instances) == svc.replicas and all(i.healthy for i in instances):
@@ -536,7 +605,10 @@ class LocalProvider(KindDispatch, Provider):
                 detail = tail(log.read_bytes(), lines=10)
                 break
         what = f"answer {svc.health or '/'} with HTTP 2xx/3xx" if svc.is_web else "keep running"
-        raise ProviderError(f"{self.label}: service {svc.name} did not {what} within {timeout:.0f} s."
+        if crashed:
+            what = "keep running: the supervisor reports it exits right after it starts"
+        raise ProviderError(f"{self.label}: service {svc.name} did not {what}"
+                            + ("." if crashed else f" within {timeout:.0f} s.")
                             + (f" Its log ends with:\n{detail}" if detail else ""),
                             hint=f"logs: {logs}", code="local.unhealthy")
 
@@ -545,8 +617,8 @@ class LocalProvider(KindDispatch, Provider):
         info = data.get("services", {}).pop(resource.name, None)
         for replica in range((info or {}).get("replicas", 0)):
             data.get("ports", {}).pop(f"{resource.name}.{replica}", None)
-            (self.state.services / "env" / f"{resource.name}.{replica}.json").unlink(missing_ok=True)
         self.state.save(data)
+        self._prune_generations(resource.name, [])
         runtime = self.runtime()
         if not data.get("services"):
             runtime.stop()

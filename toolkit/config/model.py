@@ -19,6 +19,11 @@ class Service:
     health: str | None = None
     secrets: tuple[str, ...] = ()
     path: str | None = None  # web: URL prefix the proxy routes to this service
+    release_command: tuple[str, ...] | None = None  # once per new release, before it takes traffic
+    build_command: tuple[str, ...] | None = None  # when a release is built, in its folder
+    health_timeout: int | None = None  # seconds a new release may take to be healthy (None: the provider's)
+    packages: tuple[str, ...] = ()  # Debian packages it needs on its hosts (plus its build folder's Aptfile)
+    singleton: bool = False  # exactly one process across the target
 
     @property
     def is_web(self) -> bool:

@@ -80,6 +80,14 @@ class Command(Spec):
 def _service_checks(svc: dict, where: Where, report: Report, raw: Any) -> None:
     if (svc["image"] is None) == (svc["build"] is None):
         report.add(where, 'needs exactly one of "image" (a container image) or "build" (a directory to build from).')
+    if svc["build_command"] is not None and svc["build"] is None:
+        report.add(where.child("build_command", key_line(raw, "build_command")),
+                   "runs in the release built from build:, and this service has none (it runs an image).",
+                   "build the image with it instead, or give the service a build: folder.")
+    if svc["singleton"] and svc["replicas"] != 1:
+        report.add(where.child("replicas", key_line(raw, "replicas")),
+                   f"a singleton runs once across the target; replicas: {svc['replicas']} says otherwise.",
+                   "remove replicas:, or singleton:.")
     if svc["role"] == "web" and svc["port"] is None:
         report.add(where, 'a web service needs "port": the port the app listens on.')
     if svc["role"] == "worker" and svc["health"] is not None:
@@ -91,8 +99,30 @@ def _service_checks(svc: dict, where: Where, report: Report, raw: Any) -> None:
             env_raw = raw.get("env")
             report.add(where.child("env", value_line(raw, "env")).child(name, key_line(env_raw, name)),
                        "is set by Lifeboat for every service and cannot be set here.",
-                       "read it in the app instead; see README 'What a service is given'.")
+                       "give it to the app under the name it reads: NAME: \"${" + name + "}\" "
+                       "(README 'Env templates').")
+    check_templates(svc["env"], set(svc["secrets"]), where, report, raw,
+                    "a secret the service lists under secrets:")
 
+
+def check_templates(env: dict, secrets: set[str], where: Where, report: Report, raw: Any, whose: str) -> None:
+    """Every ``${NAME}`` in ``env`` names what Lifeboat gives a service, or one of ``secrets``."""
+    from toolkit.config.envtemplate import given, references
+
+    env_raw = raw.get("env") if isinstance(raw, dict) else None
+    for name, value in env.items():
+        for ref in references(str(value)):
+            if not given(ref, INJECTED_ENV) and ref not in secrets:
+                report.add(where.child("env", value_line(raw, "env")).child(name, key_line(env_raw, name)),
+                           f"refers to ${{{ref}}}, which is neither what Lifeboat gives a service nor {whose}.",
+                           "templates may use DATABASE_URL, REDIS_URL, PORT, LIFEBOAT_*, BUCKET_<NAME>_*, their "
+                           "parts (DATABASE_HOST..., REDIS_URL_DB1..., BUCKET_<NAME>_PATH) and the service's "
+                           "secrets; write $$ for a literal $.")
+
+
+ENV = DictOf(Scalar(), name=Str(pattern=ENV_NAME, expected="an environment variable name"))
+TARGET_ENV = Field(ENV, default=dict, doc="env of every service on this target (templates allowed), over the "
+                                          "services' own: values that differ per target, such as a media URL")
 
 SERVICE = Map(
     {
@@ -101,14 +131,30 @@ SERVICE = Map(
         "build": Field(Str(expected="a directory relative to the stack file")),
         "command": Field(Command(), required=True),
         "port": Field(Int(min=1, max=65535, expected="a TCP port from 1 to 65535")),
-        "env": Field(DictOf(Scalar(), name=Str(pattern=ENV_NAME, expected="an environment variable name")),
-                     default=dict),
+        "env": Field(ENV, default=dict, doc='the app\'s environment; values may use ${NAME} templates '
+                                              '(README "Env templates")'),
         "replicas": Field(Int(min=1, max=100), default=1),
         "health": Field(Str(pattern=r"/[^\s]*", expected='an HTTP path starting with "/"')),
         "path": Field(Str(pattern=r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", expected='a URL path prefix such as '
                                                                         '"/api/v1/streaming"'),
                       doc="web: the proxy sends requests under this prefix to this service"),
         "secrets": Field(ListOf(Str(pattern=SECRET_NAME, expected="a secret name"), unique=True), default=list),
+        "release": Field(Command(), doc="run once per new release, on one host, with its environment, before any "
+                                        "replica of it takes traffic (database migrations); a failure stops the "
+                                        "rollout with the previous release serving"),
+        "build_command": Field(Command(), doc="run when a release is built, in its folder, with its environment "
+                                              "(collectstatic, compiling assets); what it writes is part of the "
+                                              "release (the key build: names the folder)"),
+        "packages": Field(ListOf(Str(pattern=r"[a-z0-9][a-z0-9+.-]+", expected="a Debian package name"),
+                                 unique=True), default=list,
+                          doc="system packages the service needs on the hosts that run it (an Aptfile in its "
+                              "build folder counts too); `hosts bootstrap` installs them"),
+        "singleton": Field(Bool(), default=False,
+                           doc="runs exactly once across the target (a scheduler such as Celery beat): one "
+                               "replica, on the first host of its role"),
+        "health_timeout": Field(Int(min=5, max=7200, expected="seconds from 5 to 7200"),
+                                doc="how long a new release may take to become healthy (default 60 s on local, "
+                                    "90 s on hosts)"),
     },
     expected="a service (role, command, image or build, ...)",
     validate=_service_checks,
@@ -214,7 +260,7 @@ class TargetSpec(Spec):
             report.add(where.child("type", value_line(value, "type")),
                        f'provider type "{kind}" could not be loaded ({exc}).')
             return MISSING
-        fields = {"type": Field(Str(), required=True), **settings}
+        fields = {"type": Field(Str(), required=True), "env": TARGET_ENV, **settings}
         checked = Map(fields, expected=self.expected, validate=registry.settings_check(kind)).check(value, where, report)
         return checked
 
@@ -307,6 +353,10 @@ def _stack_checks(top: dict, where: Where, report: Report, raw: Any) -> None:
             if tls[key] and tls[key] not in declared:
                 report.add(at("tls", key), f'secret "{tls[key]}" is not declared under secrets:.')
     targets = top["providers"]
+    for tname, target in targets.items():
+        if target.get("env"):
+            check_templates(target["env"], set(declared), at("providers", tname), report, raw["providers"][tname],
+                            "a secret declared under secrets: (and listed by the service)")
     dns = top["dns"]
     if dns:
         if dns["provider"] not in targets:
@@ -424,6 +474,8 @@ def build(top: dict, path: Path, raw: Any) -> model.Stack:
             name=name, role=s["role"], command=s["command"], image=s["image"],
             build=(root / s["build"]).resolve() if s["build"] else None, port=s["port"], env=dict(s["env"]),
             replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]), path=s["path"],
+            release_command=s["release"], build_command=s["build_command"], health_timeout=s["health_timeout"],
+            packages=tuple(s["packages"]), singleton=s["singleton"],
         )
         for name, s in top["services"].items()
     }

@@ -4,6 +4,7 @@ their installation, system accounts, and Lifeboat's own processes left behind by
 from __future__ import annotations
 
 import json
+import re
 
 from toolkit.errors import ProviderError
 from toolkit.hostops.shell import sh
@@ -160,6 +161,29 @@ def packages_needed(roles: tuple[str, ...], *, postgres: int | None, redis: bool
         wanted.append("docker.io")
     if "web" in roles and tls:
         wanted.append("caddy")
+    return list(dict.fromkeys(wanted))
+
+
+DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+
+
+def app_packages(svc) -> list[str]:
+    """The system packages a service declares: its ``packages:`` and the lines of an Aptfile in its build
+    folder (Heroku's convention: one package a line, # comments); anything else there is an error naming it."""
+    from toolkit.errors import BadInput
+
+    wanted = list(svc.packages)
+    aptfile = svc.build / "Aptfile" if svc.build else None
+    if aptfile is not None and aptfile.is_file():
+        for number, line in enumerate(aptfile.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            name = line.split("#", 1)[0].strip()
+            if not name:
+                continue
+            if not DEBIAN_NAME.fullmatch(name):
+                raise BadInput(f"{aptfile}:{number}: {name!r} is not a Debian package name (a .deb URL or an "
+                               "option is not supported).", hint="list package names, one a line.",
+                               code="stack.aptfile")
+            wanted.append(name)
     return list(dict.fromkeys(wanted))
 
 

@@ -25,6 +25,8 @@ def release_id(svc) -> str:
     """Digest of the service's command and build directory (names and contents)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(list(svc.command)).encode())
+    if getattr(svc, "build_command", None):  # (a release is what was built: its build step is part of it)
+        digest.update(json.dumps(["build", *svc.build_command]).encode())
     if svc.build:
         for path in walk(svc.build):
             digest.update(path.relative_to(svc.build).as_posix().encode() + b"\0")
@@ -33,3 +35,29 @@ def release_id(svc) -> str:
                     digest.update(chunk)
             digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def requirements_of(svc) -> bytes | None:
+    """The Python requirements of the service's build directory, as a requirements file: its
+    requirements.txt, else the ``[project] dependencies`` of its pyproject.toml; None when it has neither."""
+    if not svc.build:
+        return None
+    if (svc.build / "requirements.txt").exists():
+        return (svc.build / "requirements.txt").read_bytes()
+    pyproject = svc.build / "pyproject.toml"
+    if pyproject.exists():
+        import tomllib
+
+        from toolkit.errors import BadInput
+
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project") or {}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{pyproject}: not valid TOML ({exc}).", code="stack.build") from None
+        deps = project.get("dependencies") or []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise BadInput(f"{pyproject}: [project] dependencies must be a list of requirement strings.",
+                           code="stack.build")
+        if deps:
+            return ("# from pyproject.toml [project] dependencies\n" + "\n".join(deps) + "\n").encode()
+    return None

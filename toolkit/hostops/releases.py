@@ -23,6 +23,12 @@ def tar_directory(directory: Path, skip: set[str]) -> Callable[[object], None]:
                 return None
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
+            # modes of a release, not of the machine that built it (umask 077 there made the app's compiled
+            # files unreadable by the app account): readable by all, executable where it was for anyone
+            if info.isdir() or info.mode & 0o111:
+                info.mode = 0o755
+            elif info.isfile():
+                info.mode = 0o644
             return info
 
         with tarfile.open(fileobj=stream, mode="w|") as tar:

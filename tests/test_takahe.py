@@ -1,0 +1,171 @@
+"""Takahē, a real third-party app (../shared/apps, unmodified), run by examples/takahe/lifeboat.yml alone:
+its migrations run in the release phase, its static files are collected by the build command, it reads its
+own variable names through env templates, its media land in nested folders of the bucket. An account and a
+token are made with its manage.py through `lifeboat exec`, a status with an image is posted through its
+Mastodon-compatible API, and the image is fetched back; then the whole stack moves to a second target with
+`lifeboat migrate` and serves the same status and image there, and on to bare metal (real SSH hosts, the app
+running as its own account, its media owned by it) where it serves them again and takes a new upload
+(issue 23)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tarfile
+import urllib.request
+import uuid
+import zlib
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, baremetal_target, make_host_roots, run_cli
+
+# ../shared/apps beside the repository (LIFEBOAT_APPS elsewhere: a clone made somewhere else)
+ARCHIVE = Path(os.environ.get("LIFEBOAT_APPS") or REPO.parent / "shared" / "apps") / "takahe-d45f22c.tar.gz"
+TOKEN = "lifeboat-test-token-" + "0" * 20
+SETUP = f"""
+from users.models import User, Domain
+from users.services import IdentityService
+from api.models import Application, Token
+domain, _ = Domain.objects.get_or_create(domain="takahe.lifeboat.test",
+                                         defaults=dict(local=True, public=True, state="updated"))
+user = User.objects.create(email="alice@takahe.lifeboat.test")
+identity = IdentityService.create(user, "alice", domain, "Alice")
+app = Application.objects.create(name="lifeboat-test", client_id="lifeboat-test", client_secret="s")
+Token.objects.create(application=app, user=user, identity=identity, token="{TOKEN}", scopes=["read", "write"])
+print("made", identity.handle)
+"""
+
+
+def png(width: int = 16, height: int = 16) -> bytes:
+    """A small valid PNG (RGB), different every time."""
+    seed = uuid.uuid4().bytes
+    rows = b"".join(b"\x00" + bytes(seed[(x + y) % 16] for x in range(width * 3)) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def api(base: str, method: str, path: str, *, body: bytes | None = None, ctype: str | None = None):
+    request = urllib.request.Request(base + path, data=body, method=method,
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Host": "takahe.lifeboat.test",
+                                              **({"Content-Type": ctype} if ctype else {})})
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - loopback
+        return json.loads(resp.read())
+
+
+def fetch(base: str, url: str) -> bytes:
+    path = "/" + url.split("://", 1)[1].split("/", 1)[1]  # the same path, through this web host
+    with urllib.request.urlopen(urllib.request.Request(base + path, headers={"Host": "takahe.lifeboat.test"}),
+                                timeout=30) as resp:  # noqa: S310 - loopback
+        return resp.read()
+
+
+def web_url(stack: Path, target: str) -> str:
+    status = run_cli("-c", str(stack), "-o", "json", "status", "--on", target)
+    assert status.code == 0, json.dumps(status.envelope, indent=1)[:6000] + logs_of(stack)
+    return next(s["url"] for s in status.envelope["data"]["services"] if s["service"] == "web").rstrip("/")
+
+
+def logs_of(stack: Path) -> str:
+    """The tails of the services' logs on the lab's hosts (this machine), for a failure's message."""
+    roots = [line.split("root: ", 1)[1].rstrip("}").strip() for line in stack.read_text().splitlines() if "root: " in line]
+    out = []
+    for root in roots:
+        for log in sorted(Path(root).rglob("logs/*.log")):
+            out.append(f"\n--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def takahe(tmp_path_factory, ssh_lab):
+    root = tmp_path_factory.mktemp("takahe")
+    with tarfile.open(ARCHIVE) as archive:
+        archive.extractall(root, filter="data")
+    roots = make_host_roots()
+    stack = root / "lifeboat.yml"
+    # the example as it is, plus a target on the lab's hosts: web, worker and media on one, the database on another
+    target = baremetal_target(ssh_lab, roots, roles=(("web", "worker", "storage"), ("db",)), pg_port=5461,
+                              redis_port=6411)
+    # ports of its own on the lab's hosts (other tests' stacks serve there too)
+    target = target.replace("    type: baremetal\n", "    type: baremetal\n    port_offset: 311\n    media_port: 8811\n")
+    stack.write_text((REPO / "examples" / "takahe" / "lifeboat.yml").read_text() + target)
+    yield stack
+    for target in ("colo", "spare", "here"):
+        run_cli("-c", str(stack), "-o", "json", "--yes", "destroy", "--on", target)
+    shutil.rmtree(roots, ignore_errors=True)
+
+
+def test_takahe_up_posts_media_and_serves_it(takahe):
+    lb = ["-c", str(takahe), "-o", "json", "--yes"]
+    up = run_cli(*lb, "up", "--on", "here", timeout=1800)
+    assert up.code == 0, up
+    made = run_cli("-c", str(takahe), "exec", "--on", "here", "web", "--", "python", "manage.py", "shell", "-c", SETUP)
+    assert made.code == 0 and "made" in made.stdout, made
+    base = web_url(takahe, "here")
+    status, served = post_image(base, "moved by lifeboat ✓")
+    # the file is where Takahē put it, in a nested folder of the bucket, and is an object of it
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
+
+    bucket = Engine(stackfile.load(takahe)).provider("here").state.objects / "media"
+    files = {p.relative_to(bucket).as_posix(): p.read_bytes() for p in bucket.rglob("*") if p.is_file()}
+    assert served in files.values() and all("/" in key for key in files), sorted(files)
+    resources = run_cli(*lb, "status", "--on", "here").envelope["data"]["resources"]
+    assert {r["name"]: r for r in resources if r["kind"] == "bucket"}["media"]["objects"] == len(files)
+    (takahe.parent / "posted.json").write_text(json.dumps({"status": status["id"], "sha256":
+                                                           hashlib.sha256(served).hexdigest(),
+                                                           "url": status["media_attachments"][0]["url"]}))
+
+
+def test_takahe_migrates_with_its_media(takahe):
+    posted = json.loads((takahe.parent / "posted.json").read_text())
+    lb = ["-c", str(takahe), "-o", "json", "--yes"]
+    moved = run_cli(*lb, "migrate", "--from", "here", "--to", "spare", "--no-cutover", timeout=1800)
+    assert moved.code == 0, moved
+    base = web_url(takahe, "spare")
+    status = api(base, "GET", f"/api/v1/statuses/{posted['status']}")
+    assert status["content"].find("moved by lifeboat") >= 0
+    assert hashlib.sha256(fetch(base, status["media_attachments"][0]["url"])).hexdigest() == posted["sha256"]
+
+
+def post_image(base: str, text: str) -> tuple[dict, bytes]:
+    """A status with a new image, posted through the Mastodon API; (the status, the image as served back)."""
+    image = png()
+    boundary = uuid.uuid4().hex
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"photo.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    media = api(base, "POST", "/api/v2/media", body=form, ctype=f"multipart/form-data; boundary={boundary}")
+    status = api(base, "POST", "/api/v1/statuses", body=json.dumps({"status": text,
+                                                                     "media_ids": [media["id"]]}).encode(),
+                 ctype="application/json")
+    return status, fetch(base, status["media_attachments"][0]["url"])
+
+
+def test_takahe_migrates_onto_bare_metal_and_runs_as_its_account(takahe):
+    posted = json.loads((takahe.parent / "posted.json").read_text())
+    lb = ["-c", str(takahe), "-o", "json", "--yes"]
+    moved = run_cli(*lb, "migrate", "--from", "spare", "--to", "colo", "--no-cutover", timeout=2400)
+    assert moved.code == 0, moved
+    base = web_url(takahe, "colo")
+    status = api(base, "GET", f"/api/v1/statuses/{posted['status']}")
+    # the image Lifeboat copied onto the storage host is readable by the app (it answered 500 when the copy
+    # left it root's, 0600)
+    assert hashlib.sha256(fetch(base, status["media_attachments"][0]["url"])).hexdigest() == posted["sha256"]
+    _, served = post_image(base, "written on bare metal")
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
+
+    colo = Engine(stackfile.load(takahe)).provider("colo")
+    bucket = Path(colo.spec("web1").root) / "objects" / "media"  # the lab's hosts are this machine
+    files = [p for p in bucket.rglob("*") if p.is_file()]
+    assert any(p.read_bytes() == served for p in files)
+    assert {p.owner() for p in files} == {"lifeboat-app"}, {str(p): p.owner() for p in files}
+    assert len(files) == len({o.key for o in colo.objects().list("media")})
