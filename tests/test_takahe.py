@@ -87,6 +87,9 @@ def logs_of(stack: Path) -> str:
 @pytest.fixture(scope="module")
 def takahe(tmp_path_factory, ssh_lab):
     root = tmp_path_factory.mktemp("takahe")
+    if not ARCHIVE.is_file():
+        pytest.fail(f"{ARCHIVE} is missing: the unmodified app lives in ../shared/apps beside the repository; "
+                    "set LIFEBOAT_APPS to that folder when the clone is elsewhere")
     with tarfile.open(ARCHIVE) as archive:
         archive.extractall(root, filter="data")
     roots = make_host_roots()
