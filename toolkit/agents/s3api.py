@@ -93,29 +93,33 @@ class Limited:
         return line
 
 
-class HttpChunked:
-    """An HTTP/1.1 chunked body, decoded."""
+class Chunked:
+    """A chunked body, decoded: HTTP/1.1's ``Transfer-Encoding: chunked`` and S3's aws-chunked share the
+    framing (``<hex size>[;extension]\\r\\n<data>\\r\\n``..., a zero size, then trailers and an empty line);
+    chunk signatures and trailers (a checksum the client computed) are read past: the SHA-256 is ours."""
 
-    def __init__(self, stream):
-        self.stream, self.left, self.done = stream, 0, False
+    def __init__(self, stream, what):
+        self.stream, self.what, self.left, self.done = stream, what, 0, False
 
     def read(self, n=-1):
         if self.done:
             return b""
         if self.left == 0:
-            size = self.stream.readline(1024).split(b";")[0].strip()
-            self.left = int(size or b"0", 16)
+            head = self.stream.readline()
+            if not head:
+                raise S3Error(400, "IncompleteBody", "the " + self.what + " body ended early")
+            self.left = int(head.split(b";")[0].strip() or b"0", 16)
             if self.left == 0:
-                while self.stream.readline(65536) not in (b"\r\n", b"\n", b""):
+                while self.stream.readline() not in (b"\r\n", b"\n", b""):
                     pass
                 self.done = True
                 return b""
         data = self.stream.read(self.left if n < 0 else min(n, self.left))
         if not data:
-            raise S3Error(400, "IncompleteBody", "the chunked request body ended early")
+            raise S3Error(400, "IncompleteBody", "the " + self.what + " body ended early")
         self.left -= len(data)
         if self.left == 0:
-            self.stream.readline(16)
+            self.stream.readline()
         return data
 
     def readline(self):
@@ -126,34 +130,6 @@ class HttpChunked:
                 break
             out += ch
         return out
-
-
-class AwsChunked:
-    """An aws-chunked body (``<hex size>[;chunk-signature=...]\\r\\n<data>\\r\\n``..., then trailers), decoded."""
-
-    def __init__(self, stream):
-        self.stream, self.left, self.done = stream, 0, False
-
-    def read(self, n=-1):
-        if self.done:
-            return b""
-        if self.left == 0:
-            head = self.stream.readline()
-            if not head:
-                raise S3Error(400, "IncompleteBody", "the aws-chunked body ended early")
-            self.left = int(head.split(b";")[0].strip() or b"0", 16)
-            if self.left == 0:
-                while self.stream.readline() not in (b"\r\n", b"\n", b""):
-                    pass  # trailers (a checksum the client computed): not needed, SHA-256 is ours
-                self.done = True
-                return b""
-        data = self.stream.read(self.left if n < 0 else min(n, self.left))
-        if not data:
-            raise S3Error(400, "IncompleteBody", "the aws-chunked body ended early")
-        self.left -= len(data)
-        if self.left == 0:
-            self.stream.readline()
-        return data
 
 
 def xml_values(body, tag):
@@ -218,11 +194,11 @@ class S3Request:
     def body(self):
         h = self.h
         if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
-            stream = HttpChunked(h.rfile)
+            stream = Chunked(h.rfile, "chunked")
         else:
             stream = Limited(h.rfile, int(h.headers.get("Content-Length") or 0))
         if self.payload_hash.startswith("STREAMING-") or "aws-chunked" in (h.headers.get("Content-Encoding") or ""):
-            stream = AwsChunked(stream)
+            stream = Chunked(stream, "aws-chunked")
         return stream
 
     # -- dispatch
