@@ -134,7 +134,7 @@ def moved(takahe: Path, source: str, target: str) -> str:
     posted = json.loads((takahe.parent / "posted.json").read_text())
     done = run_cli("-c", str(takahe), "-o", "json", "--yes", "migrate", "--from", source, "--to", target,
                    "--no-cutover", timeout=2400)
-    assert done.code == 0, done
+    assert done.code == 0, json.dumps(done.envelope, indent=1)[:6000] + logs_of(takahe)
     base = web_url(takahe, target)
     status = api(base, "GET", f"/api/v1/statuses/{posted['status']}")
     assert "moved by lifeboat" in status["content"]

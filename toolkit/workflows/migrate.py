@@ -69,6 +69,8 @@ class MigrationReport:
                 "steps": self.steps}
 
 
+VERIFY_GRACE = 30.0  # seconds the target may take to show every service healthy after the move
+
 class Migration:
     def __init__(self, engine: Engine, source: str, target: str, *, cutover: bool = True, parallel: int = 8,
                  db_jobs: int | str = "auto"):
@@ -484,6 +486,12 @@ class Migration:
 
     def _step_verify(self) -> dict:
         status = self.engine.status(self.target_name)
+        deadline = time.monotonic() + VERIFY_GRACE
+        while not status.get("healthy") and time.monotonic() < deadline:
+            # a replica the supervisor is restarting shows as not running for a moment: looked at again
+            # until the grace runs out (one that keeps failing still fails the step)
+            time.sleep(2)
+            status = self.engine.status(self.target_name)
         if not status.get("healthy"):
             raise VerificationFailed(f"migrate: {self.target.label} is not healthy after the move: "
                                      f"{'; '.join(status.get('problems') or [])}.")
