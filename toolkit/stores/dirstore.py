@@ -190,22 +190,11 @@ class DirectoryStore(ObjectStore):
         checked(key)
         tmpdir = self.root / ".tmp"
         private_dir(tmpdir)
-        sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-        written = 0
         tmp = str(tmpdir / partial_name())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    sha.update(chunk)
-                    md5.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                sha, md5, written = layout.copy_hashed(stream, out, CHUNK)
             if size is not None and written != size:
                 raise ProviderError(f"object {key!r}: expected {size} bytes, the stream gave {written}; "
                                     "nothing was stored.", code="objects.short_write")

@@ -128,6 +128,22 @@ def _mark_nested(root):
     os.replace(tmp, os.path.join(root, LAYOUT_FILE))
 
 
+def copy_hashed(stream, out, chunk=1 << 20):
+    """Copy ``stream`` into the open file ``out`` and make it durable: (SHA-256, MD5, bytes)."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+    while True:
+        data = stream.read(chunk)
+        if not data:
+            break
+        sha.update(data)
+        md5.update(data)
+        out.write(data)
+        size += len(data)
+    out.flush()
+    os.fsync(out.fileno())
+    return sha, md5, size
+
+
 def dir_mode(file_mode):
     """The mode of the folders that hold files of ``file_mode``: x wherever r is (0644 -> 0755)."""
     return file_mode | ((file_mode & 0o444) >> 2)
