@@ -161,6 +161,34 @@ def test_env_values_keep_their_text(tmp_path):
     assert env == {"CHIRP_WORKERS": "2", "DEBUG": "false", "RATIO": "0.5"}
 
 
+def test_services_built_from_one_folder_share_its_build_command(tmp_path):
+    """A Procfile's processes are one build: the worker gets the collectstatic its web service declares
+    (Takahe's worker crashed at import without the static manifest), unless it gives its own."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "lifeboat.yml").write_text("""version: 1
+name: shared
+domain: shared.lifeboat.test
+services:
+  web: {role: web, build: app, command: [gunicorn], port: 8000, build_command: [python, manage.py, collectstatic]}
+  worker: {role: worker, build: app, command: [python, manage.py, runworker]}
+  beat: {role: worker, build: app, command: [celery, beat], build_command: [make, themes]}
+  mailer: {role: worker, build: other, command: [python, mail.py]}
+providers:
+  here: {type: local}
+""")
+    services = stackfile.load(tmp_path / "lifeboat.yml").services
+    assert services["web"].build_command == ("python", "manage.py", "collectstatic")
+    assert services["beat"].build_command == ("make", "themes")
+    assert services["mailer"].build_command is None
+    # two different commands from one folder: which one a service without its own takes is not guessed
+    assert services["worker"].build_command is None
+    (tmp_path / "lifeboat.yml").write_text((tmp_path / "lifeboat.yml").read_text().replace(
+        ", build_command: [make, themes]", ""))
+    services = stackfile.load(tmp_path / "lifeboat.yml").services
+    assert services["worker"].build_command == services["beat"].build_command == ("python", "manage.py", "collectstatic")
+
+
 @pytest.mark.parametrize("name, text, code, line", [
     ("deep-flow", "version: 1\nname: " + "[" * 400 + "]" * 400 + "\n", "stack.too_deep", 2),
     ("deep-block", "".join("  " * i + f"k{i}:\n" for i in range(320)) + "  " * 320 + "v: 1\n", "stack.too_deep", 65),

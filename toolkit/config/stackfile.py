@@ -144,7 +144,8 @@ SERVICE = Map(
                                         "rollout with the previous release serving"),
         "build_command": Field(Command(), doc="run when a release is built, in its folder, with its environment "
                                               "(collectstatic, compiling assets); what it writes is part of the "
-                                              "release (the key build: names the folder)"),
+                                              "release (the key build: names the folder). Services built from "
+                                              "the same folder share it unless they give their own"),
         "packages": Field(ListOf(Str(pattern=r"[a-z0-9][a-z0-9+.-]+", expected="a Debian package name"),
                                  unique=True), default=list,
                           doc="system packages the service needs on the hosts that run it (an Aptfile in its "
@@ -467,14 +468,31 @@ def _check_paths(top: dict, root: Path, raw: Any, report: Report) -> None:
                        "build: names the directory holding the app's source.")
 
 
+def shared_build_commands(services: dict) -> dict[str, tuple[str, ...] | None]:
+    """Each service's build command. Services built from one folder are one build, as a Procfile's
+    processes share one slug or image: a service that gives no ``build_command`` takes the one the others
+    built from its folder give (when they agree), so a worker gets the files a web service's collectstatic
+    writes. (A worker without them crashed at import in a real app: issue 23.)"""
+    by_folder: dict[str, set] = {}
+    for s in services.values():
+        if s["build"] and s["build_command"]:
+            by_folder.setdefault(s["build"], set()).add(tuple(s["build_command"]))
+    out = {}
+    for name, s in services.items():
+        given = by_folder.get(s["build"], set())
+        out[name] = s["build_command"] or (next(iter(given)) if len(given) == 1 else None)
+    return out
+
+
 def build(top: dict, path: Path, raw: Any) -> model.Stack:
     root = path.parent
+    build_commands = shared_build_commands(top["services"])
     services = {
         name: model.Service(
             name=name, role=s["role"], command=s["command"], image=s["image"],
             build=(root / s["build"]).resolve() if s["build"] else None, port=s["port"], env=dict(s["env"]),
             replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]), path=s["path"],
-            release_command=s["release"], build_command=s["build_command"], health_timeout=s["health_timeout"],
+            release_command=s["release"], build_command=build_commands[name], health_timeout=s["health_timeout"],
             packages=tuple(s["packages"]), singleton=s["singleton"],
         )
         for name, s in top["services"].items()
