@@ -375,7 +375,8 @@ class Provider(ABC):
     SERVICES: frozenset[str] = frozenset()
     #: finer capabilities, e.g. {"tls": False, "replicas": True}. The command line reads these, never probes
     #: for methods: "releases" (``ex_releases``/``ex_rollback``: `lifeboat release`), "ssh_hosts" (a
-    #: ``directory`` of SSH hosts with ``facts``/``bootstrap``: `lifeboat hosts`)
+    #: ``directory`` of SSH hosts with ``facts``/``bootstrap``: `lifeboat hosts`), "adopted" (a deployment
+    #: Lifeboat did not make: read only, a source for migrate and backup; see ``refuse``)
     FEATURES: dict[str, bool] = {}
 
     def supports(self, feature: str) -> bool:
@@ -451,6 +452,13 @@ class Provider(ABC):
         """Room for data on this target, per filesystem: ``{"where": ..., "kinds": ["database", "objects"],
         "free": bytes}``. Kinds absent from every entry are unbounded or unknown (not checked)."""
         return []
+
+    def refuse(self):
+        """The error (exit 2) for a change asked of a target that takes none: FEATURES "adopted", a
+        deployment Lifeboat did not make, which it only reads."""
+        from toolkit.errors import BadInput
+
+        return BadInput(f"{self.label} is only read by Lifeboat; it takes no changes.", code="target.adopted")
 
     def lock(self, owner: str):
         """A context manager holding this stack's lock on this target (exit 3 when held)."""

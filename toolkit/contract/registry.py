@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "azure-blob": "providers.azureblob:AzureBlobProvider",
     "gcs": "providers.gcs:GcsProvider",
     "terraform": "providers.tfmodule:TerraformModuleProvider",
+    "existing": "providers.existing:ExistingProvider",
 }
 
 

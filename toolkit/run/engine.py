@@ -72,13 +72,16 @@ class Engine:
             self._providers[name] = provider
         return self._providers[name]
 
-    def runner(self, name: str) -> Provider:
-        """The provider of a target that can run the stack (not a DNS-only one)."""
+    def runner(self, name: str, *, change: bool = False) -> Provider:
+        """The provider of a target that can run the stack (not a DNS-only one). ``change``: the caller will
+        deploy, restore or destroy there, which a deployment Lifeboat did not make refuses (exit 2)."""
         provider = self.provider(name)
         if "compute" not in provider.SERVICES:
             raise BadInput(f'target "{name}" ({provider.TYPE}) only offers {", ".join(sorted(provider.SERVICES))}; '
                            "it cannot run the stack.",
                            hint="name it under dns: provider: and deploy on another target.", code="target.not_runnable")
+        if change and provider.supports("adopted"):
+            raise provider.refuse()
         return provider
 
     def preflight(self, name: str, *, fresh: bool = False) -> dict:
@@ -101,6 +104,8 @@ class Engine:
         deploys while the DNS provider may be the host that is gone)."""
         provider = self.runner(on)
         warnings = warnings if warnings is not None else []
+        if provider.supports("adopted"):
+            return self._adopted_plan(on, provider, warnings)
         secret_changes = self._secret_changes(provider)
         values = {c.name: c.after.attrs["value"] for c in secret_changes}
         desired = provider.desired(planner.stack_resources(self.stack), values)
@@ -110,6 +115,21 @@ class Engine:
         if records:
             plan.changes.extend(self._record_changes(provider, take_dns, warnings))
         plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
+        return plan
+
+    def _adopted_plan(self, on: str, provider: Provider, warnings: list[str]) -> planner.Plan:
+        """What a deployment Lifeboat did not make holds, as found (nothing is ever planned there), and what
+        of the stack it lacks as warnings."""
+        found = self._observed(provider)
+        store = provider.secrets()
+        found += [Resource("secret", n, {"value": store.read(n)}) for n in store.names()]
+        plan = planner.Plan(on, [planner.Change("noop", r.kind, r.name, r, r) for r in found])
+        have = {r.id for r in found}
+        wanted = planner.stack_resources(self.stack) + [Resource("secret", n) for n in self.stack.secrets]
+        warnings += [f"{r.kind} {r.name} of the stack was not found on {provider.label}" for r in wanted
+                     if r.id not in have]
+        warnings += [f"{r.kind} {r.name} on {provider.label} is not running" for r in found
+                     if r.attrs.get("running") is False]
         return plan
 
     def _observed(self, provider: Provider) -> list[Resource]:
@@ -209,7 +229,7 @@ class Engine:
            locked: bool = False, records: bool = True) -> Applied:
         """Apply the plan for ``on``. ``kinds`` limits it to some resource kinds (a migration prepares the
         data services before the apps); ``locked`` says the caller already holds the target's lock."""
-        provider = self.runner(on)
+        provider = self.runner(on, change=True)
         start = time.monotonic()
         warnings: list[str] = []
         self.events.step(f"checking {provider.label}")
@@ -267,7 +287,7 @@ class Engine:
 
     # ------------------------------------------------------------------ destroy
     def destroy_plan(self, on: str) -> planner.Plan:
-        provider = self.runner(on)
+        provider = self.runner(on, change=True)
         observed = self._observed(provider)
         plan = planner.destroy(on, observed)
         try:
@@ -287,7 +307,7 @@ class Engine:
         return plan
 
     def destroy(self, on: str, *, delete_backups: bool = False) -> Applied:
-        provider = self.runner(on)
+        provider = self.runner(on, change=True)
         self.keep_backups(on, delete_backups)
         start = time.monotonic()
         with provider.lock(operator()):

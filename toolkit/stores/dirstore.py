@@ -124,7 +124,7 @@ class DirectoryStore(ObjectStore):
             return ObjectInfo(key or cached["key"], st.st_size, cached["sha256"], cached.get("md5"),
                               {"content_type": cached.get("content_type")})
         # Written by someone else (the app) or the cache is stale: compute where the data lives.
-        sha, md5 = _hash_file(data)
+        sha, md5 = hash_file(data)
         content_type = (anything or {}).get("content_type")
         if key is None:
             key = (anything or {}).get("key")
@@ -245,7 +245,8 @@ class DirectoryStore(ObjectStore):
             raise not_an_object(exc, bucket) from None
 
 
-def _hash_file(path: Path) -> tuple[str, str]:
+def hash_file(path) -> tuple[str, str]:
+    """(SHA-256, MD5) of a file's bytes, hex."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         while True:

@@ -179,13 +179,24 @@ class Bucket:
         self.file_mode, self.dir_mode = file_mode, dir_mode(file_mode)
         self._owner = None
 
+    @classmethod
+    def alone(cls, folder, name):
+        """A folder that is a bucket by itself (an app's own media folder, adopted as it is): every file
+        under it is an object at its path; no escaped keys, no meta caches beside it."""
+        bucket = cls(os.path.dirname(folder.rstrip("/")) or "/", name, NESTED)
+        bucket.data = folder.rstrip("/") or "/"
+        bucket.meta = bucket.escaped = bucket.escaped_meta = None
+        return bucket
+
     # -- one key
     def places(self, key):
         """[(data path, meta path)] where ``key``'s object may be, in the order they are looked at."""
         name = flat_name(key)
         if self.layout == FLAT:
             return [(self.data + "/" + name, self.meta + "/" + name)]
-        out = [(self.data + "/" + key, self.meta + "/" + key)] if pathable(key) else []
+        out = [(self.data + "/" + key, self.meta and self.meta + "/" + key)] if pathable(key) else []
+        if self.escaped is None:  # a bucket alone
+            return out
         return out + [(self.escaped + "/" + name, self.escaped_meta + "/" + name)]
 
     def _base(self, data):
@@ -296,7 +307,7 @@ class Bucket:
                     yield key, entry.path, self.meta + "/" + entry.name
             return
         escaped = []
-        for entry in _entries(self.escaped):
+        for entry in _entries(self.escaped) if self.escaped else []:
             name = _object_name(entry, ESCAPED)
             escaped.append((flat_key(name), entry.path, self.escaped_meta + "/" + name))
         shadowed = {key for key, _, _ in escaped if key is not None and pathable(key)}
@@ -314,7 +325,7 @@ class Bucket:
                     shadowed.discard(key)
                     escaped = [e for e in escaped if e[0] != key]
                 if key.startswith(prefix):
-                    yield key, entry.path, self.meta + "/" + key
+                    yield key, entry.path, self.meta and self.meta + "/" + key
         for key, data, meta in escaped:
             if key is None or key.startswith(prefix):
                 yield key, data, meta

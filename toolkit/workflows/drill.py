@@ -25,7 +25,7 @@ class Drill:
                  against: str | None = None, report_dir=None, parallel: int = 8):
         self.engine, self.stack, self.events = engine, engine.stack, engine.events
         self.to_name, self.at, self.backup_id, self.against = to, at, backup_id, against
-        self.base = engine.runner(to)
+        self.base = engine.runner(to, change=True)
         self.parallel = parallel
         self.report_dir = report_dir or self.stack.root / ".lifeboat" / "drills"
 

@@ -34,7 +34,7 @@ class Failover:
         self.wal = wal  # replay the archived WAL where the backup has a base backup
         self.replay_refused = False  # the base backup or the archived WAL failed verification
         self.to_name = to
-        self.target = engine.runner(to)
+        self.target = engine.runner(to, change=True)
         self.at = at
         self.backup_id, self.before, self.cutover = backup_id, before, cutover
         self.parallel = max(1, parallel)

@@ -80,7 +80,7 @@ class Migration:
         self.stack = engine.stack
         self.source_name, self.target_name = source, target
         self.source: Provider = engine.runner(source)
-        self.target: Provider = engine.runner(target)
+        self.target: Provider = engine.runner(target, change=True)
         self.cutover = cutover
         self.parallel = max(1, parallel)
         self.db_jobs = db_jobs

@@ -1,0 +1,290 @@
+"""Adoption (issue 23, item 12): Takahē run by hand the way its owner would (its own PostgreSQL cluster, a
+virtualenv, gunicorn and its stator started from a shell with its env file, media in its default nested
+folder), nothing of Lifeboat's involved, then described as an `existing` target and migrated by Lifeboat to
+a target it runs. Every status and image the hand-run copy served is served there; the hand-run copy is
+unchanged except the freeze (its processes stopped by the stack's own command): its database keeps every
+row and its media folder every byte, with no file of Lifeboat's added. `up`, `destroy` and a migration onto
+it refuse (exit 2) before touching it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, run_cli
+from .test_takahe import ARCHIVE, SETUP, api, fetch, logs_of, post_image, web_url
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_PORT, WEB_PORT = 5479, 8479  # the hand-run copy's own ports, on 127.0.0.1
+
+
+def run(argv, **kw) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, **kw)
+    assert done.returncode == 0, f"{argv}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done
+
+
+def as_postgres(*argv: str) -> subprocess.CompletedProcess:
+    return run(["runuser", "-u", "postgres", "--", *argv])
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` (files by digest, folders as such), with its mode, owner and extended
+    attributes (where a store keeps its checksum cache)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        st = path.lstat()
+        out[rel] = " ".join([hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir",
+                             oct(st.st_mode), str(st.st_uid), ",".join(sorted(os.listxattr(path)))])
+    return out
+
+
+def rows(home: Path) -> dict[str, int]:
+    import psycopg
+
+    counts = {}
+    with psycopg.connect(host="127.0.0.1", port=PG_PORT, user="takahe", password=PASSWORD, dbname="takahe") as conn:
+        for (table,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"):
+            counts[table] = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]  # noqa: S608 - catalog names
+    return counts
+
+
+PASSWORD = "hand run: p@ss/word?"  # characters a URL has to escape
+KEY_VAR = "LB_TEST_ADOPT_BACKUP_KEY"
+
+
+@pytest.fixture(scope="module")
+def hand_run():
+    """Takahē started by hand in /var/tmp (PostgreSQL runs as its own user, who must reach the folder)."""
+    if not ARCHIVE.is_file():
+        pytest.fail(f"{ARCHIVE} is missing (../shared/apps beside the repository, or LIFEBOAT_APPS)")
+    home = Path(f"/var/tmp/lifeboat-adopt-{uuid.uuid4().hex[:8]}")
+    home.mkdir(mode=0o755)
+    procs: list[subprocess.Popen] = []
+    try:
+        with tarfile.open(ARCHIVE) as archive:
+            archive.extractall(home / "src", filter="data")
+        app = home / "src" / "takahe"
+        # its own PostgreSQL 15 cluster
+        (home / "pg").mkdir()
+        shutil.chown(home / "pg", "postgres", "postgres")
+        as_postgres(str(PG_BIN / "initdb"), "-D", str(home / "pg" / "data"), "--auth-local=trust",
+                    "--auth-host=scram-sha-256", "-U", "postgres")
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(home / "pg" / "data"), "-l", str(home / "pg" / "log"), "-w",
+                    "-o", f"-p {PG_PORT} -k {home / 'pg'} -c listen_addresses=127.0.0.1", "start")
+        for sql in (f"CREATE ROLE takahe LOGIN PASSWORD '{PASSWORD}'", "CREATE DATABASE takahe OWNER takahe"):
+            as_postgres(str(PG_BIN / "psql"), "-h", str(home / "pg"), "-p", str(PG_PORT), "-U", "postgres",
+                        "-v", "ON_ERROR_STOP=1", "-c", sql)
+        # its env file, as its docs describe it
+        from urllib.parse import quote
+
+        env = {"TAKAHE_DATABASE_SERVER": f"postgres://takahe:{quote(PASSWORD, safe='')}@127.0.0.1:{PG_PORT}/takahe",
+               "TAKAHE_SECRET_KEY": "hand-" + uuid.uuid4().hex * 2, "TAKAHE_STATOR_TOKEN": uuid.uuid4().hex,
+               "TAKAHE_MAIN_DOMAIN": "takahe.lifeboat.test", "TAKAHE_ENVIRONMENT": "production",
+               "TAKAHE_MEDIA_BACKEND": "local://", "TAKAHE_MEDIA_ROOT": str(home / "media"),
+               "TAKAHE_MEDIA_URL": "https://takahe.lifeboat.test/media/", "TAKAHE_USE_PROXY_HEADERS": "true"}
+        (home / "takahe.env").write_text("# Takahe, run by hand\n" + "".join(
+            f'export {k}="{v}"\n' if k == "TAKAHE_SECRET_KEY" else f"{k}={v}\n" for k, v in env.items()))
+        (home / "media").mkdir()
+        run([sys.executable, "-m", "venv", str(home / "venv")])
+        py = str(home / "venv" / "bin" / "python")
+        run([py, "-m", "pip", "install", "-q", "-r", str(app / "requirements.txt")])
+        full = {**os.environ, **env}
+        run([py, "manage.py", "collectstatic", "--noinput"], cwd=app, env=full)
+        run([py, "manage.py", "migrate", "--noinput"], cwd=app, env=full)
+        made = run([py, "manage.py", "shell", "-c", SETUP], cwd=app, env=full)
+        assert "made" in made.stdout
+        log = open(home / "app.log", "ab")  # noqa: SIM115 - the processes keep it
+        procs.append(subprocess.Popen([str(home / "venv" / "bin" / "gunicorn"), "takahe.wsgi:application", "--bind",
+                                       f"127.0.0.1:{WEB_PORT}", "--workers", "2"], cwd=app, env=full, stdout=log,
+                                      stderr=log, start_new_session=True))
+        procs.append(subprocess.Popen([py, "manage.py", "runstator"], cwd=app, env=full, stdout=log, stderr=log,
+                                      start_new_session=True))
+        base = f"http://127.0.0.1:{WEB_PORT}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/robots.txt", timeout=5).close()  # noqa: S310 - loopback
+                break
+            except OSError:
+                assert time.time() < deadline, (home / "app.log").read_text()[-3000:]
+                time.sleep(1)
+        posted = [post_image(base, f"written by hand {n} ✓") for n in range(2)]
+        yield {"home": home, "base": base, "posted": posted, "pids": [p.pid for p in procs]}
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if (home / "pg" / "data").is_dir():
+            subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(home / "pg" / "data"),
+                            "-m", "immediate", "stop"], capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def stack_for(tmp_path: Path, hand: dict) -> Path:
+    home = hand["home"]
+    with tarfile.open(ARCHIVE) as archive:
+        archive.extractall(tmp_path, filter="data")
+    stack = tmp_path / "lifeboat.yml"
+    stop = json.dumps(["kill", "-TERM", *[str(p) for p in hand["pids"]]])
+    example = (REPO / "examples" / "takahe" / "lifeboat.yml").read_text()
+    assert "\nsecrets:\n" in example
+    example = example.replace("\nsecrets:\n", f"\nsecrets:\n  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}\n")
+    stack.write_text(example + f"""  adopted:
+    type: local
+    address: 127.0.0.31
+  hand:                   # the copy its owner runs by hand: Lifeboat only reads it
+    type: existing
+    env_file: {home}/takahe.env
+    database_url_var: TAKAHE_DATABASE_SERVER
+    buckets:
+      media: {home}/media
+    health:
+      web: {hand['base']}/robots.txt
+    freeze:
+      stop: [{stop}]
+backup:
+  to: adopted
+  keep: 3
+  encrypt_with: BACKUP_KEY
+""")
+    return stack
+
+
+def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypatch):
+    stack = stack_for(tmp_path, hand_run)
+    home = hand_run["home"]
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    monkeypatch.setenv(KEY_VAR, "the key only the operator holds: " + uuid.uuid4().hex)  # the CLI's children read it
+    try:
+        # what Lifeboat finds there: the database, the media folder, the web service healthy
+        status = run_cli(*lb, "status", "--on", "hand")
+        assert status.code == 0, status
+        found = {r["kind"] + "/" + r["name"]: r for r in status.envelope["data"]["resources"]}
+        assert found["database/takahe"]["running"] is True and found["bucket/media"]["folder"] == str(home / "media")
+        plan = run_cli(*lb, "plan", "--on", "hand", "--detailed-exitcode")
+        assert plan.code == 0, plan  # nothing is ever planned there
+        # it is never changed: up, destroy, a migration onto it refuse before doing anything
+        for argv in (["up", "--on", "hand"], ["destroy", "--on", "hand"],
+                     ["migrate", "--from", "adopted", "--to", "hand"]):
+            refused = run_cli(*lb, *argv)
+            assert refused.code == 2 and refused.envelope["errors"][0]["code"] == "target.adopted", refused
+        media_before, rows_before = tree(home / "media"), rows(home)
+        files = [k for k, v in media_before.items() if not v.startswith("dir")]
+        assert files and all("/" in key for key in files)  # Takahe's own nested layout
+
+        # a backup of it, every medium in it
+        saved = run_cli(*lb, "backup", "--from", "hand", "--to", "adopted")
+        assert saved.code == 0, saved
+        verified = run_cli(*lb, "backups", "verify", "--at", "adopted")
+        assert verified.code == 0 and verified.envelope["data"]["backups"][0]["objects"] == len(files), verified
+
+        done = run_cli(*lb, "migrate", "--from", "hand", "--to", "adopted", timeout=2400)
+        assert done.code == 0, json.dumps(done.envelope, indent=1)[:6000] + logs_of(stack)
+        steps = {s["step"]: s for s in done.envelope["data"]["steps"]}
+        assert steps["freeze"]["paused"] == ["web", "worker"], steps["freeze"]
+
+        # the hand-run copy: frozen (its processes stopped by the stack's command), otherwise untouched
+        for pid in hand_run["pids"]:
+            deadline = time.time() + 30
+            while Path(f"/proc/{pid}").exists() and b"zombie" not in _state(pid) and time.time() < deadline:
+                time.sleep(0.5)
+            assert not Path(f"/proc/{pid}").exists() or b"zombie" in _state(pid), f"{pid} still runs"
+        assert tree(home / "media") == media_before
+        assert rows(home) == rows_before
+
+        # every status and image it served is served by the copy Lifeboat runs
+        base = web_url(stack, "adopted")
+        for status_posted, image in hand_run["posted"]:
+            got = api(base, "GET", f"/api/v1/statuses/{status_posted['id']}")
+            assert got["content"] == status_posted["content"]
+            assert fetch(base, got["media_attachments"][0]["url"]) == image
+        _, image = post_image(base, "written after the move")
+        assert image
+    finally:
+        run_cli(*lb, "destroy", "--on", "adopted")
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/status").read_bytes()
+    except OSError:
+        return b"zombie"
+
+
+def existing_stack(tmp_path: Path, settings: str) -> Path:
+    (tmp_path / "app").mkdir(exist_ok=True)
+    stack = tmp_path / "lifeboat.yml"
+    stack.write_text(f"""version: 1
+name: adopt
+domain: adopt.lifeboat.test
+services:
+  web: {{role: web, build: app, command: [python, app.py], port: 8000}}
+buckets:
+  media: {{}}
+secrets:
+  APP_KEY: {{from: generate}}
+providers:
+  old:
+    type: existing
+{settings}""")
+    return stack
+
+
+def test_an_adopted_folder_is_read_as_it_is_and_never_written(tmp_path):
+    """Every file at any depth is an object at its path; a link is an error naming it; nothing is written,
+    not even a checksum cache; the env file's secrets are read by the stack's names."""
+    from toolkit.config import stackfile
+    from toolkit.errors import BadInput, ProviderError
+    from toolkit.run.engine import Engine
+
+    media = tmp_path / "media"
+    (media / "attachments" / "2026" / "12").mkdir(parents=True)
+    (media / "attachments" / "2026" / "12" / "x.webp").write_bytes(b"x" * 1000)
+    (media / "top.png").write_bytes(b"top")
+    (tmp_path / "app.env").write_text("# the app's\nexport APP_KEY='s3cr=t value'\nOTHER=1\n\n")
+    stack = existing_stack(tmp_path, f"    env_file: app.env\n    buckets: {{media: {media}}}\n")
+    provider = Engine(stackfile.load(stack)).provider("old")
+    before = tree(media)
+    store = provider.objects()
+    listed = {o.key: o for o in store.list("media")}
+    assert sorted(listed) == ["attachments/2026/12/x.webp", "top.png"]
+    assert listed["top.png"].sha256 == hashlib.sha256(b"top").hexdigest()
+    with store.open_read("media", "attachments/2026/12/x.webp") as handle:
+        assert handle.read() == b"x" * 1000
+    assert provider.secrets().read("APP_KEY").reveal_text() == "s3cr=t value"
+    assert provider.secrets().names() == ["APP_KEY"]
+    for attempt in (lambda: store.write("media", "new", iter([])), lambda: store.delete("media", "top.png"),
+                    lambda: provider.secrets().write("APP_KEY", provider.secrets().read("APP_KEY"))):
+        with pytest.raises(BadInput) as refused:
+            attempt()
+        assert refused.value.code == "target.adopted"
+    assert tree(media) == before and not (tmp_path / ".meta").exists()
+    (media / "attachments" / "link").symlink_to(media / "top.png")
+    with pytest.raises(ProviderError) as found:
+        list(store.list("media"))
+    assert found.value.code == "objects.not_an_object" and "attachments/link" in str(found.value)
+
+
+def test_an_existing_target_without_its_database_url_says_which_setting(tmp_path):
+    stack = existing_stack(tmp_path, "    buckets: {media: media}\n")
+    text = stack.read_text().replace("buckets:\n  media: {}\n", "buckets:\n  media: {}\npostgres: {version: 15, database: app}\n")
+    stack.write_text(text)
+    (tmp_path / "media").mkdir()
+    out = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "old")
+    assert out.code == 2 and "database_url_var" in out.envelope["errors"][0]["message"], out
