@@ -217,7 +217,7 @@ def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypa
         _, image = post_image(base, "written after the move")
         assert image
     finally:
-        run_cli(*lb, "destroy", "--on", "adopted")
+        run_cli(*lb, "destroy", "--on", "adopted", "--delete-backups")  # it keeps the backups too
 
 
 def _state(pid: int) -> bytes:
