@@ -15,7 +15,7 @@ import subprocess
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from providers.common.pgremote import PostgresAt
 from toolkit.config.schema import DictOf, Field, ListOf, Map, Str
@@ -228,6 +228,7 @@ class ExistingDatabase(PostgresAt):
         self._host, self._port = parts.hostname, parts.port or 5432
         self._user, self._password = unquote(parts.username or ""), SecretValue(unquote(parts.password or ""))
         self.database = unquote(parts.path.lstrip("/")) or provider.stack.postgres.database
+        self.sslmode = (parse_qs(parts.query).get("sslmode") or [None])[-1]
 
     def endpoint(self) -> tuple[str, int]:
         return self._host, self._port

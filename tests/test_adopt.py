@@ -288,3 +288,17 @@ def test_an_existing_target_without_its_database_url_says_which_setting(tmp_path
     (tmp_path / "media").mkdir()
     out = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "old")
     assert out.code == 2 and "database_url_var" in out.envelope["errors"][0]["message"], out
+
+
+def test_an_existing_database_url_is_read_into_its_parts_password_and_sslmode(tmp_path, monkeypatch):
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
+
+    stack = existing_stack(tmp_path, "    database_url_var: LB_TEST_APP_DB\n    buckets: {media: media}\n")
+    stack.write_text(stack.read_text().replace("buckets:\n  media: {}\n",
+                                               "buckets:\n  media: {}\npostgres: {version: 15, database: app}\n"))
+    monkeypatch.setenv("LB_TEST_APP_DB", "postgres://app%40prod:p%2Fw%20rd@db.internal:6543/app_prod?sslmode=require")
+    db = Engine(stackfile.load(stack)).provider("old").database()
+    assert (db.endpoint(), db.login()[0], db.database) == (("db.internal", 6543), "app@prod", "app_prod")
+    env = db.client_env()
+    assert env["PGPASSWORD"] == "p/w rd" and env["PGSSLMODE"] == "require"

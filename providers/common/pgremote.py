@@ -23,6 +23,7 @@ class PostgresAt(DatabaseService):
     label: str
     version: int
     database: str
+    sslmode: str | None = None  # libpq's, where the address says so (an app's URL with ?sslmode=require)
 
     @abstractmethod
     def endpoint(self) -> tuple[str, int]: ...
@@ -35,7 +36,8 @@ class PostgresAt(DatabaseService):
 
     def client_env(self) -> dict[str, str]:
         """Environment of pg_dump/pg_restore: the password never goes on a command line."""
-        return {"PGPASSWORD": self.login()[1].reveal_text(), "PGCONNECT_TIMEOUT": "10"}
+        return {"PGPASSWORD": self.login()[1].reveal_text(), "PGCONNECT_TIMEOUT": "10",
+                **({"PGSSLMODE": self.sslmode} if self.sslmode else {})}
 
     @contextmanager
     def connect(self, *, admin: bool = False, database: str | None = None):
@@ -45,7 +47,8 @@ class PostgresAt(DatabaseService):
         host, port = self.endpoint()
         try:
             conn = psycopg.connect(host=host, port=port, user=user, password=password.reveal_text(),
-                                   dbname=database or self.database, connect_timeout=10, autocommit=True)
+                                   dbname=database or self.database, connect_timeout=10, autocommit=True,
+                                   **({"sslmode": self.sslmode} if self.sslmode else {}))
         except psycopg.OperationalError as exc:
             raise ProviderUnreachable(f"{self.label}: cannot connect to PostgreSQL at {self.where()} as {user}: "
                                       f"{str(exc).strip()}", code="database.connect") from None

@@ -455,8 +455,9 @@ class Migration:
         try:
             self.source.compute().resume(services)
         except Exception as exc:  # the original failure matters more; say how to lift it by hand
-            self.events.warn(f"could not restart the source's services ({exc}); run `lifeboat up --on "
-                             f"{self.source_name}`.")
+            how = ("start the app the way its owner does (Lifeboat never changes an existing target)"
+                   if self.source.supports("adopted") else f"run `lifeboat up --on {self.source_name}`")
+            self.events.warn(f"could not restart the source's services ({exc}); {how}.")
 
     def _step_cutover(self) -> dict:
         dns = self.stack.dns
