@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -25,7 +24,6 @@ from toolkit.contract import (
     Host,
     Instance,
     ObjectInfo,
-    ObjectStore,
     Provider,
     Resource,
     SecretStore,
@@ -34,7 +32,7 @@ from toolkit.contract import (
 )
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.stores import layout
-from toolkit.stores.dirstore import checked, hash_file, not_an_object
+from toolkit.stores.dirstore import FolderReads, hash_file
 
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
@@ -329,12 +327,10 @@ class EnvFileSecrets(SecretStore):
     delete = write
 
 
-class AdoptedFolders(ObjectStore):
+class AdoptedFolders(FolderReads):
     """The app's media folders as they are: every regular file under a folder is an object whose key is its
     path there; anything that is not a file (a link, a FIFO) is an error naming it, as in every store.
     Nothing is written, not even a checksum cache: checksums are computed on every read."""
-
-    NATIVE_CHECKSUMS = ("sha256", "md5")
 
     def __init__(self, provider: ExistingProvider):
         self.p, self.label = provider, provider.label
@@ -348,51 +344,13 @@ class AdoptedFolders(ObjectStore):
     def bucket_exists(self, bucket: str) -> bool:
         return bucket in self.folders and os.path.isdir(self.folders[bucket])
 
-    def _info(self, key: str, path: str) -> ObjectInfo | None:
+    def _info(self, data: str, meta: str | None, key: str | None) -> ObjectInfo | None:
         try:
-            size = os.lstat(path).st_size
-            sha, md5 = hash_file(path)
+            size = os.lstat(data).st_size
+            sha, md5 = hash_file(data)
         except FileNotFoundError:  # the app removed it since the listing
             return None
         return ObjectInfo(key, size, sha, md5, {"content_type": None})
-
-    def list(self, bucket: str, prefix: str = ""):
-        try:
-            found = sorted((key, data) for key, data, _ in self._bucket(bucket).walk(prefix))
-        except layout.NotAnObject as exc:
-            raise not_an_object(exc, bucket) from None
-        for key, data in found:
-            info = self._info(key, data)
-            if info is not None:
-                yield info
-
-    def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        found = self._bucket(bucket).find(checked(key))
-        return self._info(key, found[0]) if found else None
-
-    @contextmanager
-    def open_read(self, bucket: str, key: str):
-        found = self._bucket(bucket).find(checked(key))
-        try:
-            handle = open(found[0], "rb") if found else None  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            handle = None
-        if handle is None:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
-        with handle:
-            yield handle
-
-    def checksum(self, bucket: str, key: str) -> str:
-        info = self.head(bucket, key)
-        if info is None:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
-        return info.sha256
-
-    def stats(self, bucket: str) -> tuple[int, int]:
-        try:
-            return self._bucket(bucket).stats()
-        except layout.NotAnObject as exc:
-            raise not_an_object(exc, bucket) from None
 
     def write(self, bucket: str, key: str, stream, *, size: int | None = None,
               content_type: str | None = None) -> ObjectInfo:

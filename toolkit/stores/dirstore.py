@@ -66,9 +66,76 @@ def not_an_object(exc: layout.NotAnObject, bucket: str, where: str = "") -> Prov
                          "it behind.", code="objects.not_an_object")
 
 
-class DirectoryStore(ObjectStore):
+class FolderReads(ObjectStore):
+    """The read side of a store whose objects are files in folders (toolkit/stores/layout.py): listing,
+    heads, reads, checksums and counts. A store gives ``_bucket(bucket)`` (the bucket's
+    :class:`layout.Bucket`) and ``_info(data, meta, key)`` (an object's size and checksums)."""
+
     NATIVE_CHECKSUMS = ("sha256", "md5")
 
+    def _bucket(self, bucket: str) -> layout.Bucket:
+        raise NotImplementedError
+
+    def _info(self, data: str, meta: str | None, key: str | None) -> ObjectInfo | None:
+        raise NotImplementedError
+
+    def _walk(self, bucket: str, prefix: str = ""):
+        places = self._bucket(bucket)
+        try:
+            yield from places.walk(prefix)
+        except layout.NotAnObject as exc:
+            raise not_an_object(exc, bucket) from None
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        entries = []
+        for key, data, meta in self._walk(bucket, prefix):
+            if key is None:
+                key = (load_meta(data, meta)[1] or {}).get("key")
+                if key is None or not key.startswith(prefix):
+                    continue
+            entries.append((key, data, meta))
+        entries.sort()
+        for key, data, meta in entries:
+            info = self._info(data, meta, key)
+            if info is not None:
+                yield info
+
+    def path_of(self, bucket: str, key: str) -> Path | None:
+        """The file that holds ``key``'s object, or None."""
+        found = self._bucket(bucket).find(checked(key))
+        return Path(found[0]) if found else None
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        found = self._bucket(bucket).find(checked(key))
+        return self._info(found[0], found[1], key) if found else None
+
+    @contextmanager
+    def open_read(self, bucket: str, key: str):
+        found = self._bucket(bucket).find(checked(key))
+        try:
+            handle = open(found[0], "rb") if found else None
+        except FileNotFoundError:
+            handle = None
+        if handle is None:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
+        with handle:
+            yield handle
+
+    def checksum(self, bucket: str, key: str) -> str:
+        info = self.head(bucket, key)
+        if info is None:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
+        return info.sha256
+
+    def stats(self, bucket: str) -> tuple[int, int]:
+        """(objects, bytes) without hashing anything."""
+        try:
+            return self._bucket(bucket).stats()
+        except layout.NotAnObject as exc:
+            raise not_an_object(exc, bucket) from None
+
+
+class DirectoryStore(FolderReads):
     def __init__(self, root: str | os.PathLike, *, file_mode: int = 0o600):
         self.root = Path(root)
         self.file_mode = file_mode  # of the files it writes (folders: x wherever r is)
@@ -141,49 +208,7 @@ class DirectoryStore(ObjectStore):
                                      "mtime_s": int(st.st_mtime), "sha256": sha, "md5": md5,
                                      "content_type": content_type})
 
-    def _walk(self, bucket: str, prefix: str = ""):
-        places = self._bucket(bucket)
-        try:
-            yield from places.walk(prefix)
-        except layout.NotAnObject as exc:
-            raise not_an_object(exc, bucket) from None
-
-    # -- contract
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        entries = []
-        for key, data, meta in self._walk(bucket, prefix):
-            if key is None:
-                key = (load_meta(data, meta)[1] or {}).get("key")
-                if key is None or not key.startswith(prefix):
-                    continue
-            entries.append((key, data, meta))
-        entries.sort()
-        for key, data, meta in entries:
-            info = self._info(data, meta, key)
-            if info is not None:
-                yield info
-
-    def path_of(self, bucket: str, key: str) -> Path | None:
-        """The file that holds ``key``'s object, or None."""
-        found = self._bucket(bucket).find(checked(key))
-        return Path(found[0]) if found else None
-
-    def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        found = self._bucket(bucket).find(checked(key))
-        return self._info(found[0], found[1], key) if found else None
-
-    @contextmanager
-    def open_read(self, bucket: str, key: str):
-        found = self._bucket(bucket).find(checked(key))
-        try:
-            handle = open(found[0], "rb") if found else None
-        except FileNotFoundError:
-            handle = None
-        if handle is None:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
-        with handle:
-            yield handle
-
+    # -- contract: the reads are FolderReads'
     def write(self, bucket: str, key: str, stream: BinaryIO, *, size: int | None = None,
               content_type: str | None = None) -> ObjectInfo:
         places = self._bucket(bucket)
@@ -230,19 +255,6 @@ class DirectoryStore(ObjectStore):
             except FileNotFoundError:
                 pass
         return removed
-
-    def checksum(self, bucket: str, key: str) -> str:
-        info = self.head(bucket, key)
-        if info is None:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
-        return info.sha256
-
-    def stats(self, bucket: str) -> tuple[int, int]:
-        """(objects, bytes) without hashing anything."""
-        try:
-            return self._bucket(bucket).stats()
-        except layout.NotAnObject as exc:
-            raise not_an_object(exc, bucket) from None
 
 
 def hash_file(path) -> tuple[str, str]:
