@@ -339,6 +339,9 @@ class AdoptedFolders(FolderReads):
     def _bucket(self, bucket: str) -> layout.Bucket:
         if bucket not in self.folders:
             raise ProviderError(f"{self.label}: no folder for bucket {bucket}.", code="objects.no_bucket")
+        if not os.path.isdir(self.folders[bucket]):  # never an empty listing for a folder gone or mistyped
+            raise ProviderError(f"{self.label}: bucket {bucket}: {self.folders[bucket]} is not a folder.",
+                                code="objects.no_bucket")
         return layout.Bucket.alone(self.folders[bucket], bucket)
 
     def bucket_exists(self, bucket: str) -> bool:

@@ -279,6 +279,11 @@ def test_an_adopted_folder_is_read_as_it_is_and_never_written(tmp_path):
     with pytest.raises(ProviderError) as found:
         list(store.list("media"))
     assert found.value.code == "objects.not_an_object" and "attachments/link" in str(found.value)
+    (media / "attachments" / "link").unlink()
+    media.rename(tmp_path / "moved-away")
+    with pytest.raises(ProviderError) as gone:  # a folder gone is an error, never an empty bucket
+        list(store.list("media"))
+    assert gone.value.code == "objects.no_bucket"
 
 
 def test_an_existing_target_without_its_database_url_says_which_setting(tmp_path):
