@@ -9,7 +9,6 @@ writes go to ``<root>/.tmp/`` and are renamed into place when complete.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -259,12 +258,6 @@ class DirectoryStore(FolderReads):
 
 def hash_file(path) -> tuple[str, str]:
     """(SHA-256, MD5) of a file's bytes, hex."""
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                break
-            sha.update(chunk)
-            md5.update(chunk)
+        sha, md5, _ = layout.hash_stream(handle, CHUNK)
     return sha.hexdigest(), md5.hexdigest()

@@ -128,17 +128,31 @@ def _mark_nested(root):
     os.replace(tmp, os.path.join(root, LAYOUT_FILE))
 
 
-def copy_hashed(stream, out, chunk=1 << 20):
-    """Copy ``stream`` into the open file ``out`` and make it durable: (SHA-256, MD5, bytes)."""
-    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+def _md5():
+    try:
+        return hashlib.md5(usedforsecurity=False)  # a checksum, not security (FIPS systems allow it so)
+    except TypeError:  # Python before 3.9
+        return hashlib.md5()
+
+
+def hash_stream(stream, chunk=1 << 20, out=None):
+    """Read ``stream`` to its end, writing each piece to ``out`` when one is given: (SHA-256, MD5, bytes)."""
+    sha, md5, size = hashlib.sha256(), _md5(), 0
     while True:
         data = stream.read(chunk)
         if not data:
             break
         sha.update(data)
         md5.update(data)
-        out.write(data)
+        if out is not None:
+            out.write(data)
         size += len(data)
+    return sha, md5, size
+
+
+def copy_hashed(stream, out, chunk=1 << 20):
+    """Copy ``stream`` into the open file ``out`` and make it durable: (SHA-256, MD5, bytes)."""
+    sha, md5, size = hash_stream(stream, chunk, out)
     out.flush()
     os.fsync(out.fileno())
     return sha, md5, size
