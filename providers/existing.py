@@ -31,6 +31,7 @@ from toolkit.contract import (
     Unsupported,
 )
 from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
+from toolkit.run.locks import FileLock, FileLocked
 from toolkit.stores import layout
 from toolkit.stores.dirstore import FolderReads, hash_file
 
@@ -61,7 +62,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-class ExistingProvider(Provider):
+class ExistingProvider(FileLocked, Provider):
     TYPE = "existing"
     DESCRIPTION = "a deployment Lifeboat did not make, on this machine: read only, a source for migrate and backup"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets"})
@@ -195,19 +196,9 @@ class ExistingProvider(Provider):
         return EnvFileSecrets(self)
 
     # ------------------------------------------------------------------ the lock: on this machine
-    def _file_lock(self):
-        from toolkit.run.locks import FileLock
-
+    def _file_lock(self) -> FileLock:
         return FileLock(self.root / ".lifeboat" / f"existing-{self.target.name}.lock", self.label, self.stack.name)
 
-    def lock(self, owner: str):
-        return self._file_lock().held(owner)
-
-    def lock_status(self) -> dict | None:
-        return self._file_lock().holder()
-
-    def lock_release(self) -> None:
-        self._file_lock().release()
 
 
 class ExistingDatabase(PostgresAt):

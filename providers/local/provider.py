@@ -34,13 +34,13 @@ from toolkit.hostops.redis import RedisHost
 from toolkit.hostops.releases import Releases
 from toolkit.hostops.runtime import ProcessRuntime
 from toolkit.paths import private_dir, write_private
-from toolkit.run.locks import FileLock
+from toolkit.run.locks import FileLock, FileLocked
 from toolkit.stores.dirstore import DirectoryStore
 from toolkit.stores.layout import LAYOUT_NAMES
 from toolkit.transport.connection import LocalConnection
 
 
-class LocalProvider(KindDispatch, Provider):
+class LocalProvider(FileLocked, KindDispatch, Provider):
     TYPE = "local"
     DESCRIPTION = "this machine: processes, its own PostgreSQL and Redis, a directory store, a zone file"
     SERVICES = frozenset({"compute", "database", "cache", "objects", "dns", "secrets"})
@@ -652,14 +652,6 @@ class LocalProvider(KindDispatch, Provider):
         return LocalSecrets(self.state.secrets)
 
     def _file_lock(self) -> FileLock:
+        """<state>/lock."""
         return FileLock(self.state.root / "lock", self.label, self.stack.name)
 
-    def lock_status(self) -> dict | None:
-        return self._file_lock().holder()
-
-    def lock_release(self) -> None:
-        self._file_lock().release()
-
-    def lock(self, owner: str):
-        """An exclusive flock on <state>/lock; the holder is written inside for the next one to read."""
-        return self._file_lock().held(owner)

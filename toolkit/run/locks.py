@@ -85,3 +85,21 @@ class FileLock:
             yield
         finally:
             os.close(fd)
+
+
+class FileLocked:
+    """Mixin for providers whose lock is a :class:`FileLock` on this machine: ``_file_lock()`` says which;
+    ``lock``, ``lock_status`` and ``lock_release`` are the contract's."""
+
+    def _file_lock(self) -> FileLock:
+        raise NotImplementedError
+
+    def lock(self, owner: str):
+        """An exclusive flock on the file; the holder is written inside for the next one to read."""
+        return self._file_lock().held(owner)
+
+    def lock_status(self) -> dict | None:
+        return self._file_lock().holder()
+
+    def lock_release(self) -> None:
+        self._file_lock().release()
