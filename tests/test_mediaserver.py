@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -34,13 +35,20 @@ def gateway(tmp_path):
     token = tmp_path / "token"
     token.write_bytes(b"s3cr3t-token\n")
     token.chmod(0o600)
+    with running_gateway(root, token, "--mode", "0o640") as port:
+        yield {"url": f"http://127.0.0.1:{port}/media", "port": port, "store": store}
+
+
+@contextmanager
+def running_gateway(root, token_file, *args: str):
+    """The media gateway serving the store at ``root`` on a free port here (its port), started as it runs on
+    the storage host: the layout's text ahead of its own (providers/common/media.py)."""
     port = free_port()
-    # as it runs on the storage host: the layout's text ahead of its own (providers/common/media.py)
     proc = subprocess.Popen([sys.executable, "-c", mediaserver.program(), "--bind", "127.0.0.1", "--port", str(port),
-                             "--root", str(root), "--token-file", str(token), "--mode", "0o640"], cwd="/")
+                             "--root", str(root), "--token-file", str(token_file), *args], cwd="/")
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
-        yield {"url": f"http://127.0.0.1:{port}/media", "port": port, "store": store}
+        yield port
     finally:
         proc.terminate()
         proc.wait(10)

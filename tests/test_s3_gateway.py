@@ -9,14 +9,12 @@ import io
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from toolkit.agents import mediaserver
 from toolkit.stores.dirstore import DirectoryStore
 
-from .awslab import free_port, wait_http
+from .test_mediaserver import running_gateway
 
 ACCESS, SECRET = "LBTESTACCESSKEY00001", "0123456789abcdef0123456789abcdef01234567"
 KEYS = ["photo.jpg", "attachments/2026/12/4/x.webp", "café ☕/レポート.pdf", "a+b=c&d?e#f", "sp ace/x",
@@ -32,16 +30,8 @@ def gateway(tmp_path):
     keys = tmp_path / "s3keys.json"
     keys.write_text(json.dumps({ACCESS: SECRET}))
     keys.chmod(0o600)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", mediaserver.program(), "--bind", "127.0.0.1", "--port", str(port),
-                             "--root", str(root), "--token-file", str(tmp_path / "token"), "--mode", "0o644",
-                             "--s3-keys", str(keys)], cwd="/")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    with running_gateway(root, tmp_path / "token", "--mode", "0o644", "--s3-keys", str(keys)) as port:
         yield {"endpoint": f"http://127.0.0.1:{port}", "store": store, "root": root}
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def client(endpoint: str, secret: str = SECRET):
