@@ -156,10 +156,8 @@ class ExistingProvider(FileLocked, Provider):
             folder = self.folder(bucket)
             if folder.is_dir():
                 out.append(Resource("bucket", bucket, {"folder": str(folder)}))
-        healthy = {i.service: i.healthy for i in self.compute().instances()}
-        for name in self.stack.services:
-            out.append(Resource("service", name, {"adopted": True, **({"running": healthy[name]}
-                                                                      if name in healthy else {})}))
+        # the services' health is the instances' (status and plan ask for them once; not fetched twice here)
+        out += [Resource("service", name, {"adopted": True}) for name in self.stack.services]
         return out
 
     def desired(self, resources, secrets=None) -> list[Resource]:

@@ -177,6 +177,7 @@ def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypa
         assert status.code == 0, status
         found = {r["kind"] + "/" + r["name"]: r for r in status.envelope["data"]["resources"]}
         assert found["database/takahe"]["running"] is True and found["bucket/media"]["folder"] == str(home / "media")
+        assert [(s["service"], s["healthy"]) for s in status.envelope["data"]["services"]] == [("web", True)]
         plan = run_cli(*lb, "plan", "--on", "hand", "--detailed-exitcode")
         assert plan.code == 0, plan  # nothing is ever planned there
         # it is never changed: up, destroy, a migration onto it refuse before doing anything

@@ -130,6 +130,8 @@ class Engine:
                      if r.id not in have]
         warnings += [f"{r.kind} {r.name} on {provider.label} is not running" for r in found
                      if r.attrs.get("running") is False]
+        warnings += [f"{i.service}.{i.replica} on {provider.label} is not healthy ({i.url})"
+                     for i in provider.compute().instances() if not i.healthy]
         return plan
 
     def _observed(self, provider: Provider) -> list[Resource]:
