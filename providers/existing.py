@@ -1,23 +1,29 @@
-"""A deployment Lifeboat did not make (``type: existing``): the app as its owner already runs it on this
-machine, described so that ``migrate`` and ``backup`` can take it as their source.
+"""A deployment Lifeboat did not make (``type: existing``): the app as its owner already runs it, on SSH
+hosts (``hosts:``) or on this machine, described so that ``migrate`` and ``backup`` can take it as their
+source.
 
-Lifeboat reads it and never changes it: its PostgreSQL is reached by the URL the app itself uses, its Redis
-likewise, its media are the app's own folders in whatever layout the app writes (every file is an object,
-its key the path under the folder), its secrets are read from the app's own env file by their names. The
-one change ever made is the freeze a migration asks for, through the commands the stack gives (``freeze:
-stop`` / ``start``). ``up``, ``destroy`` and every command that would write to it refuse (exit 2).
+Lifeboat reads it and never changes it: its PostgreSQL is reached by the URL the app itself uses (through an
+SSH tunnel from the app's host, where the URL means what it means to the app), its Redis likewise, its media
+are the app's own folders in whatever layout the app writes (every file is an object, its key the path under
+the folder; read on their host by the same programs as a bare-metal store, with nothing written there), its
+secrets are read from the app's own env file by their names. The one change ever made is the freeze a
+migration asks for, through the commands the stack gives (``freeze: stop`` / ``start``), run where they
+say. ``up``, ``destroy`` and every command that would write to it refuse (exit 2).
+
+Paths and commands are on the first host of ``hosts:`` unless they name another (``NAME:/path``, ``{host:
+NAME, run: [...]}``); with no ``hosts:``, on this machine.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import urllib.request
-from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from providers.common.pgremote import PostgresAt
-from toolkit.config.schema import DictOf, Field, ListOf, Map, Str
+from toolkit.config.schema import AnyOf, DictOf, Field, Int, ListOf, Map, Str
 from toolkit.contract import (
     CacheService,
     ComputeService,
@@ -34,8 +40,27 @@ from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.run.locks import FileLock, FileLocked
 from toolkit.stores import layout
 from toolkit.stores.dirstore import FolderReads, hash_file
+from toolkit.stores.sftpstore import RemoteDirectoryStore
 
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+HOST_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
+HOST = Map({
+    "name": Field(Str(pattern=HOST_NAME, expected="a host name (lowercase letters, digits, -)"), required=True),
+    "address": Field(Str(expected="an IP address, a DNS name or a Host alias of ~/.ssh/config"), required=True),
+    "port": Field(Int(min=1, max=65535, expected="an SSH port")),
+    "user": Field(Str(expected="the SSH login user")),
+    "key": Field(Str(expected="a private key file")),
+    "host_keys": Field(ListOf(Str(pattern=r"(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+",
+                                  expected='a public key "TYPE BASE64"'), min_items=1),
+                       doc="pinned keys: used instead of known_hosts"),
+    "jump": Field(Str(expected="the name of another host (or an ssh_config alias) to connect through")),
+})
+COMMAND = ListOf(Str(), min_items=1)
+FREEZE_COMMAND = AnyOf((lambda v: isinstance(v, list), COMMAND),
+                       (lambda v: isinstance(v, dict), Map({
+                           "host": Field(Str(pattern=HOST_NAME, expected="a host of hosts:"), required=True),
+                           "run": Field(COMMAND, required=True)})),
+                       expected="a command (an argv list) or {host: NAME, run: [argv]}")
 
 
 def refused(label: str, name: str) -> BadInput:
@@ -46,11 +71,20 @@ def refused(label: str, name: str) -> BadInput:
                          f"{name}`.", code="target.adopted")
 
 
-def read_env_file(path: Path) -> dict[str, str]:
+def split_place(value: str, hosts: list[str]) -> tuple[str | None, str]:
+    """``NAME:/path`` as (NAME, /path) when it looks like one (NAME a host name, then a colon); else
+    (None, value). A NAME not among ``hosts`` is returned as it is, for the settings check to name."""
+    name, colon, rest = value.partition(":")
+    if colon and re.fullmatch(HOST_NAME, name) and (name in hosts or rest.startswith("/")):
+        return name, rest
+    return None, value
+
+
+def parse_env_file(text: str) -> dict[str, str]:
     """The ``KEY=VALUE`` lines of an app's env file (docker's and systemd's ``EnvironmentFile`` form, with
     ``export``, comments and one level of single or double quotes)."""
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -64,48 +98,170 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 class ExistingProvider(FileLocked, Provider):
     TYPE = "existing"
-    DESCRIPTION = "a deployment Lifeboat did not make, on this machine: read only, a source for migrate and backup"
+    DESCRIPTION = ("a deployment Lifeboat did not make, on SSH hosts or this machine: read only, a source for "
+                   "migrate and backup")
     SERVICES = frozenset({"compute", "database", "cache", "objects", "secrets"})
     FEATURES = {"adopted": True, "runs_services": False}
     SETTINGS = {
-        "env_file": Field(Str(expected="a path"), doc="the app's own env file (KEY=VALUE lines) on this machine: "
-                                                      "its secrets are read from it by their names, and the "
-                                                      "variables named below"),
+        "hosts": Field(ListOf(HOST, min_items=1),
+                       doc="the SSH hosts the app runs on (none: this machine); the paths and commands below are "
+                           "on the first unless they name another (NAME:/path)"),
+        "known_hosts": Field(Str(expected="a known_hosts file"), doc="default ~/.ssh/known_hosts"),
+        "ssh_config": Field(Str(expected="an OpenSSH client config file"), doc="default ~/.ssh/config when present"),
+        "connect_timeout": Field(Int(min=1, max=300), default=10),
+        "env_file": Field(Str(expected="a path"), doc="the app's own env file (KEY=VALUE lines): its secrets are "
+                                                      "read from it by their names, and the variables named below"),
         "database_url_var": Field(Str(pattern=ENV_NAME, expected="an environment variable name"),
-                                  doc="the variable (in env_file, else this machine's environment) holding the "
-                                      "PostgreSQL URL the app uses"),
+                                  doc="the variable (in env_file; with no hosts, else this machine's "
+                                      "environment) holding the PostgreSQL URL the app uses"),
         "redis_url_var": Field(Str(pattern=ENV_NAME, expected="an environment variable name"),
                                doc="the variable holding the Redis URL the app uses"),
+        "reach_via": Field(Str(pattern=HOST_NAME, expected="a host of hosts:, or none"),
+                           doc="the host whose view the database and Redis URLs are (reached through an SSH "
+                               "tunnel from it): default the env file's host; none: directly from this machine"),
         "buckets": Field(DictOf(Str(expected="a folder path")), default=dict,
-                         doc="each bucket of the stack: the folder on this machine the app keeps it in (any "
-                             "layout: every file under it is an object, its key the path under the folder)"),
+                         doc="each bucket of the stack: the folder the app keeps it in (any layout: every file "
+                             "under it is an object, its key the path under the folder)"),
         "health": Field(DictOf(Str(pattern=r"https?://\S+", expected="an http(s) URL")), default=dict,
-                        doc="a service's health URL, for status"),
+                        doc="a service's health URL, for status (fetched on the first host, or here)"),
         "addresses": Field(ListOf(Str(expected="an address")), default=list,
                            doc="where the app is served now (what DNS points at), for a migration's rollback"),
         "freeze": Field(Map({
-            "stop": Field(ListOf(ListOf(Str(), min_items=1)), default=list,
-                          doc="commands (argv lists) that stop the app's writers, run in order"),
-            "start": Field(ListOf(ListOf(Str(), min_items=1)), default=list,
+            "stop": Field(ListOf(FREEZE_COMMAND), default=list,
+                          doc="commands (argv lists, or {host: NAME, run: [argv]}) that stop the app's writers, "
+                              "run in order"),
+            "start": Field(ListOf(FREEZE_COMMAND), default=list,
                            doc="commands that start them again (a failed or rolled back migration)"),
         }), doc="how a migration freezes the app for its final copy (the only change made here)"),
     }
 
+    @staticmethod
+    def check_settings(settings: dict, where, report, raw) -> None:
+        """Every host a path, a command or reach_via names is one of hosts:; paths on a host are absolute."""
+        from toolkit.config.schema import item_line, value_line
+
+        names = [h["name"] for h in settings.get("hosts") or []]
+        shown = ", ".join(names) or "none given"
+
+        def named(host: str | None, at, what: str) -> None:
+            if host is not None and host not in names:
+                report.add(at, f'{what} names host "{host}", which is not one of hosts: ({shown}).',
+                           code="existing.unknown_host")
+
+        def path(value: str, at) -> None:
+            host, folder = split_place(value, names)
+            named(host, at, "the path")
+            if (host or names) and not folder.startswith("/"):
+                report.add(at, f"{value!r} is on an SSH host: give an absolute path.", code="existing.relative")
+
+        if settings.get("env_file"):
+            path(settings["env_file"], where.child("env_file", value_line(raw, "env_file")))
+        for bucket, folder in (settings.get("buckets") or {}).items():
+            buckets = raw.get("buckets") if isinstance(raw, dict) else None
+            path(folder, where.child("buckets", value_line(raw, "buckets")).child(bucket, value_line(buckets, bucket)))
+        via = settings.get("reach_via")
+        if via and via != "none":
+            named(via, where.child("reach_via", value_line(raw, "reach_via")), "reach_via")
+        freeze = raw.get("freeze") if isinstance(raw, dict) else None
+        for which in ("stop", "start"):
+            listed = freeze.get(which) if isinstance(freeze, dict) else None
+            at = where.child("freeze", value_line(raw, "freeze")).child(which, value_line(freeze, which))
+            for index, command in enumerate((settings.get("freeze") or {}).get(which) or []):
+                if isinstance(command, dict):
+                    named(command["host"], at.child(index, item_line(listed, index)), "the command")
+
     def __init__(self, stack, target):
         super().__init__(stack, target)
         self.root = stack.root
+        self._directory = None
+        self._tunnels: dict = {}  # (via, host, port) -> (context, local end)
+
+    # ------------------------------------------------------------------ where things are
+    def host_names(self) -> list[str]:
+        return [h["name"] for h in self.settings.get("hosts") or []]
+
+    def place(self, value: str) -> tuple[str | None, str]:
+        """(host, path) of a path setting: ``NAME:/path`` on that host, a plain path on the first host, or
+        with no hosts on this machine (relative to the stack file)."""
+        host, path = split_place(value, self.host_names())
+        if host is None and self.host_names():
+            host = self.host_names()[0]
+        if host is None and not os.path.isabs(path):
+            path = str(self.root / path)
+        return host, path
+
+    def conn(self, host: str | None):
+        """The SSH connection to ``host`` (its key checked against known_hosts), or this machine for None."""
+        if host is None:
+            from toolkit.transport.connection import LocalConnection
+
+            return LocalConnection()
+        if self._directory is None:
+            from toolkit.transport.hosts import HostSpec, SshDirectory
+
+            specs = []
+            for h in self.settings["hosts"]:
+                key = h.get("key")
+                specs.append(HostSpec(name=h["name"], address=h["address"], roles=(), root="/", port=h.get("port"),
+                                      user=h.get("user"), key=str((self.root / os.path.expanduser(key)).resolve())
+                                      if key else None, host_keys=tuple(h.get("host_keys") or ()),
+                                      jump=h.get("jump")))
+            self._directory = SshDirectory(specs, known_hosts=self.settings.get("known_hosts"),
+                                           ssh_config=self.settings.get("ssh_config"), base=self.root,
+                                           connect_timeout=self.settings.get("connect_timeout", 10),
+                                           target=self.target.name)
+        return self._directory.connection(host)
+
+    def shown(self, host: str | None, path: str) -> str:
+        return f"{host}:{path}" if host else path
+
+    def reach_host(self) -> str | None:
+        """The host the database and Redis URLs are reached from (through a tunnel), or None: directly."""
+        via = self.settings.get("reach_via")
+        if via == "none" or not self.host_names():
+            return None
+        if via:
+            return via
+        return self.place(self.settings["env_file"])[0] if self.settings.get("env_file") else self.host_names()[0]
+
+    def reach(self, host: str, port: int) -> tuple[str, int]:
+        """(host, port) on this machine that reaches ``host:port`` as the app's host sees it: a tunnel through
+        that host kept while this provider lives, or the address itself."""
+        via = self.reach_host()
+        if via is None:
+            return host, port
+        key = (via, host, port)
+        if key not in self._tunnels:
+            from toolkit.transport.tunnel import forward
+
+            ctx = forward(self.conn(via), host, port)
+            self._tunnels[key] = (ctx, ctx.__enter__())
+        return self._tunnels[key][1]
+
+    def close_tunnels(self) -> None:
+        """End the tunnels and SSH connections (they are daemon threads: a command's exit ends them too)."""
+        for ctx, _ in self._tunnels.values():
+            ctx.__exit__(None, None, None)
+        self._tunnels.clear()
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
 
     # ------------------------------------------------------------------ what the settings say
     def env(self) -> dict[str, str]:
-        path = self.settings.get("env_file")
-        if not path:
+        setting = self.settings.get("env_file")
+        if not setting:
             return {}
-        file = (self.root / path) if not os.path.isabs(path) else Path(path)
+        host, path = self.place(setting)
         try:
-            return read_env_file(file)
+            data = self.conn(host).read_bytes(path)
         except OSError as exc:
-            raise ProviderUnreachable(f"{self.label}: cannot read env_file {file}: {exc.strerror}.",
+            raise ProviderUnreachable(f"{self.label}: cannot read env_file {self.shown(host, path)}: {exc}.",
                                       code="existing.env_file") from None
+        if data is None:
+            raise ProviderUnreachable(f"{self.label}: env_file {self.shown(host, path)} does not exist.",
+                                      code="existing.env_file")
+        return parse_env_file(data.decode("utf-8", "replace"))
 
     def variable(self, setting: str) -> SecretValue:
         name = self.settings.get(setting)
@@ -113,18 +269,26 @@ class ExistingProvider(FileLocked, Provider):
             raise BadInput(f"{self.label}: the stack has a {setting.split('_')[0]} and the target does not say where "
                            f"it is: give {setting} (the variable the app reads its URL from).",
                            code="existing.unset")
-        value = self.env().get(name, os.environ.get(name))
+        here = {} if self.host_names() else os.environ  # on a host, the app's environment is its env file
+        value = self.env().get(name, here.get(name))
         if not value:
-            raise ProviderUnreachable(f"{self.label}: {name} ({setting}) is set neither in env_file nor in this "
-                                      "machine's environment.", code="existing.unset")
+            raise ProviderUnreachable(f"{self.label}: {name} ({setting}) is not set in env_file"
+                                      + ("." if self.host_names() else " nor in this machine's environment."),
+                                      code="existing.unset")
         return SecretValue(value)
 
-    def folder(self, bucket: str) -> Path:
+    def folder(self, bucket: str) -> tuple[str | None, str]:
+        """(host, folder) where the app keeps ``bucket``."""
         path = (self.settings.get("buckets") or {}).get(bucket)
         if not path:
             raise BadInput(f"{self.label}: bucket {bucket} of the stack has no folder under buckets:.",
                            hint=f"buckets: {{{bucket}: /path/the/app/keeps/it/in}}", code="existing.unset")
-        return Path(path) if os.path.isabs(path) else self.root / path
+        return self.place(path)
+
+    def is_folder(self, host: str | None, path: str) -> bool:
+        if host is None:
+            return os.path.isdir(path)
+        return self.conn(host).run(["test", "-d", path], check=False).ok
 
     # ------------------------------------------------------------------ lifecycle: read only
     def check(self) -> dict:
@@ -136,9 +300,9 @@ class ExistingProvider(FileLocked, Provider):
             raise ProviderUnreachable(f"{self.label}: Redis at {self.cache().where()} does not answer.",
                                       code="existing.redis")
         for bucket in self.stack.buckets:
-            if not self.folder(bucket).is_dir():
-                raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.folder(bucket)} is not a folder.",
-                                          code="existing.no_folder")
+            if not self.is_folder(*self.folder(bucket)):
+                raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.shown(*self.folder(bucket))} is "
+                                          "not a folder.", code="existing.no_folder")
         return facts
 
     def observe(self) -> list[Resource]:
@@ -153,9 +317,9 @@ class ExistingProvider(FileLocked, Provider):
         if self.stack.redis is not None:
             out.append(Resource("cache", "redis", {"running": self.cache().ping()}))
         for bucket in self.stack.buckets:
-            folder = self.folder(bucket)
-            if folder.is_dir():
-                out.append(Resource("bucket", bucket, {"folder": str(folder)}))
+            host, folder = self.folder(bucket)
+            if self.is_folder(host, folder):
+                out.append(Resource("bucket", bucket, {"folder": self.shown(host, folder)}))
         # the services' health is the instances' (status and plan ask for them once; not fetched twice here)
         out += [Resource("service", name, {"adopted": True}) for name in self.stack.services]
         return out
@@ -187,8 +351,16 @@ class ExistingProvider(FileLocked, Provider):
     def cache(self) -> ExistingCache:
         return ExistingCache(self)
 
-    def objects(self) -> AdoptedFolders:
-        return AdoptedFolders(self)
+    def objects(self):
+        places = {b: self.folder(b) for b in self.stack.buckets}
+        hosts = {host for host, _ in places.values()}
+        if hosts <= {None}:
+            return AdoptedFolders(self)
+        if len(hosts) > 1:
+            raise BadInput(f"{self.label}: the buckets' folders are on more than one host ({', '.join(sorted(map(str, hosts)))}); "
+                           "an existing target reads them on one.", code="existing.buckets_apart")
+        host = hosts.pop()
+        return AdoptedRemoteFolders(self, self.conn(host), {b: folder for b, (_, folder) in places.items()})
 
     def secrets(self) -> EnvFileSecrets:
         return EnvFileSecrets(self)
@@ -212,13 +384,17 @@ class ExistingDatabase(PostgresAt):
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
             raise BadInput(f"{provider.label}: {provider.settings['database_url_var']} is not a PostgreSQL URL "
                            "(postgres://user:password@host:port/database).", code="existing.database_url")
-        self._host, self._port = parts.hostname, parts.port or 5432
+        self._host, self._port = parts.hostname, parts.port or 5432  # as the app's host sees it
         self._user, self._password = unquote(parts.username or ""), SecretValue(unquote(parts.password or ""))
         self.database = unquote(parts.path.lstrip("/")) or provider.stack.postgres.database
         self.sslmode = (parse_qs(parts.query).get("sslmode") or [None])[-1]
 
     def endpoint(self) -> tuple[str, int]:
-        return self._host, self._port
+        return self.p.reach(self._host, self._port)
+
+    def where(self) -> str:
+        via = self.p.reach_host()
+        return f"{self._host}:{self._port}" + (f" (as {via} sees it)" if via else "")
 
     def login(self, admin: bool = False) -> tuple[str, SecretValue]:
         return self._user, self._password
@@ -231,12 +407,20 @@ class ExistingCache(CacheService):
     def __init__(self, provider: ExistingProvider):
         self.p = provider
 
+    def _url(self):
+        return urlsplit(self.p.variable("redis_url_var").reveal_text())
+
     def connection_url(self) -> SecretValue:
-        return self.p.variable("redis_url_var")
+        """The app's URL, reaching the server from this machine (through the tunnel where there is one)."""
+        parts = self._url()
+        host, port = self.p.reach(parts.hostname or "127.0.0.1", parts.port or 6379)
+        login = parts.netloc.rpartition("@")[0]
+        return SecretValue(parts._replace(netloc=(login + "@" if login else "") + f"{host}:{port}").geturl())
 
     def where(self) -> str:
-        parts = urlsplit(self.connection_url().reveal_text())
-        return f"{parts.hostname}:{parts.port or 6379}"
+        parts = self._url()
+        via = self.p.reach_host()
+        return f"{parts.hostname}:{parts.port or 6379}" + (f" (as {via} sees it)" if via else "")
 
     def ping(self) -> bool:
         import redis
@@ -259,14 +443,30 @@ class ExistingCompute(ComputeService):
 
     def instances(self) -> list[Instance]:
         out = []
+        hosts = self.p.host_names()
+        where = hosts[0] if hosts else "here"
         for service, url in (self.p.settings.get("health") or {}).items():
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the operator's own URL
-                    healthy = resp.status < 400
-            except OSError:
-                healthy = False
-            out.append(Instance(service, 0, "here", "running" if healthy else "unreachable", healthy, url))
+            healthy = self._fetch(hosts[0], url) if hosts else self._fetch_here(url)
+            out.append(Instance(service, 0, where, "running" if healthy else "unreachable", healthy, url))
         return out
+
+    @staticmethod
+    def _fetch_here(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the operator's own URL
+                return resp.status < 400
+        except OSError:
+            return False
+
+    def _fetch(self, host: str, url: str) -> bool:
+        """Whether ``url`` answers below 400 on ``host`` (fetched there by its python3: the URL means what it
+        means to the app's host, often a loopback address)."""
+        program = ("import sys, urllib.request\ntry:\n    urllib.request.urlopen(sys.argv[1], timeout=5).close()\n"
+                   "except Exception:\n    sys.exit(1)\n")
+        try:
+            return self.p.conn(host).run(["python3", "-c", program, url], check=False, timeout=30).ok
+        except OSError:
+            return False
 
     def addresses(self, role: str) -> list[str]:
         return list(self.p.settings.get("addresses") or [])
@@ -278,16 +478,25 @@ class ExistingCompute(ComputeService):
         commands = (self.p.settings.get("freeze") or {}).get(which) or []
         if not commands:
             raise Unsupported(f"{self.p.label} names no freeze: {which} commands")
-        for argv in commands:
+        hosts = self.p.host_names()
+        for command in commands:
+            host, argv = (command["host"], command["run"]) if isinstance(command, dict) else \
+                (hosts[0] if hosts else None, command)
+            shown = f"{argv[0]}" + (f" on {host}" if host else "")
             try:
-                done = subprocess.run(argv, capture_output=True, timeout=300, check=False)  # noqa: S603 - argv
+                if host is None:
+                    done = subprocess.run(argv, capture_output=True, timeout=300, check=False)  # noqa: S603 - argv
+                    code, out, err = done.returncode, done.stdout, done.stderr
+                else:  # an argv list, quoted for the host's shell by the connection (never pasted)
+                    done = self.p.conn(host).run(argv, check=False, timeout=300)
+                    code, out, err = done.exit_code, done.stdout, done.stderr
             except (OSError, subprocess.TimeoutExpired) as exc:
-                raise ProviderError(f"{self.p.label}: freeze {which} command {argv[0]} failed: {exc}.",
+                raise ProviderError(f"{self.p.label}: freeze {which} command {shown} failed: {exc}.",
                                     code="existing.freeze") from None
-            if done.returncode != 0:
-                tail = (done.stderr or done.stdout).decode(errors="replace")[-800:]
-                raise ProviderError(f"{self.p.label}: freeze {which} command {argv[0]} exited with "
-                                    f"{done.returncode}:\n{tail}", code="existing.freeze")
+            if code != 0:
+                tail = (err or out).decode(errors="replace")[-800:]
+                raise ProviderError(f"{self.p.label}: freeze {which} command {shown} exited with {code}:\n{tail}",
+                                    code="existing.freeze")
 
     def pause(self, services: list[str]) -> None:
         self._run("stop")
@@ -323,7 +532,7 @@ class AdoptedFolders(FolderReads):
 
     def __init__(self, provider: ExistingProvider):
         self.p, self.label = provider, provider.label
-        self.folders = {b: str(provider.folder(b)) for b in provider.stack.buckets}
+        self.folders = {b: provider.folder(b)[1] for b in provider.stack.buckets}
 
     def _bucket(self, bucket: str) -> layout.Bucket:
         if bucket not in self.folders:
@@ -353,3 +562,46 @@ class AdoptedFolders(FolderReads):
 
     def create_bucket(self, bucket: str) -> None:
         raise self.p.refuse()
+
+
+class AdoptedRemoteFolders(RemoteDirectoryStore):
+    """The app's media folders on its SSH host, as they are: listed, hashed and read there by the programs of
+    a bare-metal store (toolkit/stores/sftpstore.py) told the folder is a bucket by itself (``alone=``), so
+    nothing is written there, not even a checksum cache."""
+
+    def __init__(self, provider: ExistingProvider, conn, folders: dict[str, str]):
+        super().__init__(conn, "/")
+        self.p, self.folders = provider, folders
+
+    def _where(self, bucket: str) -> list[str]:
+        if bucket not in self.folders:
+            raise ProviderError(f"{self.p.label}: no folder for bucket {bucket}.", code="objects.no_bucket")
+        return ["alone=" + self.folders[bucket], bucket]
+
+    def _no_bucket(self, bucket: str) -> ProviderError:
+        return ProviderError(f"{self.p.label}: bucket {bucket}: {self.conn.host}:{self.folders.get(bucket)} is not "
+                             "a folder.", code="objects.no_bucket")
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return bucket in self.folders and self.conn.run(["test", "-d", self.folders[bucket]], check=False).ok
+
+    def write(self, bucket, key, stream, *, size=None, content_type=None):
+        raise self.p.refuse()
+
+    def write_batch(self, bucket, items):
+        raise self.p.refuse()
+
+    def delete(self, bucket: str, key: str) -> None:
+        raise self.p.refuse()
+
+    def create_bucket(self, bucket: str) -> None:
+        raise self.p.refuse()
+
+    def remove_bucket(self, bucket: str) -> None:
+        raise self.p.refuse()
+
+    def convert_layout(self, log=None) -> int:
+        raise self.p.refuse()
+
+    def sweep_partial(self) -> int:
+        return 0

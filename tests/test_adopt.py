@@ -1,7 +1,8 @@
 """Adoption (issue 23, item 12): Takahē run by hand the way its owner would (its own PostgreSQL cluster, a
 virtualenv, gunicorn and its stator started from a shell with its env file, media in its default nested
-folder), nothing of Lifeboat's involved, then described as an `existing` target and migrated by Lifeboat to
-a target it runs. Every status and image the hand-run copy served is served there; the hand-run copy is
+folder), nothing of Lifeboat's involved, then described as an `existing` target (on this machine, and as
+reached over SSH: its database through a tunnel from its host, its media read there) and migrated by
+Lifeboat onto bare metal (real SSH hosts). Every status and image the hand-run copy served is served there; the hand-run copy is
 unchanged except the freeze (its processes stopped by the stack's own command): its database keeps every
 row and its media folder every byte, with no file of Lifeboat's added. `up`, `destroy` and a migration onto
 it refuse (exit 2) before touching it."""
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, baremetal_target, make_host_roots, run_cli
 from .test_takahe import ARCHIVE, SETUP, api, fetch, logs_of, post_image, web_url
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -136,12 +137,15 @@ def hand_run():
         shutil.rmtree(home, ignore_errors=True)
 
 
-def stack_for(tmp_path: Path, hand: dict) -> Path:
+def stack_for(tmp_path: Path, hand: dict, lab, roots: Path) -> Path:
     home = hand["home"]
     with tarfile.open(ARCHIVE) as archive:
         archive.extractall(tmp_path, filter="data")
     stack = tmp_path / "lifeboat.yml"
     stop = json.dumps(["kill", "-TERM", *[str(p) for p in hand["pids"]]])
+    # bare metal on the lab's hosts: web, worker and media on one, the database on another (ports of its own)
+    colo = baremetal_target(lab, roots, roles=(("web", "worker", "storage"), ("db",)), pg_port=5462, redis_port=6412)
+    colo = colo.replace("    type: baremetal\n", "    type: baremetal\n    port_offset: 312\n    media_port: 8812\n")
     example = (REPO / "examples" / "takahe" / "lifeboat.yml").read_text()
     assert "\nsecrets:\n" in example
     example = example.replace("\nsecrets:\n", f"\nsecrets:\n  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}\n")
@@ -158,7 +162,17 @@ def stack_for(tmp_path: Path, hand: dict) -> Path:
       web: {hand['base']}/robots.txt
     freeze:
       stop: [{stop}]
-backup:
+  remote:                 # the same copy as Lifeboat reaches a server: over SSH (the lab's first host is here)
+    type: existing
+{ssh_settings(lab)}    env_file: app1:{home}/takahe.env
+    database_url_var: TAKAHE_DATABASE_SERVER
+    buckets:
+      media: {home}/media
+    health:
+      web: {hand['base']}/robots.txt
+    freeze:
+      stop: [{{host: app1, run: {stop}}}]
+{colo}backup:
   to: adopted
   keep: 3
   encrypt_with: BACKUP_KEY
@@ -166,8 +180,9 @@ backup:
     return stack
 
 
-def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypatch):
-    stack = stack_for(tmp_path, hand_run)
+def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypatch, ssh_lab):
+    roots = make_host_roots()
+    stack = stack_for(tmp_path, hand_run, ssh_lab, roots)
     home = hand_run["home"]
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     monkeypatch.setenv(KEY_VAR, "the key only the operator holds: " + uuid.uuid4().hex)  # the CLI's children read it
@@ -178,11 +193,18 @@ def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypa
         found = {r["kind"] + "/" + r["name"]: r for r in status.envelope["data"]["resources"]}
         assert found["database/takahe"]["running"] is True and found["bucket/media"]["folder"] == str(home / "media")
         assert [(s["service"], s["healthy"]) for s in status.envelope["data"]["services"]] == [("web", True)]
+        # the same, reached over SSH: the URL's 127.0.0.1 is the app's host's, reached through a tunnel
+        remote = run_cli(*lb, "status", "--on", "remote")
+        assert remote.code == 0, remote
+        found = {r["kind"] + "/" + r["name"]: r for r in remote.envelope["data"]["resources"]}
+        assert found["database/takahe"]["running"] is True
+        assert found["bucket/media"]["folder"] == f"app1:{home / 'media'}"
+        assert [(s["service"], s["healthy"]) for s in remote.envelope["data"]["services"]] == [("web", True)]
         plan = run_cli(*lb, "plan", "--on", "hand", "--detailed-exitcode")
         assert plan.code == 0, plan  # nothing is ever planned there
         # it is never changed: up, destroy, a migration onto it refuse before doing anything
-        for argv in (["up", "--on", "hand"], ["destroy", "--on", "hand"],
-                     ["migrate", "--from", "adopted", "--to", "hand"]):
+        for argv in (["up", "--on", "hand"], ["destroy", "--on", "remote"],
+                     ["migrate", "--from", "adopted", "--to", "remote"]):
             refused = run_cli(*lb, *argv)
             assert refused.code == 2 and refused.envelope["errors"][0]["code"] == "target.adopted", refused
         media_before, rows_before = tree(home / "media"), rows(home)
@@ -195,7 +217,7 @@ def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypa
         verified = run_cli(*lb, "backups", "verify", "--at", "adopted")
         assert verified.code == 0 and verified.envelope["data"]["backups"][0]["objects"] == len(files), verified
 
-        done = run_cli(*lb, "migrate", "--from", "hand", "--to", "adopted", timeout=2400)
+        done = run_cli(*lb, "migrate", "--from", "remote", "--to", "colo", timeout=2400)
         assert done.code == 0, json.dumps(done.envelope, indent=1)[:6000] + logs_of(stack)
         steps = {s["step"]: s for s in done.envelope["data"]["steps"]}
         assert steps["freeze"]["paused"] == ["web", "worker"], steps["freeze"]
@@ -209,8 +231,8 @@ def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypa
         assert tree(home / "media") == media_before
         assert rows(home) == rows_before
 
-        # every status and image it served is served by the copy Lifeboat runs
-        base = web_url(stack, "adopted")
+        # every status and image it served is served by the copy Lifeboat runs on bare metal
+        base = web_url(stack, "colo")
         for status_posted, image in hand_run["posted"]:
             got = api(base, "GET", f"/api/v1/statuses/{status_posted['id']}")
             assert got["content"] == status_posted["content"]
@@ -218,7 +240,9 @@ def test_takahe_run_by_hand_is_adopted_and_migrated(hand_run, tmp_path, monkeypa
         _, image = post_image(base, "written after the move")
         assert image
     finally:
+        run_cli(*lb, "destroy", "--on", "colo")
         run_cli(*lb, "destroy", "--on", "adopted", "--delete-backups")  # it keeps the backups too
+        shutil.rmtree(roots, ignore_errors=True)
 
 
 def _state(pid: int) -> bytes:
@@ -247,30 +271,49 @@ providers:
     return stack
 
 
-def test_an_adopted_folder_is_read_as_it_is_and_never_written(tmp_path):
+def ssh_settings(lab) -> str:
+    """hosts: of an existing target on the first of the lab's SSH hosts (this machine, over SSH)."""
+    host = lab.hosts[0]
+    return (f"    known_hosts: {lab.known_hosts}\n    hosts:\n      - {{name: app1, address: {host.address}, "
+            f"port: {host.port}, user: {lab.user}, key: {lab.client_key}}}\n")
+
+
+@pytest.fixture(params=["here", "ssh"])
+def where_adopted(request) -> str:
+    """The settings that put an existing target's paths on this machine, or on an SSH host."""
+    return "" if request.param == "here" else ssh_settings(request.getfixturevalue("ssh_lab"))
+
+
+def test_an_adopted_folder_is_read_as_it_is_and_never_written(tmp_path, where_adopted):
     """Every file at any depth is an object at its path; a link is an error naming it; nothing is written,
-    not even a checksum cache; the env file's secrets are read by the stack's names."""
+    not even a checksum cache; the env file's secrets are read by the stack's names. On this machine and on
+    an SSH host (the lab's hosts are this machine, so the test looks at the files)."""
     from toolkit.config import stackfile
     from toolkit.errors import BadInput, ProviderError
     from toolkit.run.engine import Engine
 
+    tmp_path.chmod(0o755)
     media = tmp_path / "media"
     (media / "attachments" / "2026" / "12").mkdir(parents=True)
     (media / "attachments" / "2026" / "12" / "x.webp").write_bytes(b"x" * 1000)
     (media / "top.png").write_bytes(b"top")
+    (media / "emoji" / "_default").mkdir(parents=True)
+    (media / "emoji" / "_default" / "blob cat ✓.png").write_bytes(b"\x00" * 3)
     (tmp_path / "app.env").write_text("# the app's\nexport APP_KEY='s3cr=t value'\nOTHER=1\n\n")
-    stack = existing_stack(tmp_path, f"    env_file: app.env\n    buckets: {{media: {media}}}\n")
+    env_file = tmp_path / "app.env" if where_adopted else "app.env"
+    stack = existing_stack(tmp_path, f"    env_file: {env_file}\n    buckets: {{media: {media}}}\n" + where_adopted)
     provider = Engine(stackfile.load(stack)).provider("old")
     before = tree(media)
     store = provider.objects()
     listed = {o.key: o for o in store.list("media")}
-    assert sorted(listed) == ["attachments/2026/12/x.webp", "top.png"]
+    assert sorted(listed) == ["attachments/2026/12/x.webp", "emoji/_default/blob cat ✓.png", "top.png"]
     assert listed["top.png"].sha256 == hashlib.sha256(b"top").hexdigest()
+    assert store.stats("media") == (3, 1006)
     with store.open_read("media", "attachments/2026/12/x.webp") as handle:
         assert handle.read() == b"x" * 1000
     assert provider.secrets().read("APP_KEY").reveal_text() == "s3cr=t value"
     assert provider.secrets().names() == ["APP_KEY"]
-    for attempt in (lambda: store.write("media", "new", iter([])), lambda: store.delete("media", "top.png"),
+    for attempt in (lambda: store.write("media", "new", iter([]), size=0), lambda: store.delete("media", "top.png"),
                     lambda: provider.secrets().write("APP_KEY", provider.secrets().read("APP_KEY"))):
         with pytest.raises(BadInput) as refused:
             attempt()
@@ -285,6 +328,26 @@ def test_an_adopted_folder_is_read_as_it_is_and_never_written(tmp_path):
     with pytest.raises(ProviderError) as gone:  # a folder gone is an error, never an empty bucket
         list(store.list("media"))
     assert gone.value.code == "objects.no_bucket"
+    store.release()
+
+
+def test_an_existing_target_names_its_hosts_rightly(tmp_path):
+    """A path or command on a host that is not in hosts:, or a relative path on a host: the file, line and
+    key, exit 2, before anything is reached."""
+    stack = existing_stack(tmp_path, """    hosts:
+      - {name: app1, address: 192.0.2.10}
+    env_file: app2:/srv/app/.env
+    buckets: {media: srv/media}
+    freeze:
+      stop: [[systemctl, stop, app], {host: app3, run: [systemctl, stop, worker]}]
+""")
+    out = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "old")
+    assert out.code == 2, out
+    messages = [e["message"] for e in out.envelope["errors"]]
+    text = "\n".join(messages)
+    assert 'env_file: the path names host "app2"' in text and "lifeboat.yml:15: providers.old.env_file" in text, text
+    assert "buckets.media: 'srv/media' is on an SSH host: give an absolute path" in text, text
+    assert 'freeze.stop[1]: the command names host "app3"' in text, text
 
 
 def test_an_existing_target_without_its_database_url_says_which_setting(tmp_path):

@@ -113,9 +113,14 @@ class RemoteDirectoryStore(ObjectStore):
 
     def _host_op(self, bucket: str, op: str, request: dict | None = None) -> dict:
         """One of HOST_OPS on the host: what it answers (a JSON line)."""
-        argv = ["python3", "-c", program(HOST_OPS), self.root, bucket, op, oct(self.file_mode)]
+        argv = ["python3", "-c", program(HOST_OPS), *self._where(bucket), op, oct(self.file_mode)]
         result = self.conn.run(argv, input=json.dumps(request or {}).encode() + b"\n", check=False, timeout=3600)
-        return self._answer(result, bucket, ["python3", "-c", "HOST_OPS", self.root, bucket, op])
+        return self._answer(result, bucket, ["python3", "-c", "HOST_OPS", *self._where(bucket), op])
+
+    def _where(self, bucket: str) -> list[str]:
+        """The arguments that tell the programs run on the host where ``bucket`` is: ROOT BUCKET, or
+        ``alone=FOLDER`` BUCKET for a folder that is a bucket by itself (layout.Bucket.alone: read only)."""
+        return [self.root, bucket]
 
     def _answer(self, result, bucket: str, shown: list[str]) -> dict:
         """The last JSON line a host program printed; its exit codes as Lifeboat's errors."""
@@ -149,9 +154,9 @@ class RemoteDirectoryStore(ObjectStore):
     def _listing(self, bucket: str, request: dict) -> list[ObjectInfo]:
         """One program on the host (LISTER) reads the bucket with each object's meta cache and hashes there
         what has none that is fresh: one round trip for the whole bucket, whatever its size."""
-        result = self.conn.run(["python3", "-c", program(LISTER), self.root, bucket],
+        result = self.conn.run(["python3", "-c", program(LISTER), *self._where(bucket)],
                                input=json.dumps(request).encode(), check=False, timeout=3600)
-        self._answer(result, bucket, ["python3", "-c", "LISTER", self.root, bucket])
+        self._answer(result, bucket, ["python3", "-c", "LISTER", *self._where(bucket)])
         infos = []
         for line in result.stdout.decode("utf-8", "surrogateescape").splitlines():
             if line.strip():
@@ -182,7 +187,7 @@ class RemoteDirectoryStore(ObjectStore):
         it was read fails its stream's end (objects.changed), one that is gone fails when it is reached."""
         request = "".join(json.dumps(checked(k)) + "\n" for k in keys).encode()
         try:
-            with self.conn.bulk_read(["python3", "-c", program(READER), self.root, bucket], input=request) as stream:
+            with self.conn.bulk_read(["python3", "-c", program(READER), *self._where(bucket)], input=request) as stream:
                 items = _frames(stream, self.conn.host, bucket, keys)
                 try:
                     yield items
@@ -478,6 +483,9 @@ OPEN = r'''
 import json, stat, sys
 root, bucket = sys.argv[1], sys.argv[2]
 MODE = int(sys.argv[4], 8) if len(sys.argv) > 4 and sys.argv[4][:2] == "0o" else 0o600
+ALONE = root.startswith("alone=")  # an adopted folder, the bucket by itself: read only, no meta caches
+if ALONE:
+    root = root[len("alone="):]
 
 
 def fail(code, **why):
@@ -486,6 +494,10 @@ def fail(code, **why):
 
 
 def places_of(bucket):
+    if ALONE:
+        if not os.path.isdir(root):
+            sys.exit(3)
+        return Bucket.alone(root, bucket)
     if not os.path.isdir(root + "/" + bucket):
         sys.exit(3)
     try:
@@ -576,7 +588,8 @@ try:
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        fresh, anything = load_meta(path, meta_path, st)
+        # an adopted folder's files are hashed every time: its owner's, never given a cache
+        fresh, anything = load_meta(path, meta_path, st) if meta_path else (None, None)
         if key is None:  # a hashed name: its key is in its cache
             key = (anything or {}).get("key")
         if key is None or not key.startswith(prefix):
@@ -592,7 +605,7 @@ try:
                 continue
             fresh = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mtime_s": int(st.st_mtime),
                      "sha256": sha.hexdigest(), "content_type": (anything or {}).get("content_type")}
-            if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            if meta_path and (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
                 try:
                     store_meta(path, meta_path, fresh)
                 except OSError:
@@ -620,6 +633,8 @@ import hashlib
 op = sys.argv[3]
 request = json.loads(sys.stdin.readline() or "{}")
 answer = {}
+if ALONE and op != "stats":
+    fail(4, error="an adopted folder is only read, never " + op)
 try:
     if op == "convert":
         answer["moved"] = convert(root, MODE)
