@@ -371,3 +371,55 @@ def test_an_existing_database_url_is_read_into_its_parts_password_and_sslmode(tm
     assert (db.endpoint(), db.login()[0], db.database) == (("db.internal", 6543), "app@prod", "app_prod")
     env = db.client_env()
     assert env["PGPASSWORD"] == "p/w rd" and env["PGSSLMODE"] == "require"
+
+
+def test_an_adopted_redis_on_a_host_is_reached_through_a_tunnel(tmp_path, ssh_lab):
+    """The app's Redis URL (a password a URL has to escape, a database other than 0) is what the app's host
+    sees: Lifeboat reaches it through a tunnel from that host, and a backup's dump finds every database."""
+    import socket
+    from urllib.parse import quote
+
+    import redis
+
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
+    from toolkit.workflows.backup import CacheDump
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    password = "r3d:is@p/ss word"
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path), "--requirepass", password],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, password=password, db=2)
+        deadline = time.time() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.time() < deadline, "redis-server did not start"
+                time.sleep(0.2)
+        client.set("queue:celery", "task", ex=600)
+        redis.Redis(port=port, password=password, db=0).set("feed:1", "x")
+        tmp_path.chmod(0o755)
+        (tmp_path / "app.env").write_text(f"REDIS_URL=redis://:{quote(password, safe='')}@127.0.0.1:{port}/2\n")
+        (tmp_path / "media").mkdir()
+        stack = existing_stack(tmp_path, f"    env_file: {tmp_path / 'app.env'}\n    redis_url_var: REDIS_URL\n"
+                                         f"    buckets: {{media: {tmp_path / 'media'}}}\n" + ssh_settings(ssh_lab))
+        stack.write_text(stack.read_text().replace("buckets:\n  media: {}\n", "buckets:\n  media: {}\nredis: {}\n"))
+        provider = Engine(stackfile.load(stack)).provider("old")
+        cache = provider.cache()
+        assert cache.ping() and cache.where() == f"127.0.0.1:{port} (as app1 sees it)"
+        url = cache.connection_url().reveal_text()
+        assert f":{port}/" not in url and url.endswith("/2")  # the tunnel's end here, the app's database
+        dump = CacheDump(url)
+        while dump.read(1 << 16):
+            pass
+        assert dump.keys == 2 and dump.per_db == {0: 1, 2: 1}, dump.per_db
+        provider.close_tunnels()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
