@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import REPO, chirp_stack, run_cli
 
-ENVELOPE_KEYS = {"lifeboat", "command", "status", "exit_code", "data", "errors"}
+ENVELOPE_KEYS = {"lifeboat", "command", "status", "exit_code", "data", "errors", "warnings"}
 
 
 def check(result, command, code, status):

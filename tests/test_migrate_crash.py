@@ -122,3 +122,26 @@ def test_a_parallel_database_copy_matches_and_a_second_pass_replaces_it(stack):
     second = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--no-cutover", "--db-jobs", "3")
     assert second.code == 0, second
     assert rows(old) == rows(new)
+
+
+def test_a_new_run_after_a_kill_in_the_freeze_lifts_it_before_starting_over(stack):
+    """Killed with the source frozen, then run again without --resume: the source's services start again
+    first (the interrupted journal records the freeze as undone, the run says so), and the new run copies
+    with the source serving (here without a cutover, so it ends serving)."""
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    assert run_cli(*lb, "destroy", "--on", "new").code == 0
+    assert run_cli(*lb, "up", "--on", "old", "--take-dns").code == 0
+    killed = run_cli(*lb, "migrate", "--from", "old", "--to", "new", env={"LIFEBOAT_FAULT": "kill:freeze:mid"})
+    assert killed.code == -9, killed
+    interrupted = journal_events(stack)
+    old = Engine(stackfile.load(stack)).provider("old")
+    assert not [i for i in old.compute().instances() if i.state == "running"], "the kill was meant after the pause"
+
+    again = run_cli(*lb, "migrate", "--from", "old", "--to", "new", "--no-cutover")
+    assert again.code == 0, again
+    assert any("left old frozen" in w for w in again.envelope["warnings"]), again.envelope["warnings"]
+    base = stack.parent / ".lifeboat" / "migrate-old-new" / "migrations"
+    first = [json.loads(line) for line in (base / interrupted[0]["id"] / "journal.jsonl").read_text().splitlines()]
+    assert first[-1]["step"] == "freeze" and first[-1]["event"] == "undone", first[-1]
+    old = Engine(stackfile.load(stack)).provider("old")
+    assert all(i.state == "running" and i.healthy for i in old.compute().instances())

@@ -109,7 +109,7 @@ def test_validate_never_crashes_and_always_names_the_file_and_line(tmp_path, tex
     assert code in (0, 2), out
     assert out.endswith("\n") and out.count("\n") == 1, out  # exactly one line: one JSON object
     envelope = json.loads(out)
-    assert set(envelope) == {"lifeboat", "command", "status", "exit_code", "data", "errors"}, envelope
+    assert set(envelope) == {"lifeboat", "command", "status", "exit_code", "data", "errors", "warnings"}, envelope
     assert envelope["exit_code"] == code and envelope["command"] == "validate"
     assert bool(envelope["errors"]) == (code == 2), envelope
     shown = str(path)

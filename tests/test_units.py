@@ -116,9 +116,9 @@ def test_flat_names_are_one_safe_file_name(key):
 
 
 def test_envelope_shape():
-    env = json.loads(envelope("plan", Outcome({"a": 1}, status="changes", exit_code=10)))
+    env = json.loads(envelope("plan", Outcome({"a": 1}, status="changes", exit_code=10), ["careful"]))
     assert env == {"lifeboat": 1, "command": "plan", "status": "changes", "exit_code": 10, "data": {"a": 1},
-                   "errors": []}
+                   "errors": [], "warnings": ["careful"]}
 
 
 def test_packages_per_role():

@@ -33,6 +33,7 @@ class Session:
         self.verbose = verbose
         self.command = "lifeboat"
         self._console = None
+        self._collected = None  # --output json: the warnings the work gave, for the envelope
 
     @property
     def json(self) -> bool:
@@ -48,11 +49,20 @@ class Session:
 
     def events(self):
         from toolkit.cli.output import HumanEvents
-        from toolkit.run.events import Events
+        from toolkit.run.events import CollectedEvents
 
-        events = Events() if self.json else HumanEvents(self.console)
+        if self.json:
+            if self._collected is None:
+                self._collected = CollectedEvents()
+            events = self._collected
+        else:
+            events = HumanEvents(self.console)
         events.verbose = self.verbose
         return events
+
+    def warnings(self) -> list[str]:
+        """What the work warned of (JSON output; the human view printed them as they came)."""
+        return list(self._collected.warnings) if self._collected is not None else []
 
     def stack(self):
         from toolkit.config import stackfile
@@ -84,7 +94,7 @@ class Session:
         from toolkit.cli.output import envelope, write_stdout
 
         if self.json:
-            write_stdout(envelope(self.command, outcome))
+            write_stdout(envelope(self.command, outcome, self.warnings()))
         else:
             if outcome.human:
                 outcome.human(self.console)
@@ -279,7 +289,7 @@ def report(argv: list[str], as_json: bool, problems: list[Problem], code: int) -
         command = session.command
     outcome = Outcome({}, status="error", exit_code=code, errors=problems)
     if as_json:
-        write_stdout(envelope(command, outcome))
+        write_stdout(envelope(command, outcome, session.warnings() if session is not None else ()))
     else:
         from toolkit.cli.output import Console
 

@@ -39,7 +39,7 @@ def _default(value: Any):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def envelope(command: str, outcome: Outcome) -> str:
+def envelope(command: str, outcome: Outcome, warnings=()) -> str:
     body = {
         "lifeboat": ENVELOPE_VERSION,
         "command": command,
@@ -47,6 +47,7 @@ def envelope(command: str, outcome: Outcome) -> str:
         "exit_code": outcome.exit_code,
         "data": outcome.data,
         "errors": [p.as_dict() for p in outcome.errors],
+        "warnings": list(warnings),  # what the work warned of on the way (stderr in human mode)
     }
     text = json.dumps(body, default=_default, ensure_ascii=False)
     try:  # what stdout cannot carry (a lone surrogate from a stack file, a non-UTF-8 terminal) goes escaped

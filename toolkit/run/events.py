@@ -27,6 +27,17 @@ class Events:
         pass
 
 
+class CollectedEvents(Events):
+    """Says nothing while the work runs but keeps the warnings, for the JSON envelope's ``warnings``."""
+
+    def __init__(self):
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
 def human_bytes(n: float) -> str:
     for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024:

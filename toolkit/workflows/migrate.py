@@ -29,7 +29,8 @@ Steps (each journalled before and after it runs; ``--resume`` skips the ones tha
 12. verify and report: what moved, how much, how long each step took, what was verified.
 
 A failure after the freeze and before the cutover lifts the freeze (the source serves as before). After
-a crash (no chance to lift it) ``--resume`` continues, or ``lifeboat up --on SOURCE`` lifts it.
+a crash (no chance to lift it) ``--resume`` continues; a new run without ``--resume`` first lifts the freeze
+the interrupted one left (and says so), then starts over with the source serving.
 
 ``lifeboat rollback`` undoes the last completed migration's switch: the source's services start again, DNS
 points back at the source, and the target's services are paused (its data is kept).
@@ -130,6 +131,8 @@ class Migration:
             locks.enter_context(self.source.lock(f"{owner} (migrate to {self.target_name})"))
             locks.enter_context(self.target.lock(f"{owner} (migrate from {self.source_name})"))
             if journal is None:  # only once both locks are held: a refused run leaves no journal
+                interrupted = Journal.current(self.state)
+                self._lift_left_freeze(interrupted)
                 journal = Journal.start(self.state, {"from": self.source_name, "to": self.target_name,
                                                      "cutover": self.cutover})
             self.journal = journal
@@ -141,6 +144,27 @@ class Migration:
         report.seconds = time.monotonic() - began
         return report
 
+    def _lift_left_freeze(self, interrupted: Journal | None) -> None:
+        """A new run (not --resume) after one that was killed with the source frozen: the source serves again
+        before anything else (the new run copies while it does, and freezes it again for the final pass); a
+        run killed inside the freeze step may have paused some services, so all of them are resumed."""
+        if interrupted is None or interrupted.complete or interrupted.finished("cutover"):
+            return
+        done = interrupted.finished("freeze")
+        last = next((e for e in reversed(interrupted.events) if e.get("step") == "freeze"), None)
+        if done is not None:
+            services = done.get("paused") or []
+        elif last is not None and last.get("event") in ("begin", "failed"):
+            services = sorted(self.stack.services)
+        else:
+            return
+        if not services:
+            return
+        self.events.warn(f"the interrupted migration {interrupted.id} left {self.source_name} frozen; its services "
+                         "start again and this run starts over (--resume would have continued it).")
+        self._thaw(services)
+        interrupted.record("freeze", "undone", reason="lifted by a new run that did not resume")
+
     def _after_failure(self, step: str, exc: BaseException) -> None:
         """A step failed (or was interrupted): a write freeze not yet followed by the cutover is lifted, so
         that the source serves again."""
@@ -148,6 +172,9 @@ class Migration:
         if frozen and frozen.get("paused") and not self.journal.finished("cutover"):
             self._thaw(frozen["paused"])
             self.journal.record("freeze", "undone", reason="lifted after a failure before the cutover")
+        elif step == "freeze" and frozen is None:  # it failed part-way: some services may be paused already
+            self._thaw(sorted(self.stack.services))
+            self.journal.record("freeze", "undone", reason="lifted after the freeze itself failed")
 
     def _preflight(self) -> None:
         self.engine.preflight(self.source_name)
