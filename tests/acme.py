@@ -118,13 +118,15 @@ def start_pebble(directory: Path, *, default_ipv4: str, http_port: int, always_v
     raise RuntimeError(f"pebble did not start: {(directory / 'pebble.log').read_text()}")
 
 
-def fetch_verified(address: str, port: int, domain: str, roots: bytes, path: str = "/") -> tuple[int, bytes, dict]:
-    """GET https://domain{path} from address:port, verifying the chain against ``roots`` and the name."""
+def fetch_verified(address: str, port: int, domain: str, roots: bytes, path: str = "/", *, method: str = "GET",
+                   body: bytes = b"") -> tuple[int, bytes, dict]:
+    """``method`` https://domain{path} from address:port, verifying the chain against ``roots`` and the name."""
     ctx = ssl.create_default_context(cadata=roots.decode())
     with socket.create_connection((address, port), timeout=10) as raw, \
             ctx.wrap_socket(raw, server_hostname=domain) as tls:
         cert = tls.getpeercert()
-        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n".encode())
+        tls.sendall(f"{method} {path} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         data = b""
         while chunk := tls.recv(65536):
             data += chunk

@@ -36,6 +36,9 @@ services:
     health: /healthz
     env: {{CHIRP_WORKERS: "1"}}
     secrets: [CHIRP_SECRET_KEY]
+    serve:                        # answered by the proxy itself, as nginx in front of an app would
+      /raw/: {{bucket: media}}
+      /source/: chirp
   worker:
     role: worker
     build: {app}
@@ -136,6 +139,19 @@ def test_deploy_serve_and_rerun(colo):
     assert provider.objects().head("media", stored["key"]).sha256 == stored["sha256"]
     assert fetch_verified("127.0.0.2", 8443, "chirp.lifeboat.test", roots,
                           "/media/" + urllib.parse.quote(stored["key"]))[1] == upload
+    # serve: the proxy answers /raw/ from the bucket (web1: its folder; web2: the gateway, with the token the
+    # proxy adds) and /source/ from the release folder, GET and HEAD only, never a listing of the bucket
+    app_file = (colo["app"] / "chirp" / "__init__.py").read_bytes()
+    for address in ("127.0.0.2", "127.0.0.3"):
+        for key, info in [*listed.items(), (stored["key"], provider.objects().head("media", stored["key"]))]:
+            code, body, _ = fetch_verified(address, 8443, "chirp.lifeboat.test", roots,
+                                           "/raw/" + urllib.parse.quote(key) + "?v=1")
+            assert code == 200 and hashlib.sha256(body).hexdigest() == info.sha256, (address, key)
+        assert fetch_verified(address, 8443, "chirp.lifeboat.test", roots, "/source/__init__.py")[1] == app_file
+        for path in ("/raw/", "/raw/no-such-key", "/source/no-such-file"):
+            assert fetch_verified(address, 8443, "chirp.lifeboat.test", roots, path)[0] == 404, (address, path)
+        assert fetch_verified(address, 8443, "chirp.lifeboat.test", roots, "/raw/x", method="PUT",
+                              body=b"x")[0] == 405
     gateway = urllib.request.Request(f"http://127.0.0.2:8790/media/{urllib.parse.quote(stored['key'], safe='')}")
     with pytest.raises(urllib.error.HTTPError) as refused:  # the gateway wants the token
         urllib.request.urlopen(gateway, timeout=10)  # noqa: S310

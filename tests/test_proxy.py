@@ -56,12 +56,36 @@ def test_routes_longest_prefix_first():
     assert '\t\treverse_proxy "h:4000" "h:4001" {' in body
 
 
+def test_served_paths_refuse_writes_and_never_list_a_bucket():
+    """A folder is served by file_server; a bucket through the gateway with its token, the prefix stripped,
+    the query dropped, "/" (a listing of the bucket) answered 404; both GET and HEAD only, in written order."""
+    from toolkit.commands.proxy import ProxyRoute, ProxyServe
+
+    text = caddyfile(ProxyConfig(bind="h", http_port=80, https_port=443, storage="/s", sites=(
+        ProxySite("x.example.com", ("h:3000",), routes=(ProxyRoute("/api/", ("h:5000",)),), served=(
+            ProxyServe("/static/", root="/srv/r/releases/web/abc/static"),
+            ProxyServe("/media/", gateway="10.0.0.2:8790", bucket="media", token="t0k\"en"))),),
+        acme_email="a@example.com"))
+    body = text.split("x.example.com {", 1)[1]
+    assert body.index('handle_path "/static/*"') < body.index('handle_path "/media/*"') < body.index("\thandle {")
+    static = body.split('handle_path "/static/*" {', 1)[1].split("\n\t}", 1)[0]
+    assert static.split() == ["route", "{", "@write", "not", "method", "GET", "HEAD", "respond", "@write", "405",
+                              "root", "*", '"/srv/r/releases/web/abc/static"', "file_server", "}"], static
+    media = body.split('handle_path "/media/*" {', 1)[1].split("\n\t}", 1)[0]
+    assert media.index("respond @write 405") < media.index("respond / 404") < media.index('rewrite * "/media{path}?"')
+    assert 'reverse_proxy "10.0.0.2:8790" {' in media and 'header_up Authorization "Bearer t0k\\"en"' in media
+    keyed = caddyfile(ProxyConfig(bind="h", http_port=80, https_port=443, storage="/s", sites=(
+        ProxySite("x.example.com", ("h:3000",), served=(
+            ProxyServe("/attachments/", gateway="g:1", bucket="media/attachments", token="t"),)),)))
+    assert 'rewrite * "/media/attachments{path}?"' in keyed  # /attachments/x is the key attachments/x
+
+
 def test_real_caddy_accepts_the_configs(tmp_path):
     """Caddy itself parses every shape we generate (`caddy adapt`, no network, nothing started)."""
     import json
     import subprocess
 
-    from toolkit.commands.proxy import ProxyRoute
+    from toolkit.commands.proxy import ProxyRoute, ProxyServe
 
     from .conftest import require
 
@@ -75,6 +99,11 @@ def test_real_caddy_accepts_the_configs(tmp_path):
         "certificate": ProxyConfig(bind="10.0.0.5", http_port=8080, https_port=8443, storage=str(tmp_path / "s"),
                                    sites=(ProxySite("x.example.com", ("10.0.0.5:3000",)),),
                                    certificate=str(tmp_path / "cert.pem"), key=str(tmp_path / "key.pem")),
+        "served": ProxyConfig(bind="10.0.0.5", http_port=80, https_port=443, storage=str(tmp_path / "s"),
+                              sites=(ProxySite("x.example.com", ("10.0.0.5:3000",), "/health", served=(
+                                  ProxyServe("/static/", root=str(tmp_path / "rel" / "static")),
+                                  ProxyServe("/media/", gateway="10.0.0.6:8790", bucket="media", token="tok"))),),
+                              acme_email="ops@example.com"),
     }
     for name, config in configs.items():
         path = tmp_path / f"{name}.Caddyfile"

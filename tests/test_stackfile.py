@@ -189,6 +189,67 @@ providers:
     assert services["worker"].build_command == services["beat"].build_command == ("python", "manage.py", "collectstatic")
 
 
+def test_served_paths_are_read_and_checked(tmp_path):
+    """serve: on a web service: a release folder or a bucket, the prefix ending in /; a bucket the stack does
+    not have, a worker serving, / itself, a release folder of an image service: each named by line and key."""
+    (tmp_path / "app").mkdir()
+    stack = tmp_path / "lifeboat.yml"
+    base = """version: 1
+name: served
+domain: served.lifeboat.test
+services:
+  web:
+    role: web
+    build: app
+    command: [gunicorn]
+    port: 8000
+    serve:
+      /static/: static/dist
+      /media: {bucket: media}
+      /attachments/: {bucket: media, prefix: attachments/}
+%s
+buckets:
+  media: {}
+providers:
+  here: {type: local}
+"""
+    stack.write_text(base % "")
+    assert stackfile.load(stack).services["web"].serve == (("/static/", "release", "static/dist"),
+                                                            ("/media/", "bucket", "media/"),
+                                                            ("/attachments/", "bucket", "media/attachments/"))
+    stack.write_text(base.replace("      /media: {bucket: media}\n", "      /media: {bucket: media}\n"
+                                  "      /x/: ../etc\n") % "")
+    with pytest.raises(StackFileError) as failed:
+        stackfile.load(stack)
+    assert [(p.line, p.key) for p in failed.value.problems] == [(13, "services.web.serve./x/")]
+    assert "a folder of the release" in failed.value.problems[0].message
+    stack.write_text(base.replace("      /media: {bucket: media}\n", "      /media: {bucket: media}\n"
+                                  "      /: static\n") % """  worker:
+    role: worker
+    image: busybox
+    command: [sleep, "1"]
+    serve: {/a/: {bucket: media}}
+  api:
+    role: web
+    image: busybox
+    port: 9000
+    command: [sleep, "1"]
+    serve: {/files/: files}""")
+    with pytest.raises(StackFileError) as failed:
+        stackfile.load(stack)
+    found = {(p.line, p.key): p.message for p in failed.value.problems}
+    assert any(k == "services.web.serve./" and "every request" in m for (_, k), m in found.items()), found
+    assert any(k == "services.worker.serve" and "worker serves no HTTP" in m for (_, k), m in found.items()), found
+    assert any(k == "services.api.serve./files/" and "runs an image" in m for (_, k), m in found.items()), found
+    stack.write_text(base.replace("      /media: {bucket: media}\n", "      /media: {bucket: media}\n"
+                                  "      /img/: {bucket: images}\n      /media/: static\n") % "")
+    with pytest.raises(StackFileError) as failed:
+        stackfile.load(stack)
+    found = {(p.line, p.key): p.message for p in failed.value.problems}
+    assert 'bucket "images" is not one of' in found[(13, "services.web.serve./img/")], found
+    assert "served twice (also as /media of web)" in found[(14, "services.web.serve./media/")], found
+
+
 @pytest.mark.parametrize("name, text, code, line", [
     ("deep-flow", "version: 1\nname: " + "[" * 400 + "]" * 400 + "\n", "stack.too_deep", 2),
     ("deep-block", "".join("  " * i + f"k{i}:\n" for i in range(320)) + "  " * 320 + "v: 1\n", "stack.too_deep", 65),

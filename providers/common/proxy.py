@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from toolkit.commands.proxy import ProxyConfig, ProxyRoute, ProxySite, caddy_argv, caddyfile
+from toolkit.commands.proxy import ProxyConfig, ProxyRoute, ProxyServe, ProxySite, caddy_argv, caddyfile
 from toolkit.contract import (
     SecretValue,
 )
@@ -24,7 +24,35 @@ class TlsProxy:
         settings.setdefault("https_port", 443)
         return settings
 
-    def _proxy_config(self, spec: HostSpec) -> ProxyConfig:
+    def _served(self, spec: HostSpec, reveal: bool) -> tuple[ProxyServe, ...]:
+        """The paths the web services' ``serve:`` names, as the proxy on ``spec`` answers them: a release
+        folder of this host (the release being deployed), a bucket's folder on the storage host, or the
+        media gateway there from any other web host. ``reveal``: the gateway's token itself (written to the
+        0600 Caddyfile), else a stand-in (what the plan compares: the token is made by the first up)."""
+        from toolkit.hostops.builds import release_id
+
+        out = []
+        storage = self.hosts_with("storage")
+        releases = getattr(self, "_served_releases", None)
+        if releases is None:
+            releases = self._served_releases = {}
+        for svc in self.stack.web_services():
+            for prefix, kind, what in svc.serve:
+                if kind == "release":
+                    if svc.name not in releases:
+                        releases[svc.name] = release_id(svc)
+                    out.append(ProxyServe(prefix, root=f"{spec.root}/releases/{svc.name}/{releases[svc.name]}/{what}"))
+                elif not self.media_on_hosts() or not storage:
+                    continue  # buckets that are not files on a host: the app's bucket URL serves them (warned)
+                elif storage[0].name == spec.name:  # keys are paths (a key prefix is a folder)
+                    out.append(ProxyServe(prefix, root=f"{spec.root}/objects/{what}".rstrip("/")))
+                else:
+                    token = self.internal_secret("media_token", create=True).reveal_text() if reveal else "<token>"
+                    out.append(ProxyServe(prefix, gateway=f"{self.listen_address(storage[0])}:{self.media_port}",
+                                          bucket=what.rstrip("/"), token=token))
+        return tuple(out)
+
+    def _proxy_config(self, spec: HostSpec, *, reveal: bool = False) -> ProxyConfig:
         settings = self.proxy_settings()
         base = f"{spec.root}/proxy"
         tls = self.stack.tls
@@ -41,7 +69,7 @@ class TlsProxy:
                 return tuple(f"{at}:{self.app_port(service, i)}" for i in range(service.replicas))
 
             routes = tuple(ProxyRoute(s.path, ups(s), s.health) for s in web if s.path and s is not svc)
-            sites.append(ProxySite(self.stack.domain, ups(svc), svc.health, routes))
+            sites.append(ProxySite(self.stack.domain, ups(svc), svc.health, routes, self._served(spec, reveal)))
         return ProxyConfig(
             bind=address, http_port=settings["http_port"], https_port=settings["https_port"],
             storage=f"{base}/data", sites=tuple(sites), acme_email=tls.acme_email,
@@ -76,7 +104,7 @@ class TlsProxy:
             conn = self.conn(host)
             base = f"{spec.root}/proxy"
             sh(conn, 'mkdir -p "$1/data" "$1/tls" && chmod 700 "$1"', base)
-            config = self._proxy_config(spec)
+            config = self._proxy_config(spec, reveal=True)
             conn.write_bytes(f"{base}/Caddyfile", caddyfile(config).encode(), mode=0o600)
             if settings.get("acme_ca_root"):
                 conn.write_bytes(config.acme_ca_root, (self.stack.root / settings["acme_ca_root"]).read_bytes(),

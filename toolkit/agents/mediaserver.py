@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import mimetypes
 import os
 import socket
 import uuid
@@ -70,7 +71,7 @@ class Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(given, self.token):
             self._reply(401, b'{"error": "unauthorised"}')
             return None
-        bucket, _, key = self.path.lstrip("/").partition("/")
+        bucket, _, key = self.path.split("?", 1)[0].lstrip("/").partition("/")  # (a query is not the key's)
         bucket = unquote(bucket)
         directory = os.path.join(self.root, bucket)
         if not bucket or bucket.startswith(".") or "/" in bucket or not os.path.isdir(directory):
@@ -113,8 +114,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(404, b'{"error": "no such key"}')
         with handle:
             size = os.fstat(handle.fileno()).st_size
+            stored = (load_meta(where[0], where[1])[1] or {}).get("content_type") if where[1] else None  # noqa: F821
             self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", stored or mimetypes.guess_type(key)[0] or "application/octet-stream")
             self.send_header("Content-Length", str(size))
             self.end_headers()
             if self.command == "HEAD":

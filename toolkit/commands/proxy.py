@@ -25,11 +25,26 @@ class ProxyRoute:
 
 
 @dataclass(frozen=True)
+class ProxyServe:
+    """Requests under ``path`` (a prefix ending in /) answered by the proxy itself, GET and HEAD only: files
+    of the folder ``root`` on this host, or objects through the media gateway at ``gateway`` (host:port),
+    with the gateway's ``token`` (the Caddyfile is 0600): ``bucket`` is BUCKET or BUCKET/KEY-PREFIX, what
+    the rest of the path is appended to."""
+
+    path: str
+    root: str | None = None
+    gateway: str | None = None
+    bucket: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
 class ProxySite:
     domain: str
     upstreams: tuple[str, ...]  # host:port
     health_path: str | None = None
     routes: tuple[ProxyRoute, ...] = ()
+    served: tuple[ProxyServe, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,11 +83,14 @@ def caddyfile(config: ProxyConfig) -> str:
         if config.certificate is not None:
             lines.append(f"\ttls {quote(config.certificate)} {quote(config.key)}")
         # longer prefixes first; the site's own service takes everything else
-        for route in sorted(site.routes, key=lambda r: -len(r.path)):
-            lines.append(f"\thandle {quote(route.path.rstrip('/') + '*')} {{")
-            lines += ["\t" + line for line in _reverse_proxy(route.upstreams, route.health_path)]
+        for item in sorted((*site.routes, *site.served), key=lambda r: -len(r.path)):
+            if isinstance(item, ProxyServe):
+                lines += _served(item)
+                continue
+            lines.append(f"\thandle {quote(item.path.rstrip('/') + '*')} {{")
+            lines += ["\t" + line for line in _reverse_proxy(item.upstreams, item.health_path)]
             lines.append("\t}")
-        if site.routes:
+        if site.routes or site.served:
             lines.append("\thandle {")
             lines += ["\t" + line for line in _reverse_proxy(site.upstreams, site.health_path)]
             lines.append("\t}")
@@ -80,6 +98,22 @@ def caddyfile(config: ProxyConfig) -> str:
             lines += _reverse_proxy(site.upstreams, site.health_path)
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _served(item: ProxyServe) -> list[str]:
+    """A path the proxy answers itself, in the order written (route): writes refused, the folder's files or
+    the bucket's objects (the prefix stripped, the query dropped, never a listing of the bucket)."""
+    lines = [f"\thandle_path {quote(item.path.rstrip('/') + '/*')} {{", "\t\troute {",
+             "\t\t\t@write not method GET HEAD", "\t\t\trespond @write 405"]
+    if item.root is not None:
+        lines += [f"\t\t\troot * {quote(item.root)}", "\t\t\tfile_server"]
+    else:
+        lines += ["\t\t\trespond / 404",
+                  f"\t\t\trewrite * {quote('/' + item.bucket + '{path}?')}",
+                  f"\t\t\treverse_proxy {quote(item.gateway)} {{",
+                  f"\t\t\t\theader_up Authorization {quote('Bearer ' + item.token)}",
+                  "\t\t\t}"]
+    return lines + ["\t\t}", "\t}"]
 
 
 def _reverse_proxy(upstreams: tuple[str, ...], health_path: str | None) -> list[str]:

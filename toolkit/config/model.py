@@ -24,6 +24,9 @@ class Service:
     health_timeout: int | None = None  # seconds a new release may take to be healthy (None: the provider's)
     packages: tuple[str, ...] = ()  # Debian packages it needs on its hosts (plus its build folder's Aptfile)
     singleton: bool = False  # exactly one process across the target
+    # web: URL path prefixes the proxy serves itself: (prefix, "release", folder in the release) or
+    # (prefix, "bucket", "BUCKET/" + the key prefix the path maps to, often empty)
+    serve: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def is_web(self) -> bool:

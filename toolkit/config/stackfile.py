@@ -88,6 +88,18 @@ def _service_checks(svc: dict, where: Where, report: Report, raw: Any) -> None:
         report.add(where.child("replicas", key_line(raw, "replicas")),
                    f"a singleton runs once across the target; replicas: {svc['replicas']} says otherwise.",
                    "remove replicas:, or singleton:.")
+    if svc["serve"] and svc["role"] != "web":
+        report.add(where.child("serve", key_line(raw, "serve")), "a worker serves no HTTP: only a web service's "
+                   "proxy serves paths.", "move serve: to the web service.")
+    for prefix, what in svc["serve"].items():
+        if prefix.strip("/") == "" or ".." in prefix.split("/") or "." in prefix.split("/"):
+            report.add(where.child("serve", key_line(raw, "serve")).child(prefix, key_line(raw.get("serve"), prefix)),
+                       "a served path is a prefix below / (such as /static/): / itself would take every request "
+                       "from the app, and . or .. are not path segments here.")
+        if isinstance(what, str) and svc["build"] is None:
+            report.add(where.child("serve", key_line(raw, "serve")).child(prefix, key_line(raw.get("serve"), prefix)),
+                       "serves a folder of the release, and this service has none (it runs an image).",
+                       "serve it from a bucket, or give the service a build: folder.")
     if svc["role"] == "web" and svc["port"] is None:
         report.add(where, 'a web service needs "port": the port the app listens on.')
     if svc["role"] == "worker" and svc["health"] is not None:
@@ -124,6 +136,17 @@ ENV = DictOf(Scalar(), name=Str(pattern=ENV_NAME, expected="an environment varia
 TARGET_ENV = Field(ENV, default=dict, doc="env of every service on this target (templates allowed), over the "
                                           "services' own: values that differ per target, such as a media URL")
 
+SERVE_PATH = r"/([A-Za-z0-9._~!$&'()+,;=:@-]+/)*[A-Za-z0-9._~!$&'()+,;=:@-]*"
+RELEASE_FOLDER = r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*"
+SERVED = AnyOf((lambda v: isinstance(v, str), Str(pattern=RELEASE_FOLDER, expected="a folder of the release "
+                                                  "(a relative path, no ..)")),
+               (lambda v: isinstance(v, dict), Map({
+                   "bucket": Field(Str(pattern=BUCKET, expected="a bucket of the stack"), required=True),
+                   "prefix": Field(Str(pattern=RELEASE_FOLDER + "/", expected='a key prefix such as "attachments/"'),
+                                   doc="the keys under the path begin with it (an app whose URLs put whole keys "
+                                       "at the root of its media host)")})),
+               expected='a folder of the release ("static") or {bucket: NAME}')
+
 SERVICE = Map(
     {
         "role": Field(Str(choices=["web", "worker"]), required=True),
@@ -156,6 +179,11 @@ SERVICE = Map(
         "health_timeout": Field(Int(min=5, max=7200, expected="seconds from 5 to 7200"),
                                 doc="how long a new release may take to become healthy (default 60 s on local, "
                                     "90 s on hosts)"),
+        "serve": Field(DictOf(SERVED, name=Str(pattern=SERVE_PATH, expected='a URL path prefix such as "/static/"')),
+                       default=dict,
+                       doc="web: paths the TLS proxy serves itself, as a web server in front of an app does: a "
+                           "folder of the release (\"/static/\": static) or a bucket's objects by key "
+                           "(\"/media/\": {bucket: media}); GET and HEAD only"),
     },
     expected="a service (role, command, image or build, ...)",
     validate=_service_checks,
@@ -348,6 +376,17 @@ def _stack_checks(top: dict, where: Where, report: Report, raw: Any) -> None:
                 near = closest(secret, list(declared))
                 report.add(at("services", sname, "secrets", index), f'secret "{secret}" is not declared under secrets:.',
                            f'did you mean "{near}"?' if near else "declare it under secrets: with where its value comes from.")
+    paths: dict[str, str] = {}
+    for sname, svc in top["services"].items():
+        for prefix, what in svc["serve"].items():
+            if isinstance(what, dict) and what["bucket"] not in top["buckets"]:
+                report.add(at("services", sname, "serve", prefix), f'bucket "{what["bucket"]}" is not one of the '
+                           "stack's buckets:.", f"buckets: {', '.join(top['buckets']) or 'none'}.")
+            normal = prefix.rstrip("/") + "/"
+            if normal in paths:
+                report.add(at("services", sname, "serve", prefix), f"{prefix} is served twice (also as "
+                           f"{paths[normal]}).")
+            paths[normal] = f"{prefix} of {sname}"
     tls = top["tls"]
     if tls:
         for key in ("certificate_secret", "key_secret"):
@@ -494,6 +533,9 @@ def build(top: dict, path: Path, raw: Any) -> model.Stack:
             replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]), path=s["path"],
             release_command=s["release"], build_command=build_commands[name], health_timeout=s["health_timeout"],
             packages=tuple(s["packages"]), singleton=s["singleton"],
+            serve=tuple((prefix.rstrip("/") + "/", "release", what) if isinstance(what, str) else
+                        (prefix.rstrip("/") + "/", "bucket", what["bucket"] + "/" + (what.get("prefix") or ""))
+                        for prefix, what in s["serve"].items()),
         )
         for name, s in top["services"].items()
     }

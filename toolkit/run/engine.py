@@ -114,6 +114,10 @@ class Engine:
         plan.changes[:0] = secret_changes
         if records:
             plan.changes.extend(self._record_changes(provider, take_dns, warnings))
+        served = sorted(s.name for s in self.stack.services.values() if s.serve)
+        if served and not (self.stack.tls and provider.supports("tls")):
+            warnings.append(f"serve: of {', '.join(served)} is answered by the TLS proxy, which {provider.label} runs "
+                            "only with tls: (and on hosts); here those paths reach the app, which must serve them.")
         plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
         return plan
 
