@@ -118,3 +118,46 @@ def test_replicas_of_a_host_roll_one_at_a_time(tmp_path, ssh_lab):
         import shutil
 
         shutil.rmtree(roots, ignore_errors=True)
+
+
+def test_a_release_that_crashes_leaves_the_previous_one_serving_and_one_up_converges(tmp_path, ssh_lab):
+    """Item 10 of issue 23 on hosts: a new release whose process dies at start fails `up` as soon as the
+    supervisor reports it (not after the whole health wait), the host runs the previous release again and
+    answers meanwhile; once the app is fixed, one `up` rolls forward and the next plans nothing."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "serve.py").write_text(APP.replace('body = pathlib.Path("version.txt").read_bytes()\n',
+                                              'body = pathlib.Path("version.txt").read_bytes()\n'
+                                              'assert body != b"broken", "this release cannot start"\n'))
+    (app / "version.txt").write_text("v1")
+    roots = make_host_roots()
+    host = ssh_lab.hosts[0]
+    stack = tmp_path / "lifeboat.yml"
+    stack.write_text(STACK.format(app=app, slow="0", known_hosts=ssh_lab.known_hosts, address=host.address,
+                                  port=host.port, user=ssh_lab.user, key=ssh_lab.client_key, root=roots / "w")
+                     .replace("port: 8500\n    replicas: 3", "port: 8510\n    replicas: 2\n    health_timeout: 300"))
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    try:
+        assert run_cli(*lb, "up", "--on", "colo").code == 0
+        assert [answer(8510 + i) for i in range(2)] == [b"v1"] * 2
+        (app / "version.txt").write_text("broken")
+        began = time.monotonic()
+        failed = run_cli(*lb, "up", "--on", "colo")
+        took = time.monotonic() - began
+        assert failed.code == 1, failed
+        message = failed.envelope["errors"][0]["message"]
+        assert "did not become healthy" in message and "runs the previous release again, healthy" in message, message
+        assert took < 200, f"waited {took:.0f} s: the crash should end the wait (health_timeout is 300 s)"
+        assert [answer(8510 + i) for i in range(2)] == [b"v1"] * 2  # the previous release serves
+        assert run_cli(*lb, "plan", "--on", "colo", "--detailed-exitcode").code == 10  # the rollout is still due
+
+        (app / "version.txt").write_text("v3")
+        fixed = run_cli(*lb, "up", "--on", "colo")
+        assert fixed.code == 0, fixed
+        assert [answer(8510 + i) for i in range(2)] == [b"v3"] * 2
+        assert run_cli(*lb, "plan", "--on", "colo", "--detailed-exitcode").code == 0
+    finally:
+        run_cli(*lb, "destroy", "--on", "colo")
+        import shutil
+
+        shutil.rmtree(roots, ignore_errors=True)

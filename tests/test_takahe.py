@@ -4,8 +4,11 @@ own variable names through env templates, its media land in nested folders of th
 token are made with its manage.py through `lifeboat exec`, a status with an image is posted through its
 Mastodon-compatible API, and the image is fetched back; then the whole stack moves to a second target with
 `lifeboat migrate` and serves the same status and image there, and on to bare metal (real SSH hosts, the app
-running as its own account, its media owned by it) where it serves them again and takes a new upload
-(issue 23)."""
+running as its own account, its media owned by it): two web hosts, a storage host that is also the first,
+a database host, the TLS proxy with a certificate from a real ACME server (pebble). There the target's env
+switches Takahē to its S3 backend on the media gateway (the second web host has no media folder), media
+URLs point at the proxy, which answers them from the bucket (serve:) on both web hosts; a status and an
+image posted through the second web host are served by both (issue 23)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from .acme import fetch_verified
 from .conftest import REPO, baremetal_target, make_host_roots, run_cli
 
 # ../shared/apps beside the repository (LIFEBOAT_APPS elsewhere: a clone made somewhere else)
@@ -68,10 +72,15 @@ def fetch(base: str, url: str) -> bytes:
         return resp.read()
 
 
-def web_url(stack: Path, target: str) -> str:
+def web_urls(stack: Path, target: str) -> list[str]:
+    """The web service's replicas' URLs on ``target``, one per web host (the app itself, not the proxy)."""
     status = run_cli("-c", str(stack), "-o", "json", "status", "--on", target)
     assert status.code == 0, json.dumps(status.envelope, indent=1)[:6000] + logs_of(stack)
-    return next(s["url"] for s in status.envelope["data"]["services"] if s["service"] == "web").rstrip("/")
+    return [s["url"].rstrip("/") for s in status.envelope["data"]["services"] if s["service"] == "web"]
+
+
+def web_url(stack: Path, target: str) -> str:
+    return web_urls(stack, target)[0]
 
 
 def logs_of(stack: Path) -> str:
@@ -84,8 +93,19 @@ def logs_of(stack: Path) -> str:
     return "".join(out)
 
 
+# The bare-metal target's env: Takahē's S3 backend on the media gateway (its two web hosts share the bucket),
+# its media URLs at the proxy's host (Takahē's S3 URLs are https://<TAKAHE_MEDIA_URL host>/<key>)
+S3_MODE = """    env:
+      TAKAHE_MEDIA_BACKEND: "s3-insecure://${BUCKET_MEDIA_ACCESS_KEY_ID}:${BUCKET_MEDIA_SECRET_ACCESS_KEY}@\
+${BUCKET_MEDIA_ENDPOINT_HOST}:${BUCKET_MEDIA_ENDPOINT_PORT}/media"
+      TAKAHE_MEDIA_URL: "https://takahe.lifeboat.test/"
+      TAKAHE_MEDIA_ROOT: ""
+"""
+PROXIES = ("127.0.0.2", "127.0.0.3")  # the two web hosts' TLS proxies (the lab's hosts, on this machine)
+
+
 @pytest.fixture(scope="module")
-def takahe(tmp_path_factory, ssh_lab):
+def takahe(tmp_path_factory, ssh_lab, pebble):
     root = tmp_path_factory.mktemp("takahe")
     if not ARCHIVE.is_file():
         pytest.fail(f"{ARCHIVE} is missing: the unmodified app lives in ../shared/apps beside the repository; "
@@ -94,12 +114,16 @@ def takahe(tmp_path_factory, ssh_lab):
         archive.extractall(root, filter="data")
     roots = make_host_roots()
     stack = root / "lifeboat.yml"
-    # the example as it is, plus a target on the lab's hosts: web, worker and media on one, the database on another
-    target = baremetal_target(ssh_lab, roots, roles=(("web", "worker", "storage"), ("db",)), pg_port=5461,
-                              redis_port=6411)
+    # the example as it is, plus a target on the lab's hosts (web, worker and media on one, a second web host,
+    # the database on a third) and TLS from the lab's ACME server
+    target = baremetal_target(ssh_lab, roots, roles=(("web", "worker", "storage"), ("web",), ("db",)), pg_port=5461,
+                              redis_port=6411, pebble=pebble)
     # ports of its own on the lab's hosts (other tests' stacks serve there too)
-    target = target.replace("    type: baremetal\n", "    type: baremetal\n    port_offset: 311\n    media_port: 8811\n")
-    stack.write_text((REPO / "examples" / "takahe" / "lifeboat.yml").read_text() + target)
+    target = target.replace("    type: baremetal\n", "    type: baremetal\n    port_offset: 311\n    media_port: 8811\n"
+                            + S3_MODE)
+    stack.write_text((REPO / "examples" / "takahe" / "lifeboat.yml").read_text() + target
+                     + "tls:\n  acme_email: ops@takahe.lifeboat.test\n")
+    (root / "roots.pem").write_bytes(pebble.issuing_roots())
     yield stack
     for target in ("colo", "spare", "here"):
         run_cli("-c", str(stack), "-o", "json", "--yes", "destroy", "--on", target)
@@ -128,25 +152,43 @@ def test_takahe_up_posts_media_and_serves_it(takahe):
                                                            "url": status["media_attachments"][0]["url"]}))
 
 
-def moved(takahe: Path, source: str, target: str) -> str:
-    """Migrate from ``source`` to ``target``; the status posted first is served there, its image the same
-    bytes (once left root's 0600 by a copy onto a host, the app answered 500 for it). The target's web URL."""
+def through_proxies(takahe: Path):
+    """A fetcher of a medium's URL through each web host's TLS proxy (its certificate checked against the
+    ACME server's roots): the bytes, the same from every proxy."""
+    roots = (takahe.parent / "roots.pem").read_bytes()
+
+    def fetch_all(base: str, url: str) -> bytes:
+        assert url.startswith("https://takahe.lifeboat.test/"), url
+        path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+        got = [fetch_verified(address, 8443, "takahe.lifeboat.test", roots, path) for address in PROXIES]
+        assert [code for code, _, _ in got] == [200] * len(PROXIES), (url, [(c, b[:200]) for c, b, _ in got])
+        assert len({body for _, body, _ in got}) == 1, url
+        return got[0][1]
+
+    return fetch_all
+
+
+def moved(takahe: Path, source: str, target: str, fetcher=fetch) -> list[str]:
+    """Migrate from ``source`` to ``target``; the status posted first is served there by every web host, its
+    image the same bytes (once left root's 0600 by a copy onto a host, the app answered 500 for it). The
+    target's web URLs."""
     posted = json.loads((takahe.parent / "posted.json").read_text())
     done = run_cli("-c", str(takahe), "-o", "json", "--yes", "migrate", "--from", source, "--to", target,
                    "--no-cutover", timeout=2400)
     assert done.code == 0, json.dumps(done.envelope, indent=1)[:6000] + logs_of(takahe)
-    base = web_url(takahe, target)
-    status = api(base, "GET", f"/api/v1/statuses/{posted['status']}")
-    assert "moved by lifeboat" in status["content"]
-    assert hashlib.sha256(fetch(base, status["media_attachments"][0]["url"])).hexdigest() == posted["sha256"]
-    return base
+    bases = web_urls(takahe, target)
+    for base in bases:
+        status = api(base, "GET", f"/api/v1/statuses/{posted['status']}")
+        assert "moved by lifeboat" in status["content"]
+        assert hashlib.sha256(fetcher(base, status["media_attachments"][0]["url"])).hexdigest() == posted["sha256"]
+    return bases
 
 
 def test_takahe_migrates_with_its_media(takahe):
     moved(takahe, "here", "spare")
 
 
-def post_image(base: str, text: str) -> tuple[dict, bytes]:
+def post_image(base: str, text: str, fetcher=fetch) -> tuple[dict, bytes]:
     """A status with a new image, posted through the Mastodon API; (the status, the image as served back)."""
     image = png()
     boundary = uuid.uuid4().hex
@@ -156,12 +198,17 @@ def post_image(base: str, text: str) -> tuple[dict, bytes]:
     status = api(base, "POST", "/api/v1/statuses", body=json.dumps({"status": text,
                                                                      "media_ids": [media["id"]]}).encode(),
                  ctype="application/json")
-    return status, fetch(base, status["media_attachments"][0]["url"])
+    return status, fetcher(base, status["media_attachments"][0]["url"])
 
 
 def test_takahe_migrates_onto_bare_metal_and_runs_as_its_account(takahe):
-    base = moved(takahe, "spare", "colo")
-    _, served = post_image(base, "written on bare metal")
+    fetcher = through_proxies(takahe)
+    bases = moved(takahe, "spare", "colo", fetcher)
+    assert len(bases) == 2, bases  # one web replica on each web host
+    # posted through the second web host (no media folder there: the S3 API of the gateway on the first),
+    # served by the proxies of both from the bucket; the status read back through the first
+    status, served = post_image(bases[1], "written on bare metal", fetcher)
+    assert api(bases[0], "GET", f"/api/v1/statuses/{status['id']}")["content"] == status["content"]
     from toolkit.config import stackfile
     from toolkit.run.engine import Engine
 

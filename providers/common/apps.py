@@ -18,7 +18,7 @@ from toolkit.contract import (
 )
 from toolkit.errors import BadInput, ProviderError
 from toolkit.hostops.builds import SKIP_IN_BUILD, requirements_of
-from toolkit.hostops.many import on_hosts, one_host_at_a_time
+from toolkit.hostops.many import HostsFailed, on_hosts, one_host_at_a_time
 from toolkit.hostops.releases import Releases
 from toolkit.hostops.shell import sh
 from toolkit.transport.hosts import HostSpec
@@ -194,6 +194,8 @@ class AppDeploys:
             "previous": _previous_release(state, svc.name, release), "released": released}
         self.save_state(state)
 
+        started: list[str] = []
+
         def start(host: str) -> None:
             runtime = self.runtime(host)
             old = {p["name"]: p for p in previous if p["host"] == host}
@@ -209,12 +211,48 @@ class AppDeploys:
             runtime.apply(current)
             self._wait_healthy(host, svc, generation)
             runtime.prune_env([p["env_file"] for p in current])
+            started.append(host)
 
         # One host after the other: while one restarts its processes, the others keep serving.
-        one_host_at_a_time(hosts + sorted(set(old_hosts) - set(hosts)), start)
+        try:
+            one_host_at_a_time(hosts + sorted(set(old_hosts) - set(hosts)), start)
+        except HostsFailed as failed:
+            raise self._previous_where_it_failed(svc, failed, previous, started) from None
         for host in hosts:
             Releases(self.conn(host), self.root(host)).prune(svc.name, keep=[release])
         self._confirm("services", svc.name)
+
+    def _previous_where_it_failed(self, svc, failed: HostsFailed, previous: list[dict], started: list[str]):
+        """A rollout that failed on a host: that host runs its replicas of the previous release again (their
+        folder and environment files are still there), the hosts not reached yet keep theirs, and the state
+        says so host by host (the hosts done run the new release); the next `up` rolls it out again. The
+        error to raise, saying what serves now."""
+        host = next(iter(failed.failures))
+        state = self.state()
+        info = state.get("services", {}).get(svc.name)
+        if info is None:
+            return failed
+        info["programs"] = ([p for p in info["programs"] if p["host"] in started]
+                            + [p for p in previous if p["host"] not in started])
+        self.save_state(state)
+        again = [p for p in previous if p["host"] == host]
+        try:
+            runtime = self.runtime(host)
+            programs = self._host_programs(host, state)
+            if programs:
+                runtime.apply(programs)
+            elif runtime.running():
+                runtime.stop()
+            if again:
+                self._wait_healthy(host, svc, again[0]["generation"])
+                said = f" {host} runs the previous release again, healthy."
+            else:
+                said = f" {svc.name} was new on {host}: it no longer runs there."
+        except Exception as exc:  # the rollout's failure is what matters; say how far the way back got
+            said = f" Starting the previous release again on {host} failed too: {getattr(exc, 'message', exc)}"
+        return ProviderError(failed.message + said + (f" Hosts that took the new release: {', '.join(started)}."
+                                                      if started else ""),
+                             hint=failed.hint, code=failed.code or "host.unhealthy")
 
     def run_in_release(self, host: str, svc, release: str, argv: list[str], *, as_app: bool, what: str = "",
                        code: str = "host.command", after: str = "", check: bool = True, timeout: float = 3600,
