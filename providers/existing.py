@@ -190,27 +190,42 @@ class ExistingProvider(FileLocked, Provider):
             path = str(self.root / path)
         return host, path
 
+    def supports(self, feature: str) -> bool:
+        if feature == "ssh_keys":  # `hosts trust` (reads keys, changes nothing there)
+            return bool(self.host_names())
+        return super().supports(feature)
+
+    @property
+    def specs(self):
+        from toolkit.transport.hosts import HostSpec
+
+        out = []
+        for h in self.settings.get("hosts") or []:
+            key = h.get("key")
+            out.append(HostSpec(name=h["name"], address=h["address"], roles=(), root="/", port=h.get("port"),
+                                user=h.get("user"), key=str((self.root / os.path.expanduser(key)).resolve())
+                                if key else None, host_keys=tuple(h.get("host_keys") or ()), jump=h.get("jump")))
+        return out
+
+    @property
+    def directory(self):
+        """The hosts as verified SSH connections (host keys from known_hosts or pinned, never added)."""
+        if self._directory is None:
+            from toolkit.transport.hosts import SshDirectory
+
+            self._directory = SshDirectory(self.specs, known_hosts=self.settings.get("known_hosts"),
+                                           ssh_config=self.settings.get("ssh_config"), base=self.root,
+                                           connect_timeout=self.settings.get("connect_timeout", 10),
+                                           target=self.target.name)
+        return self._directory
+
     def conn(self, host: str | None):
         """The SSH connection to ``host`` (its key checked against known_hosts), or this machine for None."""
         if host is None:
             from toolkit.transport.connection import LocalConnection
 
             return LocalConnection()
-        if self._directory is None:
-            from toolkit.transport.hosts import HostSpec, SshDirectory
-
-            specs = []
-            for h in self.settings["hosts"]:
-                key = h.get("key")
-                specs.append(HostSpec(name=h["name"], address=h["address"], roles=(), root="/", port=h.get("port"),
-                                      user=h.get("user"), key=str((self.root / os.path.expanduser(key)).resolve())
-                                      if key else None, host_keys=tuple(h.get("host_keys") or ()),
-                                      jump=h.get("jump")))
-            self._directory = SshDirectory(specs, known_hosts=self.settings.get("known_hosts"),
-                                           ssh_config=self.settings.get("ssh_config"), base=self.root,
-                                           connect_timeout=self.settings.get("connect_timeout", 10),
-                                           target=self.target.name)
-        return self._directory.connection(host)
+        return self.directory.connection(host)
 
     def shown(self, host: str | None, path: str) -> str:
         return f"{host}:{path}" if host else path

@@ -423,3 +423,27 @@ def test_an_adopted_redis_on_a_host_is_reached_through_a_tunnel(tmp_path, ssh_la
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_an_existing_targets_host_key_is_checked_and_trusted_only_when_confirmed(tmp_path, ssh_lab):
+    """An SSH host whose key is not in known_hosts is refused (nothing read), naming the command that trusts
+    it; `hosts trust` records it after confirmation (here --yes), and the target reads the host."""
+    tmp_path.chmod(0o755)
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "a.txt").write_text("a")
+    (tmp_path / "app.env").write_text("APP_KEY=k\n")
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    settings = ssh_settings(ssh_lab).replace(str(ssh_lab.known_hosts), str(known))
+    stack = existing_stack(tmp_path, f"    env_file: {tmp_path / 'app.env'}\n    buckets: {{media: {tmp_path / 'media'}}}\n"
+                                     + settings)
+    lb = ["-c", str(stack), "-o", "json"]
+    refused = run_cli(*lb, "status", "--on", "old")
+    assert refused.code == 5 and refused.envelope["errors"][0]["code"] == "ssh.unknown_host", refused
+    assert "lifeboat hosts trust --on old app1" in json.dumps(refused.envelope), refused
+    assert known.read_text() == ""
+    trusted = run_cli(*lb, "--yes", "hosts", "trust", "--on", "old")
+    assert trusted.code == 0 and trusted.envelope["data"]["hosts"][0]["action"] == "trusted", trusted
+    status = run_cli(*lb, "status", "--on", "old")
+    assert status.code == 0, status
+    assert {r["name"]: r for r in status.envelope["data"]["resources"]}["media"]["folder"] == f"app1:{tmp_path / 'media'}"

@@ -42,7 +42,8 @@ from toolkit.transport.hosts import HostSpec
 
 #: what every hosts provider can do (a provider adds its own, e.g. terraform)
 HOST_FEATURES = {"runtime.process": True, "runtime.docker": True, "replicas": True, "tls": True, "lock": True,
-                 "multi_host": True, "public_addresses": True, "releases": True, "ssh_hosts": True}
+                 "multi_host": True, "public_addresses": True, "releases": True, "ssh_hosts": True,
+                 "ssh_keys": True}
 
 #: the settings of the host machinery, beside SSH_SETTINGS; a provider takes the ones it offers
 HOST_SETTINGS = {

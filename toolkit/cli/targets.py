@@ -101,6 +101,8 @@ def release_rollback(session: Session, on, services):
 
 # ---------------------------------------------------------------------------------------------- hosts
 HAS_HOSTS = {"feature": "ssh_hosts", "lacks": "has no SSH hosts", "code": "hosts.none"}
+# trusting keys only reads the hosts: an existing target's too (it has no hosts Lifeboat may change)
+HAS_KEYS = {"feature": "ssh_keys", "lacks": "has no SSH hosts", "code": "hosts.none"}
 
 
 @cli.group()
@@ -117,7 +119,7 @@ def hosts_trust(session: Session, on, names):
     from toolkit.cli.output import Outcome
     from toolkit.transport.ssh import ChangedHostKey, fingerprint
 
-    provider = session.provider_with(on, **HAS_HOSTS)
+    provider = session.provider_with(on, **HAS_KEYS)
     directory = provider.directory
     chosen = list(names) or [s.name for s in provider.specs]
     unknown = [n for n in chosen if n not in directory.specs]
