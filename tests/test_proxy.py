@@ -29,6 +29,10 @@ social.example.com {
 \t\tfail_duration 5s
 \t\thealth_uri "/health"
 \t\thealth_interval 2s
+\t\thealth_headers {
+\t\t\tHost "social.example.com"
+\t\t\tX-Forwarded-Proto "https"
+\t\t}
 \t}
 }
 """

@@ -127,7 +127,8 @@ class AppDeploys:
             def healthy(replica: int) -> bool:
                 if not svc.is_web:
                     return True
-                return probe.http_ok(f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}")
+                return probe.http_ok(f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}",
+                                     self.health_headers())
 
             runtime.deploy(svc.name, image=tag, command=list(svc.command), envs=envs, generation=generation,
                            healthy=healthy, volumes=self._volumes(host))
@@ -274,6 +275,12 @@ class AppDeploys:
                                 f"{tail(result.stdout + result.stderr, lines=15)}", code=code)
         return result
 
+    def health_headers(self) -> dict[str, str]:
+        """A web service's health is asked as the proxy would ask (toolkit/hostops/health.py)."""
+        from toolkit.hostops.health import proxy_headers
+
+        return proxy_headers(self.stack)
+
     def health_timeout(self, svc, default: float = 90.0) -> float:
         return float(svc.health_timeout or default)
 
@@ -293,8 +300,8 @@ class AppDeploys:
                 break  # it keeps dying right after it starts: waiting longer will not help
             if mine == wanted and all(status[n].get("generation") == generation and
                                       status[n].get("state") == "running" for n in wanted):
-                if not svc.is_web or all(runtime.http_ok(f"http://{address}:{self.app_port(svc, i)}{svc.health or '/'}")
-                                         for i in range(svc.replicas)):
+                if not svc.is_web or all(runtime.http_ok(f"http://{address}:{self.app_port(svc, i)}{svc.health or '/'}",
+                                                         self.health_headers()) for i in range(svc.replicas)):
                     return
             time.sleep(0.5)
         detail = runtime.log_tail(f"{svc.name}.0") if wanted else ""
@@ -313,7 +320,7 @@ class AppDeploys:
             if status.get("generation") == generation:
                 if status.get("state") == "crashed":
                     break
-                if status.get("state") == "running" and runtime.http_ok(url):
+                if status.get("state") == "running" and runtime.http_ok(url, self.health_headers()):
                     return
             time.sleep(0.3)
         raise ProviderError(f"{host}: {name} did not become healthy (waited up to {timeout:.0f} s); the other "
@@ -400,7 +407,8 @@ class AppDeploys:
                 def healthy(replica: int, svc=svc) -> bool:
                     if not svc.is_web:
                         return True
-                    return probe.http_ok(f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}")
+                    return probe.http_ok(f"http://{address}:{self.app_port(svc, replica)}{svc.health or '/'}",
+                                         self.health_headers())
 
                 runtime.resume_service(name, healthy)
 

@@ -176,7 +176,7 @@ class HostCompute(ComputeService):
                     healthy = alive
                     if service is not None and service.is_web:
                         url = f"http://{address}:{self.p.app_port(service, replica)}"
-                        healthy = alive and runtime.http_ok(url + (service.health or "/"))
+                        healthy = alive and runtime.http_ok(url + (service.health or "/"), self.p.health_headers())
                     out.append(Instance(name, replica, host, "running" if alive else ps.get("state") or "stopped",
                                         healthy, url, (ps.get("generation") or "").split(":")[0] or None,
                                         {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))

@@ -138,13 +138,10 @@ class LocalProvider(FileLocked, KindDispatch, Provider):
             return SecretValue(value)
 
     def http_ok(self, url: str, timeout: float = 2.0) -> bool:
-        import urllib.request
+        """A web service's health, asked as a proxy in front of it would (toolkit/hostops/health.py)."""
+        from toolkit.hostops.health import healthy, proxy_headers
 
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL we built
-                return 200 <= resp.status < 400
-        except Exception:
-            return False
+        return healthy(url, proxy_headers(self.stack), timeout)
 
     def free_space(self) -> list[dict]:
         kinds = [k for k, wanted in (("database", self.stack.postgres), ("objects", self.stack.buckets)) if wanted]

@@ -88,14 +88,14 @@ def caddyfile(config: ProxyConfig) -> str:
                 lines += _served(item)
                 continue
             lines.append(f"\thandle {quote(item.path.rstrip('/') + '*')} {{")
-            lines += ["\t" + line for line in _reverse_proxy(item.upstreams, item.health_path)]
+            lines += ["\t" + line for line in _reverse_proxy(item.upstreams, item.health_path, site.domain)]
             lines.append("\t}")
         if site.routes or site.served:
             lines.append("\thandle {")
-            lines += ["\t" + line for line in _reverse_proxy(site.upstreams, site.health_path)]
+            lines += ["\t" + line for line in _reverse_proxy(site.upstreams, site.health_path, site.domain)]
             lines.append("\t}")
         else:
-            lines += _reverse_proxy(site.upstreams, site.health_path)
+            lines += _reverse_proxy(site.upstreams, site.health_path, site.domain)
         lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -116,13 +116,15 @@ def _served(item: ProxyServe) -> list[str]:
     return lines + ["\t\t}", "\t}"]
 
 
-def _reverse_proxy(upstreams: tuple[str, ...], health_path: str | None) -> list[str]:
+def _reverse_proxy(upstreams: tuple[str, ...], health_path: str | None, domain: str) -> list[str]:
     lines = [f"\treverse_proxy {' '.join(quote(u) for u in upstreams)} {{",
              "\t\tlb_policy round_robin",
              "\t\tlb_try_duration 10s",
              "\t\tfail_duration 5s"]
     if health_path:
-        lines += [f"\t\thealth_uri {quote(health_path)}", "\t\thealth_interval 2s"]
+        # asked as the site's requests are (toolkit/hostops/health.py): an app that checks Host answers
+        lines += [f"\t\thealth_uri {quote(health_path)}", "\t\thealth_interval 2s", "\t\thealth_headers {",
+                  f"\t\t\tHost {quote(domain)}", '\t\t\tX-Forwarded-Proto "https"', "\t\t}"]
     return lines + ["\t}"]
 
 

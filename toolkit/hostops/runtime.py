@@ -99,11 +99,14 @@ class ProcessRuntime:
                           'sleep 0.2; done; kill -9 "$1"', pid, check=False, timeout=60)
         self.reap()
 
-    def http_ok(self, url: str) -> bool:
-        """Health check run on the host itself (the port need not be reachable from here)."""
-        code = ("import sys, urllib.request\ntry:\n    r = urllib.request.urlopen(sys.argv[1], timeout=3)\n"
-                "    sys.exit(0 if 200 <= r.status < 400 else 1)\nexcept Exception:\n    sys.exit(1)\n")
-        return self.conn.run(["python3", "-c", code, url], check=False, timeout=20).ok
+    def http_ok(self, url: str, headers: dict[str, str] | None = None) -> bool:
+        """Health check run on the host itself (the port need not be reachable from here): the answer is below
+        400 (a redirect is not followed), asked with ``headers`` (as the proxy would ask, toolkit/hostops/
+        health.py)."""
+        from toolkit.hostops.health import PROBE
+
+        argv = ["python3", "-c", PROBE, url, *[f"{k}: {v}" for k, v in (headers or {}).items()]]
+        return self.conn.run(argv, check=False, timeout=20).ok
 
     def https_ok(self, address: str, port: int, domain: str, path: str = "/") -> bool:
         """Through the proxy on the host: a TLS handshake for ``domain`` (SNI) and an HTTP answer below 500.
