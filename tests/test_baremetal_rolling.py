@@ -161,3 +161,47 @@ def test_a_release_that_crashes_leaves_the_previous_one_serving_and_one_up_conve
         import shutil
 
         shutil.rmtree(roots, ignore_errors=True)
+
+
+def test_writable_folders_of_the_release_are_the_apps(tmp_path, ssh_lab):
+    """A Rails-like app writes its pid file into tmp/pids and its log into log/ of its own folder: without
+    writable: it cannot start there (the release is read only to the app account) and `up` says why; with
+    writable: [tmp, log] it runs, the files belong to the app account, and the rest stays read only."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "serve.py").write_text(APP.replace('body = pathlib.Path("version.txt").read_bytes()\n',
+                                              'body = pathlib.Path("version.txt").read_bytes()\n'
+                                              'pathlib.Path("tmp/pids").mkdir(parents=True, exist_ok=True)\n'
+                                              'pathlib.Path("tmp/pids/server.pid").write_text(str(os.getpid()))\n'
+                                              'pathlib.Path("log/production.log").write_text("started")\n'))
+    (app / "version.txt").write_text("v1")
+    (app / "log").mkdir()
+    (app / "log" / ".keep").write_text("")
+    roots = make_host_roots()
+    host = ssh_lab.hosts[0]
+    stack = tmp_path / "lifeboat.yml"
+
+    def write(extra: str) -> None:
+        stack.write_text(STACK.format(app=app, slow="0", known_hosts=ssh_lab.known_hosts, address=host.address,
+                                      port=host.port, user=ssh_lab.user, key=ssh_lab.client_key, root=roots / "w")
+                         .replace("port: 8500\n    replicas: 3", "port: 8520\n    replicas: 1\n    health_timeout: 60"
+                                  + extra))
+
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    try:
+        write("")
+        refused = run_cli(*lb, "up", "--on", "colo")
+        assert refused.code == 1 and "Permission denied" in refused.envelope["errors"][0]["message"], refused
+        write("\n    writable: [tmp, log]")
+        up = run_cli(*lb, "up", "--on", "colo")
+        assert up.code == 0, up
+        assert answer(8520) == b"v1"
+        release = next((roots / "w" / "releases" / "web").iterdir())
+        pid = release / "tmp" / "pids" / "server.pid"
+        assert pid.owner() == "lifeboat-app" and (release / "log" / "production.log").read_text() == "started"
+        assert (release / "serve.py").owner() == "root" and not (release / "serve.py").stat().st_mode & 0o022
+    finally:
+        run_cli(*lb, "destroy", "--on", "colo")
+        import shutil
+
+        shutil.rmtree(roots, ignore_errors=True)

@@ -165,6 +165,13 @@ class AppDeploys:
                 # what it wrote is the release's: readable by the app account, written by no one
                 conn.run(["chmod", "-R", "a+rX,go-w", cwd])
                 conn.write_bytes(f"{cwd}/.lifeboat-built", b"ok", mode=0o644)
+            for folder in svc.writable:  # the app's own scratch folders in its release (Rails' tmp/pids, log/)
+                done = sh(conn, 'mkdir -p "$1/$2" && if [ -L "$1/$2" ]; then exit 3; fi && '
+                          'if [ -n "$3" ]; then chown -hR "$3:$3" "$1/$2"; fi && chmod u+rwX "$1/$2"',
+                          cwd, folder, account or "", check=False)
+                if not done.ok:
+                    raise ProviderError(f"{host}: writable folder {folder} of {svc.name}'s release cannot be made "
+                                        "(a link, or not a folder).", code="host.writable")
             runtime = self.runtime(host)
             runtime.prepare()
             programs = []

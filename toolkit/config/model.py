@@ -27,6 +27,7 @@ class Service:
     # web: URL path prefixes the proxy serves itself: (prefix, "release", folder in the release) or
     # (prefix, "bucket", "BUCKET/" + the key prefix the path maps to, often empty)
     serve: tuple[tuple[str, str, str], ...] = ()
+    writable: tuple[str, ...] = ()  # folders of the release the app account may write (Rails' tmp, log)
 
     @property
     def is_web(self) -> bool:

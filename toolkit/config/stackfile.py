@@ -88,6 +88,9 @@ def _service_checks(svc: dict, where: Where, report: Report, raw: Any) -> None:
         report.add(where.child("replicas", key_line(raw, "replicas")),
                    f"a singleton runs once across the target; replicas: {svc['replicas']} says otherwise.",
                    "remove replicas:, or singleton:.")
+    if svc["writable"] and svc["build"] is None:
+        report.add(where.child("writable", key_line(raw, "writable")), "names folders of the release built from "
+                   "build:, and this service has none (it runs an image).", "make them writable in the image.")
     if svc["serve"] and svc["role"] != "web":
         report.add(where.child("serve", key_line(raw, "serve")), "a worker serves no HTTP: only a web service's "
                    "proxy serves paths.", "move serve: to the web service.")
@@ -179,6 +182,11 @@ SERVICE = Map(
         "health_timeout": Field(Int(min=5, max=7200, expected="seconds from 5 to 7200"),
                                 doc="how long a new release may take to become healthy (default 60 s on local, "
                                     "90 s on hosts)"),
+        "writable": Field(ListOf(Str(pattern=RELEASE_FOLDER, expected="a folder of the release (a relative path, "
+                                                                      "no ..)"), unique=True), default=list,
+                          doc="folders of the release the app may write, made if missing and given to the app "
+                              "account (Rails writes tmp/pids and log/); the rest of the release is read only "
+                              "to it. Each release has its own"),
         "serve": Field(DictOf(SERVED, name=Str(pattern=SERVE_PATH, expected='a URL path prefix such as "/static/"')),
                        default=dict,
                        doc="web: paths the TLS proxy serves itself, as a web server in front of an app does: a "
@@ -532,7 +540,7 @@ def build(top: dict, path: Path, raw: Any) -> model.Stack:
             build=(root / s["build"]).resolve() if s["build"] else None, port=s["port"], env=dict(s["env"]),
             replicas=s["replicas"], health=s["health"], secrets=tuple(s["secrets"]), path=s["path"],
             release_command=s["release"], build_command=build_commands[name], health_timeout=s["health_timeout"],
-            packages=tuple(s["packages"]), singleton=s["singleton"],
+            packages=tuple(s["packages"]), singleton=s["singleton"], writable=tuple(s["writable"]),
             serve=tuple((prefix.rstrip("/") + "/", "release", what) if isinstance(what, str) else
                         (prefix.rstrip("/") + "/", "bucket", what["bucket"] + "/" + (what.get("prefix") or ""))
                         for prefix, what in s["serve"].items()),

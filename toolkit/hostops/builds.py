@@ -27,6 +27,8 @@ def release_id(svc) -> str:
     digest.update(json.dumps(list(svc.command)).encode())
     if getattr(svc, "build_command", None):  # (a release is what was built: its build step is part of it)
         digest.update(json.dumps(["build", *svc.build_command]).encode())
+    if getattr(svc, "writable", ()):  # (and which of its folders the app may write)
+        digest.update(json.dumps(["writable", *svc.writable]).encode())
     if svc.build:
         for path in walk(svc.build):
             digest.update(path.relative_to(svc.build).as_posix().encode() + b"\0")
