@@ -196,7 +196,8 @@ def test_writable_folders_of_the_release_are_the_apps(tmp_path, ssh_lab):
         up = run_cli(*lb, "up", "--on", "colo")
         assert up.code == 0, up
         assert answer(8520) == b"v1"
-        release = next((roots / "w" / "releases" / "web").iterdir())
+        listed = run_cli(*lb, "release", "list", "--on", "colo").envelope["data"]["services"]["web"]
+        release = roots / "w" / "releases" / "web" / listed["release"]
         pid = release / "tmp" / "pids" / "server.pid"
         assert pid.owner() == "lifeboat-app" and (release / "log" / "production.log").read_text() == "started"
         assert (release / "serve.py").owner() == "root" and not (release / "serve.py").stat().st_mode & 0o022
