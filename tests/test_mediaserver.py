@@ -121,3 +121,26 @@ def test_chirps_http_backend_round_trips(gateway, monkeypatch):
     with pytest.raises(FileNotFoundError):
         media.open("missing")
     assert gateway["store"].head("media", "up/café.bin").sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_path_the_proxy_serves_is_read_as_the_client_encoded_it(gateway):
+    """The TLS proxy forwards /raw/<key> untouched with X-Lifeboat-Serve "/raw/ media/" (serve:): the key is
+    the rest of the path, however encoded (? and # in keys included), after the key prefix the header gives;
+    a query is dropped, the bucket's root is never listed, and the type is the stored or guessed one."""
+    store, port = gateway["store"], gateway["port"]
+    keys = {"seed/#hash?.txt": b"hash", "a b/\u00fc.png": b"\x89PNG", "attachments/2026/x.webp": b"RIFF"}
+    for key, data in keys.items():
+        assert request(port, "PUT", f"/media/{quote(key, safe='')}", data)[0] == 201
+    served = {"X-Lifeboat-Serve": "/raw/ media/"}
+    for key, data in keys.items():
+        status, body = request(port, "GET", "/raw/" + quote(key) + "?v=1", headers=served)
+        assert (status, body) == (200, data), key
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.request("GET", "/raw/a%20b/%C3%BC.png", headers={"Authorization": "Bearer s3cr3t-token", **served})
+    assert conn.getresponse().getheader("Content-Type") == "image/png"
+    prefixed = {"X-Lifeboat-Serve": "/attachments/ media/attachments/"}
+    assert request(port, "GET", "/attachments/2026/x.webp", headers=prefixed) == (200, b"RIFF")
+    for path in ("/raw/", "/raw/?list-type=2", "/raw"):
+        assert request(port, "GET", path, headers=served)[0] == 404, path
+    assert request(port, "GET", "/raw/" + quote("seed/#hash?.txt"), headers=served, token=None)[0] == 401
+    assert store.head("media", "seed/#hash?.txt").size == 4  # (stored as the key says)

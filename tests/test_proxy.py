@@ -71,17 +71,19 @@ def test_served_paths_refuse_writes_and_never_list_a_bucket():
             ProxyServe("/media/", gateway="10.0.0.2:8790", bucket="media", token="t0k\"en"))),),
         acme_email="a@example.com"))
     body = text.split("x.example.com {", 1)[1]
-    assert body.index('handle_path "/static/*"') < body.index('handle_path "/media/*"') < body.index("\thandle {")
+    assert body.index('handle_path "/static/*"') < body.index('handle "/media/*"') < body.index("\thandle {")
     static = body.split('handle_path "/static/*" {', 1)[1].split("\n\t}", 1)[0]
     assert static.split() == ["route", "{", "@write", "not", "method", "GET", "HEAD", "respond", "@write", "405",
                               "root", "*", '"/srv/r/releases/web/abc/static"', "file_server", "}"], static
-    media = body.split('handle_path "/media/*" {', 1)[1].split("\n\t}", 1)[0]
-    assert media.index("respond @write 405") < media.index("respond / 404") < media.index('rewrite * "/media{path}?"')
+    media = body.split('handle "/media/*" {', 1)[1].split("\n\t}", 1)[0]
+    assert media.index("respond @write 405") < media.index('respond "/media/" 404') < media.index("reverse_proxy")
+    assert "rewrite" not in media  # the path goes as the client encoded it (? and # in keys)
     assert 'reverse_proxy "10.0.0.2:8790" {' in media and 'header_up Authorization "Bearer t0k\\"en"' in media
+    assert 'header_up X-Lifeboat-Serve "/media/ media/"' in media
     keyed = caddyfile(ProxyConfig(bind="h", http_port=80, https_port=443, storage="/s", sites=(
         ProxySite("x.example.com", ("h:3000",), served=(
             ProxyServe("/attachments/", gateway="g:1", bucket="media/attachments", token="t"),)),)))
-    assert 'rewrite * "/media/attachments{path}?"' in keyed  # /attachments/x is the key attachments/x
+    assert 'header_up X-Lifeboat-Serve "/attachments/ media/attachments/"' in keyed  # the key attachments/x
 
 
 def test_real_caddy_accepts_the_configs(tmp_path):

@@ -29,9 +29,13 @@ import os
 import socket
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 CHUNK = 1 << 20
+# Set by the TLS proxy (over the client's) on requests for a path the stack serves from a bucket:
+# "PATH-PREFIX BUCKET/KEY-PREFIX". The rest of the path, as the client encoded it, after the prefix's
+# segments is the key (after KEY-PREFIX); only requests with the token are read at all.
+SERVED_HEADER = "X-Lifeboat-Serve"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -71,7 +75,19 @@ class Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(given, self.token):
             self._reply(401, b'{"error": "unauthorised"}')
             return None
-        bucket, _, key = self.path.split("?", 1)[0].lstrip("/").partition("/")  # (a query is not the key's)
+        path = self.path.split("?", 1)[0]  # (a query is not the key's)
+        served = self.headers.get(SERVED_HEADER)
+        if served:  # the TLS proxy serving a path from a bucket: "PATH-PREFIX BUCKET/KEY-PREFIX"
+            prefix, _, where = served.partition(" ")
+            bucket, _, key_prefix = where.partition("/")
+            depth = len([s for s in prefix.split("/") if s])  # (however the client encoded them)
+            rest = path.lstrip("/").split("/", depth)
+            if len(rest) <= depth or not rest[depth]:
+                self._reply(404, b'{"error": "no such key"}')  # never a listing through the proxy
+                return None
+            key = quote(key_prefix + "/".join(unquote(s) for s in rest[depth].split("/")))
+        else:
+            bucket, _, key = path.lstrip("/").partition("/")
         bucket = unquote(bucket)
         directory = os.path.join(self.root, bucket)
         if not bucket or bucket.startswith(".") or "/" in bucket or not os.path.isdir(directory):

@@ -101,18 +101,23 @@ def caddyfile(config: ProxyConfig) -> str:
 
 
 def _served(item: ProxyServe) -> list[str]:
-    """A path the proxy answers itself, in the order written (route): writes refused, the folder's files or
-    the bucket's objects (the prefix stripped, the query dropped, never a listing of the bucket)."""
+    """A path the proxy answers itself, in the order written (route): writes refused, then the folder's
+    files (the prefix stripped) or the bucket's objects through the gateway (never a listing of it)."""
     lines = [f"\thandle_path {quote(item.path.rstrip('/') + '/*')} {{", "\t\troute {",
              "\t\t\t@write not method GET HEAD", "\t\t\trespond @write 405"]
     if item.root is not None:
         lines += [f"\t\t\troot * {quote(item.root)}", "\t\t\tfile_server"]
-    else:
-        lines += ["\t\t\trespond / 404",
-                  f"\t\t\trewrite * {quote('/' + item.bucket + '{path}?')}",
-                  f"\t\t\treverse_proxy {quote(item.gateway)} {{",
-                  f"\t\t\t\theader_up Authorization {quote('Bearer ' + item.token)}",
-                  "\t\t\t}"]
+        return lines + ["\t\t}", "\t}"]
+    # the path goes to the gateway as the client encoded it (a rewrite would decode ? and # in keys); the
+    # gateway reads the key from it after the prefix, told which bucket by a header only the proxy sets
+    prefix = item.path.rstrip("/") + "/"
+    lines = [f"\thandle {quote(prefix + '*')} {{", "\t\troute {",
+             "\t\t\t@write not method GET HEAD", "\t\t\trespond @write 405",
+             f"\t\t\trespond {quote(prefix)} 404",
+             f"\t\t\treverse_proxy {quote(item.gateway)} {{",
+             f"\t\t\t\theader_up Authorization {quote('Bearer ' + item.token)}",
+             f"\t\t\t\theader_up X-Lifeboat-Serve {quote(prefix + ' ' + item.bucket + '/')}",
+             "\t\t\t}"]
     return lines + ["\t\t}", "\t}"]
 
 
