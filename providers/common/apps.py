@@ -245,12 +245,7 @@ class AppDeploys:
         self.save_state(state)
         again = [p for p in previous if p["host"] == host]
         try:
-            runtime = self.runtime(host)
-            programs = self._host_programs(host, state)
-            if programs:
-                runtime.apply(programs)
-            elif runtime.running():
-                runtime.stop()
+            self._apply_host(host, state)
             if again:
                 self._wait_healthy(host, svc, again[0]["generation"])
                 said = f" {host} runs the previous release again, healthy."
@@ -261,6 +256,17 @@ class AppDeploys:
         return ProviderError(failed.message + said + (f" Hosts that took the new release: {', '.join(started)}."
                                                       if started else ""),
                              hint=failed.hint, code=failed.code or "host.unhealthy")
+
+    def _apply_host(self, host: str, state: dict):
+        """``host`` runs what ``state`` says it runs (its supervisor or units stopped when that is nothing);
+        its runtime."""
+        runtime = self.runtime(host)
+        programs = self._host_programs(host, state)
+        if programs:
+            runtime.apply(programs)
+        elif runtime.running():
+            runtime.stop()
+        return runtime
 
     def run_in_release(self, host: str, svc, release: str, argv: list[str], *, as_app: bool, what: str = "",
                        code: str = "host.command", after: str = "", check: bool = True, timeout: float = 3600,
@@ -373,12 +379,7 @@ class AppDeploys:
         hosts = sorted({h for n in services for h in deployed.get(n, {}).get("hosts", [])})
 
         def apply(host: str) -> None:
-            runtime = self.runtime(host)
-            programs = self._host_programs(host, state)
-            if programs:
-                runtime.apply(programs)
-            elif runtime.running():
-                runtime.stop()
+            runtime = self._apply_host(host, state)
             if paused:
                 deadline = time.time() + 60
                 while time.time() < deadline:
