@@ -102,6 +102,7 @@ ${BUCKET_MEDIA_ENDPOINT_HOST}:${BUCKET_MEDIA_ENDPOINT_PORT}/media"
       TAKAHE_MEDIA_ROOT: ""
 """
 PROXIES = ("127.0.0.2", "127.0.0.3")  # the two web hosts' TLS proxies (the lab's hosts, on this machine)
+KEY_VAR = "LB_TEST_TAKAHE_BACKUP_KEY"  # the operator's backup key, from the environment
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +122,20 @@ def takahe(tmp_path_factory, ssh_lab, pebble):
     # ports of its own on the lab's hosts (other tests' stacks serve there too)
     target = target.replace("    type: baremetal\n", "    type: baremetal\n    port_offset: 311\n    media_port: 8811\n"
                             + S3_MODE)
-    stack.write_text((REPO / "examples" / "takahe" / "lifeboat.yml").read_text() + target
-                     + "tls:\n  acme_email: ops@takahe.lifeboat.test\n")
+    example = (REPO / "examples" / "takahe" / "lifeboat.yml").read_text()
+    assert "\nsecrets:\n" in example  # backups sealed with a key only the operator holds
+    example = example.replace("\nsecrets:\n", f"\nsecrets:\n  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}\n")
+    stack.write_text(example + target + "tls:\n  acme_email: ops@takahe.lifeboat.test\n"
+                     + "backup:\n  to: spare\n  encrypt_with: BACKUP_KEY\n")
+    os.environ[KEY_VAR] = "the takahe operator's key " + uuid.uuid4().hex  # (the CLI's children read it)
     (root / "roots.pem").write_bytes(pebble.issuing_roots())
     yield stack
+    for host in ssh_lab.hosts:  # (a failed failover test may have left them down)
+        if host.process is None:
+            host.start(ssh_lab.authorized_keys)
     for target in ("colo", "spare", "here"):
-        run_cli("-c", str(stack), "-o", "json", "--yes", "destroy", "--on", target)
+        run_cli("-c", str(stack), "-o", "json", "--yes", "destroy", "--on", target, "--delete-backups")
+    os.environ.pop(KEY_VAR, None)
     shutil.rmtree(roots, ignore_errors=True)
 
 
@@ -209,6 +218,8 @@ def test_takahe_migrates_onto_bare_metal_and_runs_as_its_account(takahe):
     # served by the proxies of both from the bucket; the status read back through the first
     status, served = post_image(bases[1], "written on bare metal", fetcher)
     assert api(bases[0], "GET", f"/api/v1/statuses/{status['id']}")["content"] == status["content"]
+    (takahe.parent / "posted-colo.json").write_text(json.dumps({"status": status["id"], "content": status["content"],
+                                                                "sha256": hashlib.sha256(served).hexdigest()}))
     from toolkit.config import stackfile
     from toolkit.run.engine import Engine
 
@@ -218,3 +229,30 @@ def test_takahe_migrates_onto_bare_metal_and_runs_as_its_account(takahe):
     assert any(p.read_bytes() == served for p in files)
     assert {p.owner() for p in files} == {"lifeboat-app"}, {str(p): p.owner() for p in files}
     assert len(files) == len({o.key for o in colo.objects().list("media")})
+
+
+def test_takahe_fails_over_from_its_backup_with_its_hosts_gone(takahe, ssh_lab):
+    """Backed up from bare metal (sealed, into the spare target's store), then every SSH host drops off the
+    network; `failover --to here` brings Takahē up from the backup alone: both statuses and their images,
+    the one migrated there and the one written on bare metal, are served by the app on its new home."""
+    lb = ["-c", str(takahe), "-o", "json", "--yes"]
+    saved = run_cli(*lb, "backup", "--from", "colo", timeout=1800)
+    assert saved.code == 0, saved
+    posted = [json.loads((takahe.parent / name).read_text()) for name in ("posted.json", "posted-colo.json")]
+    try:
+        for host in ssh_lab.hosts:  # the hosts are gone
+            host.crash()
+        assert run_cli(*lb, "status", "--on", "colo").code == 5
+        over = run_cli(*lb, "failover", "--to", "here", timeout=2400)
+        assert over.code == 0, json.dumps(over.envelope, indent=1)[:6000] + logs_of(takahe)
+        assert over.envelope["data"]["backup"] == saved.envelope["data"]["backup"]
+        base = web_url(takahe, "here")
+        for one in posted:
+            status = api(base, "GET", f"/api/v1/statuses/{one['status']}")
+            assert status["content"] == one.get("content", status["content"]) and status["media_attachments"]
+            # here (no proxy) Takahē serves its media itself, from the bucket the backup filled
+            assert hashlib.sha256(fetch(base, status["media_attachments"][0]["url"])).hexdigest() == one["sha256"]
+    finally:
+        for host in ssh_lab.hosts:
+            if host.process is None:
+                host.start(ssh_lab.authorized_keys)
