@@ -229,3 +229,18 @@ def test_batches_hold_every_object_once_in_order(sizes):
         assert [len(b) for b in batches] == [500, 505]
     if sizes == [40 << 10] * 1200:
         assert [len(b) for b in batches] == [500, 500, 200]
+
+
+def test_a_sequence_copy_must_reach_the_floor_read_with_the_snapshot():
+    """Sequences are not transactional: a live source's advance while the dump is read. A copy's value at
+    least the recorded one is right; lower would hand out ids again; tables compare exactly."""
+    from toolkit.contract import TableDigest
+    from toolkit.stores.digests import differing
+
+    before = {"posts": TableDigest("posts", 3, "r1:9"), "sequence:posts_id_seq": TableDigest("sequence:posts_id_seq", 0, "40")}
+    assert differing(before, {**before, "sequence:posts_id_seq": TableDigest("sequence:posts_id_seq", 0, "57")}) == []
+    assert differing(before, {**before, "sequence:posts_id_seq": TableDigest("sequence:posts_id_seq", 0, "39")}) == \
+        ["sequence:posts_id_seq"]
+    assert differing(before, {"posts": TableDigest("posts", 3, "r1:8")}) == ["posts", "sequence:posts_id_seq"]
+    manifest = {"posts": [3, "r1:9"], "sequence:posts_id_seq": [0, "40"]}  # a backup's manifest
+    assert differing(manifest, {"posts": [3, "r1:9"], "sequence:posts_id_seq": [0, "41"]}) == []

@@ -14,7 +14,7 @@ from contextlib import contextmanager, nullcontext
 from toolkit.contract import ObjectStore
 from toolkit.errors import ToolkitError, VerificationFailed
 from toolkit.run.events import Events
-from toolkit.stores.digests import method_of
+from toolkit.stores.digests import differing, method_of
 
 BATCH_OBJECT_MAX = 16 << 20  # objects below this go in batches to stores that take them
 BATCH_COUNT = 500
@@ -320,7 +320,7 @@ def copy_database(src, dst, *, events: Events | None = None, frozen: bool = Fals
     after = dst.table_digests(method_of(before))
     out = {"tables": len(before), "rows": sum(d.rows for d in before.values()), "jobs": jobs,
            "sent_bytes": moved.count}
-    differ = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
+    differ = differing(before, after)
     if not differ:
         out["verified"] = ("row counts and per-table digests equal on both sides"
                            + (" (source digests in the dump's snapshot)" if snapshot else ""))

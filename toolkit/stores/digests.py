@@ -4,7 +4,10 @@ Each row is hashed to 64 bits and the hashes are summed as a numeric: the digest
 order or physical layout, needs no sort and holds nothing in memory but a number. It detects copy errors,
 not an adversary; both sides must run on machines of the same byte order (a mismatch then fails safe,
 exit 4). Two databases with the same rows give the same (rows, digest) for every table. Sequences are
-compared by their last value.
+compared by their last value, as a floor: a sequence is not transactional, so a live source's advances
+while a dump is read (pg_dump reads it later than the snapshot began); a copy holding a value at least the
+one read when the snapshot was taken is right (ids past the rows' are what PostgreSQL itself leaves after a
+crash), one holding less would hand out ids again (:func:`differing`).
 
 Two row hashes ("methods"), named in the digest text so two digests of different methods never pass for
 equal:
@@ -148,6 +151,26 @@ def table_digests_with(query: Query, method: str = "auto") -> dict[str, TableDig
     return out
 
 
+def differing(before: dict, after: dict) -> list[str]:
+    """The tables and sequences whose copy ``after`` does not match ``before`` (TableDigest values, or a
+    manifest's [rows, digest] pairs): a table by (rows, digest); a sequence when the copy's value is lower."""
+    def pair(value):
+        return (value.rows, value.digest) if isinstance(value, TableDigest) else tuple(value) if value else None
+
+    out = []
+    for name in sorted(set(before) | set(after)):
+        was, now = pair(before.get(name)), pair(after.get(name))
+        if name.startswith("sequence:") and was is not None and now is not None:
+            try:
+                if int(now[1]) >= int(was[1]):
+                    continue
+            except ValueError:
+                pass
+        if was != now:
+            out.append(name)
+    return out
+
+
 def table_digests(conn, method: str = "auto") -> dict[str, TableDigest]:
     """``conn`` is an open psycopg connection."""
     return table_digests_with(lambda sql: conn.execute(sql).fetchall(), method)
@@ -161,10 +184,21 @@ def exported_snapshot(conn):
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        # sequences are not in the snapshot: read now, before any dump does, they are the floor a copy's
+        # values must reach (differing)
+        floors = {f"sequence:{shown_name(str(schema), str(seq))}": str(last)
+                  for schema, seq, last in conn.execute(SEQUENCES_SQL).fetchall()}
 
         def tables() -> list[tuple[str, str, int]]:
             return [(str(s), str(t), int(b)) for s, t, b in conn.execute(TABLE_SIZES_SQL).fetchall()]
 
-        yield str(snapshot), (lambda method="auto": table_digests(conn, method)), tables
+        def digests(method: str = "auto") -> dict[str, TableDigest]:
+            out = table_digests(conn, method)
+            for name, last in floors.items():
+                if name in out:
+                    out[name] = TableDigest(name, 0, last)
+            return out
+
+        yield str(snapshot), digests, tables
     finally:
         conn.execute("ROLLBACK")

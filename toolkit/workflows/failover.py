@@ -14,7 +14,7 @@ from toolkit.run.engine import Engine, operator
 from toolkit.run.faults import fault
 from toolkit.run.journal import Journal
 from toolkit.run.steps import run_steps
-from toolkit.stores.digests import method_of
+from toolkit.stores.digests import differing, method_of
 from toolkit.stores.sealed import (
     Tampered,
 )
@@ -183,7 +183,7 @@ class Failover:
         if db.get("exact"):
             found = target.table_digests(method_of(db["digests"]))
             after = {t: [d.rows, d.digest] for t, d in sorted(found.items())}
-            differ = sorted(t for t in set(after) | set(db["digests"]) if after.get(t) != db["digests"].get(t))
+            differ = differing(db["digests"], after)
             if differ:
                 raise VerificationFailed(f"tables differ from the backup after the restore: {', '.join(differ)}.")
             out["verified"] = "row counts and per-table digests equal to the backup's"
