@@ -181,9 +181,7 @@ class Failover:
             raise VerificationFailed(f"{name} does not hold what the manifest records.", code="backup.tampered")
         out = {"bytes": opening.plain_bytes}
         if db.get("exact"):
-            found = target.table_digests(method_of(db["digests"]))
-            after = {t: [d.rows, d.digest] for t, d in sorted(found.items())}
-            differ = differing(db["digests"], after)
+            differ = differing(db["digests"], target.table_digests(method_of(db["digests"])))
             if differ:
                 raise VerificationFailed(f"tables differ from the backup after the restore: {', '.join(differ)}.")
             out["verified"] = "row counts and per-table digests equal to the backup's"
