@@ -93,6 +93,7 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         self.runtime_kind = self.settings.get("runtime") or "process"
         self._app_python: dict[str, str] = {}  # host -> the interpreter its app account can run
         self._facts: dict[str, HostFacts] = {}
+        self._release_ids: dict[str, str] = {}  # release_of
 
     # ------------------------------------------------------------------ hosts
     def spec(self, name: str) -> HostSpec:
@@ -170,6 +171,13 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         if secret is None:
             return None
         return "LB" + hashlib.sha256(b"access key id:" + secret.reveal()).hexdigest()[:18].upper(), secret.reveal_text()
+
+    def release_of(self, svc) -> str:
+        """The service's release id (toolkit/hostops/builds.py: it hashes the whole build folder), once per
+        provider: the plan and the proxy's configuration ask for it for every web host."""
+        if svc.name not in self._release_ids:
+            self._release_ids[svc.name] = release_id(svc)
+        return self._release_ids[svc.name]
 
     def app_port(self, svc, replica: int) -> int:
         """Where replica ``replica`` of web service ``svc`` listens on its host."""
@@ -520,7 +528,7 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
                                "default), or run them in the image's build and entrypoint.",
                                code="host.phases_unsupported")
         out = desired_resources(self.stack, resources, lambda svc: {
-            "release": release_id(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas,
+            "release": self.release_of(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas,
             "hosts": self.placement(svc)}, bucket_attrs=self.bucket_attrs() if self.media_on_hosts() else None)
         if self.gateway_needed():
             out.append(Resource("media", "gateway", {"config": self.gateway_id(),

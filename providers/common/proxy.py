@@ -29,19 +29,12 @@ class TlsProxy:
         folder of this host (the release being deployed), a bucket's folder on the storage host, or the
         media gateway there from any other web host. ``reveal``: the gateway's token itself (written to the
         0600 Caddyfile), else a stand-in (what the plan compares: the token is made by the first up)."""
-        from toolkit.hostops.builds import release_id
-
         out = []
         storage = self.hosts_with("storage")
-        releases = getattr(self, "_served_releases", None)
-        if releases is None:
-            releases = self._served_releases = {}
         for svc in self.stack.web_services():
             for prefix, kind, what in svc.serve:
                 if kind == "release":
-                    if svc.name not in releases:
-                        releases[svc.name] = release_id(svc)
-                    out.append(ProxyServe(prefix, root=f"{spec.root}/releases/{svc.name}/{releases[svc.name]}/{what}"))
+                    out.append(ProxyServe(prefix, root=f"{spec.root}/releases/{svc.name}/{self.release_of(svc)}/{what}"))
                 elif not self.media_on_hosts() or not storage:
                     continue  # buckets that are not files on a host: the app's bucket URL serves them (warned)
                 elif storage[0].name == spec.name:  # keys are paths (a key prefix is a folder)
