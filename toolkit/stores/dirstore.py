@@ -65,7 +65,18 @@ def not_an_object(exc: layout.NotAnObject, bucket: str, where: str = "") -> Prov
                          "it behind.", code="objects.not_an_object")
 
 
-class FolderReads(ObjectStore):
+class HeadChecksum:
+    """``checksum`` of a store whose ``head`` already gives the SHA-256, computed where the files are (here,
+    or on the SSH host by its lister)."""
+
+    def checksum(self, bucket: str, key: str) -> str:
+        info = self.head(bucket, key)
+        if info is None:
+            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
+        return info.sha256
+
+
+class FolderReads(HeadChecksum, ObjectStore):
     """The read side of a store whose objects are files in folders (toolkit/stores/layout.py): listing,
     heads, reads, checksums and counts. A store gives ``_bucket(bucket)`` (the bucket's
     :class:`layout.Bucket`) and ``_info(data, meta, key)`` (an object's size and checksums)."""
@@ -119,12 +130,6 @@ class FolderReads(ObjectStore):
             raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
         with handle:
             yield handle
-
-    def checksum(self, bucket: str, key: str) -> str:
-        info = self.head(bucket, key)
-        if info is None:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
-        return info.sha256
 
     def stats(self, bucket: str) -> tuple[int, int]:
         """(objects, bytes) without hashing anything."""

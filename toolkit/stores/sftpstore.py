@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from toolkit.contract import ObjectInfo, ObjectStore
 from toolkit.errors import BadInput, CommandFailed, ProviderError, VerificationFailed
-from toolkit.stores.dirstore import CHUNK, checked, partial_name, stale_partial
+from toolkit.stores.dirstore import CHUNK, HeadChecksum, checked, partial_name, stale_partial
 from toolkit.stores.layout import host_program as program
 from toolkit.transport.ssh import SSHConnection
 
@@ -22,7 +22,7 @@ POOL = 8  # SFTP sessions kept open per store (OpenSSH allows 10 sessions per co
 SESSION_TIMEOUT = 600.0  # seconds a session waits for the host before the operation fails
 
 
-class RemoteDirectoryStore(ObjectStore):
+class RemoteDirectoryStore(HeadChecksum, ObjectStore):
     NATIVE_CHECKSUMS = ("sha256",)
     # Object data goes through the system OpenSSH client where it can be used (toolkit.transport.connection:
     # bulk_write/bulk_read, one process and TCP connection per stream), so several objects move at once.
@@ -350,12 +350,6 @@ class RemoteDirectoryStore(ObjectStore):
 
     def delete(self, bucket: str, key: str) -> None:
         self._host_op(bucket, "delete", {"key": checked(key)})
-
-    def checksum(self, bucket: str, key: str) -> str:
-        info = self.head(bucket, key)
-        if info is None:
-            raise ProviderError(f"object {key!r} not found in bucket {bucket}.", code="objects.not_found")
-        return info.sha256
 
     def stats(self, bucket: str) -> tuple[int, int]:
         count, total = self._host_op(bucket, "stats")["stats"]
