@@ -175,6 +175,7 @@ class ExistingProvider(FileLocked, Provider):
         self.root = stack.root
         self._directory = None
         self._tunnels: dict = {}  # (via, host, port) -> (context, local end)
+        self._env: dict[str, str] | None = None  # the env file, read once (over SSH, a session each time)
 
     # ------------------------------------------------------------------ where things are
     def host_names(self) -> list[str]:
@@ -197,15 +198,10 @@ class ExistingProvider(FileLocked, Provider):
 
     @property
     def specs(self):
-        from toolkit.transport.hosts import HostSpec
+        """The hosts as a bare-metal target's (no roles: nothing runs there by Lifeboat's doing)."""
+        from toolkit.transport.hosts import host_specs
 
-        out = []
-        for h in self.settings.get("hosts") or []:
-            key = h.get("key")
-            out.append(HostSpec(name=h["name"], address=h["address"], roles=(), root="/", port=h.get("port"),
-                                user=h.get("user"), key=str((self.root / os.path.expanduser(key)).resolve())
-                                if key else None, host_keys=tuple(h.get("host_keys") or ()), jump=h.get("jump")))
-        return out
+        return host_specs({"hosts": self.settings.get("hosts") or []}, self.root)
 
     @property
     def directory(self):
@@ -264,6 +260,12 @@ class ExistingProvider(FileLocked, Provider):
 
     # ------------------------------------------------------------------ what the settings say
     def env(self) -> dict[str, str]:
+        """The app's env file, read once for this provider (every secret and URL is looked up in it)."""
+        if self._env is None:
+            self._env = self._read_env()
+        return self._env
+
+    def _read_env(self) -> dict[str, str]:
         setting = self.settings.get("env_file")
         if not setting:
             return {}

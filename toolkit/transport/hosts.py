@@ -74,7 +74,7 @@ def host_specs(settings: dict, base: Path) -> list[HostSpec]:
         if key:
             key = str((base / os.path.expanduser(key)).resolve())
         out.append(HostSpec(
-            name=h["name"], address=h["address"], roles=tuple(h["roles"]),
+            name=h["name"], address=h["address"], roles=tuple(h.get("roles") or ()),
             root=h.get("root") or settings.get("root") or "/srv/lifeboat", port=h.get("port"), user=h.get("user"),
             key=key, labels=dict(h.get("labels") or {}), private_address=h.get("private_address"),
             host_keys=tuple(h.get("host_keys") or ()), jump=h.get("jump"), docker_host=h.get("docker_host")))
