@@ -11,7 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
-from toolkit.hostops.health import PROBE, healthy, proxy_headers
+from toolkit.hostops.health import healthy, probe_program, proxy_headers
 
 from .conftest import run_cli
 
@@ -60,15 +60,16 @@ def test_the_probe_sends_the_sites_host_and_never_follows_a_redirect():
     server, seen = strict_server()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     headers = proxy_headers(SimpleNamespace(domain="strict.lifeboat.test", tls=None))
+    probe = probe_program()  # what a host runs
     try:
         assert healthy(base + "/health", headers) and not healthy(base + "/health")  # 400 to an address
         assert healthy(base + "/moved", headers) and "/gone" not in seen  # a redirect is an answer
         for url, expected in ((base + "/health", 0), (base + "/moved", 0), (base + "/gone", 1)):
-            probe = subprocess.run([sys.executable, "-c", PROBE, url, *[f"{k}: {v}" for k, v in headers.items()]],
+            asked = subprocess.run([sys.executable, "-c", probe, url, *[f"{k}: {v}" for k, v in headers.items()]],
                                    check=False, timeout=30)
-            assert probe.returncode == expected, url
-        assert subprocess.run([sys.executable, "-c", PROBE, base + "/health"], check=False).returncode == 1
-        assert subprocess.run([sys.executable, "-c", PROBE, "http://127.0.0.1:9/"], check=False).returncode == 1
+            assert asked.returncode == expected, url
+        assert subprocess.run([sys.executable, "-c", probe, base + "/health"], check=False).returncode == 1
+        assert subprocess.run([sys.executable, "-c", probe, "http://127.0.0.1:9/"], check=False).returncode == 1
     finally:
         server.shutdown()
 

@@ -141,7 +141,7 @@ class LocalProvider(FileLocked, KindDispatch, Provider):
         """A web service's health, asked as a proxy in front of it would (toolkit/hostops/health.py)."""
         from toolkit.hostops.health import healthy, proxy_headers
 
-        return healthy(url, proxy_headers(self.stack), timeout)
+        return healthy(url, proxy_headers(self.stack), timeout=timeout)
 
     def free_space(self) -> list[dict]:
         kinds = [k for k, wanted in (("database", self.stack.postgres), ("objects", self.stack.buckets)) if wanted]

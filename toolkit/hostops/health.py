@@ -4,46 +4,42 @@ address), ``X-Forwarded-Proto`` says whether the public side is HTTPS (an app th
 otherwise redirect), and a redirect is an answer, never followed (a redirect to the public https:// URL
 would leave the host). Healthy: a status from 200 to 399.
 
-:data:`PROBE` is the same check as a program (``python3 -c PROBE URL "Name: value"...``, exit 0 when
-healthy) for hosts, where it runs beside the app.
+This file is also the program that asks on a host, beside the app (:func:`probe_program`: ``python3 -c
+TEXT URL "Name: value"...``, exit 0 when healthy): so standard library only, and no syntax newer than the
+hosts' python3 reads.
 """
-
-from __future__ import annotations
 
 import http.client
+import sys
 from urllib.parse import urlsplit
 
-PROBE = r"""
-import http.client, sys
-from urllib.parse import urlsplit
-url = urlsplit(sys.argv[1])
-headers = dict(h.split(": ", 1) for h in sys.argv[2:])
-headers.setdefault("User-Agent", "lifeboat-health")
-try:
-    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=3)
-    conn.request("GET", (url.path or "/") + ("?" + url.query if url.query else ""), headers=headers)
-    status = conn.getresponse().status
-except Exception:
-    sys.exit(1)
-sys.exit(0 if 200 <= status < 400 else 1)
-"""
+
+def healthy(url, headers=None, timeout=3.0):
+    """Whether ``url`` answers GET, asked with ``headers``, with a status from 200 to 399 (not followed)."""
+    parts = urlsplit(url)
+    sent = {"User-Agent": "lifeboat-health"}
+    sent.update(headers or {})
+    try:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        conn.request("GET", (parts.path or "/") + ("?" + parts.query if parts.query else ""), headers=sent)
+        status = conn.getresponse().status
+        conn.close()
+    except Exception:
+        return False
+    return 200 <= status < 400
 
 
-def proxy_headers(stack) -> dict[str, str]:
+def proxy_headers(stack):
     """What the TLS proxy would send the app: the site's name, the public scheme, the client's address."""
     return {"Host": stack.domain, "X-Forwarded-Proto": "https" if stack.tls else "http",
             "X-Forwarded-For": "127.0.0.1"}
 
 
-def healthy(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> bool:
-    """:data:`PROBE`, in this process."""
-    parts = urlsplit(url)
-    try:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-        conn.request("GET", (parts.path or "/") + ("?" + parts.query if parts.query else ""),
-                     headers={"User-Agent": "lifeboat-health", **(headers or {})})
-        status = conn.getresponse().status
-        conn.close()
-    except (OSError, http.client.HTTPException):
-        return False
-    return 200 <= status < 400
+def probe_program():
+    """This file's text: the check as a program for a host."""
+    with open(__file__, encoding="utf-8") as handle:
+        return handle.read()
+
+
+if __name__ == "__main__":  # python3 -c TEXT URL "Name: value"...
+    sys.exit(0 if healthy(sys.argv[1], dict(h.split(": ", 1) for h in sys.argv[2:])) else 1)

@@ -103,9 +103,9 @@ class ProcessRuntime:
         """Health check run on the host itself (the port need not be reachable from here): the answer is below
         400 (a redirect is not followed), asked with ``headers`` (as the proxy would ask, toolkit/hostops/
         health.py)."""
-        from toolkit.hostops.health import PROBE
+        from toolkit.hostops.health import probe_program
 
-        argv = ["python3", "-c", PROBE, url, *[f"{k}: {v}" for k, v in (headers or {}).items()]]
+        argv = ["python3", "-c", probe_program(), url, *[f"{k}: {v}" for k, v in (headers or {}).items()]]
         return self.conn.run(argv, check=False, timeout=20).ok
 
     def https_ok(self, address: str, port: int, domain: str, path: str = "/") -> bool:
