@@ -146,6 +146,9 @@ def stack_for(tmp_path: Path, hand: dict, lab, roots: Path) -> Path:
     # bare metal on the lab's hosts: web, worker and media on one, the database on another (ports of its own)
     colo = baremetal_target(lab, roots, roles=(("web", "worker", "storage"), ("db",)), pg_port=5462, redis_port=6412)
     colo = colo.replace("    type: baremetal\n", "    type: baremetal\n    port_offset: 312\n    media_port: 8812\n")
+    # what both descriptions of the hand-run copy say alike (one reads this machine, the other its SSH host)
+    described = (f"    database_url_var: TAKAHE_DATABASE_SERVER\n    buckets:\n      media: {home}/media\n"
+                 f"    health:\n      web: {hand['base']}/robots.txt\n")
     example = (REPO / "examples" / "takahe" / "lifeboat.yml").read_text()
     assert "\nsecrets:\n" in example
     example = example.replace("\nsecrets:\n", f"\nsecrets:\n  BACKUP_KEY: {{from: env, var: {KEY_VAR}}}\n")
@@ -155,22 +158,12 @@ def stack_for(tmp_path: Path, hand: dict, lab, roots: Path) -> Path:
   hand:                   # the copy its owner runs by hand: Lifeboat only reads it
     type: existing
     env_file: {home}/takahe.env
-    database_url_var: TAKAHE_DATABASE_SERVER
-    buckets:
-      media: {home}/media
-    health:
-      web: {hand['base']}/robots.txt
-    freeze:
+{described}    freeze:
       stop: [{stop}]
   remote:                 # the same copy as Lifeboat reaches a server: over SSH (the lab's first host is here)
     type: existing
 {ssh_settings(lab)}    env_file: app1:{home}/takahe.env
-    database_url_var: TAKAHE_DATABASE_SERVER
-    buckets:
-      media: {home}/media
-    health:
-      web: {hand['base']}/robots.txt
-    freeze:
+{described}    freeze:
       stop: [{{host: app1, run: {stop}}}]
 {colo}backup:
   to: adopted

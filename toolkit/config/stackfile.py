@@ -95,13 +95,12 @@ def _service_checks(svc: dict, where: Where, report: Report, raw: Any) -> None:
         report.add(where.child("serve", key_line(raw, "serve")), "a worker serves no HTTP: only a web service's "
                    "proxy serves paths.", "move serve: to the web service.")
     for prefix, what in svc["serve"].items():
+        at = where.child("serve", key_line(raw, "serve")).child(prefix, key_line(raw.get("serve"), prefix))
         if prefix.strip("/") == "" or ".." in prefix.split("/") or "." in prefix.split("/"):
-            report.add(where.child("serve", key_line(raw, "serve")).child(prefix, key_line(raw.get("serve"), prefix)),
-                       "a served path is a prefix below / (such as /static/): / itself would take every request "
-                       "from the app, and . or .. are not path segments here.")
+            report.add(at, "a served path is a prefix below / (such as /static/): / itself would take every "
+                       "request from the app, and . or .. are not path segments here.")
         if isinstance(what, str) and svc["build"] is None:
-            report.add(where.child("serve", key_line(raw, "serve")).child(prefix, key_line(raw.get("serve"), prefix)),
-                       "serves a folder of the release, and this service has none (it runs an image).",
+            report.add(at, "serves a folder of the release, and this service has none (it runs an image).",
                        "serve it from a bucket, or give the service a build: folder.")
     if svc["role"] == "web" and svc["port"] is None:
         report.add(where, 'a web service needs "port": the port the app listens on.')
