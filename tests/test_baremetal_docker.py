@@ -146,3 +146,103 @@ def test_docker_deploy_rolling_update_and_destroy(dock):
         assert engine.docker("ps", "-a", "--filter", "label=lifeboat.stack=chirpd", "-q").stdout.strip() == ""
         assert "lifeboat/chirpd" not in engine.docker("image", "ls").stdout
     assert not list(dock["roots"].iterdir())
+
+
+PHASED = """version: 1
+name: chirpp
+domain: chirp.lifeboat.test
+services:
+  web:
+    role: web
+    build: {app}
+    command: {command}
+    port: 8210
+    health: /healthz
+    health_timeout: 40
+    env: {{CHIRP_WORKERS: "1"}}
+    secrets: [CHIRP_SECRET_KEY]
+    build_command: ["python", "-c", "import os; open('built.txt', 'w').write(str(len(os.environ['CHIRP_SECRET_KEY'])))"]
+    release: {release}
+postgres: {{version: 15, database: chirpp}}
+redis: {{}}
+secrets:
+  CHIRP_SECRET_KEY: {{from: generate, length: 40}}
+providers:
+{target}"""
+RECORD = ('["python", "-c", "import os, psycopg; c = psycopg.connect(os.environ[\'DATABASE_URL\'], autocommit=True); '
+          "c.execute('CREATE TABLE IF NOT EXISTS released (n serial, at timestamptz DEFAULT now())'); "
+          "c.execute('INSERT INTO released DEFAULT VALUES')\"]")
+SERVE = '["python", "-m", "chirp", "web"]'
+
+
+def test_docker_runs_the_build_and_release_phases_and_keeps_the_previous_release_serving(tmp_path, ssh_lab,
+                                                                                         docker_engines):
+    """build_command runs in the new image and is committed into it (its entrypoint and command kept, no
+    secret left in its configuration); release: runs once per new release, before any container of it; a
+    failing release command or a container that dies leaves the previous containers serving (issue 23)."""
+    from toolkit.config import stackfile
+    from toolkit.run.engine import Engine
+
+    e1, e2 = docker_engines
+    app = chirp_copy(tmp_path)
+    roots = make_host_roots()
+    target = baremetal_target(ssh_lab, roots, pg_port=5452, redis_port=6402, docker_engines=docker_engines)
+    stack = tmp_path / "lifeboat.yml"
+
+    def write(command: str = SERVE, release: str = RECORD) -> None:
+        stack.write_text(PHASED.format(app=app, target=target, command=command, release=release))
+
+    def released() -> int:
+        colo = Engine(stackfile.load(stack)).provider("colo")
+        import psycopg
+
+        with psycopg.connect(colo.database().connection_url().reveal_text()) as conn:
+            return conn.execute("SELECT count(*) FROM released").fetchone()[0]
+
+    def answering() -> bool:
+        return all(get(f"http://{a}:8210/healthz") for a in ("127.0.0.2", "127.0.0.3"))
+
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    write()
+    try:
+        up = run_cli(*lb, "up", "--on", "colo", timeout=900)
+        assert up.code == 0, json.dumps(up.envelope, indent=1)[:4000]
+        assert released() == 1 and answering()
+        release = {s["release"] for s in up.envelope["data"]["status"]["services"]}.pop()
+        tag = f"lifeboat/chirpp-web:{release}"
+        secret = Engine(stackfile.load(stack)).provider("colo").secrets().read("CHIRP_SECRET_KEY").reveal_text()
+        for engine in (e1, e2):  # built once, on web1, and shipped with what the command wrote
+            assert engine.docker("run", "--rm", tag, "cat", "built.txt").stdout == str(len(secret))
+            config = json.loads(engine.docker("image", "inspect", "--format", "{{json .Config}}", tag).stdout)
+            assert config["Cmd"] == ["python", "-m", "chirp", "web"] and not config.get("Entrypoint"), config
+            assert secret not in json.dumps(config) and config["Labels"]["lifeboat.stack.built"] == "1"
+        assert run_cli(*lb, "up", "--on", "colo").envelope["data"]["applied"] == []
+        assert released() == 1  # once per release, not per run
+
+        # a new release whose release command fails: not started anywhere, the previous one serves
+        (app / "chirp" / "version.txt").write_text("2\n")
+        write(release='["python", "-c", "print(\'migration 0042 failed\'); raise SystemExit(3)"]')
+        failed = run_cli(*lb, "up", "--on", "colo", timeout=900)
+        assert failed.code == 1 and "migration 0042 failed" in failed.envelope["errors"][0]["message"], failed
+        assert "previous one still serves" in failed.envelope["errors"][0]["message"]
+        assert answering()
+        for engine in (e1, e2):
+            running = engine.docker("ps", "--filter", "label=lifeboat.stack=chirpp", "--format",
+                                    "{{.Image}}").stdout.split()
+            assert running == [tag], running
+
+        # a release whose containers die at once: the first host's old container is started again
+        write(command='["python", "-c", "raise SystemExit(1)"]')
+        crashed = run_cli(*lb, "up", "--on", "colo", timeout=900)
+        assert crashed.code == 1 and "runs again" in crashed.envelope["errors"][0]["message"], crashed
+        assert answering()
+        assert released() == 2  # that release's command did run (it is the same release as the crashing one)
+
+        write()
+        fixed = run_cli(*lb, "up", "--on", "colo", timeout=900)
+        assert fixed.code == 0, fixed
+        assert answering() and released() == 3  # (a release is its code and its command: this one is new)
+        assert run_cli(*lb, "plan", "--on", "colo", "--detailed-exitcode").code == 0
+    finally:
+        run_cli(*lb, "destroy", "--on", "colo", timeout=900)
+        shutil.rmtree(roots, ignore_errors=True)

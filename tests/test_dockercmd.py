@@ -29,3 +29,16 @@ def test_env_file_refuses_line_breaks():
 
     with pytest.raises(ValueError):
         dockercmd.env_file({"A": "line\nbreak"})
+
+
+def test_build_step_argv_keeps_the_environment_out_of_the_image():
+    argv = dockercmd.run_sourcing("b1", "lifeboat/s-web:abc", ["python", "manage.py", "collectstatic"],
+                                  env_path="/srv/r/containers/build-1.env")
+    assert "--env-file" not in argv and "-e" not in argv and "--entrypoint" not in argv
+    assert argv[argv.index("--volume") + 1] == "/srv/r/containers/build-1.env:/run/lifeboat-build.env:ro"
+    assert argv[argv.index("lifeboat/s-web:abc") + 1:] == [
+        "/bin/sh", "-c", 'set -a && . /run/lifeboat-build.env && set +a && exec "$@"', "lifeboat-build",
+        "python", "manage.py", "collectstatic"]
+    assert dockercmd.commit("b1", "lifeboat/s-web:abc", cmd=None, label="lifeboat.stack.built") == [
+        "docker", "commit", "--change", "CMD []", "--change", "LABEL lifeboat.stack.built=1", "b1", "lifeboat/s-web:abc"]
+    assert dockercmd.commit("b1", "t:1", cmd=["python", "-m", "app"], label="x")[3] == 'CMD ["python", "-m", "app"]'

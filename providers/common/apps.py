@@ -99,10 +99,16 @@ class AppDeploys:
         tag = image_tag(self.stack.name, svc.name, release)
         base_image = (self.settings.get("docker") or {}).get("base_image")
         first = hosts[0]
-        if not self.docker(first).has_image(tag):
+        docker = self.docker(first)
+        if not docker.has_image(tag):
             self.events.step(f"{first}: uploading and building {tag}")
             context = Releases(self.conn(first), self.root(first)).upload(svc.name, release, svc.build, SKIP_IN_BUILD)
-            self.docker(first).build(tag, context, base_image)
+            docker.build(tag, context, base_image)
+        if svc.build_command and not docker.is_built(tag):
+            self.events.step(f"{first}: building {svc.name} release {release}: {shlex.join(svc.build_command)}")
+            env = self.service_env(svc, self.spec(first), replica=0, release=release)
+            self._phase_ok(first, svc, docker.build_in_image(tag, list(svc.build_command), env), svc.build_command,
+                           what="build command", code="host.build")
 
         def ship(host: str) -> None:
             if host != first and not self.docker(host).has_image(tag):
@@ -110,11 +116,21 @@ class AppDeploys:
                 self.docker(first).send_image(tag, self.docker(host))
 
         on_hosts(hosts, ship, parallel=self.parallel)
+        released = (self.state().get("services", {}).get(svc.name) or {}).get("released")
+        if svc.release_command and released != release:
+            # once per new release, on one host, before any replica of it runs: the previous one still serves
+            self.events.step(f"{first}: release phase of {svc.name} {release}: {shlex.join(svc.release_command)}")
+            env = self.service_env(svc, self.spec(first), replica=0, release=release)
+            self._phase_ok(first, svc, docker.run_once(tag, list(svc.release_command), env,
+                                                       volumes=self._volumes(first)),
+                           svc.release_command, what="release command", code="host.release_failed",
+                           after="; the new release was not started and the previous one still serves")
+            released = release
         state = self.state()
         state.setdefault("services", {})[svc.name] = {
             "release": release, "config": config, "replicas": svc.replicas, "hosts": hosts, "confirmed": False,
             "generation": generation, "runtime": "docker", "programs": [],
-            "previous": _previous_release(state, svc.name, release)}
+            "previous": _previous_release(state, svc.name, release), "released": released}
         self.save_state(state)
 
         def roll(host: str) -> None:
@@ -131,7 +147,7 @@ class AppDeploys:
                                      self.health_headers())
 
             runtime.deploy(svc.name, image=tag, command=list(svc.command), envs=envs, generation=generation,
-                           healthy=healthy, volumes=self._volumes(host))
+                           healthy=healthy, volumes=self._volumes(host), timeout=self.health_timeout(svc))
             runtime.prune_images(svc.name, keep=[release])
 
         one_host_at_a_time(hosts, roll)  # the other hosts keep serving while one rolls
@@ -280,13 +296,21 @@ class AppDeploys:
         env = {**self.service_env(svc, self.spec(host), replica=0, release=release), **(env or {})}
         result = conn.run([*(["runuser", "-u", account, "--"] if account else []), *argv], env=env, cwd=cwd,
                           check=False, timeout=timeout)
-        if check and not result.ok:
-            from toolkit.errors import tail
-
-            raise ProviderError(f"{host}: the {what} of {svc.name} ({shlex.join(argv)}) exited with "
-                                f"{result.exit_code}{after}. Its output ends with:\n"
-                                f"{tail(result.stdout + result.stderr, lines=15)}", code=code)
+        if check:
+            self._phase_ok(host, svc, result, argv, what=what, code=code, after=after)
         return result
+
+    @staticmethod
+    def _phase_ok(host: str, svc, result, argv, *, what: str, code: str, after: str = "") -> None:
+        """A command run for ``svc`` (its build or release command) that failed: a ProviderError naming
+        ``what``, with the output's tail."""
+        if result.ok:
+            return
+        from toolkit.errors import tail
+
+        raise ProviderError(f"{host}: the {what} of {svc.name} ({shlex.join(argv)}) exited with "
+                            f"{result.exit_code}{after}. Its output ends with:\n"
+                            f"{tail(result.stdout + result.stderr, lines=15)}", code=code)
 
     def health_headers(self) -> dict[str, str]:
         """A web service's health is asked as the proxy would ask (toolkit/hostops/health.py)."""

@@ -520,13 +520,6 @@ class HostsProvider(AppDeploys, TlsProxy, MediaGateway, KindDispatch, Provider):
         return out
 
     def desired(self, resources: list[Resource], secrets: dict[str, SecretValue] | None = None) -> list[Resource]:
-        if self.runtime_kind == "docker":
-            phased = [s.name for s in self.stack.services.values() if s.release_command or s.build_command]
-            if phased:
-                raise BadInput(f"{self.label}: service(s) {', '.join(phased)} have release: or build_command:, which "
-                               "the docker runtime does not run yet.", hint="use the process runtime (the "
-                               "default), or run them in the image's build and entrypoint.",
-                               code="host.phases_unsupported")
         out = desired_resources(self.stack, resources, lambda svc: {
             "release": self.release_of(svc), "config": self.config_id(svc, secrets), "replicas": svc.replicas,
             "hosts": self.placement(svc)}, bucket_attrs=self.bucket_attrs() if self.media_on_hosts() else None)

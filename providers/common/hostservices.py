@@ -4,7 +4,6 @@ on the app hosts, secrets as 0600 files on the primary host."""
 
 from __future__ import annotations
 
-import secrets as pysecrets
 import shutil
 import sys
 from contextlib import contextmanager
@@ -210,19 +209,10 @@ class HostCompute(ComputeService):
             raise ProviderError(f"{self.p.label}: service {service} is not deployed.",
                                 hint=f"run `lifeboat up --on {self.p.target.name}` first.", code="host.not_deployed")
         host = info["hosts"][0]
-        conn = self.p.conn(host)
         if info.get("runtime") == "docker":
             full = {**self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"]), **(env or {})}
-            docker = self.p.docker(host)
-            path = f"{docker.dir}/{service}.exec-{pysecrets.token_hex(4)}.env"
-            sh(conn, 'mkdir -p "$1" && chmod 700 "$1"', docker.dir)
-            conn.write_bytes(path, docker.cmd.env_file(full), mode=0o600)
-            try:
-                result = docker.run(docker.cmd.run_once(image_tag(self.p.stack.name, service, info["release"]),
-                                                        list(argv), env_file=path, volumes=self.p._volumes(host)),
-                                    check=False, timeout=3600)
-            finally:
-                conn.run(["rm", "-f", path])
+            result = self.p.docker(host).run_once(image_tag(self.p.stack.name, service, info["release"]), list(argv),
+                                                  full, volumes=self.p._volumes(host))
             sys.stdout.buffer.write(result.stdout)
             sys.stdout.flush()
             sys.stderr.buffer.write(result.stderr)

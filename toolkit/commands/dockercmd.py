@@ -57,6 +57,36 @@ def run_once(image: str, command: list[str], *, env_file: str, volumes: tuple[st
     return argv + [image, *command]
 
 
+def run_sourcing(name: str, image: str, command: list[str], *, env_path: str) -> list[str]:
+    """``command`` in a container ``name`` of ``image`` (kept, to be committed), through the image's entrypoint
+    as the services' commands are, with the environment of the shell file ``env_path`` on the host, mounted
+    read only and sourced by /bin/sh: nothing of it in the container's configuration, so nothing of it in
+    an image committed from it."""
+    inside = "/run/lifeboat-build.env"
+    return ["docker", "run", "--name", name, "--network", "host", "--volume", f"{env_path}:{inside}:ro", image,
+            "/bin/sh", "-c", f'set -a && . {inside} && set +a && exec "$@"', "lifeboat-build", *command]
+
+
+def commit(name: str, tag: str, *, cmd: list[str] | None, label: str) -> list[str]:
+    """Container ``name`` as image ``tag``, with the image's own command back (``cmd``, none is ``[]``) and
+    ``label=1`` (its entrypoint was never changed)."""
+    import json
+
+    return ["docker", "commit", "--change", f"CMD {json.dumps(cmd or [])}", "--change", f"LABEL {label}=1", name, tag]
+
+
+def image_config(tag: str) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{json .Config}}", tag]
+
+
+def image_label(tag: str, label: str) -> list[str]:
+    return ["docker", "image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', tag]
+
+
+def rename(name: str, new: str) -> list[str]:
+    return ["docker", "rename", name, new]
+
+
 def stop(name: str, *, timeout: int = 10) -> list[str]:
     return ["docker", "stop", "--time", str(timeout), name]
 

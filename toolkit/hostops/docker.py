@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -83,14 +84,19 @@ class DockerRuntime:
                                 "pid": None, "container": name}
         return out
 
-    def mine(self, service: str) -> dict[str, dict]:
+    def mine(self, service: str, *, aside: bool = False) -> dict[str, dict]:
+        """The service's containers on this host by name (replica containers; with ``aside`` also a previous
+        one kept during a rollout)."""
         prefix = f"lifeboat-{self.stack}-{self.host}-{service}-"
-        return {n: c for n, c in self.containers().items() if n.startswith(prefix)}
+        tail = re.compile(r"[0-9]+(-previous)?" if aside else r"[0-9]+")
+        return {n: c for n, c in self.containers().items() if n.startswith(prefix) and tail.fullmatch(n[len(prefix):])}
 
     def deploy(self, service: str, *, image: str, command: list[str], envs: list[dict[str, str]], generation: str,
                healthy: Callable[[int], bool], timeout: float = 90.0, volumes: tuple[str, ...] = ()) -> None:
-        """Replace the service's containers one replica at a time: stop the old one, start the new, wait
-        until it is healthy, then the next (the others, and other hosts, keep serving meanwhile)."""
+        """Replace the service's containers one replica at a time: stop the old one (kept aside), start the
+        new, wait until it is healthy, then the next (the others, and other hosts, keep serving meanwhile). A
+        replica that exits or stays unhealthy is removed and the old container of that replica started again
+        (a failed rollout leaves the previous release serving); the error says so, with the new one's log."""
         sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.dir)
         current = self.mine(service)
         for replica, env in enumerate(envs):
@@ -98,34 +104,97 @@ class DockerRuntime:
             found = current.get(name)
             if found and found["state"] == "running" and found["labels"].get("lifeboat.stack.generation") == generation:
                 continue
+            aside = f"{name}-previous"
+            self.run(self.cmd.remove(aside), check=False, timeout=60)  # (left by a run killed mid-way)
             env_path = f"{self.dir}/{service}.{replica}.env"
-            self.conn.write_bytes(env_path, self.cmd.env_file(env), mode=0o600)
-            if found:
+            if found:  # the old env file stays with the old container (docker read it when it was made)
                 self.run(self.cmd.stop(name), check=False, timeout=60)
-                self.run(self.cmd.remove(name), check=False, timeout=60)
+                self.run(self.cmd.rename(name, aside), timeout=60)
+            self.conn.write_bytes(env_path, self.cmd.env_file(env), mode=0o600)
             self.run(self.cmd.run(name, image, command, env_file=env_path, stack=self.stack, service=service,
                                   replica=replica, generation=generation, volumes=volumes), timeout=120)
-            deadline = time.time() + timeout
-            while time.time() < deadline:
-                state = self.mine(service).get(name, {}).get("state")
-                if state == "running" and healthy(replica):
-                    break
-                if state in ("exited", "dead"):
-                    deadline = 0
-                    break
-                time.sleep(0.5)
-            else:
-                deadline = 0
-            if not deadline:
-                log = self.run(self.cmd.logs(name), check=False)
-                raise ProviderError(f"{self.conn.host}: container {name} did not become healthy. Its log ends "
-                                    f"with:\n{(log.stdout + log.stderr).decode(errors='replace')[-1200:]}",
-                                    code="host.unhealthy")
+            if self._wait_up(name, service, replica, healthy, timeout):
+                self.run(self.cmd.remove(aside), check=False, timeout=60)
+                continue
+            log = self.run(self.cmd.logs(name), check=False)
+            said = ""
+            self.run(self.cmd.remove(name), check=False, timeout=60)
+            if found:
+                back = self.run(self.cmd.rename(aside, name), check=False, timeout=60).ok and \
+                    self.run(self.cmd.start(name), check=False, timeout=60).ok
+                if not back:
+                    said = f" Starting the previous container again failed: it is kept as {aside}."
+                elif self._wait_up(name, service, replica, healthy, timeout):
+                    said = " The previous container of that replica runs again, healthy."
+                else:
+                    said = " The previous container of that replica was started again but is not healthy."
+            raise ProviderError(f"{self.conn.host}: container {name} did not become healthy within {timeout:.0f} s."
+                                f"{said} Its log ends with:\n"
+                                f"{(log.stdout + log.stderr).decode(errors='replace')[-1200:]}",
+                                code="host.unhealthy")
         for name in current:
-            replica = int(name.rsplit("-", 1)[1])
-            if replica >= len(envs):
+            replica = name.rsplit("-", 1)[1]
+            if int(replica) >= len(envs):
                 self.run(self.cmd.remove(name), check=False, timeout=60)
                 self.conn.run(["rm", "-f", f"{self.dir}/{service}.{replica}.env"])
+
+    def _wait_up(self, name: str, service: str, replica: int, healthy: Callable[[int], bool], timeout: float) -> bool:
+        """Whether container ``name`` runs and is healthy within ``timeout`` (False at once when it exits)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            state = self.mine(service).get(name, {}).get("state")
+            if state == "running" and healthy(replica):
+                return True
+            if state in ("exited", "dead", "restarting"):  # (restarting: it died, docker starts it again)
+                return False
+            time.sleep(0.5)
+        return False
+
+    def run_once(self, image: str, argv: list[str], env: dict[str, str], *, volumes: tuple[str, ...] = (),
+                 timeout: float = 3600):
+        """``argv`` in a fresh container of ``image`` (removed when it exits) with ``env`` (an env file, 0600,
+        removed after): `exec` and the release phase. The result, not checked."""
+        import secrets as pysecrets
+
+        sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.dir)
+        path = f"{self.dir}/once-{pysecrets.token_hex(4)}.env"
+        self.conn.write_bytes(path, self.cmd.env_file(env), mode=0o600)
+        try:
+            return self.run(self.cmd.run_once(image, list(argv), env_file=path, volumes=volumes), check=False,
+                            timeout=timeout)
+        finally:
+            self.conn.run(["rm", "-f", path])
+
+    def is_built(self, tag: str) -> bool:
+        """Whether the build command has run into image ``tag`` (``build_in_image`` labels what it commits)."""
+        result = self.run(self.cmd.image_label(tag, BUILT_LABEL), check=False)
+        return result.ok and result.text.strip() == "1"
+
+    def build_in_image(self, tag: str, argv: list[str], env: dict[str, str], *, timeout: float = 3600):
+        """The build command ``argv`` run in a container of image ``tag`` (as its image runs the services'
+        commands: through its entrypoint, as its user, in its working folder) and committed back as ``tag``,
+        labelled built, with the image's own command. The environment reaches the command through a file mounted read only and read by
+        ``/bin/sh``, never through docker's -e or --env-file: a committed container keeps those in its
+        image, and no secret may stay in an image. The result (checked by the caller); on failure the image
+        is left unbuilt (the next `up` runs the command again)."""
+        import secrets as pysecrets
+        import shlex
+
+        config = json.loads(self.run(self.cmd.image_config(tag), timeout=60).text or "{}") or {}
+        sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.dir)
+        token = pysecrets.token_hex(4)
+        path, name = f"{self.dir}/build-{token}.env", f"lifeboat-build-{self.stack}-{token}"
+        self.conn.write_bytes(path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode(),
+                              mode=0o600)
+        try:
+            result = self.run(self.cmd.run_sourcing(name, tag, list(argv), env_path=path), check=False,
+                              timeout=timeout)
+            if result.ok:
+                self.run(self.cmd.commit(name, tag, cmd=config.get("Cmd"), label=BUILT_LABEL), timeout=600)
+            return result
+        finally:
+            self.run(self.cmd.remove(name), check=False, timeout=60)
+            self.conn.run(["rm", "-f", path])
 
     def pause_service(self, service: str) -> None:
         """Stop the service's containers, keeping them (a write freeze); `resume_service` starts them."""
@@ -146,7 +215,7 @@ class DockerRuntime:
                 time.sleep(0.5)
 
     def remove_service(self, service: str) -> None:
-        for name in self.mine(service):
+        for name in self.mine(service, aside=True):
             self.run(self.cmd.remove(name), check=False, timeout=60)
         self.conn.run(["sh", "-c", 'rm -f "$0"/"$1".*.env', self.dir, service])
 
@@ -165,6 +234,9 @@ class DockerRuntime:
         for service in services:
             for tag in [t for t in self.run(self.cmd.list_images(self.stack, service), check=False).text.split() if t]:
                 self.run(self.cmd.remove_image(f"lifeboat/{self.stack}-{service}:{tag}"), check=False)
+
+
+BUILT_LABEL = "lifeboat.stack.built"
 
 
 class BadDockerfile(ProviderError):
