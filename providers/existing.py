@@ -40,6 +40,7 @@ from toolkit.errors import BadInput, ProviderError, ProviderUnreachable
 from toolkit.run.locks import FileLock, FileLocked
 from toolkit.stores import layout
 from toolkit.stores.dirstore import FolderReads, hash_file
+from toolkit.stores.s3 import S3Store  # (boto3 itself is imported when a client is made)
 from toolkit.stores.sftpstore import RemoteDirectoryStore
 
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -55,6 +56,18 @@ HOST = Map({
                        doc="pinned keys: used instead of known_hosts"),
     "jump": Field(Str(expected="the name of another host (or an ssh_config alias) to connect through")),
 })
+FROM_ENV = r".*\$\{[A-Za-z_][A-Za-z0-9_]*\}.*"
+S3_BUCKET = Map({
+    "s3": Field(Str(expected="the bucket's name, or ${VAR} of the env file"), required=True),
+    "endpoint": Field(Str(expected="the S3 endpoint's URL, or ${VAR}"), doc="none: AWS itself"),
+    "region": Field(Str(expected="a region name, or ${VAR}"), doc="default us-east-1"),
+    "access_key_id": Field(Str(pattern=FROM_ENV, expected="${VAR}: the env file's variable holding it")),
+    "secret_access_key": Field(Str(pattern=FROM_ENV, expected="${VAR}: the env file's variable holding it (a "
+                                                              "key never sits in the stack file)")),
+})
+BUCKET_PLACE = AnyOf((lambda v: isinstance(v, str), Str(expected="a folder path")),
+                     (lambda v: isinstance(v, dict), S3_BUCKET),
+                     expected="a folder path, or {s3: NAME, endpoint: ...} for a bucket the app keeps in S3")
 COMMAND = ListOf(Str(), min_items=1)
 FREEZE_COMMAND = AnyOf((lambda v: isinstance(v, list), COMMAND),
                        (lambda v: isinstance(v, dict), Map({
@@ -119,9 +132,11 @@ class ExistingProvider(FileLocked, Provider):
         "reach_via": Field(Str(pattern=HOST_NAME, expected="a host of hosts:, or none"),
                            doc="the host whose view the database and Redis URLs are (reached through an SSH "
                                "tunnel from it): default the env file's host; none: directly from this machine"),
-        "buckets": Field(DictOf(Str(expected="a folder path")), default=dict,
+        "buckets": Field(DictOf(BUCKET_PLACE), default=dict,
                          doc="each bucket of the stack: the folder the app keeps it in (any layout: every file "
-                             "under it is an object, its key the path under the folder)"),
+                             "under it is an object, its key the path under the folder), or the S3 bucket "
+                             "({s3: NAME, endpoint:, region:, access_key_id:, secret_access_key:}, values "
+                             "${VAR} of the env file where the app keeps them)"),
         "health": Field(DictOf(Str(pattern=r"https?://\S+", expected="an http(s) URL")), default=dict,
                         doc="a service's health URL, for status (fetched on the first host, or here)"),
         "addresses": Field(ListOf(Str(expected="an address")), default=list,
@@ -158,7 +173,9 @@ class ExistingProvider(FileLocked, Provider):
             path(settings["env_file"], where.child("env_file", value_line(raw, "env_file")))
         for bucket, folder in (settings.get("buckets") or {}).items():
             buckets = raw.get("buckets") if isinstance(raw, dict) else None
-            path(folder, where.child("buckets", value_line(raw, "buckets")).child(bucket, value_line(buckets, bucket)))
+            if isinstance(folder, str):
+                path(folder, where.child("buckets", value_line(raw, "buckets")).child(bucket,
+                                                                                       value_line(buckets, bucket)))
         via = settings.get("reach_via")
         if via and via != "none":
             named(via, where.child("reach_via", value_line(raw, "reach_via")), "reach_via")
@@ -176,6 +193,7 @@ class ExistingProvider(FileLocked, Provider):
         self._directory = None
         self._tunnels: dict = {}  # (via, host, port) -> (context, local end)
         self._env: dict[str, str] | None = None  # the env file, read once (over SSH, a session each time)
+        self._s3 = None  # the store of buckets kept in S3, made once (its client loads botocore's model)
 
     # ------------------------------------------------------------------ where things are
     def host_names(self) -> list[str]:
@@ -295,12 +313,42 @@ class ExistingProvider(FileLocked, Provider):
         return SecretValue(value)
 
     def folder(self, bucket: str) -> tuple[str | None, str]:
-        """(host, folder) where the app keeps ``bucket``."""
+        """(host, folder) where the app keeps ``bucket`` (a folder; ``in_s3`` says when it is not)."""
         path = (self.settings.get("buckets") or {}).get(bucket)
         if not path:
             raise BadInput(f"{self.label}: bucket {bucket} of the stack has no folder under buckets:.",
-                           hint=f"buckets: {{{bucket}: /path/the/app/keeps/it/in}}", code="existing.unset")
+                           hint=f"buckets: {{{bucket}: /path/the/app/keeps/it/in}}, or {{{bucket}: {{s3: NAME, "
+                                "endpoint: ...}} for a bucket in S3", code="existing.unset")
+        if isinstance(path, dict):
+            raise ProviderError(f"{self.label}: bucket {bucket} is in S3, not a folder.", code="existing.in_s3")
         return self.place(path)
+
+    def in_s3(self, bucket: str) -> bool:
+        return isinstance((self.settings.get("buckets") or {}).get(bucket), dict)
+
+    def s3_place(self, bucket: str) -> dict[str, str | None]:
+        """Where the app keeps ``bucket`` in S3: its settings with each ``${VAR}`` read from the app's env file
+        (on this machine with no hosts: or its environment), as the app reads them."""
+        from toolkit.config.envtemplate import render
+
+        here = {} if self.host_names() else dict(os.environ)
+        context = {**here, **self.env()}
+        out: dict[str, str | None] = {}
+        for key, value in (self.settings.get("buckets") or {})[bucket].items():
+            try:
+                out[key] = render(str(value), context)
+            except KeyError as exc:
+                raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {key} refers to ${{{exc.args[0]}}}, "
+                                          "which is not set in env_file" + ("." if self.host_names() else
+                                                                            " nor in this machine's environment."),
+                                          code="existing.unset") from None
+        return out
+
+    def shown_bucket(self, bucket: str) -> str:
+        if self.in_s3(bucket):
+            place = self.s3_place(bucket)
+            return f"s3://{place['s3']}" + (f" at {place['endpoint']}" if place.get("endpoint") else "")
+        return self.shown(*self.folder(bucket))
 
     def is_folder(self, host: str | None, path: str) -> bool:
         if host is None:
@@ -317,7 +365,11 @@ class ExistingProvider(FileLocked, Provider):
             raise ProviderUnreachable(f"{self.label}: Redis at {self.cache().where()} does not answer.",
                                       code="existing.redis")
         for bucket in self.stack.buckets:
-            if not self.is_folder(*self.folder(bucket)):
+            if self.in_s3(bucket):
+                if not self.objects().bucket_exists(bucket):
+                    raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.shown_bucket(bucket)} does not "
+                                              "exist there.", code="existing.no_bucket")
+            elif not self.is_folder(*self.folder(bucket)):
                 raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.shown(*self.folder(bucket))} is "
                                           "not a folder.", code="existing.no_folder")
         return facts
@@ -334,6 +386,10 @@ class ExistingProvider(FileLocked, Provider):
         if self.stack.redis is not None:
             out.append(Resource("cache", "redis", {"running": self.cache().ping()}))
         for bucket in self.stack.buckets:
+            if self.in_s3(bucket):
+                if self.objects().bucket_exists(bucket):
+                    out.append(Resource("bucket", bucket, {"s3": self.shown_bucket(bucket)}))
+                continue
             host, folder = self.folder(bucket)
             if self.is_folder(host, folder):
                 out.append(Resource("bucket", bucket, {"folder": self.shown(host, folder)}))
@@ -369,6 +425,9 @@ class ExistingProvider(FileLocked, Provider):
         return ExistingCache(self)
 
     def objects(self):
+        in_s3 = [b for b in self.stack.buckets if self.in_s3(b)]
+        if in_s3:
+            return self._s3_objects(in_s3)
         places = {b: self.folder(b) for b in self.stack.buckets}
         hosts = {host for host, _ in places.values()}
         if hosts <= {None}:
@@ -378,6 +437,22 @@ class ExistingProvider(FileLocked, Provider):
                            "an existing target reads them on one.", code="existing.buckets_apart")
         host = hosts.pop()
         return AdoptedRemoteFolders(self, self.conn(host), {b: folder for b, (_, folder) in places.items()})
+
+    def _s3_objects(self, in_s3: list[str]):
+        """The buckets the app keeps in S3, read with the app's own credentials (one endpoint and key pair)."""
+        if self._s3 is not None:
+            return self._s3
+        if len(in_s3) != len(self.stack.buckets):
+            raise BadInput(f"{self.label}: some buckets are in S3 ({', '.join(in_s3)}) and some in folders; an "
+                           "existing target reads them in one place.", code="existing.buckets_apart")
+        places = {b: self.s3_place(b) for b in in_s3}
+        where = {tuple((k, v) for k, v in sorted(p.items()) if k != "s3") for p in places.values()}
+        if len(where) > 1:
+            raise BadInput(f"{self.label}: the buckets in S3 are at more than one endpoint or with more than one "
+                           "key pair; an existing target reads them with one.", code="existing.buckets_apart")
+        first = next(iter(places.values()))
+        self._s3 = AdoptedS3(self, AdoptedS3Api(first, self.label), {b: str(p["s3"]) for b, p in places.items()})
+        return self._s3
 
     def secrets(self) -> EnvFileSecrets:
         return EnvFileSecrets(self)
@@ -578,6 +653,67 @@ class AdoptedFolders(FolderReads):
         raise self.p.refuse()
 
     def create_bucket(self, bucket: str) -> None:
+        raise self.p.refuse()
+
+
+class AdoptedS3Api:
+    """The S3 client of an app's own bucket: its endpoint (none: AWS), region and keys as the app has them
+    (none: this machine's AWS credentials, as boto3 finds them)."""
+
+    def __init__(self, place: dict, label: str):
+        self.place, self.label = place, label
+        self._client = None
+
+    def client(self, service: str = "s3"):
+        if self._client is None:
+            import boto3
+
+            from toolkit.stores.s3 import botocore_session, client_config, unsigned_payload_when_checksummed
+
+            keys = {}
+            if self.place.get("access_key_id") or self.place.get("secret_access_key"):
+                keys = {"aws_access_key_id": self.place.get("access_key_id"),
+                        "aws_secret_access_key": self.place.get("secret_access_key")}
+            session = boto3.session.Session(botocore_session=botocore_session())
+            self._client = unsigned_payload_when_checksummed(session.client(
+                "s3", endpoint_url=self.place.get("endpoint") or None, region_name=self.place.get("region") or "us-east-1",
+                config=client_config("path" if self.place.get("endpoint") else "virtual"), **keys))
+        return self._client
+
+
+class AdoptedS3(S3Store):
+    """The buckets an app keeps in S3, read as they are with the app's own credentials: listed, read and
+    hashed (a SHA-256 the app never recorded is computed from the bytes), never written, tagged or
+    deleted."""
+
+    def __init__(self, provider: ExistingProvider, api: AdoptedS3Api, names: dict[str, str]):
+        super().__init__(api, names)
+        self.p = provider
+
+    def bucket_exists(self, bucket: str) -> bool:
+        import botocore.exceptions
+
+        try:
+            self.s3.head_bucket(Bucket=self.real(bucket))
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise self._fail(f"bucket {bucket} ({self.real(bucket)})", exc) from None
+
+    def write(self, bucket, key, stream, *, size=None, content_type=None):
+        raise self.p.refuse()
+
+    def delete(self, bucket, key):
+        raise self.p.refuse()
+
+    def purge(self, bucket: str) -> int:
+        raise self.p.refuse()
+
+    def create_bucket(self, bucket: str) -> None:
+        raise self.p.refuse()
+
+    def remove_bucket(self, bucket: str) -> None:
         raise self.p.refuse()
 
 

@@ -10,6 +10,7 @@ it refuse (exit 2) before touching it."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -440,3 +441,91 @@ def test_an_existing_targets_host_key_is_checked_and_trusted_only_when_confirmed
     status = run_cli(*lb, "status", "--on", "old")
     assert status.code == 0, status
     assert {r["name"]: r for r in status.envelope["data"]["resources"]}["media"]["folder"] == f"app1:{tmp_path / 'media'}"
+
+
+def test_an_apps_media_kept_in_s3_are_adopted_and_migrated(tmp_path, moto_server):
+    """An app that keeps its media in S3 (Mastodon's S3_BUCKET/S3_ENDPOINT, Takahē's s3:// backend): the
+    existing target names the bucket and its endpoint and keys by the app's own variables (read from its env
+    file, never written in the stack file). Objects the app wrote (nested keys, awkward names, an empty one,
+    a multipart upload whose ETag is no MD5) are listed and hashed as they are and migrated onto a local
+    target, every byte; the app's bucket is left exactly as it was (no object, version or tag added)."""
+    import boto3
+
+    from .conftest import tiny_app
+
+    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", aws_access_key_id="app-key",
+                      aws_secret_access_key="app-secret")
+    real = f"social-media-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=real)
+    s3.put_bucket_versioning(Bucket=real, VersioningConfiguration={"Status": "Enabled"})
+    objects = {"media_attachments/files/109/402/original/a b.png": os.urandom(3000),
+               "accounts/avatars/000/001/ünïcode ☕.jpg": b"\xff\xd8" + os.urandom(500),
+               "cache/empty": b"", "odd/what?#%.txt": b"keys a URL has to escape\n"}
+    for key, body in objects.items():
+        s3.put_object(Bucket=real, Key=key, Body=body)
+    big = os.urandom(11 << 20)  # uploaded in parts, as SDKs do above their threshold: its ETag is not an MD5
+    from boto3.s3.transfer import TransferConfig
+
+    s3.upload_fileobj(io.BytesIO(big), real, "media_attachments/files/video.mp4",
+                      Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
+    objects["media_attachments/files/video.mp4"] = big
+    assert "-" in s3.head_object(Bucket=real, Key="media_attachments/files/video.mp4")["ETag"]
+
+    def as_it_is():
+        versions = s3.list_object_versions(Bucket=real)
+        return (sorted((v["Key"], v["VersionId"], v["ETag"]) for v in versions.get("Versions", [])),
+                versions.get("DeleteMarkers", []),
+                {k: s3.get_object_tagging(Bucket=real, Key=k)["TagSet"] for k in objects})
+
+    before = as_it_is()
+    (tmp_path / "app.env").write_text(f"S3_ENABLED=true\nS3_BUCKET={real}\nS3_ENDPOINT={moto_server.url}\n"
+                                      "AWS_ACCESS_KEY_ID=app-key\nAWS_SECRET_ACCESS_KEY='app-secret'\n")
+    tiny_app(tmp_path)
+    stack = tmp_path / "lifeboat.yml"
+    stack.write_text("""version: 1
+name: adopts3
+domain: adopts3.lifeboat.test
+services:
+  web: {role: web, build: app, command: [python, serve.py], port: 8000, health: /}
+buckets:
+  media: {}
+providers:
+  old:
+    type: existing
+    env_file: app.env
+    buckets:
+      media: {s3: "${S3_BUCKET}", endpoint: "${S3_ENDPOINT}", access_key_id: "${AWS_ACCESS_KEY_ID}",
+               secret_access_key: "${AWS_SECRET_ACCESS_KEY}"}
+  here:
+    type: local
+    address: 127.0.0.32
+""")
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+    try:
+        status = run_cli(*lb, "status", "--on", "old")
+        found = {r["kind"] + "/" + r["name"]: r for r in status.envelope["data"]["resources"]}
+        assert found["bucket/media"]["s3"] == f"s3://{real} at {moto_server.url}", status
+        assert "app-secret" not in status.stdout
+        from toolkit.config import stackfile
+        from toolkit.run.engine import Engine
+
+        store = Engine(stackfile.load(stack)).provider("old").objects()
+        listed = {o.key: o for o in store.list("media")}
+        assert sorted(listed) == sorted(objects)
+        assert store.checksum("media", "media_attachments/files/video.mp4") == hashlib.sha256(big).hexdigest()
+        with pytest.raises(Exception) as refused:
+            store.write("media", "new", io.BytesIO(b"x"), size=1)
+        assert getattr(refused.value, "code", None) == "target.adopted"
+
+        moved = run_cli(*lb, "migrate", "--from", "old", "--to", "here", "--no-cutover", timeout=900)
+        assert moved.code == 0, json.dumps(moved.envelope, indent=1)[:4000]
+        steps = {s["step"]: s for s in moved.envelope["data"]["steps"]}
+        assert steps["media"]["copied"] == len(objects), steps["media"]
+        here = Engine(stackfile.load(stack)).provider("here").objects()
+        for key, body in objects.items():
+            with here.open_read("media", key) as handle:
+                assert handle.read() == body, key
+        assert as_it_is() == before
+        assert "app-secret" not in moved.stdout + moved.stderr
+    finally:
+        run_cli(*lb, "destroy", "--on", "here")
