@@ -24,6 +24,10 @@ def test_render_and_parts():
     assert render("${REDIS_URL_DB1}|${REDIS_HOST}|${REDIS_PASSWORD}", context) == "redis://:pw@10.0.0.6:6380/1|10.0.0.6|pw"
     assert render("${BUCKET_MEDIA_PATH}/cache", context) == "/srv/lifeboat/objects/media x/cache"
     assert render("a $ b $5 ${SECRET}", context) == "a $ b $5 s3"
+    cloud = {"BUCKET_MEDIA_URL": "s3://takahe-cloud-media-1a2b", "BUCKET_MEDIA_ENDPOINT": "http://127.0.0.1:5123"}
+    assert render("s3-insecure://${BUCKET_MEDIA_ENDPOINT_HOST}:${BUCKET_MEDIA_ENDPOINT_PORT}/${BUCKET_MEDIA_NAME}",
+                  {**parts(cloud), **cloud}) == "s3-insecure://127.0.0.1:5123/takahe-cloud-media-1a2b"
+    assert "BUCKET_MEDIA_NAME" not in parts(env)  # a folder has a path, not a name
     with pytest.raises(BadInput, match=r"env X refers to \$\{MISSING\}"):
         resolve({"X": "${MISSING}"}, env, where="t: service web")
 

@@ -507,9 +507,12 @@ class AwsProvider(TerraformHosts, HostsProvider):
         self.save_state(state)
 
     # ------------------------------------------------------------------ services on instances
-    def service_env(self, svc, spec, *, replica, release):
-        env = super().service_env(svc, spec, replica=replica, release=release)
+    def bucket_env(self, spec):
+        """The buckets are S3's (``s3://<real name>``, and the endpoint when the target names one), the same
+        on every instance; with the region the SDKs read. Given before the env templates are resolved, so
+        a template may use them (``${BUCKET_MEDIA_NAME}``)."""
         names = self.outputs().get("buckets") or {}
+        env = {}
         for bucket in self.stack.buckets:
             env[bucket_var(bucket, "URL")] = f"s3://{names.get(bucket, bucket)}"
             if self.api.endpoint("s3"):

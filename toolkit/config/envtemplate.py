@@ -12,6 +12,7 @@ Besides the variables a service is given (docs/app-contract.md), templates may u
 ``DATABASE_HOST``, ``DATABASE_PORT``, ``DATABASE_NAME``, ``DATABASE_USER``, ``DATABASE_PASSWORD``;
 ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_PASSWORD``, ``REDIS_URL_DB0`` ... ``REDIS_URL_DB15`` (the same
 server, another database); ``BUCKET_<NAME>_PATH`` (the folder of a ``file://`` bucket);
+``BUCKET_<NAME>_NAME`` (the bucket's real name at a cloud store: ``s3://``, ``gs://``, ``az://``);
 ``BUCKET_<NAME>_ENDPOINT_HOST`` and ``_ENDPOINT_PORT`` (of an S3 endpoint)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 PARTS = ("DATABASE_HOST", "DATABASE_PORT", "DATABASE_NAME", "DATABASE_USER", "DATABASE_PASSWORD", "REDIS_HOST",
          "REDIS_PORT", "REDIS_PASSWORD")
 REDIS_DB = re.compile(r"REDIS_URL_DB([0-9]|1[0-5])")
+CLOUD_SCHEMES = ("s3", "gs", "az")  # a bucket URL whose host part is the bucket's name there
 BUCKET_VAR = re.compile(r"BUCKET_[A-Z0-9_]+_(URL|PATH|TOKEN|ENDPOINT|REGION|ACCESS_KEY_ID|SECRET_ACCESS_KEY|[A-Z_]+)")
 
 
@@ -54,6 +56,8 @@ def parts(env: dict[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if name.startswith("BUCKET_") and name.endswith("_URL") and value.startswith("file://"):
             out[name[:-4] + "_PATH"] = unquote(urlsplit(value).path)
+        if name.startswith("BUCKET_") and name.endswith("_URL") and value.split("://", 1)[0] in CLOUD_SCHEMES:
+            out[name[:-4] + "_NAME"] = urlsplit(value).netloc
         if name.startswith("BUCKET_") and name.endswith("_ENDPOINT") and "://" in value:
             url = urlsplit(value)
             out[name + "_HOST"] = url.hostname or ""

@@ -197,7 +197,7 @@ resource "aws_db_instance" "postgres" {
   tags                      = local.tags
 }
 
-# ---------------------------------------------------------------- media buckets (private, versioned, encrypted)
+# ---------------------------------------------------------------- media buckets (versioned, encrypted; private unless public: true)
 
 resource "aws_s3_bucket" "media" {
   for_each = var.buckets
@@ -207,13 +207,26 @@ resource "aws_s3_bucket" "media" {
   tags          = local.tags
 }
 
+# ACLs never make anything public; a bucket the stack marks public: true is readable by anyone through the
+# policy below (what apps that hand out their media's S3 URLs need: Takahē, Mastodon, Pixelfed...)
 resource "aws_s3_bucket_public_access_block" "media" {
   for_each                = var.buckets
   bucket                  = aws_s3_bucket.media[each.key].id
   block_public_acls       = true
-  block_public_policy     = true
+  block_public_policy     = !each.value.public
   ignore_public_acls      = true
-  restrict_public_buckets = true
+  restrict_public_buckets = !each.value.public
+}
+
+resource "aws_s3_bucket_policy" "public_read" {
+  for_each = { for k, b in var.buckets : k => b if b.public }
+  bucket   = aws_s3_bucket.media[each.key].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{ Sid = "PublicRead", Effect = "Allow", Principal = "*", Action = ["s3:GetObject"],
+    Resource = ["${aws_s3_bucket.media[each.key].arn}/*"] }]
+  })
+  depends_on = [aws_s3_bucket_public_access_block.media]
 }
 
 resource "aws_s3_bucket_versioning" "media" {

@@ -72,7 +72,7 @@ variable "postgres_password" {
 variable "buckets" {
   type        = map(object({ public = bool }))
   default     = {}
-  description = "media buckets; always private, versioned and encrypted (public files go through the app)"
+  description = "media buckets; versioned and encrypted; public = anyone may read their objects (a bucket policy), else private"
 }
 
 variable "dns_zone" {
