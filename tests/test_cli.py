@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -103,7 +104,6 @@ def test_status_exec_destroy_when_not_deployed(stack, tmp_path):
 
 
 @pytest.mark.parametrize("args,command,code", [
-    (["plan"], "plan", 2),                                 # missing --on
     (["plan", "--on", "nowhere"], "plan", 2),              # unknown target
     (["up", "--on", "here", "--bogus"], "up", 2),          # unknown option
     (["frobnicate"], "frobnicate", 2),                     # unknown command
@@ -158,3 +158,46 @@ def test_commands_for_a_capability_read_the_providers_features(tmp_path):
         error = result.envelope["errors"][0]
         assert error["code"] == code and "here (local)" in error["message"], error
     assert not (tmp_path / "state").exists()
+
+
+def test_the_target_without_on(tmp_path, monkeypatch):
+    """--on may be left out: the only target, else $LIFEBOAT_TARGET, else the stack's default_target:; a stack
+    of several targets and none of these is a usage error naming them (exit 2, nothing done)."""
+    monkeypatch.delenv("LIFEBOAT_TARGET", raising=False)
+    one = tmp_path / "one"
+    one.mkdir()
+    check(run_cli("-c", str(chirp_stack(one)), "-o", "json", "plan"), "plan", 0, "changes")
+    two = tmp_path / "two"
+    two.mkdir()
+    stack = chirp_stack(two, extra_target="  spare:\n    type: local\n    state_dir: state/spare\n    address: 127.0.0.20\n")
+    env = check(run_cli("-c", str(stack), "-o", "json", "plan"), "plan", 2, "error")
+    assert "here, spare" in env["errors"][0]["message"] and "default_target" in env["errors"][0]["message"], env
+    env = check(run_cli("-c", str(stack), "-o", "json", "plan", env={"LIFEBOAT_TARGET": "spare"}), "plan", 0,
+                "changes")
+    assert env["data"]["target"] == "spare"
+    stack.write_text(stack.read_text() + "default_target: spare\n")
+    assert run_cli("-c", str(stack), "-o", "json", "plan").envelope["data"]["target"] == "spare"
+    assert run_cli("-c", str(stack), "-o", "json", "plan", env={"LIFEBOAT_TARGET": "here"}).envelope["data"][
+        "target"] == "here"  # the environment overrides the file
+    stack.write_text(stack.read_text().replace("default_target: spare", "default_target: spar"))
+    env = check(run_cli("-c", str(stack), "-o", "json", "validate"), "validate", 2, "error")
+    error = env["errors"][0]
+    assert error["key"] == "default_target" and error["line"] and 'did you mean "spare"' in error["hint"], error
+
+
+def test_shell_completion_offers_the_stacks_targets_and_services(tmp_path):
+    """click's completion (README: the one line that installs it for bash, zsh, fish) reads the stack file."""
+    stack = chirp_stack(tmp_path, extra_target="  spare:\n    type: local\n    state_dir: state/spare\n")
+
+    def complete(words: str, index: int) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "toolkit.cli"], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "_LIFEBOAT_COMPLETE": "bash_complete",
+                                   "COMP_WORDS": words, "COMP_CWORD": str(index), "LIFEBOAT_CONFIG": str(stack)},
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+    assert complete("lifeboat plan --on ", 3) == ["here", "spare"]
+    assert complete("lifeboat migrate --from here --to s", 5) == ["spare"]
+    assert complete("lifeboat exec --on here w", 4) == ["web", "worker"]
+    assert "migrate" in complete("lifeboat mi", 1)

@@ -44,6 +44,26 @@ class Problem:
         return text
 
 
+class Warned(str):
+    """A warning: its text (printed and listed as it is: it is a str) and a code for machines
+    (``plan -o json`` lists ``{"code", "message"}``)."""
+
+    code: str
+
+    def __new__(cls, message: str, code: str = "warning") -> Warned:
+        made = super().__new__(cls, message)
+        made.code = code
+        return made
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": str(self)}
+
+
+def warning_dict(warning: str) -> dict:
+    """``{"code", "message"}`` of a warning (a plain string's code is "warning")."""
+    return {"code": getattr(warning, "code", "warning"), "message": str(warning)}
+
+
 class ToolkitError(Exception):
     """Root of every error Lifeboat raises on purpose."""
 

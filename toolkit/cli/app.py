@@ -8,6 +8,7 @@ on stderr otherwise; exit codes are documented in the README and in ``toolkit.er
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -192,9 +193,66 @@ def cli(ctx, config, output, yes, verbose):
     _CURRENT["session"] = ctx.obj
 
 
+TARGET_VAR = "LIFEBOAT_TARGET"
+
+
+def _quiet_stack(ctx):
+    """The stack file the command will read, or None when it cannot be read (the command then says why)."""
+    from toolkit.config import stackfile
+    from toolkit.errors import ToolkitError
+
+    session = ctx.find_object(Session)  # (none while the shell completes a word: the group did not run)
+    config = session.config if session is not None else ctx.find_root().params.get("config")
+    try:
+        return stackfile.load(stackfile.resolve_path(config))
+    except (ToolkitError, OSError):
+        return None
+
+
+def _default_target(ctx, param, value):
+    """``--on`` when given; else $LIFEBOAT_TARGET; else the stack's ``default_target:``; else its only
+    target. A stack of several targets and none of these: a usage error naming them (exit 2)."""
+    if value:
+        return value
+    if os.environ.get(TARGET_VAR):
+        return os.environ[TARGET_VAR]
+    stack = _quiet_stack(ctx)
+    if stack is None:
+        return None  # the command reads the stack first and says what is wrong with it
+    if stack.default_target:
+        return stack.default_target
+    if len(stack.targets) == 1:
+        return next(iter(stack.targets))
+    raise click.UsageError(f"which target? {stack.path.name} has {len(stack.targets)} "
+                           f"({', '.join(stack.targets)}): name one with --on, or set default_target: in the "
+                           f"stack file or {TARGET_VAR}.", ctx)
+
+
+def complete_targets(ctx, param, incomplete: str):
+    """Shell completion of a target name: the stack file's targets."""
+    from click.shell_completion import CompletionItem
+
+    stack = _quiet_stack(ctx)
+    names = list(stack.targets) if stack is not None else []
+    return [CompletionItem(n, help=stack.targets[n].type) for n in names if n.startswith(incomplete)]
+
+
+def complete_services(ctx, param, incomplete: str):
+    """Shell completion of a service name: the stack file's services."""
+    from click.shell_completion import CompletionItem
+
+    stack = _quiet_stack(ctx)
+    names = list(stack.services) if stack is not None else []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
 def target_option(func):
-    """``--on TARGET``: the target a command acts on (one declaration for every command)."""
-    return click.option("--on", "on", required=True, metavar="TARGET", help="Target from providers:.")(func)
+    """``--on TARGET``: the target a command acts on (one declaration for every command); see
+    :func:`_default_target` for what it is when not given."""
+    return click.option("--on", "on", default=None, metavar="TARGET", callback=_default_target,
+                        shell_complete=complete_targets,
+                        help=f"Target from providers: (default: ${TARGET_VAR}, the stack's default_target:, "
+                             "or its only target).")(func)
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.app import Session, cli, envelope_command
+from toolkit.cli.app import Session, cli, complete_targets, envelope_command
 from toolkit.errors import (
     BadInput,
     Problem,
@@ -15,8 +15,8 @@ from toolkit.errors import (
 
 # ---------------------------------------------------------------------------------------------- backups
 @cli.command("backup")
-@click.option("--from", "source", required=True, metavar="TARGET", help="Where the stack runs now.")
-@click.option("--to", "to", metavar="TARGET", help="Whose object store keeps the backup (default: backup: to:).")
+@click.option("--from", "source", required=True, metavar="TARGET", shell_complete=complete_targets, help="Where the stack runs now.")
+@click.option("--to", "to", metavar="TARGET", shell_complete=complete_targets, help="Whose object store keeps the backup (default: backup: to:).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted backup from its journal.")
 @click.option("--wal-only", is_flag=True,
               help="Only ship the archived PostgreSQL WAL (backup: wal: true); cheap enough for every minute.")
@@ -52,7 +52,7 @@ def backups():
 
 
 @backups.command("list")
-@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--at", "at", metavar="TARGET", shell_complete=complete_targets, help="Where the backups are (default: backup: to:).")
 @envelope_command("backups list")
 def backups_list(session: Session, at):
     """Each backup with its time, size and whether all of it is there (verify opens every byte)."""
@@ -82,7 +82,7 @@ def backups_list(session: Session, at):
 
 
 @backups.command("verify")
-@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--at", "at", metavar="TARGET", shell_complete=complete_targets, help="Where the backups are (default: backup: to:).")
 @click.option("--backup", "backup_id", metavar="ID", help="Only this backup (default: every one kept).")
 @envelope_command("backups verify")
 def backups_verify(session: Session, at, backup_id):
@@ -110,7 +110,7 @@ def backups_verify(session: Session, at, backup_id):
 
 
 @cli.command("failover")
-@click.option("--to", "to", required=True, metavar="TARGET", help="Where the stack should run now.")
+@click.option("--to", "to", required=True, metavar="TARGET", shell_complete=complete_targets, help="Where the stack should run now.")
 @click.option("--at", "at", metavar="TARGET|TIME", help="Where the backups are (default: backup: to:); "
               "or a TIME, the same as --before TIME.")
 @click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (default: the newest).")
@@ -149,10 +149,10 @@ def failover_(session: Session, to, at, backup_id, before, no_cutover, no_wal, r
 
 
 @cli.command("drill")
-@click.option("--to", "to", required=True, metavar="TARGET", help="Rehearse a failover onto a scratch copy of it.")
-@click.option("--at", "at", metavar="TARGET", help="Where the backups are (default: backup: to:).")
+@click.option("--to", "to", required=True, metavar="TARGET", shell_complete=complete_targets, help="Rehearse a failover onto a scratch copy of it.")
+@click.option("--at", "at", metavar="TARGET", shell_complete=complete_targets, help="Where the backups are (default: backup: to:).")
 @click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (default: the newest).")
-@click.option("--against", metavar="TARGET", help="The live source to compare the restored data with.")
+@click.option("--against", metavar="TARGET", shell_complete=complete_targets, help="The live source to compare the restored data with.")
 @click.option("--report-dir", type=click.Path(file_okay=False), help="Where the report goes "
               "(default .lifeboat/drills next to the stack file).")
 @envelope_command("drill")

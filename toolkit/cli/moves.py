@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from toolkit.cli.app import Session, cli, envelope_command
+from toolkit.cli.app import Session, cli, complete_targets, envelope_command
 
 
 # ---------------------------------------------------------------------------------------------- migrate
 @cli.command()
-@click.option("--from", "source", required=True, metavar="TARGET", help="Where the stack runs now.")
-@click.option("--to", "target", required=True, metavar="TARGET", help="Where it should run.")
+@click.option("--from", "source", required=True, metavar="TARGET", shell_complete=complete_targets, help="Where the stack runs now.")
+@click.option("--to", "target", required=True, metavar="TARGET", shell_complete=complete_targets, help="Where it should run.")
 @click.option("--dry-run", is_flag=True, help="Show the steps, data volumes and estimates; change nothing.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted migration from its journal.")
 @click.option("--no-cutover", is_flag=True, help="Leave DNS pointing at the source.")

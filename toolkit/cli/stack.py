@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.app import Session, cli, envelope_command, target_option
+from toolkit.cli.app import Session, cli, complete_services, envelope_command, target_option
 from toolkit.errors import (
     EXIT_FAILED,
     EXIT_PLAN_CHANGES,
     BadInput,
     Problem,
+    warning_dict,
 )
 
 
@@ -142,13 +143,12 @@ def plan(session: Session, on, detailed_exitcode, take_dns):
     from toolkit.cli.output import Outcome
 
     engine = session.engine()
-    engine.preflight(on)
-    warnings: list[str] = []
+    warnings: list[str] = list(engine.preflight(on, planning=True).get("warnings") or [])
     result = engine.plan(on, take_dns=take_dns, warnings=warnings)
     status = "changes" if result.has_changes else "ok"
     code = EXIT_PLAN_CHANGES if (detailed_exitcode and result.has_changes) else 0
     data = result.as_dict()
-    data["warnings"] = warnings
+    data["warnings"] = [warning_dict(w) for w in warnings]
     return Outcome(data, status=status, exit_code=code, human=lambda c: render_plan(c, result, warnings))
 
 
@@ -250,7 +250,7 @@ def destroy(session: Session, on, delete_backups):
 # ---------------------------------------------------------------------------------------------- exec
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
 @target_option
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 @envelope_command("exec")
 def exec_(session: Session, on, service, argv):

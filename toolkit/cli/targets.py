@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from toolkit.cli.app import Session, cli, envelope_command, target_option
+from toolkit.cli.app import Session, cli, complete_services, envelope_command, target_option
 from toolkit.errors import (
     BadInput,
 )
@@ -80,7 +80,7 @@ def release_list(session: Session, on):
 
 @release.command("rollback")
 @target_option
-@click.argument("services", nargs=-1)
+@click.argument("services", nargs=-1, shell_complete=complete_services)
 @envelope_command("release rollback")
 def release_rollback(session: Session, on, services):
     """Put the previous release of SERVICES (default: all) back, one host and one replica at a time.

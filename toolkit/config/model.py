@@ -129,6 +129,7 @@ class Stack:
     targets: dict[str, Target]
     dns: Dns | None
     backup: Backup | None
+    default_target: str | None = None
 
     @property
     def root(self) -> Path:

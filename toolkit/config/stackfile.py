@@ -373,6 +373,11 @@ def _stack_checks(top: dict, where: Where, report: Report, raw: Any) -> None:
             node = node[k]
         return w
 
+    default = top.get("default_target")
+    if default and default not in top["providers"]:
+        near = closest(default, list(top["providers"]))
+        report.add(at("default_target"), f'"{default}" is not a target of providers: '
+                   f'({", ".join(top["providers"])}).', f'did you mean "{near}"?' if near else None)
     if top["version"] != STACK_FILE_VERSION:
         report.add(at("version"), f"this Lifeboat reads stack files of version {STACK_FILE_VERSION}, "
                                   f"got {top['version']}.", "upgrade Lifeboat, or write the file for version 1.")
@@ -466,6 +471,9 @@ STACK = Map(
                            required=True),
         "dns": Field(DNS),
         "backup": Field(BACKUP),
+        "default_target": Field(Str(pattern=LABEL, expected="a target name of providers:"),
+                                doc="the target a command acts on without --on (LIFEBOAT_TARGET overrides it; "
+                                    "with one target, that one)"),
     },
     expected="a stack (name, domain, services, providers, ...)",
     validate=_stack_checks,
@@ -577,4 +585,5 @@ def build(top: dict, path: Path, raw: Any) -> model.Stack:
     return model.Stack(
         name=top["name"], domain=top["domain"], path=path, services=services, postgres=postgres, redis=redis,
         buckets=buckets, tls=tls, secrets=secrets, targets=targets, dns=dns, backup=backup,
+        default_target=top.get("default_target"),
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from toolkit.config.model import Stack
 from toolkit.contract import Provider, Record, Resource, SecretValue, Unsupported, registry
-from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError
+from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError, Warned
 from toolkit.plan import planner
 from toolkit.run.events import Events
 
@@ -84,18 +84,28 @@ class Engine:
             raise provider.refuse()
         return provider
 
-    def preflight(self, name: str, *, fresh: bool = False) -> dict:
+    def preflight(self, name: str, *, fresh: bool = False, planning: bool = False) -> dict:
         """The target's preflight. ``fresh``: through a new provider instance (new connections), to learn
-        whether it answers now rather than reuse a connection that may have died."""
+        whether it answers now rather than reuse a connection that may have died. What the target lacks for
+        the stack (``unavailable``: an emulator without RDS, say) stops everything but a plan (``planning``),
+        which computes its changes all the same and lists them as warnings (``facts["warnings"]``)."""
         provider = self.provider(name)
         if fresh:
             provider = type(provider)(self.stack, provider.target)
         try:
-            return provider.check()
+            facts = provider.check()
         except ToolkitError:
             raise
         except OSError as exc:
             raise ProviderUnreachable(f"{provider.label}: {exc}") from None
+        lacking = facts.pop("unavailable", None) or []
+        if lacking and not planning:
+            first = lacking[0]
+            raise ProviderUnreachable(first.message, hint=first.hint, code=first.code)
+        if lacking:
+            facts["warnings"] = [Warned(f"{e.message} (`plan` goes on; `up` stops here.)"
+                                        + (f" Hint: {e.hint}" if e.hint else ""), e.code) for e in lacking]
+        return facts
 
     # ------------------------------------------------------------------ plan
     def plan(self, on: str, *, take_dns: bool = False, warnings: list[str] | None = None,
@@ -116,8 +126,9 @@ class Engine:
             plan.changes.extend(self._record_changes(provider, take_dns, warnings))
         served = sorted(s.name for s in self.stack.services.values() if s.serve)
         if served and not (self.stack.tls and provider.supports("tls")):
-            warnings.append(f"serve: of {', '.join(served)} is answered by the TLS proxy, which {provider.label} runs "
-                            "only with tls: (and on hosts); here those paths reach the app, which must serve them.")
+            warnings.append(Warned(f"serve: of {', '.join(served)} is answered by the TLS proxy, which {provider.label} "
+                                   "runs only with tls: (and on hosts); here those paths reach the app, which must "
+                                   "serve them.", "plan.serve_without_proxy"))
         plan.changes.sort(key=lambda c: (c.action != "delete", planner.order_key(c)))
         return plan
 
@@ -130,12 +141,12 @@ class Engine:
         plan = planner.Plan(on, [planner.Change("noop", r.kind, r.name, r, r) for r in found])
         have = {r.id for r in found}
         wanted = planner.stack_resources(self.stack) + [Resource("secret", n) for n in self.stack.secrets]
-        warnings += [f"{r.kind} {r.name} of the stack was not found on {provider.label}" for r in wanted
-                     if r.id not in have]
-        warnings += [f"{r.kind} {r.name} on {provider.label} is not running" for r in found
-                     if r.attrs.get("running") is False]
-        warnings += [f"{i.service}.{i.replica} on {provider.label} is not healthy ({i.url})"
-                     for i in provider.compute().instances() if not i.healthy]
+        warnings += [Warned(f"{r.kind} {r.name} of the stack was not found on {provider.label}", "adopted.missing")
+                     for r in wanted if r.id not in have]
+        warnings += [Warned(f"{r.kind} {r.name} on {provider.label} is not running", "adopted.not_running")
+                     for r in found if r.attrs.get("running") is False]
+        warnings += [Warned(f"{i.service}.{i.replica} on {provider.label} is not healthy ({i.url})",
+                            "adopted.unhealthy") for i in provider.compute().instances() if not i.healthy]
         return plan
 
     def _observed(self, provider: Provider) -> list[Resource]:
@@ -225,8 +236,9 @@ class Engine:
             elif take_dns or not rec.target:
                 changes.append(planner.Change("update", "record", name, before, after, "switching traffic"))
             else:
-                warnings.append(f"DNS {name} in {dns.zone} points at {', '.join(now.values)}, not at {provider.label};"
-                                " left alone (traffic moves with `lifeboat migrate`, or `up --take-dns`).")
+                warnings.append(Warned(f"DNS {name} in {dns.zone} points at {', '.join(now.values)}, not at "
+                                       f"{provider.label}; left alone (traffic moves with `lifeboat migrate`, or "
+                                       "`up --take-dns`).", "dns.points_elsewhere"))
                 changes.append(planner.Change("skip", "record", name, before, after, "points at another target"))
         return changes
 
