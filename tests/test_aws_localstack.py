@@ -1,12 +1,16 @@
-"""The aws provider against LocalStack (community, host mode): what teams run for CI dry runs.
+"""The aws provider against LocalStack (community, host mode): what teams run for CI dry runs (issue 26).
 
 Emulation, named plainly: LocalStack's EC2 instances run nothing, so each is paired with a real OpenSSH host
-of the lab through ``reach:``; its community build has no RDS, and the provider must say so (exit 5) rather
-than half-work. Every check asks LocalStack with boto3 directly, not the provider.
+of the lab through ``reach:``; its community build has no RDS. A stack on RDS (chirp's own stack file with
+an aws target) still plans, with every resource listed and RDS named as a warning; `up` refuses it (exit 5)
+before changing anything. With ``postgres: {on: instance}`` PostgreSQL runs on the db instance (the lab
+host) and the whole stack deploys, serves, plans clean and is destroyed; the shipped workflow's steps run
+here in order. Every check asks LocalStack with boto3 directly, not the provider.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import urllib.request
@@ -16,7 +20,6 @@ import pytest
 
 from toolkit.config import stackfile
 from toolkit.contract.suite import ProviderContract
-from toolkit.errors import ProviderError
 from toolkit.run.engine import Engine
 
 from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
@@ -27,16 +30,19 @@ pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes min
 LAB = [f"127.0.0.{lab_first_address() + i}" for i in range(3)]  # the lab's hosts' addresses
 
 STACK = """version: 1
-name: lsy
+name: {name}
 domain: www.lsy.test
 services:
   web:
     role: web
     build: {app}
     command: ["python3", "serve.py"]
-    port: 8300
+    port: {web_port}
     secrets: [APP_KEY]
-{postgres}buckets:
+postgres:
+  version: 15
+  database: lsy
+buckets:
   media: {{}}
 secrets:
   APP_KEY: {{from: generate, length: 24}}
@@ -44,16 +50,15 @@ providers:
   ci:
     type: aws
     region: us-east-1
-    endpoint_url: {endpoint}
-    ami: ami-12c6146b
+{endpoint}    ami: ami-12c6146b
     known_hosts: {known_hosts}
-    instances:
-      - {{name: web-1, roles: [web], root: {roots}/web-1}}
+{postgres}    instances:
+      - {{name: web-1, roles: [web, db], root: {roots}/{name}-web-1}}
     reach:
       web-1: {{address: {a3}, private_address: {a3}, port: {port}, user: {user}, key: {key}}}
 dns:
   provider: ci
-  zone: lsy.test
+  zone: {name}.test
   records:
     - {{name: www, type: A, target: web, ttl: 120}}
 """
@@ -64,12 +69,16 @@ def aws(client: str, endpoint: str):
                         aws_secret_access_key="test")
 
 
-def write_stack(root, lab, endpoint, roots, *, postgres: bool) -> None:
-    pg = "postgres:\n  version: 15\n  database: lsy\n" if postgres else ""
+def write_stack(root, lab, endpoint, roots, *, name: str = "lsy", web_port: int = 8300, pg_port: int = 5472,
+                in_env: bool = False) -> None:
+    """The stack, PostgreSQL on the db instance (LocalStack has no RDS); the endpoint in the stack file, or
+    (``in_env``) left to AWS_ENDPOINT_URL as a CI job sets it."""
     host = lab.hosts[2]
     (root / "lifeboat.yml").write_text(STACK.format(
-        app=tiny_app(root) if not (root / "app").exists() else root / "app", endpoint=endpoint,
-        known_hosts=lab.known_hosts, roots=roots, port=host.port, user=lab.user, key=lab.client_key, postgres=pg, a3=LAB[2]))
+        name=name, app=tiny_app(root) if not (root / "app").exists() else root / "app", web_port=web_port,
+        endpoint="" if in_env else f"    endpoint_url: {endpoint}\n", known_hosts=lab.known_hosts, roots=roots,
+        port=host.port, user=lab.user, key=lab.client_key, a3=LAB[2],
+        postgres=f"    postgres: {{on: instance}}\n    postgres_port: {pg_port}\n"))
 
 
 @pytest.fixture(scope="module")
@@ -85,26 +94,54 @@ def env(terraform_rc):
             os.environ[k] = v
 
 
-def test_rds_missing_is_exit_5_and_changes_nothing(tmp_path, ssh_lab, localstack, env):
-    roots = make_host_roots()
-    try:
-        write_stack(tmp_path, ssh_lab, localstack.url, roots, postgres=True)
-        result = run_cli("up", "--on", "ci", "--yes", "--output", "json", cwd=tmp_path)
-        assert result.code == 5, result
-        error = result.envelope["errors"][0]
-        assert error["message"].startswith(f"RDS is not available at {localstack.url}"), error
-        assert not aws("ec2", localstack.url).describe_vpcs(
-            Filters=[{"Name": "tag:lifeboat:stack", "Values": ["lsy-ci"]}])["Vpcs"]
-        assert not list(roots.iterdir())
-    finally:
-        shutil.rmtree(roots, ignore_errors=True)
+def test_chirps_own_stack_plans_with_rds_missing_named_and_up_refuses_it(tmp_path, localstack, env):
+    """chirp's stack file as it is, with an aws target added the way a CI user would (no reach: hosts):
+    `plan --detailed-exitcode` computes every resource, RDS included, exits 10 and names the missing RDS as
+    a warning with a code; `up` stops with exit 5 before changing anything."""
+    from .conftest import CHIRP
+
+    app = tmp_path / "chirp"
+    shutil.copytree(CHIRP, app, ignore=shutil.ignore_patterns(".lifeboat", "__pycache__"))
+    text = (app / "lifeboat.yml").read_text()
+    assert "\nproviders:\n" in text
+    (app / "lifeboat.yml").write_text(text.replace("\nproviders:\n", f"""
+providers:
+  ci:
+    type: aws
+    region: us-east-1
+    endpoint_url: {localstack.url}
+    ami: ami-12c6146b
+    instances:
+      - {{name: app-1, roles: [web, worker, db]}}
+""", 1))
+    plan = run_cli("plan", "--on", "ci", "--detailed-exitcode", "--output", "json", cwd=app, timeout=600)
+    assert plan.code == 10, plan
+    data = plan.envelope["data"]
+    [warning] = [w for w in data["warnings"] if w["code"] == "aws.rds_unavailable"]
+    assert warning["message"].startswith(f"RDS is not available at {localstack.url}"), warning
+    planned = {(c["kind"], c["name"]): c["action"] for c in data["changes"]}
+    assert planned[("infra", "aws_db_instance.postgres[0]")] == "create", sorted(planned)
+    assert planned[("infra", "aws_instance.host[\"app-1\"]")] == "create", sorted(planned)
+    assert planned[("database", "chirp")] == "create" and planned[("secret", "CHIRP_SECRET_KEY")] == "create"
+    from toolkit.plan.planner import REDACTED
+
+    secret = {c["name"]: c["changes"] for c in data["changes"] if c["kind"] == "secret"}
+    assert secret["CHIRP_SECRET_KEY"]["value"] == {"before": None, "after": REDACTED}, secret  # never the value
+    assert data["summary"]["create"] == len([c for c in data["changes"] if c["action"] == "create"])
+
+    up = run_cli("up", "--on", "ci", "--yes", "--output", "json", cwd=app, timeout=600)
+    assert up.code == 5 and up.envelope["errors"][0]["code"] == "aws.rds_unavailable", up
+    assert "postgres: {on: instance}" in up.envelope["errors"][0]["hint"]
+    assert not aws("ec2", localstack.url).describe_vpcs(
+        Filters=[{"Name": "tag:lifeboat:stack", "Values": ["chirp-ci"]}])["Vpcs"]
+    assert not [b for b in aws("s3", localstack.url).list_buckets()["Buckets"] if b["Name"].startswith("chirp-ci")]
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, ssh_lab, localstack, env):
     root = tmp_path_factory.mktemp("aws-localstack")
     roots = make_host_roots()
-    write_stack(root, ssh_lab, localstack.url, roots, postgres=False)
+    write_stack(root, ssh_lab, localstack.url, roots)
     try:
         result = run_cli("up", "--on", "ci", "--yes", "--output", "json", cwd=root, timeout=900)
         assert result.code == 0, result
@@ -181,17 +218,68 @@ class TestLocalStackContract(ProviderContract):
     def provider(self, deployed):
         return Engine(stackfile.load(deployed["root"] / "lifeboat.yml")).provider("ci")
 
-    # This stack has no PostgreSQL (LocalStack's community build has no RDS): the database part of the
-    # contract is that asking for it fails clearly.
-    def test_database_dump_restore_keeps_every_row(self, provider):
-        with pytest.raises(ProviderError, match="no postgres"):
-            provider.database().info()
-
-    def test_digest_sees_a_changed_value(self, provider):
-        with pytest.raises(ProviderError, match="no postgres"):
-            provider.database().table_digests()
-
     def test_compute_reports_instances(self, provider):
         instances = provider.compute().instances()
         assert [(i.service, i.host, i.state, i.healthy) for i in instances] == [("web", "web-1", "running", True)]
         assert provider.compute().addresses("web") == [LAB[2]]
+
+
+def test_the_shipped_workflow_runs_as_written(tmp_path, ssh_lab, localstack, env):
+    """templates/ci/github-actions.yml, its `run:` steps in order as GitHub runs them (bash -e), with the
+    job's environment (its AWS_ENDPOINT_URL pointed at this LocalStack), in a folder holding a stack whose aws
+    target takes its endpoint from that variable and whose PostgreSQL is on the instance. The step that
+    installs Lifeboat is skipped: this checkout's is on PATH. Then templates/ci/lifeboat-ci.sh, the same
+    steps for other CI systems, on the same stack."""
+    import subprocess
+    import sys
+
+    from ruamel.yaml import YAML
+
+    from .conftest import REPO
+
+    workflow = YAML(typ="safe").load((REPO / "templates" / "ci" / "github-actions.yml").read_text())
+    job = workflow["jobs"]["dry-run"]
+    steps = [s for s in job["steps"] if "run" in s]
+    assert [s["name"] for s in steps][0] == "install lifeboat" and steps[-1]["name"] == "destroy"
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "lifeboat").write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m toolkit.cli \"$@\"\n")
+    (shims / "lifeboat").chmod(0o755)
+    job_env = {**os.environ, **{k: str(v) for k, v in job["env"].items()}, "AWS_ENDPOINT_URL": localstack.url,
+               "PATH": f"{shims}:{os.environ['PATH']}"}
+    job_env.pop("AWS_DEFAULT_REGION", None)
+    roots = make_host_roots()
+    work = tmp_path / "repo"
+    work.mkdir()
+    write_stack(work, ssh_lab, localstack.url, roots, name="lsw", web_port=8310, pg_port=5473, in_env=True)
+
+    def run(script: str, *shell: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*shell, script], cwd=work, env=job_env, capture_output=True, text=True, timeout=900)
+
+    def gone() -> bool:
+        return not aws("ec2", localstack.url).describe_vpcs(
+            Filters=[{"Name": "tag:lifeboat:stack", "Values": ["lsw-ci"]}])["Vpcs"]
+
+    try:
+        for step in steps[1:-1]:
+            done = run(step["run"], "bash", "-e", "-c")
+            assert done.returncode == 0, (step["name"], done.stdout[-3000:], done.stderr[-3000:])
+            if step["name"] == "up":
+                with urllib.request.urlopen(f"http://{LAB[2]}:8310/", timeout=5) as resp:  # noqa: S310
+                    assert resp.read() == b"ok"
+        plan = json.loads((work / "plan.json").read_text())
+        assert plan["exit_code"] == 10 and plan["data"]["summary"]["create"] > 0, plan["data"]["summary"]
+        assert json.loads((work / "up.json").read_text())["data"]["status"]["healthy"]
+        assert json.loads((work / "plan-again.json").read_text())["exit_code"] == 0
+        done = run(steps[-1]["run"], "bash", "-e", "-c")
+        assert done.returncode == 0 and gone(), (done.stdout[-3000:], done.stderr[-3000:])
+
+        script = run(str(REPO / "templates" / "ci" / "lifeboat-ci.sh"), "sh")
+        assert script.returncode == 0, (script.stdout[-3000:], script.stderr[-3000:])
+        assert json.loads((work / "plan-again.json").read_text())["exit_code"] == 0
+        assert json.loads((work / "destroy.json").read_text())["exit_code"] == 0 and gone()
+        assert not list(roots.iterdir())
+    finally:
+        if not gone():
+            run(steps[-1]["run"], "bash", "-c")
+        shutil.rmtree(roots, ignore_errors=True)

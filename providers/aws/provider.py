@@ -32,7 +32,7 @@ from toolkit.transport.hosts import HOST, SSH_SETTINGS, HostSpec, ed25519_pair
 INSTANCE = Map({
     "name": HOST.fields["name"],
     "roles": Field(ListOf(Str(choices=["web", "worker", "db"]), min_items=1, unique=True), required=True,
-                   doc="db: Redis runs there (PostgreSQL is RDS)"),
+                   doc="db: Redis runs there, and PostgreSQL with postgres: {on: instance} (else it is RDS)"),
     "type": Field(Str(pattern=r"[a-z0-9]+\.[a-z0-9]+", expected="an EC2 instance type such as t3.small")),
     "ami": Field(Str(pattern=r"ami-[0-9a-f]+", expected="an AMI id (ami-...)")),
     "disk_gb": Field(Int(min=8, max=16384), default=20),
@@ -96,10 +96,14 @@ class AwsProvider(TerraformHosts, HostsProvider):
                                     min_items=1), default=lambda: ["0.0.0.0/0"],
                              doc="who may reach the instances over SSH"),
         "postgres": Field(Map({
+            "on": Field(Str(choices=["rds", "instance"]), default="rds",
+                        doc="rds: an RDS instance; instance: PostgreSQL on the db instance, run by the same "
+                            "host machinery as bare metal (cheaper for small deployments; and what an emulator "
+                            "without RDS can deploy)"),
             "instance_class": Field(Str(pattern=r"db\.[a-z0-9]+\.[a-z0-9]+", expected="an RDS class"),
                                     default="db.t3.micro"),
             "storage_gb": Field(Int(min=20, max=65536), default=20),
-        }), default=dict, doc="RDS settings"),
+        }), default=dict, doc="where PostgreSQL runs, and RDS settings"),
         "reach": Field(DictOf(REACH), default=dict,
                        doc="per instance name (or postgres): how to reach it instead of the address AWS reports"),
         "drill_reach": Field(DictOf(REACH), default=dict,
@@ -111,7 +115,8 @@ class AwsProvider(TerraformHosts, HostsProvider):
         "dns_wait_seconds": Field(Int(min=0, max=3600), default=300),
         **_SSH,
         **{k: v for k, v in HOST_SETTINGS.items()
-           if k in ("redis_port", "app_account", "runtime", "process_manager", "docker", "proxy")},
+           if k in ("redis_port", "postgres_port", "account", "app_account", "runtime", "process_manager", "docker",
+                    "proxy")},
     }
 
     @staticmethod
@@ -184,8 +189,13 @@ class AwsProvider(TerraformHosts, HostsProvider):
                                     hint=f"run `lifeboat up --on {self.target.name}`.", code="aws.no_instance")
         return self.directory.connection(name)
 
+    @property
+    def pg_on_instance(self) -> bool:
+        """Whether PostgreSQL runs on the db instance (postgres: {on: instance}) rather than on RDS."""
+        return (self.settings.get("postgres") or {}).get("on") == "instance"
+
     def host_postgres_version(self) -> int | None:
-        return None  # PostgreSQL is RDS, not on an instance
+        return HostsProvider.host_postgres_version(self) if self.pg_on_instance else None
 
     # ------------------------------------------------------------------ local state (0700 directory)
     def state(self) -> dict:
@@ -277,6 +287,8 @@ class AwsProvider(TerraformHosts, HostsProvider):
         ports = sorted({self.app_port(s, i) for s in web for i in range(s.replicas)})
         if self.stack.redis is not None:
             ports.append(self.settings.get("redis_port") or 6379)
+        if pg is not None and self.pg_on_instance:  # (between the instances only, as the app ports)
+            ports.append(self.settings.get("postgres_port") or 5432)
         region = self.api.region or "us-east-1"
         return {
             "name": self.prefix,
@@ -290,7 +302,7 @@ class AwsProvider(TerraformHosts, HostsProvider):
                                       "disk_gb": i.get("disk_gb") or 20, "roles": list(i["roles"])}
                           for i in self.settings["instances"]},
             "ssh_public_key": self.login_key(),
-            "postgres": None if pg is None else {
+            "postgres": None if pg is None or self.pg_on_instance else {
                 "version": str(pg.version), "instance_class": rds.get("instance_class") or "db.t3.micro",
                 "storage_gb": rds.get("storage_gb") or 20, "database": pg.database, "username": RDS_ADMIN},
             "buckets": {name: {"public": bool(b.public)} for name, b in sorted(self.stack.buckets.items())},
@@ -301,7 +313,7 @@ class AwsProvider(TerraformHosts, HostsProvider):
     def terraform_secrets(self) -> dict:
         out: dict = {"user_data": {i["name"]: SecretValue(self.user_data(i["name"]))
                                    for i in self.settings["instances"]}}
-        if self.stack.postgres:
+        if self.stack.postgres and not self.pg_on_instance:
             out["postgres_password"] = self.internal_secret("rds_admin")
         return out
 
@@ -321,7 +333,8 @@ class AwsProvider(TerraformHosts, HostsProvider):
         redirects the live database, the copy's must come from ``drill_reach: postgres``: a drill never
         restores into the live database."""
         reach = {**(self.settings.get("reach") or {}), **(self.settings.get("drill_reach") or {})}
-        if "postgres" in (self.settings.get("reach") or {}) and "postgres" not in (self.settings.get("drill_reach") or {}):
+        if "postgres" in (self.settings.get("reach") or {}) and "postgres" not in (self.settings.get("drill_reach") or {}) \
+                and not self.pg_on_instance:
             raise Unsupported(f"{self.label} reaches its database through reach: postgres, and a scratch copy "
                               "needs a database of its own: set drill_reach: postgres: {address, port} for it")
         settings: dict = {**self.settings, "reach": reach, "state_dir": f"{self.state_root}-{name}"}
@@ -330,7 +343,10 @@ class AwsProvider(TerraformHosts, HostsProvider):
             settings["terraform_backend"] = {**backend, "key": f"{backend.get('key') or f'lifeboat/{self.prefix}'}"
                                                                f"-{name}.tfstate"}
         if any(i["name"] in reach for i in self.settings["instances"]):  # maybe the live machines
-            settings.update(self.ports_beside({"redis_port": self.settings.get("redis_port") or 6379}),
+            ports = {"redis_port": self.settings.get("redis_port") or 6379}
+            if self.pg_on_instance:
+                ports["postgres_port"] = self.settings.get("postgres_port") or 5432
+            settings.update(self.ports_beside(ports),
                             instances=[{**i, "root": f"{spec.root}-{name}"}
                                        for i, spec in zip(self.settings["instances"], self.specs, strict=True)])
         return settings
@@ -342,6 +358,8 @@ class AwsProvider(TerraformHosts, HostsProvider):
         """S3 has no ceiling; RDS has the storage the stack allocates (growing it is a plan change)."""
         if not self.stack.postgres:
             return []
+        if self.pg_on_instance:
+            return HostsProvider.free_space(self)
         gb = (self.settings.get("postgres") or {}).get("storage_gb") or 20
         return [{"where": f"RDS ({gb} GB allocated)", "kinds": ["database"], "free": gb * 10**9}]
 
@@ -356,11 +374,18 @@ class AwsProvider(TerraformHosts, HostsProvider):
                                code="aws.no_ami")
         for svc in self.stack.services.values():
             self.placement(svc)
-        if (self.stack.postgres or self.stack.redis is not None) and self.stack.redis is not None:
+        if self.stack.redis is not None:
             self.first("db", "Redis")
+        if self.stack.postgres and self.pg_on_instance:
+            self.first("db", "PostgreSQL")
         self._check_ports()
-        if self.stack.postgres:
-            self._check_rds()
+        if self.stack.postgres and not self.pg_on_instance:
+            try:
+                self._check_rds()
+            except ProviderUnreachable as exc:
+                if exc.code != "aws.rds_unavailable":
+                    raise
+                facts["unavailable"] = [exc]  # a plan goes on (Terraform plans RDS without it); up stops
         if shutil.which("terraform") is None:
             raise ProviderUnreachable(f"{self.label}: the terraform binary is not on PATH.",
                                       hint="install Terraform >= 1.5.", code="terraform.missing")
@@ -376,9 +401,9 @@ class AwsProvider(TerraformHosts, HostsProvider):
             if code in ("InternalFailure", "NotImplemented", "501") or "license" in message.lower() \
                     or "not yet implemented" in message.lower() or "not included" in message.lower():
                 raise ProviderUnreachable(f"RDS is not available at {self.api.endpoint('rds') or self.api.region}: "
-                                          f"{message.strip()}", hint="the stack's PostgreSQL needs RDS; use an "
-                                          "endpoint (or AWS account) that offers it.", code="aws.rds_unavailable"
-                                          ) from None
+                                          f"{message.strip()}.", hint="the stack's PostgreSQL needs RDS there, or "
+                                          "postgres: {on: instance} under the target (PostgreSQL on the db "
+                                          "instance).", code="aws.rds_unavailable") from None
             raise ProviderError(f"{self.label}: RDS DescribeDBInstances: {code} {message}", code="aws.rds") from None
 
     # ------------------------------------------------------------------ lifecycle
@@ -389,13 +414,14 @@ class AwsProvider(TerraformHosts, HostsProvider):
             for res in ws.resources():  # from the state alone (the saved plan stays for apply)
                 out.append(Resource("infra", res["address"], {}, {"id": res["id"]}))
         state = self.state()
-        if state.get("postgres"):
+        if state.get("postgres") and not self.pg_on_instance:
             pgs = state["postgres"]
             out.append(Resource("database", pgs["database"], {"version": pgs["version"],
                                                              "extensions": sorted(pgs.get("extensions", [])),
                                                              "running": True}, {"host": "rds"}))
-        if out:
-            out.extend(r for r in HostsProvider.observe(self) if r.kind not in ("database", "bucket"))
+        if out or state:
+            on_hosts = HostsProvider.observe(self)
+            out.extend(r for r in on_hosts if r.kind != "bucket" and (r.kind != "database" or self.pg_on_instance))
         return out
 
     def desired(self, resources, secrets=None):
@@ -461,19 +487,23 @@ class AwsProvider(TerraformHosts, HostsProvider):
             return None
         return via or self.settings["instances"][0]["name"]
 
-    def database(self) -> RdsDatabase:
-        return RdsDatabase(self)
+    def database(self):
+        return HostsProvider.database(self) if self.pg_on_instance else RdsDatabase(self)
 
     def database_url(self) -> SecretValue:
         """The URL the apps use (from inside the VPC: no tunnel)."""
         from urllib.parse import quote
 
+        if self.pg_on_instance:
+            return HostsProvider.database_url(self)
         pg = self.stack.postgres
         host, port = self.rds_address()
         password = quote(self.internal_secret("pg_app").reveal_text(), safe="")
         return SecretValue(f"postgresql://{pg.user}:{password}@{host}:{port}/{pg.database}")
 
     def _apply_database(self, before, after) -> None:
+        if self.pg_on_instance:
+            return HostsProvider._apply_database(self, before, after)
         from psycopg import sql
 
         pg = self.stack.postgres
@@ -502,6 +532,8 @@ class AwsProvider(TerraformHosts, HostsProvider):
         self.save_state(state)
 
     def _delete_database(self, resource) -> None:
+        if self.pg_on_instance:
+            return HostsProvider._delete_database(self, resource)
         state = self.state()  # RDS itself goes with the Terraform resources
         state.pop("postgres", None)
         self.save_state(state)
