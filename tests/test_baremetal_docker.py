@@ -78,6 +78,11 @@ def test_docker_deploy_rolling_update_and_destroy(dock):
     seed = run_cli("-c", str(dock["stack"]), "exec", "--on", "colo", "web", "--", "python", "-m", "chirp", "seed",
                    "--users", "40", "--posts", "300", "--media", "5")
     assert seed.code == 0, seed
+    # the containers' logs (docker logs: times per line, so --since works), one per host
+    logs = lb(dock, "logs", "--on", "colo", "web", "--since", "1h", "-n", "50")
+    assert logs.code == 0, logs
+    got = {(one["host"], one["replica"]): one["lines"] for one in logs.envelope["data"]["logs"]}
+    assert set(got) == {("web1", 0), ("web2", 0)} and all(got.values()), got
     for address in ("127.0.0.2", "127.0.0.3"):
         assert json.loads(get(f"http://{address}:8200/api/stats"))["posts"] == 300
 

@@ -63,6 +63,16 @@ class SecretsManagerStore(SecretStore):
             self.sm.create_secret(Name=self.prefix + name, SecretString=value.reveal_text(),
                                   Tags=[{"Key": "managed-by", "Value": "lifeboat"}])
 
+    def written_at(self, name):
+        import botocore.exceptions
+
+        try:
+            found = self.sm.describe_secret(SecretId=self.prefix + name)
+        except botocore.exceptions.ClientError:
+            return None
+        when = found.get("LastChangedDate") or found.get("CreatedDate")
+        return when.timestamp() if when is not None else None
+
     def delete(self, name):
         import botocore.exceptions
 

@@ -17,6 +17,7 @@ from toolkit.contract import (
     DatabaseService,
     Host,
     Instance,
+    LogSource,
     SecretStore,
     SecretValue,
     Unsupported,
@@ -57,6 +58,10 @@ class RemoteSecrets(SecretStore):
 
     def delete(self, name: str) -> None:
         self.p.primary().run(["rm", "-f", self._path(name)])
+
+    def written_at(self, name: str) -> float | None:
+        found = self.p.primary().run(["stat", "-c", "%Y", self._path(name)], check=False)
+        return float(found.text.strip()) if found.ok and found.text.strip().isdigit() else None
 
 
 class HostDatabase(DatabaseService):
@@ -152,6 +157,27 @@ class HostCompute(ComputeService):
 
     def addresses(self, role: str) -> list[str]:
         return [self.p.listen_address(s) for s in self.p.specs if s.has(role)]
+
+    def log_sources(self, service: str | None = None) -> list[LogSource]:
+        """Each replica's log on its host: the file the supervisor or the systemd unit appends to, or the
+        container's log (docker runtime)."""
+        from toolkit.commands.dockercmd import container_name
+
+        out = []
+        for name, info in sorted(self.p.state().get("services", {}).items()):
+            if service not in (None, name):
+                continue
+            if info.get("runtime") == "docker":
+                for host in info.get("hosts", []):
+                    docker = self.p.docker(host)
+                    out += [LogSource(name, replica, host, docker.conn, env=docker.env,
+                                      container=container_name(self.p.stack.name, host, name, replica))
+                            for replica in range(info.get("replicas", 1))]
+                continue
+            out += [LogSource(name, int(program["name"].rsplit(".", 1)[1]), program["host"],
+                              self.p.conn(program["host"]), path=program["log"])
+                    for program in info.get("programs", [])]
+        return out
 
     def instances(self) -> list[Instance]:
         state = self.p.state()

@@ -19,6 +19,7 @@ from toolkit.contract import (
     DatabaseService,
     Host,
     Instance,
+    LogSource,
     SecretStore,
     SecretValue,
 )
@@ -54,6 +55,12 @@ class LocalSecrets(SecretStore):
 
     def write(self, name: str, value: SecretValue) -> None:
         write_private(self._path(name), value.reveal())
+
+    def written_at(self, name: str) -> float | None:
+        try:
+            return self._path(name).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def delete(self, name: str) -> None:
         try:
@@ -154,6 +161,14 @@ class LocalCompute(ComputeService):
 
     def hosts(self) -> list[Host]:
         return [Host("localhost", "127.0.0.1", ("web", "worker", "db", "storage"))]
+
+    def log_sources(self, service: str | None = None) -> list[LogSource]:
+        """The supervisor's log file of each replica, on this machine."""
+        conn = LocalConnection()
+        services = self.p.state.load().get("services", {})
+        return [LogSource(name, int(program["name"].rsplit(".", 1)[1]), None, conn, path=program["log"])
+                for name, info in sorted(services.items()) if service in (None, name)
+                for program in info.get("programs", [])]
 
     def addresses(self, role: str) -> list[str]:
         return [self.p.address]

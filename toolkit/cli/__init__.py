@@ -5,10 +5,10 @@ on stderr otherwise; exit codes are documented in the README and in ``toolkit.er
 (boto3, paramiko, python_terraform, psycopg) are imported only by the code that needs them.
 
 Modules: app (the session, the shared options, the group, error reporting and exit codes), output (the
-envelope and the human renderer), and one module per command group: stack, moves, backups, targets.
+envelope and the human renderer), and one module per command group: stack, moves, backups, secrets, targets.
 """
 
-from toolkit.cli import backups, moves, stack, targets  # noqa: F401 - each registers its commands
+from toolkit.cli import backups, moves, secrets, stack, targets  # noqa: F401 - each registers its commands
 from toolkit.cli.app import cli, entry, main, run
 
 __all__ = ["cli", "entry", "main", "run"]

@@ -247,6 +247,65 @@ def destroy(session: Session, on, delete_backups):
                     "seconds": round(applied.seconds, 3), "warnings": applied.warnings}, human=human)
 
 
+# ---------------------------------------------------------------------------------------------- logs
+@cli.command("logs")
+@target_option
+@click.argument("service", required=False, shell_complete=complete_services)
+@click.option("--replica", type=int, help="Only this replica (0, 1, ...).")
+@click.option("-n", "--lines", "lines", type=click.IntRange(0, 100000), default=200, show_default=True,
+              help="Lines of each replica's log to show first.")
+@click.option("--since", metavar="WHEN", help="Only lines since (docker runtime: 10m, 2h, an ISO time).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they come (Ctrl-C ends it).")
+@envelope_command("logs")
+def logs(session: Session, on, service, replica, lines, since, follow):
+    """Print the services' output on TARGET (every service, or SERVICE), each line after its replica
+    (HOST/SERVICE.N | ...). Lines go to stdout; with -o json, an envelope holding them, or with -f one JSON
+    object per line and the envelope when it ends."""
+    import json
+    import sys
+
+    from toolkit.cli.output import Outcome
+    from toolkit.workflows import logs as reading
+
+    def write_stdout(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    engine = session.engine()
+    if service is not None and service not in engine.stack.services:
+        raise BadInput(f'no service "{service}" in the stack.', hint=f"services: {', '.join(engine.stack.services)}.",
+                       code="logs.unknown_service")
+    sources = [s for s in engine.provider(on).compute().log_sources(service)
+               if replica is None or s.replica == replica]
+    if not sources:
+        which = f" as replica {replica}" if replica is not None else ""
+        raise BadInput(f"nothing of {service or 'the stack'} is deployed on {on}{which}: no log to read.",
+                       hint=f"`lifeboat status --on {on}`.", code="logs.none")
+    width = max(len(s.label) for s in sources)
+    if not follow:
+        found = reading.tail(sources, lines, since)
+        if not session.json:
+            write_stdout("".join(f"{s.label:<{width}} | {line}\n" for s, text in found for line in text))
+        return Outcome({"target": on, "logs": [{"service": s.service, "replica": s.replica, "host": s.host,
+                                                "lines": text} for s, text in found]})
+    count = 0
+
+    def emit(source, line: str) -> None:
+        nonlocal count
+        count += 1
+        if session.json:
+            write_stdout(json.dumps({"service": source.service, "replica": source.replica, "host": source.host,
+                                     "line": line}, ensure_ascii=False) + "\n")
+        else:
+            write_stdout(f"{source.label:<{width}} | {line}\n")
+
+    try:
+        reading.follow(sources, lines, emit, since)
+    except KeyboardInterrupt:
+        pass
+    return Outcome({"target": on, "followed": [s.label for s in sources], "lines": count})
+
+
 # ---------------------------------------------------------------------------------------------- exec
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
 @target_option

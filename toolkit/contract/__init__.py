@@ -121,6 +121,24 @@ class Record:
     values: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class LogSource:
+    """One replica's output: a file (``path``) or a container's log (``container``, on the docker engine
+    ``env`` names), read through ``conn`` (a Connection: this machine or an SSH host)."""
+
+    service: str
+    replica: int
+    host: str | None
+    conn: Any
+    path: str | None = None
+    container: str | None = None
+    env: dict[str, str] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.host + '/' if self.host else ''}{self.service}.{self.replica}"
+
+
 # --------------------------------------------------------------------------------------------------
 # One interface per service
 
@@ -147,6 +165,11 @@ class ComputeService(ABC):
         """Stop ``services`` (kept deployed) so they write nothing: a migration's write freeze. The next
         ``resume`` or ``up`` starts them again."""
         raise Unsupported("this provider cannot pause services")
+
+    def log_sources(self, service: str | None = None) -> list[LogSource]:
+        """Where the output of each replica (of ``service``, or of every service) is kept, for `lifeboat
+        logs` (toolkit/workflows/logs.py reads them)."""
+        raise Unsupported("this provider keeps no service logs Lifeboat can read")
 
     def resume(self, services: list[str]) -> None:
         raise Unsupported("this provider cannot pause services")
@@ -354,6 +377,10 @@ class SecretStore(ABC):
 
     @abstractmethod
     def delete(self, name: str) -> None: ...
+
+    def written_at(self, name: str) -> float | None:
+        """When secret ``name`` was last written (epoch seconds), where the store knows it (else None)."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------------

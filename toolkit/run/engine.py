@@ -190,7 +190,8 @@ class Engine:
             elif ref.source == "store":
                 if current is None:
                     raise BadInput(f"secret {ref.name} comes from the secret store of {provider.label}, "
-                                   "which does not hold it.", hint="write it there first, or take it from env:/file:.",
+                                   "which does not hold it.", hint=f"`lifeboat secrets set --on {provider.target.name} "
+                                   f"{ref.name}` (the value from stdin), or take it from env:/file:.",
                                    code="secret.missing")
                 want = current
             else:  # generate: made once, then kept
