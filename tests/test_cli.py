@@ -201,3 +201,24 @@ def test_shell_completion_offers_the_stacks_targets_and_services(tmp_path):
     assert complete("lifeboat migrate --from here --to s", 5) == ["spare"]
     assert complete("lifeboat exec --on here w", 4) == ["web", "worker"]
     assert "migrate" in complete("lifeboat mi", 1)
+
+
+def test_config_shows_the_stack_as_a_target_gets_it_and_plan_names_what_it_ignores(tmp_path):
+    """`config` fills in every default and the target's env over the service's, without a secret value;
+    `plan` on a target without a TLS proxy says tls: is not applied there (a warning with its code)."""
+    stack = chirp_stack(tmp_path)
+    text = stack.read_text().replace("    state_dir: state/here\n",
+                                      "    state_dir: state/here\n    env: {CHIRP_WORKERS: \"3\"}\n")
+    stack.write_text(text + "tls: {acme_email: ops@chirp.lifeboat.test}\n")
+    shown = run_cli("-c", str(stack), "-o", "json", "config", "--on", "here")
+    assert shown.code == 0, shown
+    data = shown.envelope["data"]
+    assert data["target"]["type"] == "local" and data["target"]["features"]["tls"] is False
+    assert data["stack"]["services"]["web"]["env"]["CHIRP_WORKERS"] == "3"  # the target's over the service's
+    assert data["stack"]["services"]["web"]["replicas"] == 1 and data["stack"]["postgres"]["database"] == "chirp"
+    assert data["stack"]["secrets"]["CHIRP_SECRET_KEY"] == {"from": "generate"}
+    human = run_cli("-c", str(stack), "config", "--on", "here")
+    assert json.loads(human.stdout)["stack"]["name"] == "chirp"
+    plan = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "here")
+    assert {"code": "plan.tls_unsupported", "message": plan.envelope["data"]["warnings"][0]["message"]} in \
+        plan.envelope["data"]["warnings"], plan.envelope["data"]["warnings"]

@@ -69,10 +69,6 @@ class AppDeploys:
         env.update(given)
         return env
 
-    def env_templates(self, svc) -> dict[str, str]:
-        """The service's ``env:`` and then its target's (toolkit/config/envtemplate.py), unresolved."""
-        return {**svc.env, **(self.settings.get("env") or {})}
-
     def _host_programs(self, host: str, state: dict) -> list[dict]:
         programs = []
         paused = set(state.get("paused", []))

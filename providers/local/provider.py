@@ -395,7 +395,7 @@ class LocalProvider(FileLocked, KindDispatch, Provider):
         store = self.secrets()
         given = {name: value.reveal_text() for name in svc.secrets
                  if (value := (secrets or {}).get(name) or store.read(name)) is not None}
-        templates = {**svc.env, **(self.settings.get("env") or {})}  # the service's, then the target's
+        templates = self.env_templates(svc)
         # the fingerprint keeps the templates as written (what the stack decides, no ports or passwords)
         env.update(templates if fingerprint else resolve(templates, {**env, **given},
                                                          where=f"{self.label}: service {svc.name}"))

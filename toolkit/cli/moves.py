@@ -14,15 +14,16 @@ from toolkit.cli.app import Session, cli, complete_targets, envelope_command
 @click.option("--dry-run", is_flag=True, help="Show the steps, data volumes and estimates; change nothing.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted migration from its journal.")
 @click.option("--no-cutover", is_flag=True, help="Leave DNS pointing at the source.")
-@click.option("--keep-source", is_flag=True, help="Keep the source running afterwards (always, in this version).")
 @click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Objects copied at once.")
 @click.option("--db-jobs", type=click.IntRange(0, 32), default=0, show_default=True,
               help="Database parts copied at once (0: 4 from 1 GiB with several tables, else 1).")
 @envelope_command("migrate")
-def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_source, parallel, db_jobs):
+def migrate(session: Session, source, target, dry_run, resume, no_cutover, parallel, db_jobs):
     """Move the stack from one target to another: secrets, every row, every object, the cache, then the
-    services and DNS; every copy verified; resumable."""
+    services and DNS; every copy verified; resumable. The source is never removed: its services stay
+    paused with all its data (`lifeboat rollback` goes back to it; `lifeboat destroy --on SOURCE` once you
+    are sure)."""
     from toolkit.cli.output import Outcome
     from toolkit.run.events import human_bytes
     from toolkit.workflows.migrate import Migration
@@ -76,7 +77,8 @@ def migrate(session: Session, source, target, dry_run, resume, no_cutover, keep_
 @cli.command("rollback")
 @envelope_command("rollback")
 def rollback_(session: Session):
-    """After `migrate`: start the source's services again, point DNS back at it, pause the target."""
+    """Undo the last `migrate`: start the source's services again, point DNS back at it, pause the target.
+    It moves the stack, not code: going back to the previous release of a service is `release rollback`."""
     from toolkit.cli.output import Outcome
     from toolkit.workflows.migrate import last_migration, rollback
 

@@ -247,6 +247,60 @@ def destroy(session: Session, on, delete_backups):
                     "seconds": round(applied.seconds, 3), "warnings": applied.warnings}, human=human)
 
 
+# ---------------------------------------------------------------------------------------------- config
+@cli.command("config")
+@target_option
+@envelope_command("config")
+def config_(session: Session, on):
+    """Print the stack as TARGET gets it: every setting with its default filled in, the target's env over the
+    services' (templates as written: values are resolved only into the processes), where each service runs
+    there. Reads the stack file only: contacts nothing, shows no secret value."""
+    import dataclasses
+    import json
+
+    from toolkit.cli.output import Outcome
+
+    engine = session.engine()
+    stack = engine.stack
+    provider = engine.provider(on)
+
+    def plain(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if hasattr(value, "as_posix"):
+            return str(value)
+        return value
+
+    services = {}
+    for name, svc in stack.services.items():
+        one = plain(svc)
+        one["env"] = provider.env_templates(svc)
+        placement = getattr(provider, "placement", None)
+        if placement is not None and provider.supports("ssh_hosts"):
+            one["hosts"] = placement(svc)
+        services[name] = one
+    target = stack.targets[on]
+    data = {"target": {"name": on, "type": target.type, "settings": plain(target.settings),
+                       "features": dict(provider.FEATURES)},
+            "stack": {"name": stack.name, "domain": stack.domain, "file": str(stack.path), "services": services,
+                      "postgres": plain(stack.postgres), "redis": plain(stack.redis), "buckets": plain(stack.buckets),
+                      "tls": plain(stack.tls), "dns": plain(stack.dns), "backup": plain(stack.backup),
+                      "secrets": {n: {"from": r.source, **({"var": r.var} if r.var else {}),
+                                      **({"path": str(r.path)} if r.path else {})}
+                                  for n, r in stack.secrets.items()}}}
+
+    def human(console):
+        import sys
+
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    return Outcome(data, human=human)
+
+
 # ---------------------------------------------------------------------------------------------- logs
 @cli.command("logs")
 @target_option

@@ -84,7 +84,8 @@ def release_list(session: Session, on):
 @envelope_command("release rollback")
 def release_rollback(session: Session, on, services):
     """Put the previous release of SERVICES (default: all) back, one host and one replica at a time.
-    The next `up` deploys the stack's own release again."""
+    The next `up` deploys the stack's own release again. Code only, on one target: undoing a migration
+    (the stack back on its source) is `rollback`."""
     from toolkit.cli.output import Outcome
     from toolkit.run.engine import operator
 

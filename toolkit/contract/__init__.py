@@ -408,6 +408,10 @@ class Provider(ABC):
 
     def supports(self, feature: str) -> bool:
         return bool(self.FEATURES.get(feature))
+
+    def env_templates(self, svc) -> dict[str, str]:
+        """The service's ``env:`` and then its target's over it (toolkit/config/envtemplate.py), unresolved."""
+        return {**svc.env, **(self.settings.get("env") or {})}
     #: settings accepted under the target in the stack file: name -> toolkit.config.schema.Field
     SETTINGS: dict = {}
 

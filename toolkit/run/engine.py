@@ -124,6 +124,9 @@ class Engine:
         plan.changes[:0] = secret_changes
         if records:
             plan.changes.extend(self._record_changes(provider, take_dns, warnings))
+        if self.stack.tls is not None and self.stack.web_services() and not provider.supports("tls"):
+            warnings.append(Warned(f"tls: is not applied on {provider.label}, which runs no TLS proxy: its web "
+                                   "services answer plain HTTP there.", "plan.tls_unsupported"))
         served = sorted(s.name for s in self.stack.services.values() if s.serve)
         if served and not (self.stack.tls and provider.supports("tls")):
             warnings.append(Warned(f"serve: of {', '.join(served)} is answered by the TLS proxy, which {provider.label} "
