@@ -222,3 +222,23 @@ def test_config_shows_the_stack_as_a_target_gets_it_and_plan_names_what_it_ignor
     plan = run_cli("-c", str(stack), "-o", "json", "plan", "--on", "here")
     assert {"code": "plan.tls_unsupported", "message": plan.envelope["data"]["warnings"][0]["message"]} in \
         plan.envelope["data"]["warnings"], plan.envelope["data"]["warnings"]
+
+
+def test_validate_strict_and_plan_name_every_missing_secret_and_a_misspelt_type(tmp_path, monkeypatch):
+    monkeypatch.delenv("LB_TEST_NOPE_A", raising=False)
+    stack = chirp_stack(tmp_path, secrets="  CHIRP_SECRET_KEY: {from: generate}\n"
+                                          "  A: {from: env, var: LB_TEST_NOPE_A}\n  B: {from: file, path: nope.txt}\n")
+    assert run_cli("-c", str(stack), "-o", "json", "validate").code == 0  # the file itself is valid
+    for argv in (["validate", "--strict"], ["plan", "--on", "here"]):
+        env = run_cli("-c", str(stack), "-o", "json", *argv).envelope
+        assert env["exit_code"] == 2, env
+        assert [(e["code"], e["key"]) for e in env["errors"]] == [("secret.missing", "secrets.A"),
+                                                                  ("secret.missing", "secrets.B")], env
+        assert "LB_TEST_NOPE_A" in env["errors"][0]["message"] and "nope.txt" in env["errors"][1]["message"]
+    (tmp_path / "nope.txt").write_text("there now\n")
+    ok = run_cli("-c", str(stack), "-o", "json", "validate", "--strict", env={"LB_TEST_NOPE_A": "set"})
+    assert ok.code == 0, ok
+    stack.write_text(stack.read_text().replace("    type: local\n", "    tpye: local\n"))
+    env = run_cli("-c", str(stack), "-o", "json", "validate").envelope
+    keys = {e["key"]: e for e in env["errors"]}
+    assert "providers.here" in keys and keys["providers.here.tpye"]["hint"] == 'did you mean "type"?', env

@@ -110,6 +110,22 @@ class StackFileError(BadInput):
         return "\n".join(p.render() for p in self.issues)
 
 
+class ManyProblems(BadInput):
+    """Several problems of one kind found in one pass (every missing secret, not the first)."""
+
+    def __init__(self, issues: list[Problem], *, code: str):
+        self.issues = list(issues)
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(issues[0].message + more, hint=issues[0].hint, code=code)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return list(self.issues)
+
+    def __str__(self) -> str:
+        return "\n".join(p.render() for p in self.issues)
+
+
 class ConfirmationRequired(BadInput):
     code = "confirmation_required"
 

@@ -47,12 +47,20 @@ def init(session: Session, path, force):
 
 # ---------------------------------------------------------------------------------------------- validate
 @cli.command()
+@click.option("--strict", is_flag=True, help="Also check that every secret given from env: or file: is there "
+                                             "now, on this machine (every missing one, in one run).")
 @envelope_command("validate")
-def validate(session: Session):
+def validate(session: Session, strict):
     """Check the stack file; every problem names file, line and key."""
     from toolkit.cli.output import Outcome
+    from toolkit.errors import ManyProblems
+    from toolkit.run.engine import missing_operator_secrets
 
     stack = session.stack()
+    if strict:
+        missing = missing_operator_secrets(stack)
+        if missing:
+            raise ManyProblems(missing, code="secret.missing")
     data = {
         "path": str(stack.path),
         "name": stack.name,

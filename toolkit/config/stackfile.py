@@ -281,6 +281,10 @@ class TargetSpec(Spec):
             return MISSING
         if "type" not in value:
             report.add(where, f'missing required key "type" (one of {", ".join(registry.names())}).')
+            for key in value:  # a misspelt "type" is named too, at its own line
+                if isinstance(key, str) and closest(key, ["type"]):
+                    report.add(where.child(key, key_line(value, key)), f'unknown key "{key}".',
+                               'did you mean "type"?')
             return MISSING
         kind = value["type"]
         if not isinstance(kind, str) or not registry.known(kind):

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from toolkit.config.model import Stack
 from toolkit.contract import Provider, Record, Resource, SecretValue, Unsupported, registry
-from toolkit.errors import BadInput, ProviderError, ProviderUnreachable, ToolkitError, Warned
+from toolkit.errors import (
+    BadInput,
+    ManyProblems,
+    Problem,
+    ProviderError,
+    ProviderUnreachable,
+    ToolkitError,
+    Warned,
+)
 from toolkit.plan import planner
 from toolkit.run.events import Events
 
@@ -52,6 +60,21 @@ def operator_secret(ref) -> SecretValue:
     except OSError as exc:
         raise BadInput(f"secret {ref.name}: cannot read {ref.path} ({exc.strerror}).",
                        code="secret.missing") from None
+
+
+def missing_operator_secrets(stack: Stack, *, backup_key: bool = True) -> list[Problem]:
+    """Every secret the operator gives (from: env, from: file) that this machine does not have now, each a
+    problem naming it and where it should come from (``backup_key``: the backup key too)."""
+    out = []
+    for ref in stack.secrets.values():
+        if ref.source not in ("env", "file") or (ref.name == stack.backup_key and not backup_key):
+            continue
+        try:
+            operator_secret(ref)
+        except BadInput as exc:
+            out.append(Problem("secret.missing", exc.message, exc.hint, file=str(stack.path),
+                               key=f"secrets.{ref.name}"))
+    return out
 
 
 class Engine:
@@ -183,6 +206,9 @@ class Engine:
         refs = [ref for ref in self.stack.secrets.values() if ref.name != self.stack.backup_key]
         if not refs:
             return []
+        missing = missing_operator_secrets(self.stack, backup_key=False)
+        if missing:  # every one of them, not the first
+            raise ManyProblems(missing, code="secret.missing")
         store = provider.secrets()
         changes = []
         for ref in refs:
