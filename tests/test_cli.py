@@ -242,3 +242,20 @@ def test_validate_strict_and_plan_name_every_missing_secret_and_a_misspelt_type(
     env = run_cli("-c", str(stack), "-o", "json", "validate").envelope
     keys = {e["key"]: e for e in env["errors"]}
     assert "providers.here" in keys and keys["providers.here.tpye"]["hint"] == 'did you mean "type"?', env
+
+
+def test_an_unreachable_host_is_named_with_its_address_port_and_a_hint(tmp_path):
+    """Nothing listens on the port: the host, user@address:port, why in words, what to check (never
+    paramiko's "[Errno None] Unable to connect")."""
+    stack = chirp_stack(tmp_path, extra_target="""  colo:
+    type: baremetal
+    connect_timeout: 5
+    hosts:
+      - {name: box, address: 127.0.0.1, port: 1, user: root, roles: [web, worker, db, storage]}
+""")
+    env = run_cli("-c", str(stack), "-o", "json", "status", "--on", "colo").envelope
+    assert env["exit_code"] == 5, env
+    error = env["errors"][0]
+    assert "box" in error["message"] and "127.0.0.1" in error["message"] and "1" in error["message"], error
+    assert "connection refused" in error["message"] and "Errno None" not in error["message"], error
+    assert "sshd listens on port 1" in (error["hint"] or ""), error

@@ -160,7 +160,11 @@ class SshDirectory:
             try:
                 sock = socket.create_connection((p["address"], p["port"]), timeout=self.connect_timeout)
             except OSError as exc:
-                raise ProviderUnreachable(f"{name}: cannot reach {p['address']}:{p['port']}: {exc}.",
+                from toolkit.transport.ssh import plain_reason
+
+                raise ProviderUnreachable(f"{name}: cannot reach {p['address']}:{p['port']}: {plain_reason(exc)}.",
+                                          hint=f"check that {name} is up, that sshd listens on port {p['port']} "
+                                               "there and that no firewall stands between.",
                                           code="ssh.connect") from None
         transport = paramiko.Transport(sock)
         try:

@@ -33,6 +33,26 @@ from toolkit.transport.bulk import (
 from toolkit.transport.connection import Connection, Result
 
 
+def plain_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words (paramiko says "[Errno None] Unable to connect to port 22 on ...")."""
+    import errno
+    import socket
+
+    errors = getattr(exc, "errors", None)  # paramiko's NoValidConnectionsError: one error per address tried
+    if errors:
+        return "; ".join(f"{addr[0]}: {plain_reason(err)}" for addr, err in errors.items())
+    if isinstance(exc, socket.gaierror):
+        return "the name does not resolve (DNS)"
+    code = getattr(exc, "errno", None)
+    words = {errno.ECONNREFUSED: "connection refused: nothing listens on that port",
+             errno.EHOSTUNREACH: "no route to the host (down, or a network in between drops it)",
+             errno.ENETUNREACH: "no route to that network from this machine",
+             errno.ETIMEDOUT: "no answer (timed out)", errno.ECONNRESET: "the connection was reset"}
+    if code in words:
+        return words[code]
+    text = str(exc).strip()
+    return text[0].lower() + text[1:] if text else type(exc).__name__
+
 class UnknownHostKey(ProviderUnreachable):
     code = "ssh.unknown_host"
 
@@ -149,7 +169,11 @@ class SSHConnection(Connection):
         except (OSError, paramiko.SSHException) as exc:
             if isinstance(exc, ProviderUnreachable):
                 raise
-            raise ProviderUnreachable(f"{host}: cannot connect to {shown}: {exc}.", code="ssh.connect") from None
+            raise ProviderUnreachable(f"{host}: cannot connect to {self.user}@{shown}: {plain_reason(exc)}.",
+                                      hint=f"check that {host} is up, that sshd listens on port {self.port} there "
+                                           "and that no firewall stands between (`ssh -p "
+                                           f"{self.port} {self.user}@{self.address}` would say the same).",
+                                      code="ssh.connect") from None
         return client
 
     def close(self):
