@@ -55,6 +55,9 @@ providers:
 {target}""")
     up = run_cli("-c", str(stack), "-o", "json", "--yes", "up", "--on", request.param, timeout=600)
     assert up.code == 0, up
+    # with -o json the work is not silent: one JSON object per event on stderr (stdout: the one envelope)
+    events = [json.loads(line) for line in up.stderr.splitlines()]
+    assert {"step", "done"} <= {e["event"] for e in events} and all("elapsed" in e for e in events), up.stderr
     yield stack, request.param
     run_cli("-c", str(stack), "--yes", "destroy", "--on", request.param)
     if roots is not None:

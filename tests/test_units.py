@@ -244,3 +244,60 @@ def test_a_sequence_copy_must_reach_the_floor_read_with_the_snapshot():
     assert differing(before, {"posts": TableDigest("posts", 3, "r1:8")}) == ["posts", "sequence:posts_id_seq"]
     manifest = {"posts": [3, "r1:9"], "sequence:posts_id_seq": [0, "40"]}  # a backup's manifest
     assert differing(manifest, {"posts": [3, "r1:9"], "sequence:posts_id_seq": [0, "41"]}) == []
+
+
+def test_reports_are_rendered_for_people():
+    """No Python repr, no epoch seconds, no class names: sizes in units, times in local ISO form."""
+    import time
+
+    from toolkit.cli.output import duration, human_fields, human_value
+
+    assert human_value("bytes", 3 * 1024 * 1024) == "3.0 MiB" and human_value("x", None) == "-"
+    assert human_value("records", ["chirp A", "www A"]) == "chirp A, www A" and human_value("ok", True) == "yes"
+    at = time.mktime((2026, 12, 5, 6, 30, 0, 0, 0, -1))
+    line = human_fields({"step": "lower_ttl", "lowered": {"chirp A": 20}, "to": 5, "confirmed_on": ["Route53"],
+                         "wait_until_epoch": at, "seconds": 1.5})
+    assert line == "lowered: chirp A 20; to: 5; confirmed on: Route53; wait until: 2026-12-05 06:30:00", line
+    assert "{" not in line and "[" not in line and "_epoch" not in line
+    assert duration(42) == "42 s" and duration(185) == "3 min 5 s" and duration(7800) == "2 h 10 min"
+
+
+def test_progress_shows_no_rate_before_there_is_one_and_json_mode_streams_events(monkeypatch):
+    import io
+
+    from toolkit.cli.output import HumanEvents
+    from toolkit.errors import Warned
+    from toolkit.run.events import JsonLineEvents
+
+    lines = []
+
+    class Console:
+        def print(self, text, end="\n"):
+            pass
+
+        def line(self, text):
+            lines.append(text)
+
+        def warn(self, text):
+            lines.append("warn " + text)
+
+    import types
+
+    clock = iter([0.0, 0.0, 3.0])
+    monkeypatch.setattr("toolkit.cli.output.time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    events = HumanEvents(Console())
+    events.live = False
+    events.progress("media", 0, 4096)
+    events.progress("media", 2048, 4096)
+    assert lines == ["media: 0.0 B of 4.0 KiB (0%)", "media: 2.0 KiB of 4.0 KiB (50%), 682.7 B/s, ETA 3 s"], lines
+
+    stream = io.StringIO()
+    json_events = JsonLineEvents(stream, every=5.0)
+    json_events.step("checking here")
+    json_events.warn(Warned("careful", "plan.x"))
+    json_events.progress("media", 1, 10)
+    json_events.progress("media", 2, 10)  # within 5 s: not shown
+    json_events.progress("media", 10, 10)  # finished: always shown
+    got = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [g["event"] for g in got] == ["step", "warn", "progress", "progress"], got
+    assert got[1]["code"] == "plan.x" and got[3]["done"] == 10 and json_events.warnings == ["careful"]

@@ -50,11 +50,11 @@ class Session:
 
     def events(self):
         from toolkit.cli.output import HumanEvents
-        from toolkit.run.events import CollectedEvents
+        from toolkit.run.events import JsonLineEvents
 
         if self.json:
             if self._collected is None:
-                self._collected = CollectedEvents()
+                self._collected = JsonLineEvents(sys.stderr)
             events = self._collected
         else:
             events = HumanEvents(self.console)

@@ -25,7 +25,7 @@ from toolkit.errors import (
 @envelope_command("backup")
 def backup_(session: Session, source, to, resume, wal_only, parallel):
     """Ship an encrypted, verified backup of the stack off-host: database, new media, secrets, stack file."""
-    from toolkit.cli.output import Outcome
+    from toolkit.cli.output import Outcome, human_fields
     from toolkit.workflows.backup import Backup
 
     if wal_only:
@@ -37,8 +37,8 @@ def backup_(session: Session, source, to, resume, wal_only, parallel):
 
     def human(console):
         for step in done["steps"]:
-            extra = ", ".join(f"{k}={v}" for k, v in step.items()
-                              if k in ("objects", "uploaded", "already_held", "removed_blobs", "kept", "names"))
+            extra = human_fields({k: v for k, v in step.items()
+                                  if k in ("objects", "uploaded", "already_held", "removed_blobs", "kept", "names")})
             mark = " (done before)" if step.get("resumed") else ""
             console.line(f"  {step['step']:<10} {step.get('seconds', 0):>7.1f}s{mark} {extra}")
         console.line(f"Backup {done['backup']} of {source} is in {done['at']} ({done['seconds']:.1f}s).")

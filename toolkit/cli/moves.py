@@ -24,7 +24,7 @@ def migrate(session: Session, source, target, dry_run, resume, no_cutover, paral
     services and DNS; every copy verified; resumable. The source is never removed: its services stay
     paused with all its data (`lifeboat rollback` goes back to it; `lifeboat destroy --on SOURCE` once you
     are sure)."""
-    from toolkit.cli.output import Outcome
+    from toolkit.cli.output import Outcome, human_fields
     from toolkit.run.events import human_bytes
     from toolkit.workflows.migrate import Migration
 
@@ -66,7 +66,7 @@ def migrate(session: Session, source, target, dry_run, resume, no_cutover, paral
 
     def human(console):
         for step in report.steps:
-            extra = ", ".join(f"{k}={v}" for k, v in step.items() if k not in ("at", "step", "seconds", "resumed"))
+            extra = human_fields(step)
             mark = " (done before)" if step.get("resumed") else ""
             console.line(f"  {step['step']:<10} {step.get('seconds', 0):>7.1f}s{mark} {extra}")
         console.line(f"Migrated {source} -> {target} in {report.seconds:.1f}s (journal {report.id}).")

@@ -193,6 +193,8 @@ def up(session: Session, on, take_dns):
 
 # ---------------------------------------------------------------------------------------------- status
 def render_status(console, data):
+    from toolkit.cli.output import human_fields
+
     console.line(f"Stack {data['stack']} on {data['target']} ({data['type']}): "
                  f"{'healthy' if data['healthy'] else 'NOT healthy' if data['deployed'] else 'not deployed'}")
     for inst in data["services"]:
@@ -204,10 +206,9 @@ def render_status(console, data):
     for res in data["resources"]:
         if res["kind"] == "service":
             continue
-        extra = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("kind", "name"))
+        extra = human_fields(res, skip=("kind", "name"))
         console.line(f"     {res['kind']}/{res['name']}: {extra}")
-    for problem in data.get("problems", []):
-        console.warn(problem)
+    # (the problems are the command's errors, printed once after this)
 
 
 @cli.command()

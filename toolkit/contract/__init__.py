@@ -329,6 +329,9 @@ def read_full(stream, n: int) -> bytes:
 class DnsService(ABC):
     """Records of one or more zones, with TTLs."""
 
+    #: what this service is, for people ("Route53", "the zone file"): where a change was confirmed
+    NAME = "the DNS provider's API"
+
     @abstractmethod
     def records(self, zone: str) -> list[Record]: ...
 
@@ -353,7 +356,7 @@ class DnsService(ABC):
         while True:
             found = {(r.name, r.type): r for r in self.records(zone)}.get((record.name, record.type))
             if found is not None and (found.ttl, tuple(sorted(found.values))) == want:
-                return [f"{type(self).__name__} API"]
+                return [f"{self.NAME}, read back"]
             if time.monotonic() > deadline:
                 from toolkit.errors import ProviderError
 

@@ -151,6 +151,8 @@ class DigitalOceanDns(CloudDns):
     """Domain records at DigitalOcean: one API record per value; a Lifeboat record is every API record of
     one (name, type), all with its TTL."""
 
+    NAME = "DigitalOcean's DNS API"
+
     def _path(self, zone: str, suffix: str = "") -> str:
         return f"/v2/domains/{quote(zone.rstrip('.'), safe='')}/records{suffix}"
 
@@ -226,6 +228,8 @@ class DigitalOceanDns(CloudDns):
 
 class HetznerDns(CloudDns):
     """RRsets of a primary zone in the Hetzner Cloud API; changes are actions, waited for until they end."""
+
+    NAME = "Hetzner's DNS API"
 
     def _zone(self, zone: str) -> str:
         return quote(zone.rstrip("."), safe="")

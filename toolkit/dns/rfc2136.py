@@ -60,6 +60,8 @@ class _TransferRefused(Exception):
 class Rfc2136Dns(DnsService):
     """One zone's records through RFC 2136 updates and direct queries to its authoritative servers."""
 
+    NAME = "the primary server"
+
     def __init__(self, *, label: str, server: str, port: int, keyring: dict, key_name: str,
                  check_servers: list[tuple[str, int]], managed: list[tuple[str, str]], timeout: float,
                  confirm_seconds: float = 300.0):

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 class Route53Dns(DnsService):
     """Records of hosted zones; every change waits until Route53 reports it INSYNC."""
 
+    NAME = "Route53"
+
     def __init__(self, api: AwsApi, wait_seconds: int = 300, *, managed_zone: str | None = None):
         self.api = api
         self.wait_seconds = wait_seconds

@@ -16,6 +16,8 @@ from toolkit.paths import private_dir, write_private
 class ZoneFileDns(DnsService):
     """Records kept in BIND zone files (one per zone), rewritten atomically with a new serial."""
 
+    NAME = "the zone file"
+
     def __init__(self, directory: Path):
         self.directory = directory
 

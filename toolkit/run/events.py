@@ -38,6 +38,47 @@ class CollectedEvents(Events):
             self.warnings.append(message)
 
 
+class JsonLineEvents(CollectedEvents):
+    """``--output json``: the warnings kept for the envelope, and what happens as one JSON object per line on
+    ``stream`` (stderr; stdout keeps the one envelope): ``{"event": "step"|"done"|"warn"|"progress",
+    "elapsed": s, ...}``, progress at most every ``every`` seconds per task, so a long wait is never silent."""
+
+    def __init__(self, stream, every: float = 5.0):
+        super().__init__()
+        import time
+
+        self.stream, self.every, self.clock = stream, every, time.monotonic
+        self.started = self.clock()
+        self._shown: dict[str, float] = {}
+
+    def _line(self, event: str, **fields) -> None:
+        import json
+
+        try:
+            self.stream.write(json.dumps({"event": event, "elapsed": round(self.clock() - self.started, 1),
+                                          **fields}, ensure_ascii=False) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed stderr never stops the work
+            pass
+
+    def step(self, message: str) -> None:
+        self._line("step", message=message)
+
+    def done(self, message: str, seconds: float | None = None) -> None:
+        self._line("done", message=message, **({"seconds": round(seconds, 3)} if seconds is not None else {}))
+
+    def warn(self, message: str) -> None:
+        super().warn(message)
+        self._line("warn", message=str(message), **({"code": message.code} if hasattr(message, "code") else {}))
+
+    def progress(self, task: str, done: int, total: int | None = None, unit: str = "bytes") -> None:
+        now = self.clock()
+        if now - self._shown.get(task, -self.every) < self.every and not (total is not None and done >= total):
+            return
+        self._shown[task] = now
+        self._line("progress", task=task, done=done, total=total, unit=unit)
+
+
 def human_bytes(n: float) -> str:
     for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024:
