@@ -199,6 +199,10 @@ class LocalCompute(ComputeService):
                                     {"pid": ps.get("pid"), "restarts": ps.get("restarts", 0)}))
         return out
 
+    def console(self, service: str, argv: list[str]) -> int:
+        """On this machine the terminal is already there: the command inherits it, as `exec`'s does."""
+        return self.exec(service, argv)
+
     def exec(self, service: str, argv: list[str], *, env: dict[str, str] | None = None) -> int:
         svc = self.p.stack.services.get(service)
         if svc is None:

@@ -369,6 +369,30 @@ def logs(session: Session, on, service, replica, lines, since, follow):
     return Outcome({"target": on, "followed": [s.label for s in sources], "lines": count})
 
 
+# ---------------------------------------------------------------------------------------------- console
+@cli.command("console", context_settings={"ignore_unknown_options": True})
+@target_option
+@click.argument("service", shell_complete=complete_services)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@envelope_command("console")
+def console_(session: Session, on, service, argv):
+    """An interactive terminal in SERVICE's environment on TARGET, as the account it runs as: a shell, or
+    ARGV (`-- python manage.py shell`). Needs a terminal; `exec` runs a command without one."""
+    import sys
+
+    from toolkit.cli.output import Outcome
+
+    if session.json or not sys.stdin.isatty():
+        raise BadInput("console needs a terminal (and human output).",
+                       hint=f"`lifeboat exec --on {on} {service} -- ARGV` runs a command without one.",
+                       code="console.no_terminal")
+    engine = session.engine()
+    command = list(argv) or ["sh", "-c", 'if command -v bash >/dev/null; then exec bash; else exec sh; fi']
+    code = engine.provider(on).compute().console(service, command)
+    return Outcome({"target": on, "service": service, "exit_code": code}, status="ok" if code == 0 else "error",
+                   exit_code=code)
+
+
 # ---------------------------------------------------------------------------------------------- exec
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
 @target_option

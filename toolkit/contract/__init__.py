@@ -166,6 +166,11 @@ class ComputeService(ABC):
         ``resume`` or ``up`` starts them again."""
         raise Unsupported("this provider cannot pause services")
 
+    def console(self, service: str, argv: list[str]) -> int:
+        """``argv`` on a terminal in a service's environment (a pseudo-terminal on its host, as the account
+        it runs as), wired to this one; its exit status. `exec` stays the non-interactive way."""
+        raise Unsupported("this provider offers no console")
+
     def log_sources(self, service: str | None = None) -> list[LogSource]:
         """Where the output of each replica (of ``service``, or of every service) is kept, for `lifeboat
         logs` (toolkit/workflows/logs.py reads them)."""

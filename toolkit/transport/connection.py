@@ -104,6 +104,11 @@ class LocalConnection(Connection):
         entry = pwd.getpwnam(self.user)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], **extra}
 
+    def interactive(self, argv, *, env=None, cwd=None) -> int:
+        """``argv`` on this terminal (it inherits stdin, stdout and stderr): `lifeboat console`."""
+        full = None if env is None else {**os.environ, **env}
+        return subprocess.run([str(a) for a in argv], env=full, cwd=cwd, check=False).returncode
+
     def run(self, argv, *, input=None, env=None, cwd=None, check=True, timeout=None) -> Result:
         argv = [str(a) for a in argv]
         try:

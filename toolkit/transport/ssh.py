@@ -355,6 +355,64 @@ class SSHConnection(Connection):
         channel.exec_command(command)
         return channel
 
+    def interactive(self, argv, *, env=None, cwd=None) -> int:
+        """``argv`` on a pseudo-terminal of the host, wired to this terminal (raw mode, resized with it)
+        until it exits: `lifeboat console`. Its environment goes through the same 0600 file as ``run``'s
+        (never its arguments). Its exit status."""
+        import select
+        import signal
+        import sys
+
+        argv = [str(a) for a in argv]
+        if cwd:
+            argv = ["sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+        transport = self.client().get_transport()
+        channel = self._session(lambda: transport.open_session(timeout=self.connect_timeout))
+        size = shutil.get_terminal_size((80, 24))
+        channel.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
+        channel.exec_command(self._command(argv, env))
+        stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+        saved = None
+        if os.isatty(stdin):
+            import termios
+            import tty
+
+            saved = termios.tcgetattr(stdin)
+            tty.setraw(stdin)
+
+        def resized(*_):
+            now = shutil.get_terminal_size((80, 24))
+            channel.resize_pty(width=now.columns, height=now.lines)
+
+        previous = signal.signal(signal.SIGWINCH, resized)
+        reading = [channel, stdin]
+        try:
+            while True:
+                ready, _, _ = select.select(reading, [], [], 0.5)
+                if channel in ready:
+                    data = channel.recv(32768)
+                    if not data:
+                        break
+                    os.write(stdout, data)
+                if stdin in ready:
+                    data = os.read(stdin, 4096)
+                    if data:
+                        channel.sendall(data)
+                    else:  # our input ended (not a terminal): the remote side gets EOF, output goes on
+                        channel.shutdown_write()
+                        reading = [channel]
+                if channel.exit_status_ready() and not channel.recv_ready():
+                    break
+        finally:
+            signal.signal(signal.SIGWINCH, previous)
+            if saved is not None:
+                import termios
+
+                termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        code = channel.recv_exit_status()
+        channel.close()
+        return code
+
     def run(self, argv, *, input=None, env=None, cwd=None, check=True, timeout=None) -> Result:
         argv = [str(a) for a in argv]
         if cwd:
