@@ -142,8 +142,16 @@ def seeded_chirp(root: Path, extra_target: str, *, users: int, posts: int, media
             run_cli(*lb, "destroy", "--on", name, "--delete-backups")
 
 
-TINY_APP = """import http.server, os, time
+TINY_APP = """import http.server, os, threading, time
 time.sleep(float(os.environ.get("SLOW_START", "0")))
+def tick(every):
+    n = 0
+    while True:
+        n += 1
+        print(f"tick {n} from replica {os.environ['LIFEBOAT_REPLICA']} ✓", flush=True)
+        time.sleep(every)
+if os.environ.get("TICK"):  # a line of output every TICK seconds
+    threading.Thread(target=tick, args=(float(os.environ["TICK"]),), daemon=True).start()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
@@ -154,7 +162,8 @@ http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PO
 
 
 def tiny_app(directory: Path) -> Path:
-    """A build directory with serve.py: answers 200 on every path at $LIFEBOAT_BIND:$PORT ($SLOW_START s late)."""
+    """A build directory with serve.py: answers 200 on every path at $LIFEBOAT_BIND:$PORT ($SLOW_START s late;
+    a line "tick N from replica R ✓" on stdout every $TICK s)."""
     app = directory / "app"
     app.mkdir()
     (app / "serve.py").write_text(TINY_APP)
@@ -363,9 +372,56 @@ def localstack(tmp_path_factory):
     server.stop()
 
 
+@contextmanager
+def environment(values: dict[str, str]):
+    """``values`` in this process's environment (the CLI's children read it) until the block ends, then the
+    environment as it was."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def aws_environment(terraform_rc: Path) -> dict:
     """The environment an operator would have: credentials, region, Terraform's CLI config. The endpoint is
     given in the stack file (endpoint_url), not here."""
     from .awslab import AWS_ENV
 
     return {**AWS_ENV, "TF_CLI_CONFIG_FILE": str(terraform_rc), "TF_IN_AUTOMATION": "1"}
+
+
+def tiny_deployment(request, tmp_path: Path, *, name: str, port: int, address: str, offset: int, replicas: int = 1,
+                    env: str = ""):
+    """For a fixture parametrized "here" / "colo": a stack of one web service (tiny_app, ``env`` a YAML
+    mapping of its variables) deployed on this machine (a local target at ``address``) or on the lab's first
+    SSH host (bare metal, its ports moved by ``offset``). Yields (stack file, target); destroys it after."""
+    tiny_app(tmp_path)
+    roots = None
+    target = f"  here:\n    type: local\n    state_dir: state\n    address: {address}\n"
+    if request.param == "colo":
+        roots = make_host_roots()
+        target = baremetal_target(request.getfixturevalue("ssh_lab"), roots, roles=(("web",),)).replace(
+            "    type: baremetal\n", f"    type: baremetal\n    port_offset: {offset}\n")
+    stack = tmp_path / "lifeboat.yml"
+    stack.write_text(f"""version: 1
+name: {name}
+domain: {name}.lifeboat.test
+services:
+  web: {{role: web, build: app, command: [python3, serve.py], port: {port}, replicas: {replicas}, health: /,
+         env: {env or "{}"}}}
+providers:
+{target}""")
+    up = run_cli("-c", str(stack), "-o", "json", "--yes", "up", "--on", request.param, timeout=600)
+    assert up.code == 0, up
+    try:
+        yield stack, request.param, up
+    finally:
+        run_cli("-c", str(stack), "--yes", "destroy", "--on", request.param)
+        if roots is not None:
+            shutil.rmtree(roots, ignore_errors=True)

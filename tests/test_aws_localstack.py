@@ -22,7 +22,7 @@ from toolkit.config import stackfile
 from toolkit.contract.suite import ProviderContract
 from toolkit.run.engine import Engine
 
-from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
+from .conftest import aws_environment, environment, make_host_roots, run_cli, tiny_app
 from .sshd import lab_first_address
 
 pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes minutes
@@ -83,15 +83,8 @@ def write_stack(root, lab, endpoint, roots, *, name: str = "lsy", web_port: int 
 
 @pytest.fixture(scope="module")
 def env(terraform_rc):
-    values = aws_environment(terraform_rc)
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    yield values
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environment(aws_environment(terraform_rc)) as values:
+        yield values
 
 
 def test_chirps_own_stack_plans_with_rds_missing_named_and_up_refuses_it(tmp_path, localstack, env):

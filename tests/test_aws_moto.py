@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import urllib.request
+from contextlib import ExitStack
 
 import boto3
 import pytest
@@ -22,7 +23,7 @@ from toolkit.config import stackfile
 from toolkit.contract.suite import AWKWARD_KEYS, ProviderContract
 from toolkit.run.engine import Engine
 
-from .conftest import aws_environment, make_host_roots, run_cli, tiny_app
+from .conftest import aws_environment, environment, make_host_roots, run_cli, tiny_app
 from .sshd import lab_first_address
 
 pytestmark = pytest.mark.timeout(900)  # Terraform against an emulator takes minutes
@@ -104,8 +105,8 @@ def deployed(tmp_path_factory, ssh_lab, moto_server, terraform_rc):
     rds = start_rds_stand_in(database="awsy")
     (root / "lifeboat.yml").write_text(stack_text(root, ssh_lab, moto_server.url, rds, roots))
     env = aws_environment(terraform_rc)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    scope = ExitStack()
+    scope.enter_context(environment(env))
     try:
         result = run_cli("up", "--on", "cloud", "--yes", "--output", "json", cwd=root, timeout=900)
         assert result.code == 0, result
@@ -127,11 +128,7 @@ def deployed(tmp_path_factory, ssh_lab, moto_server, terraform_rc):
         assert not aws("route53", moto_server.url).list_hosted_zones()["HostedZones"]
         assert not aws("secretsmanager", moto_server.url).list_secrets()["SecretList"]
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        scope.close()
         rds.stop()
         import shutil
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import subprocess
 import time
 
 import pytest
 
-from .conftest import LIFEBOAT, REPO, baremetal_target, make_host_roots, run_cli, tiny_app
+from .conftest import LIFEBOAT, REPO, run_cli, tiny_deployment
 
 
 def in_terminal(argv: list[str], typed: bytes, timeout: float = 90) -> tuple[int, str]:
@@ -52,28 +51,9 @@ def in_terminal(argv: list[str], typed: bytes, timeout: float = 90) -> tuple[int
 
 @pytest.fixture(params=["here", "colo"])
 def deployed(request, tmp_path):
-    tiny_app(tmp_path)
-    roots = None
-    target = "  here:\n    type: local\n    state_dir: state\n    address: 127.0.0.34\n"
-    if request.param == "colo":
-        roots = make_host_roots()
-        target = baremetal_target(request.getfixturevalue("ssh_lab"), roots, roles=(("web",),), pg_port=5494,
-                                  redis_port=6494).replace("    type: baremetal\n",
-                                                           "    type: baremetal\n    port_offset: 431\n")
-    stack = tmp_path / "lifeboat.yml"
-    stack.write_text(f"""version: 1
-name: console
-domain: console.lifeboat.test
-services:
-  web: {{role: web, build: app, command: [python3, serve.py], port: 8450, health: /}}
-providers:
-{target}""")
-    up = run_cli("-c", str(stack), "-o", "json", "--yes", "up", "--on", request.param, timeout=600)
-    assert up.code == 0, up
-    yield stack, request.param
-    run_cli("-c", str(stack), "--yes", "destroy", "--on", request.param)
-    if roots is not None:
-        shutil.rmtree(roots, ignore_errors=True)
+    for stack, on, _ in tiny_deployment(request, tmp_path, name="console", port=8450, address="127.0.0.34",
+                                        offset=431):
+        yield stack, on
 
 
 def test_console_is_a_terminal_in_the_service_environment(deployed):

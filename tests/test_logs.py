@@ -6,62 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from .conftest import LIFEBOAT, baremetal_target, make_host_roots, run_cli
-
-CHATTY = """import http.server, os, sys, threading, time
-replica = os.environ["LIFEBOAT_REPLICA"]
-def tick():
-    n = 0
-    while True:
-        n += 1
-        print(f"tick {n} from replica {replica} ✓", flush=True)
-        time.sleep(0.2)
-threading.Thread(target=tick, daemon=True).start()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PORT"])), H).serve_forever()
-"""
+from .conftest import LIFEBOAT, run_cli, tiny_deployment
 
 
 @pytest.fixture(params=["here", "colo"])
 def chatty(request, tmp_path):
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "chatty.py").write_text(CHATTY)
-    roots = None
-    target = "  here:\n    type: local\n    state_dir: state\n    address: 127.0.0.33\n"
-    if request.param == "colo":
-        roots = make_host_roots()
-        target = baremetal_target(request.getfixturevalue("ssh_lab"), roots, roles=(("web",),), pg_port=5493,
-                                  redis_port=6493).replace("    type: baremetal\n",
-                                                           "    type: baremetal\n    port_offset: 421\n")
-    stack = tmp_path / "lifeboat.yml"
-    stack.write_text(f"""version: 1
-name: chatty
-domain: chatty.lifeboat.test
-services:
-  web: {{role: web, build: app, command: [python3, chatty.py], port: 8400, replicas: 2, health: /}}
-providers:
-{target}""")
-    up = run_cli("-c", str(stack), "-o", "json", "--yes", "up", "--on", request.param, timeout=600)
-    assert up.code == 0, up
-    # with -o json the work is not silent: one JSON object per event on stderr (stdout: the one envelope)
-    events = [json.loads(line) for line in up.stderr.splitlines()]
-    assert {"step", "done"} <= {e["event"] for e in events} and all("elapsed" in e for e in events), up.stderr
-    yield stack, request.param
-    run_cli("-c", str(stack), "--yes", "destroy", "--on", request.param)
-    if roots is not None:
-        shutil.rmtree(roots, ignore_errors=True)
+    """Two replicas that print a line every 0.2 s, deployed; with -o json the work was not silent: one JSON
+    object per event on stderr (stdout: the one envelope)."""
+    for stack, on, up in tiny_deployment(request, tmp_path, name="chatty", port=8400, address="127.0.0.33",
+                                         offset=421, replicas=2, env='{TICK: "0.2"}'):
+        events = [json.loads(line) for line in up.stderr.splitlines()]
+        assert {"step", "done"} <= {e["event"] for e in events} and all("elapsed" in e for e in events), up.stderr
+        yield stack, on
 
 
 def test_logs_show_follow_and_refuse(chatty):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import urllib.request
+from contextlib import ExitStack
 
 import boto3
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from toolkit.config import stackfile
 from toolkit.run.engine import Engine
 
-from .conftest import CHIRP, aws_environment, make_host_roots, run_cli
+from .conftest import CHIRP, aws_environment, environment, make_host_roots, run_cli
 from .sshd import lab_first_address
 from .test_migrate_local import objects, rows
 
@@ -105,8 +106,8 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
                                   drill_pg_port=drill_rds.port, a1=LAB[0], a3=LAB[2]))
     env = {**aws_environment(terraform_rc), "CHIRP_S3_KEY": "chirp-app", "CHIRP_S3_SECRET": "chirp-app-secret",
            "CHIRPA_BACKUP_KEY": "the operator's key for chirpa"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    scope = ExitStack()
+    scope.enter_context(environment(env))
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     try:
         up = run_cli(*lb, "up", "--on", "cloud", timeout=900)
@@ -247,11 +248,7 @@ def test_aws_to_baremetal(tmp_path, ssh_lab, moto_server, terraform_rc):
     finally:
         run_cli(*lb, "destroy", "--on", "colo", "--delete-backups", timeout=900)
         run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        scope.close()
         rds.stop()
         drill_rds.stop()
         shutil.rmtree(roots, ignore_errors=True)

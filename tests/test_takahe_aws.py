@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
 import urllib.request
 import uuid
+from contextlib import ExitStack
 
 import boto3
 import pytest
 
-from .conftest import REPO, aws_environment, make_host_roots, run_cli
+from .conftest import REPO, aws_environment, environment, make_host_roots, run_cli
 from .test_takahe import ARCHIVE, SETUP, api, logs_of, post_image, web_urls
 
 pytestmark = pytest.mark.timeout(2400)
@@ -85,8 +85,8 @@ def test_takahe_moves_from_bare_metal_onto_aws_with_its_media_in_s3(tmp_path, ss
                                               web=ssh_lab.hosts[0], user=ssh_lab.user, key=ssh_lab.client_key,
                                               roots=roots, endpoint=moto_server.url, rds=rds))
     env = {**aws_environment(terraform_rc), "TAKAHE_S3_KEY": "takahe-app", "TAKAHE_S3_SECRET": uuid.uuid4().hex}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    scope = ExitStack()
+    scope.enter_context(environment(env))
     lb = ["-c", str(stack), "-o", "json", "--yes"]
     try:
         up = run_cli(*lb, "up", "--on", "colo", timeout=1800)
@@ -123,10 +123,6 @@ def test_takahe_moves_from_bare_metal_onto_aws_with_its_media_in_s3(tmp_path, ss
     finally:
         run_cli(*lb, "destroy", "--on", "cloud", timeout=900)
         run_cli(*lb, "destroy", "--on", "colo", timeout=900)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        scope.close()
         rds.stop()
         shutil.rmtree(roots, ignore_errors=True)
