@@ -31,7 +31,7 @@ LAB = [f"127.0.0.{lab_first_address() + i}" for i in range(3)]  # the lab's host
 
 STACK = """version: 1
 name: {name}
-domain: www.lsy.test
+domain: www.{name}.test
 services:
   web:
     role: web
