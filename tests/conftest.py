@@ -154,7 +154,11 @@ if os.environ.get("TICK"):  # a line of output every TICK seconds
     threading.Thread(target=tick, args=(float(os.environ["TICK"]),), daemon=True).start()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        body = b"ok"
+        if self.path.startswith("/env/"):  # the SHA-256 of a variable it was given (never the value)
+            import hashlib
+            body = hashlib.sha256(os.environ.get(self.path[5:], "").encode()).hexdigest().encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a):
         pass
 http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PORT"])), H).serve_forever()
@@ -163,7 +167,7 @@ http.server.ThreadingHTTPServer((os.environ["LIFEBOAT_BIND"], int(os.environ["PO
 
 def tiny_app(directory: Path) -> Path:
     """A build directory with serve.py: answers 200 on every path at $LIFEBOAT_BIND:$PORT ($SLOW_START s late;
-    a line "tick N from replica R ✓" on stdout every $TICK s)."""
+    a line "tick N from replica R ✓" on stdout every $TICK s; /env/NAME: the SHA-256 of its variable NAME)."""
     app = directory / "app"
     app.mkdir()
     (app / "serve.py").write_text(TINY_APP)

@@ -83,3 +83,51 @@ def test_a_store_secret_is_set_listed_and_removed(where):
     assert gone.code == 0 and store.read("SMTP_PASSWORD") is None
     rows = {r["name"]: r for r in run_cli(*lb, "secrets", "list", "--on", on, env=env).envelope["data"]["secrets"]}
     assert rows["SMTP_PASSWORD"]["stored"] is False
+
+
+def test_a_secret_set_reaches_the_service_at_the_next_up_and_nowhere_else(tmp_path):
+    """Set from stdin, deployed by `up` (the service restarts with it), replaced, deployed again: the service
+    has each value; no output, state file or process argument holds it."""
+    import hashlib
+    import subprocess
+    import urllib.request
+
+    from .conftest import tiny_app
+
+    tiny_app(tmp_path)
+    stack = tmp_path / "lifeboat.yml"
+    stack.write_text("""version: 1
+name: secretuse
+domain: secretuse.lifeboat.test
+services:
+  web: {role: web, build: app, command: [python3, serve.py], port: 8470, health: /, secrets: [SMTP_PASSWORD]}
+secrets:
+  SMTP_PASSWORD: {from: store}
+providers:
+  here: {type: local, state_dir: state, address: 127.0.0.35}
+""")
+    lb = ["-c", str(stack), "-o", "json", "--yes"]
+
+    def served() -> str:
+        [web] = run_cli(*lb, "status").envelope["data"]["services"]
+        with urllib.request.urlopen(web["url"] + "/env/SMTP_PASSWORD", timeout=10) as resp:  # noqa: S310
+            return resp.read().decode()
+
+    try:
+        outputs = ""
+        for value in ("first p@ss ✓ " + "x" * 20, "second, rotated"):
+            done = run_cli(*lb, "secrets", "set", "SMTP_PASSWORD", input=value + "\n")  # the only target
+            up = run_cli(*lb, "up", timeout=600)
+            assert done.code == 0 and up.code == 0, (done, up)
+            assert served() == hashlib.sha256(value.encode()).hexdigest()
+            outputs += done.stdout + done.stderr + up.stdout + up.stderr
+            argv = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            assert value not in argv and value not in outputs
+        # where it is kept on purpose (the store, the processes' environment files) only the owner reads it;
+        # nowhere else in the target's state (logs, state.json, releases) does it appear
+        files = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+        held = [p for p in files if b"second, rotated" in p.read_bytes()]
+        assert held and all(p.stat().st_mode & 0o077 == 0 for p in held), [(str(p), oct(p.stat().st_mode)) for p in held]
+        assert all("secrets" in p.parts or "env" in p.parts for p in held), [str(p) for p in held]
+    finally:
+        run_cli(*lb, "destroy")
