@@ -5,6 +5,10 @@ is written into a unit; destroy removes the units."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -13,7 +17,7 @@ from toolkit.config import stackfile
 from toolkit.run.engine import Engine
 
 from .awslab import free_port
-from .conftest import run_cli
+from .conftest import LIFEBOAT, run_cli
 from .test_supervisor import wait_for
 
 STACK = """version: 1
@@ -30,7 +34,7 @@ services:
   worker:
     role: worker
     build: {app}
-    command: ["python3", "-c", "import time; [time.sleep(5) for _ in iter(int, 1)]"]
+    command: ["python3", "-c", "import itertools, time; [(print('beat', n, flush=True), time.sleep(0.3)) for n in itertools.count()]"]
 secrets:
   APP_KEY: {{from: generate, length: 40}}
 providers:
@@ -93,6 +97,17 @@ def test_services_run_as_systemd_units(tmp_path, box):
             assert box.run("systemctl", "is-enabled", unit).stdout.strip() == "enabled"
             assert box.run("systemctl", "is-active", unit).stdout.strip() == "active"
         assert box.run("pgrep", "-f", "supervisor.py supervisor.json", check=False).returncode == 1  # no supervisor
+        # `lifeboat logs` reads what the unit appends to (StandardOutput=append:), and follows it
+        time.sleep(1)
+        logs = run_cli("-c", str(stack), "logs", "--on", "box", "worker", "-n", "2")
+        assert logs.code == 0 and [line.split(" | ")[0].strip() for line in logs.stdout.splitlines()] == \
+            ["box/worker.0"] * 2 and "beat" in logs.stdout, logs
+        last = int(logs.stdout.split()[-1])
+        proc = subprocess.Popen([*LIFEBOAT, "-c", str(stack), "logs", "--on", "box", "worker", "-f", "-n", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        line = proc.stdout.readline()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0 and int(line.split()[-1]) > last, line  # a line written after
         web = status()["web"]
         assert box.run("ps", "-o", "user:20=,args=", "-p", str(web["pid"])).stdout.split() == \
             ["lifeboat-app", "python3", "serve.py"]  # the unit's main process is the app, unprivileged
