@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-AWS_GROUP = ["tests/test_aws_localstack.py", "tests/test_aws_moto.py", "tests/test_migrate_aws.py",
-             "tests/test_takahe_aws.py"]
+AWS_GROUP = ["tests/test_aws_localstack.py", "tests/test_ci_workflow.py", "tests/test_aws_moto.py",
+             "tests/test_migrate_aws.py", "tests/test_takahe_aws.py"]
 AWS_LAB = "12"  # the AWS group's lab hosts: 127.0.0.12, .13, .14
 
 
