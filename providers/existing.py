@@ -370,8 +370,8 @@ class ExistingProvider(FileLocked, Provider):
                     raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.shown_bucket(bucket)} does not "
                                               "exist there.", code="existing.no_bucket")
             elif not self.is_folder(*self.folder(bucket)):
-                raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.shown(*self.folder(bucket))} is "
-                                          "not a folder.", code="existing.no_folder")
+                raise ProviderUnreachable(f"{self.label}: bucket {bucket}: {self.shown_bucket(bucket)} is not a "
+                                          "folder.", code="existing.no_folder")
         return facts
 
     def observe(self) -> list[Resource]:

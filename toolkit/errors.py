@@ -55,9 +55,6 @@ class Warned(str):
         made.code = code
         return made
 
-    def as_dict(self) -> dict:
-        return {"code": self.code, "message": str(self)}
-
 
 def warning_dict(warning: str) -> dict:
     """``{"code", "message"}`` of a warning (a plain string's code is "warning")."""
@@ -89,27 +86,6 @@ class BadInput(ToolkitError):
     code = "bad_input"
 
 
-@dataclass
-class StackFileError(BadInput):
-    """The stack file is invalid; carries every problem found, each with file, line and key."""
-
-    path: str
-    issues: list[Problem] = field(default_factory=list)
-
-    def __post_init__(self):
-        count = len(self.issues)
-        first = self.issues[0].message if self.issues else "invalid stack file"
-        more = f" (and {count - 1} more)" if count > 1 else ""
-        BadInput.__init__(self, first + more, code="stack.invalid")
-
-    @property
-    def problems(self) -> list[Problem]:
-        return list(self.issues)
-
-    def __str__(self) -> str:
-        return "\n".join(p.render() for p in self.issues)
-
-
 class ManyProblems(BadInput):
     """Several problems of one kind found in one pass (every missing secret, not the first)."""
 
@@ -124,6 +100,20 @@ class ManyProblems(BadInput):
 
     def __str__(self) -> str:
         return "\n".join(p.render() for p in self.issues)
+
+
+@dataclass
+class StackFileError(ManyProblems):
+    """The stack file is invalid; carries every problem found, each with file, line and key."""
+
+    path: str
+    issues: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self):
+        count = len(self.issues)
+        first = self.issues[0].message if self.issues else "invalid stack file"
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        BadInput.__init__(self, first + more, code="stack.invalid")
 
 
 class ConfirmationRequired(BadInput):

@@ -286,15 +286,21 @@ class AppDeploys:
         """``argv`` in ``svc``'s release folder on ``host`` with the service's environment (replica 0): as the
         app account when ``as_app`` (as the services run), else as the login (a build writes the release).
         With ``check``, a failure is a ProviderError naming ``what`` with the output's tail."""
-        conn = self.conn(host)
-        cwd = Releases(conn, self.root(host)).path(svc.name, release)
-        account = self.app_account(host) if as_app else None
-        env = {**self.service_env(svc, self.spec(host), replica=0, release=release), **(env or {})}
-        result = conn.run([*(["runuser", "-u", account, "--"] if account else []), *argv], env=env, cwd=cwd,
-                          check=False, timeout=timeout)
+        command, env, cwd = self.in_release(host, svc, release, argv, as_app=as_app, env=env)
+        result = self.conn(host).run(command, env=env, cwd=cwd, check=False, timeout=timeout)
         if check:
             self._phase_ok(host, svc, result, argv, what=what, code=code, after=after)
         return result
+
+    def in_release(self, host: str, svc, release: str, argv: list[str], *, as_app: bool,
+                   env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], str]:
+        """(command, environment, folder) that run ``argv`` in ``svc``'s release folder on ``host`` with the
+        service's environment (replica 0), as the app account when ``as_app``: for run_in_release and a
+        console."""
+        account = self.app_account(host) if as_app else None
+        return ([*(["runuser", "-u", account, "--"] if account else []), *argv],
+                {**self.service_env(svc, self.spec(host), replica=0, release=release), **(env or {})},
+                Releases(self.conn(host), self.root(host)).path(svc.name, release))
 
     @staticmethod
     def _phase_ok(host: str, svc, result, argv, *, what: str, code: str, after: str = "") -> None:

@@ -4,7 +4,6 @@ on the app hosts, secrets as 0600 files on the primary host."""
 
 from __future__ import annotations
 
-import secrets as pysecrets
 import shutil
 import sys
 from contextlib import contextmanager
@@ -231,24 +230,12 @@ class HostCompute(ComputeService):
         """A pseudo-terminal on the service's first host: in its release folder as the app account
         (process runtime), or in a one-off container of its image (docker runtime, ``-it``)."""
         svc, info, host = self._deployed(service)
-        conn = self.p.conn(host)
-        env = self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"])
         if info.get("runtime") == "docker":
-            docker = self.p.docker(host)
-            path = f"{docker.dir}/{service}.console-{pysecrets.token_hex(4)}.env"
-            conn.run(["sh", "-c", 'mkdir -p "$1" && chmod 700 "$1"', "sh", docker.dir])
-            conn.write_bytes(path, docker.cmd.env_file(env), mode=0o600)
-            try:
-                once = docker.cmd.run_once(image_tag(self.p.stack.name, service, info["release"]), list(argv),
-                                           env_file=path, volumes=self.p._volumes(host))
-                return conn.interactive([*once[:3], "-i", "-t", *once[3:]], env=docker.env)
-            finally:
-                conn.run(["rm", "-f", path])
-        from toolkit.hostops.releases import Releases
-
-        account = self.p.app_account(host)
-        cwd = Releases(conn, self.p.root(host)).path(svc.name, info["release"])
-        return conn.interactive([*(["runuser", "-u", account, "--"] if account else []), *argv], env=env, cwd=cwd)
+            env = self.p.service_env(svc, self.p.spec(host), replica=0, release=info["release"])
+            return self.p.docker(host).run_once(image_tag(self.p.stack.name, service, info["release"]), list(argv),
+                                                env, volumes=self.p._volumes(host), terminal=True)
+        command, env, cwd = self.p.in_release(host, svc, info["release"], list(argv), as_app=True)
+        return self.p.conn(host).interactive(command, env=env, cwd=cwd)
 
     def _deployed(self, service: str):
         svc = self.p.stack.services.get(service)

@@ -349,16 +349,14 @@ def logs(session: Session, on, service, replica, lines, since, follow):
         found = reading.tail(sources, lines, since)
         if not session.json:
             write_stdout("".join(f"{s.label:<{width}} | {line}\n" for s, text in found for line in text))
-        return Outcome({"target": on, "logs": [{"service": s.service, "replica": s.replica, "host": s.host,
-                                                "lines": text} for s, text in found]})
+        return Outcome({"target": on, "logs": [{**s.where(), "lines": text} for s, text in found]})
     count = 0
 
     def emit(source, line: str) -> None:
         nonlocal count
         count += 1
         if session.json:
-            write_stdout(json.dumps({"service": source.service, "replica": source.replica, "host": source.host,
-                                     "line": line}, ensure_ascii=False) + "\n")
+            write_stdout(json.dumps({**source.where(), "line": line}, ensure_ascii=False) + "\n")
         else:
             write_stdout(f"{source.label:<{width}} | {line}\n")
 

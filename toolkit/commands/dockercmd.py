@@ -49,9 +49,11 @@ def run(name: str, image: str, command: list[str], *, env_file: str, stack: str,
     return argv + [image, *command]
 
 
-def run_once(image: str, command: list[str], *, env_file: str, volumes: tuple[str, ...] = ()) -> list[str]:
-    """A one-off command in a fresh container of the service's image (removed when it exits)."""
-    argv = ["docker", "run", "--rm", "--network", "host", "--env-file", env_file]
+def run_once(image: str, command: list[str], *, env_file: str, volumes: tuple[str, ...] = (),
+             terminal: bool = False) -> list[str]:
+    """A one-off command in a fresh container of the service's image (removed when it exits); with
+    ``terminal``, interactive on a pseudo-terminal (``-i -t``)."""
+    argv = ["docker", "run", "--rm", *(["-i", "-t"] if terminal else []), "--network", "host", "--env-file", env_file]
     for volume in volumes:
         argv += ["--volume", f"{volume}:{volume}"]
     return argv + [image, *command]

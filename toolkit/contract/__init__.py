@@ -138,6 +138,10 @@ class LogSource:
     def label(self) -> str:
         return f"{self.host + '/' if self.host else ''}{self.service}.{self.replica}"
 
+    def where(self) -> dict:
+        """Which replica, for JSON output."""
+        return {"service": self.service, "replica": self.replica, "host": self.host}
+
 
 # --------------------------------------------------------------------------------------------------
 # One interface per service

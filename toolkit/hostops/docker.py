@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from toolkit.errors import CommandFailed, ProviderError
 from toolkit.hostops.shell import sh
@@ -150,20 +151,30 @@ class DockerRuntime:
             time.sleep(0.5)
         return False
 
-    def run_once(self, image: str, argv: list[str], env: dict[str, str], *, volumes: tuple[str, ...] = (),
-                 timeout: float = 3600):
-        """``argv`` in a fresh container of ``image`` (removed when it exits) with ``env`` (an env file, 0600,
-        removed after): `exec` and the release phase. The result, not checked."""
+    @contextmanager
+    def _scratch_file(self, kind: str, body: bytes):
+        """A 0600 file of ``body`` in the runtime's 0700 folder for the time of the block (an environment a
+        one-off container reads), removed after."""
         import secrets as pysecrets
 
         sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.dir)
-        path = f"{self.dir}/once-{pysecrets.token_hex(4)}.env"
-        self.conn.write_bytes(path, self.cmd.env_file(env), mode=0o600)
+        path = f"{self.dir}/{kind}-{pysecrets.token_hex(4)}.env"
+        self.conn.write_bytes(path, body, mode=0o600)
         try:
-            return self.run(self.cmd.run_once(image, list(argv), env_file=path, volumes=volumes), check=False,
-                            timeout=timeout)
+            yield path
         finally:
             self.conn.run(["rm", "-f", path])
+
+    def run_once(self, image: str, argv: list[str], env: dict[str, str], *, volumes: tuple[str, ...] = (),
+                 timeout: float = 3600, terminal: bool = False):
+        """``argv`` in a fresh container of ``image`` (removed when it exits) with ``env`` (an env file, 0600,
+        removed after): `exec` and the release phase, the result (not checked); with ``terminal``, on this
+        terminal through a pseudo-terminal of the host (`console`), its exit status."""
+        with self._scratch_file("once", self.cmd.env_file(env)) as path:
+            command = self.cmd.run_once(image, list(argv), env_file=path, volumes=volumes, terminal=terminal)
+            if terminal:
+                return self.conn.interactive(command, env=self.env)
+            return self.run(command, check=False, timeout=timeout)
 
     def is_built(self, tag: str) -> bool:
         """Whether the build command has run into image ``tag`` (``build_in_image`` labels what it commits)."""
@@ -173,28 +184,25 @@ class DockerRuntime:
     def build_in_image(self, tag: str, argv: list[str], env: dict[str, str], *, timeout: float = 3600):
         """The build command ``argv`` run in a container of image ``tag`` (as its image runs the services'
         commands: through its entrypoint, as its user, in its working folder) and committed back as ``tag``,
-        labelled built, with the image's own command. The environment reaches the command through a file mounted read only and read by
-        ``/bin/sh``, never through docker's -e or --env-file: a committed container keeps those in its
+        labelled built, with the image's own command. The environment reaches the command through a file
+        mounted read only and read by ``/bin/sh``, never through docker's -e or --env-file: a committed container keeps those in its
         image, and no secret may stay in an image. The result (checked by the caller); on failure the image
         is left unbuilt (the next `up` runs the command again)."""
         import secrets as pysecrets
         import shlex
 
         config = json.loads(self.run(self.cmd.image_config(tag), timeout=60).text or "{}") or {}
-        sh(self.conn, 'mkdir -p "$1" && chmod 700 "$1"', self.dir)
-        token = pysecrets.token_hex(4)
-        path, name = f"{self.dir}/build-{token}.env", f"lifeboat-build-{self.stack}-{token}"
-        self.conn.write_bytes(path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode(),
-                              mode=0o600)
-        try:
-            result = self.run(self.cmd.run_sourcing(name, tag, list(argv), env_path=path), check=False,
-                              timeout=timeout)
-            if result.ok:
-                self.run(self.cmd.commit(name, tag, cmd=config.get("Cmd"), label=BUILT_LABEL), timeout=600)
-            return result
-        finally:
-            self.run(self.cmd.remove(name), check=False, timeout=60)
-            self.conn.run(["rm", "-f", path])
+        name = f"lifeboat-build-{self.stack}-{pysecrets.token_hex(4)}"
+        body = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode()
+        with self._scratch_file("build", body) as path:
+            try:
+                result = self.run(self.cmd.run_sourcing(name, tag, list(argv), env_path=path), check=False,
+                                  timeout=timeout)
+                if result.ok:
+                    self.run(self.cmd.commit(name, tag, cmd=config.get("Cmd"), label=BUILT_LABEL), timeout=600)
+                return result
+            finally:
+                self.run(self.cmd.remove(name), check=False, timeout=60)
 
     def pause_service(self, service: str) -> None:
         """Stop the service's containers, keeping them (a write freeze); `resume_service` starts them."""
