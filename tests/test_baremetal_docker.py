@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import baremetal_target, chirp_copy, make_host_roots, run_cli
+from .conftest import LIFEBOAT, baremetal_target, chirp_copy, make_host_roots, run_cli
 
 STACK = """version: 1
 name: chirpd
@@ -223,6 +223,12 @@ def test_docker_runs_the_build_and_release_phases_and_keeps_the_previous_release
             assert secret not in json.dumps(config) and config["Labels"]["lifeboat.stack.built"] == "1"
         assert run_cli(*lb, "up", "--on", "colo").envelope["data"]["applied"] == []
         assert released() == 1  # once per release, not per run
+        # console: `docker run -it` on a pseudo-terminal of the host, in the service's image and environment
+        from .test_console import in_terminal
+
+        code, out = in_terminal([*LIFEBOAT, "-c", str(stack), "console", "--on", "colo", "web", "--", "sh"],
+                                b"tty; echo svc=$LIFEBOAT_SERVICE; cat built.txt; echo; exit 4\n")
+        assert code == 4 and "/dev/pts/" in out and "svc=web" in out and str(len(secret)) in out, out
 
         # a new release whose release command fails: not started anywhere, the previous one serves
         (app / "chirp" / "version.txt").write_text("2\n")
